@@ -1,0 +1,32 @@
+//! Verbatim core: the whole on-device agent without any FFI.
+//!
+//! The pipeline (see DESIGN.md): a managed [`policy`] configures the agent, the app hands
+//! typed [`model`] events to the [`agent`], which decides scope, [`seal`]s them to the
+//! archive's public key, appends them to the hash-[`chain`]ed durable [`queue`], and the
+//! uploader sends acknowledged-only-once batches in the [`wire`] format.
+
+pub mod agent;
+pub mod archive;
+mod block_on;
+pub mod chain;
+pub mod clock;
+pub mod error;
+pub mod model;
+pub mod policy;
+pub mod queue;
+pub mod record;
+pub mod seal;
+pub mod synth;
+pub mod secret;
+pub mod wire;
+
+pub use agent::{Agent, AgentOptions, CaptureOutcome, Status};
+pub use error::{Error, ErrorKind};
+pub use model::{Channel, Direction, Event};
+pub use policy::{Policy, Value};
+
+/// Waits for a future on the current thread (tests and blocking callers).
+#[doc(hidden)]
+pub fn block_on_for_tests<F: std::future::Future>(f: F) -> F::Output {
+    block_on::block_on(f)
+}
