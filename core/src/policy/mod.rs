@@ -1,0 +1,73 @@
+//! Managed policy: the MDM's configuration, parsed from a neutral key/value tree into a typed,
+//! validated [`Policy`]. One schema ([`schema::KEYS`]) is the single source of truth for every
+//! key: the parser, the CLI's template, the README reference and the MDM artifacts all read it.
+
+mod parse;
+pub mod schema;
+mod value;
+#[cfg(feature = "policy-files")]
+pub mod file;
+
+pub use parse::{parse, Parsed, Problem, ProblemKind, Rejected};
+pub use value::Value;
+
+use std::collections::BTreeSet;
+
+use crate::model::Channel;
+use crate::secret::Secret;
+
+/// Which networks upload may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadNetwork {
+    /// Any network, metered or not.
+    Any,
+    /// Only unmetered networks (Wi-Fi, Ethernet).
+    Unmetered,
+}
+
+/// Log verbosity; records below the policy's level are dropped in Rust before they reach
+/// any platform sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
+/// A validated managed policy. Built only by [`parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub archive_url: url::Url,
+    /// X25519 public key of the archive (32 bytes).
+    pub archive_public_key: [u8; 32],
+    pub archive_key_id: String,
+    pub tenant_id: String,
+    pub device_token: Secret,
+    /// Set by the MDM (a device variable); when absent the agent generates one once and keeps it.
+    pub device_id: Option<String>,
+    /// When set, only this CA (PEM) is trusted for the archive, not the OS store.
+    pub archive_ca_pem: Option<String>,
+    /// SPKI SHA-256 pins checked on top of normal certificate validation.
+    pub tls_pins: Vec<[u8; 32]>,
+    pub capture_channels: BTreeSet<Channel>,
+    /// The employee's business numbers and handles, normalised with [`crate::model::normalize_handle`].
+    pub business_lines: BTreeSet<String>,
+    pub capture_attachments: bool,
+    pub max_attachment_mb: u32,
+    pub capture_call_recordings: bool,
+    pub upload_network: UploadNetwork,
+    pub upload_allow_roaming: bool,
+    pub upload_interval_minutes: u32,
+    pub max_batch_kb: u32,
+    pub queue_max_mb: u32,
+    pub queue_alert_percent: u8,
+    pub fail_closed: bool,
+    pub disclaimer_text: Option<String>,
+    pub log_level: LogLevel,
+    pub policy_version: String,
+}
