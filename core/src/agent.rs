@@ -1,0 +1,654 @@
+//! The agent: the one object the app talks to. It decides scope, validates events, and hands
+//! records to the queue's writer; it owns the policy in force and reports status.
+//!
+//! Threading: `open` and `read_batch` do disk I/O and are background-only. `capture`,
+//! `apply_policy`, `acknowledge` and `close` are async: they wait for the writer thread without
+//! blocking the caller's thread. `status` reads memory only and is safe anywhere.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::block_on::block_on;
+use crate::chain::StreamId;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{self, Channel, Event};
+use crate::policy::{self, Policy, Value};
+use crate::queue::{self, Config, Job, Outcome, Pending, QueueReader, Snapshot, WriterHandle};
+use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
+use crate::wire::Batch;
+
+/// A wall clock that moves this much more or less than the monotonic clock has jumped.
+pub const CLOCK_JUMP_TOLERANCE_MS: i64 = 60_000;
+/// Source times further ahead of the device clock than this are refused as invalid.
+pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
+/// Identifiers and handles longer than this are refused (they would bloat every record).
+pub const MAX_ID_LEN: usize = 1024;
+
+pub struct AgentOptions {
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions { clock: Arc::new(SystemClock::default()) }
+    }
+}
+
+/// What became of a captured event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CaptureOutcome {
+    /// Durable in the queue, sealed, under these sequence numbers.
+    Captured { first_seq: u64, last_seq: u64 },
+    /// Not business per policy: dropped before anything was written; only a counter remains.
+    OutOfScope,
+}
+
+/// Counters since the agent opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub captured: u64,
+    pub out_of_scope: u64,
+    pub invalid: u64,
+    pub refused_not_configured: u64,
+    pub refused_queue_full: u64,
+}
+
+/// The uploader's view, kept here so one status shows everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UploadStatus {
+    pub last_attempt_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_retry_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub configured: bool,
+    /// Why capture is refused when not configured (no policy yet, policy rejected, ...).
+    pub not_configured_reason: Option<String>,
+    /// Captures are accepted right now (configured and queue not full).
+    pub capture_enabled: bool,
+    pub channels: Vec<Channel>,
+    pub tenant_id: Option<String>,
+    pub device_id: Option<String>,
+    pub stream_id: Option<String>,
+    pub policy_version: Option<String>,
+    pub policy_fingerprint: Option<String>,
+    pub queue_records: u64,
+    pub queue_bytes: u64,
+    pub queue_max_bytes: u64,
+    pub queue_alert: bool,
+    pub queue_full: bool,
+    pub oldest_pending_ms: Option<i64>,
+    pub oldest_pending_age_ms: Option<i64>,
+    pub last_seq: u64,
+    pub acked_through: u64,
+    pub epoch: Option<u64>,
+    pub counters: Counters,
+    pub upload: UploadStatus,
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    captured: AtomicU64,
+    out_of_scope: AtomicU64,
+    invalid: AtomicU64,
+    refused_not_configured: AtomicU64,
+    refused_queue_full: AtomicU64,
+}
+
+/// Notices wall-clock jumps by comparing it with the monotonic clock.
+struct ClockWatch {
+    wall_ms: i64,
+    mono_ms: i64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    writer: WriterHandle,
+    reader: QueueReader,
+    snapshot: Arc<Mutex<Snapshot>>,
+    policy: RwLock<Option<Arc<Policy>>>,
+    not_configured_reason: Mutex<String>,
+    generated_device_id: String,
+    clock: Arc<dyn Clock>,
+    clock_watch: Mutex<ClockWatch>,
+    counters: AtomicCounters,
+    upload: Mutex<UploadStatus>,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: record a clean stop and wait for the writer to release the
+        // store, so the directory can be opened again at once. The writer answers in
+        // milliseconds; this waits on a thread park, safe inside any async runtime.
+        let (reply, done) = oneshot::channel();
+        if self.writer.submit(Job::Shutdown { reply }).is_ok() {
+            let _ = block_on(done);
+        }
+        self.writer.join();
+    }
+}
+
+/// The capture agent over one data directory. Cheap to clone; all clones share one agent.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn submit(writer: &WriterHandle, make: impl FnOnce(queue::Reply) -> Job) -> Result<Outcome> {
+    let (tx, rx) = oneshot::channel();
+    writer.submit(make(tx))?;
+    rx.await.map_err(|_| Error::new(ErrorKind::Closed, "the queue writer stopped"))?
+}
+
+impl Agent {
+    /// Opens (or creates) the agent's store in `dir` and re-applies the stored policy.
+    /// Background-only: it opens and migrates the database.
+    pub fn open(dir: &Path, options: AgentOptions) -> Result<Agent> {
+        let clock = options.clock;
+        let now = clock.now_ms();
+        let (writer, reader, snapshot, info) = queue::open(dir, now)?;
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            writer,
+            reader,
+            snapshot,
+            policy: RwLock::new(None),
+            not_configured_reason: Mutex::new("no policy has been applied".into()),
+            generated_device_id: info.generated_device_id.clone(),
+            clock_watch: Mutex::new(ClockWatch { wall_ms: now, mono_ms: clock.monotonic_ms() }),
+            clock,
+            counters: AtomicCounters::default(),
+            upload: Mutex::new(UploadStatus::default()),
+            closed: AtomicBool::new(false),
+        });
+        let agent = Agent { inner };
+        if let Some((tree_json, _)) = &info.stored_policy {
+            agent.restore_policy(tree_json)?;
+        }
+        let mut events = vec![AgentEvent::Started {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            after_crash: info.after_crash,
+        }];
+        if info.last_captured_ms - now > CLOCK_JUMP_TOLERANCE_MS {
+            // The clock is behind the last capture of the previous run: it was set backwards.
+            events.push(AgentEvent::ClockJumped {
+                expected_ms: info.last_captured_ms,
+                observed_ms: now,
+                delta_ms: now - info.last_captured_ms,
+            });
+        }
+        block_on(agent.record_agent_events(events))?;
+        Ok(agent)
+    }
+
+    /// Re-applies the policy persisted by an earlier run, without new audit events.
+    fn restore_policy(&self, tree_json: &str) -> Result<()> {
+        let tree: Value = match serde_json::from_str(tree_json) {
+            Ok(t) => t,
+            Err(_) => {
+                *lock(&self.inner.not_configured_reason) = "the stored policy is unreadable; push the policy again".into();
+                return Ok(());
+            }
+        };
+        match policy::parse(&tree) {
+            Ok(parsed) => {
+                let config = self.config_for(&parsed.policy, tree_json.to_string(), Vec::new());
+                let now = self.inner.clock.now_ms();
+                block_on(submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }))?;
+                *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(parsed.policy));
+            }
+            Err(rejected) => {
+                *lock(&self.inner.not_configured_reason) =
+                    format!("the stored policy no longer validates ({} problems); push the policy again", rejected.problems.len());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn config_for(&self, p: &Policy, tree_json: String, events: Vec<AgentEvent>) -> Config {
+        Config {
+            tenant: p.tenant_id.clone(),
+            device: p.device_id.clone().unwrap_or_else(|| self.inner.generated_device_id.clone()),
+            archive_public_key: p.archive_public_key,
+            archive_key_id: p.archive_key_id.clone(),
+            queue_max_bytes: p.queue_max_mb as u64 * 1024 * 1024,
+            alert_percent: p.queue_alert_percent,
+            tree_json,
+            fingerprint: hex::encode(p.fingerprint()),
+            events,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Closed, "the agent is closed"));
+        }
+        Ok(())
+    }
+
+    /// The policy in force, if any.
+    pub fn policy(&self) -> Option<Arc<Policy>> {
+        self.inner.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Validates and applies a managed configuration tree. On any problem the policy in force
+    /// stays, the rejection is recorded as an agent event, and the error lists every problem by
+    /// key. Returns the warnings (unknown keys) of an accepted policy.
+    pub async fn apply_policy(&self, tree: &Value) -> Result<Vec<policy::Problem>> {
+        self.check_open()?;
+        let now = self.inner.clock.now_ms();
+        let parsed = match policy::parse(tree) {
+            Ok(parsed) => parsed,
+            Err(rejected) => {
+                let problems = rejected.problems.iter().map(|p| format!("{}: {:?}", p.key, p.kind)).collect();
+                self.record_agent_events(vec![AgentEvent::PolicyRejected { problems }]).await?;
+                self.note_rejection(rejected.problems.len());
+                return Err(Error::new(ErrorKind::PolicyRejected, rejected.to_string()));
+            }
+        };
+        let new = parsed.policy;
+        let old = self.policy();
+        let fingerprint = hex::encode(new.fingerprint());
+        let unchanged = lock(&self.inner.snapshot).policy_fingerprint.as_deref() == Some(fingerprint.as_str());
+        let mut events = Vec::new();
+        if !unchanged {
+            events.push(AgentEvent::PolicyApplied {
+                policy_version: new.policy_version.clone(),
+                fingerprint: fingerprint.clone(),
+                archive_key_id: new.archive_key_id.clone(),
+            });
+            let before: Vec<Channel> = old.as_ref().map(|p| p.capture_channels.iter().copied().collect()).unwrap_or_default();
+            let enabled: Vec<Channel> = new.capture_channels.iter().copied().filter(|c| !before.contains(c)).collect();
+            let disabled: Vec<Channel> = before.iter().copied().filter(|c| !new.capture_channels.contains(c)).collect();
+            if !enabled.is_empty() || !disabled.is_empty() {
+                events.push(AgentEvent::CaptureChannels { enabled, disabled });
+            }
+        }
+        let tree_json = serde_json::to_string(tree).map_err(|e| Error::new(ErrorKind::Internal, format!("policy tree: {e}")))?;
+        let config = self.config_for(&new, tree_json, events);
+        match submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }).await {
+            Ok(_) => {
+                *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(new));
+                Ok(parsed.warnings)
+            }
+            Err(e) if e.kind == ErrorKind::PolicyRejected => {
+                let key = e.detail.split(':').next().unwrap_or("policy").to_string();
+                self.record_agent_events(vec![AgentEvent::PolicyRejected { problems: vec![format!("{key}: InvalidValue")] }])
+                    .await?;
+                self.note_rejection(1);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn note_rejection(&self, problems: usize) {
+        if self.policy().is_none() {
+            *lock(&self.inner.not_configured_reason) = format!("the pushed policy was rejected ({problems} problems)");
+        }
+    }
+
+    /// Records agent events in the chain (or, before any policy, in the deferred table).
+    pub async fn record_agent_events(&self, events: Vec<AgentEvent>) -> Result<()> {
+        let now = self.inner.clock.now_ms();
+        submit(&self.inner.writer, |reply| Job::Agent { events, now_ms: now, reply }).await.map(|_| ())
+    }
+
+    /// Captures one event. Returns once it is durable (or dropped as out of scope).
+    pub async fn capture(&self, event: Event) -> Result<CaptureOutcome> {
+        self.check_open()?;
+        let counters = &self.inner.counters;
+        let Some(policy) = self.policy() else {
+            counters.refused_not_configured.fetch_add(1, Ordering::Relaxed);
+            let reason = lock(&self.inner.not_configured_reason).clone();
+            return Err(Error::new(ErrorKind::NotConfigured, format!("capture refused: agent not configured ({reason})")));
+        };
+        let now = self.inner.clock.now_ms();
+        if let Err(e) = validate(&event, now) {
+            counters.invalid.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        if !in_scope(&policy, &event) {
+            counters.out_of_scope.fetch_add(1, Ordering::Relaxed);
+            return Ok(CaptureOutcome::OutOfScope);
+        }
+        if let Some(jump) = self.check_clock(now) {
+            self.record_agent_events(vec![jump]).await?;
+        }
+        let job = build_job(&policy, event, now)?;
+        let result = submit(&self.inner.writer, job).await;
+        match result {
+            Ok(o) => {
+                counters.captured.fetch_add(1, Ordering::Relaxed);
+                Ok(CaptureOutcome::Captured { first_seq: o.first_seq, last_seq: o.last_seq })
+            }
+            Err(e) => {
+                if e.kind == ErrorKind::QueueFull {
+                    counters.refused_queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Blocking form of [`Agent::capture`], for background threads.
+    pub fn capture_blocking(&self, event: Event) -> Result<CaptureOutcome> {
+        block_on(self.capture(event))
+    }
+
+    fn check_clock(&self, now: i64) -> Option<AgentEvent> {
+        let mono = self.inner.clock.monotonic_ms();
+        let mut watch = lock(&self.inner.clock_watch);
+        let expected = watch.wall_ms + (mono - watch.mono_ms);
+        watch.wall_ms = now;
+        watch.mono_ms = mono;
+        let delta = now - expected;
+        (delta.abs() > CLOCK_JUMP_TOLERANCE_MS).then_some(AgentEvent::ClockJumped { expected_ms: expected, observed_ms: now, delta_ms: delta })
+    }
+
+    /// The archive acknowledged everything through `through`: delete it from the queue.
+    pub async fn acknowledge(&self, through: u64) -> Result<()> {
+        self.check_open()?;
+        submit(&self.inner.writer, |reply| Job::Ack { through, reply }).await.map(|_| ())
+    }
+
+    /// The next batch to upload after what was acknowledged, at most `max_bytes` (but always at
+    /// least one record). Background-only: it reads the database.
+    pub fn read_batch(&self, max_bytes: usize) -> Result<Option<Batch>> {
+        self.check_open()?;
+        let (stream, after, link) = {
+            let snap = lock(&self.inner.snapshot);
+            match &snap.stream {
+                Some(s) => (s.clone(), snap.acked_through, snap.acked_link),
+                None => return Ok(None),
+            }
+        };
+        self.inner.reader.read_batch(&stream, after, link, max_bytes)
+    }
+
+    /// Reads a batch after an arbitrary point of the chain (the uploader continues past what it
+    /// has sent but not yet seen acknowledged).
+    pub fn read_batch_after(&self, after: u64, after_link: crate::chain::Link, max_bytes: usize) -> Result<Option<Batch>> {
+        self.check_open()?;
+        let stream = lock(&self.inner.snapshot).stream.clone();
+        match stream {
+            Some(s) => self.inner.reader.read_batch(&s, after, after_link, max_bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// The stream this agent writes, once a policy is in force.
+    pub fn stream(&self) -> Option<StreamId> {
+        lock(&self.inner.snapshot).stream.clone()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.inner.snapshot).clone()
+    }
+
+    /// Lets the uploader keep its part of the status.
+    pub fn update_upload_status(&self, f: impl FnOnce(&mut UploadStatus)) {
+        f(&mut lock(&self.inner.upload));
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Everything about the agent's state, from memory: safe on any thread.
+    pub fn status(&self) -> Status {
+        let snap = self.snapshot();
+        let policy = self.policy();
+        let now = self.inner.clock.now_ms();
+        let c = &self.inner.counters;
+        let configured = policy.is_some();
+        Status {
+            configured,
+            not_configured_reason: (!configured).then(|| lock(&self.inner.not_configured_reason).clone()),
+            capture_enabled: configured && !snap.full && !self.inner.closed.load(Ordering::Acquire),
+            channels: policy.as_ref().map(|p| p.capture_channels.iter().copied().collect()).unwrap_or_default(),
+            tenant_id: snap.stream.as_ref().map(|s| s.tenant.clone()),
+            device_id: snap.stream.as_ref().map(|s| s.device.clone()),
+            stream_id: snap.stream.as_ref().map(|s| s.stream.clone()),
+            policy_version: policy.as_ref().map(|p| p.policy_version.clone()),
+            policy_fingerprint: snap.policy_fingerprint.clone(),
+            queue_records: snap.pending_count,
+            queue_bytes: snap.pending_bytes,
+            queue_max_bytes: snap.queue_max_bytes,
+            queue_alert: snap.alert_raised,
+            queue_full: snap.full,
+            oldest_pending_ms: snap.oldest_pending_ms,
+            oldest_pending_age_ms: snap.oldest_pending_ms.map(|t| (now - t).max(0)),
+            last_seq: snap.last_seq,
+            acked_through: snap.acked_through,
+            epoch: snap.epoch,
+            counters: Counters {
+                captured: c.captured.load(Ordering::Relaxed),
+                out_of_scope: c.out_of_scope.load(Ordering::Relaxed),
+                invalid: c.invalid.load(Ordering::Relaxed),
+                refused_not_configured: c.refused_not_configured.load(Ordering::Relaxed),
+                refused_queue_full: c.refused_queue_full.load(Ordering::Relaxed),
+            },
+            upload: lock(&self.inner.upload).clone(),
+        }
+    }
+
+    /// Marks a clean shutdown and stops the writer. Later calls fail with `Closed`.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        submit(&self.inner.writer, |reply| Job::Shutdown { reply }).await?;
+        self.inner.writer.join();
+        Ok(())
+    }
+}
+
+/// Only events on a business line, on a channel the policy captures, are business.
+fn in_scope(policy: &Policy, event: &Event) -> bool {
+    let meta = event.meta();
+    policy.capture_channels.contains(&meta.channel) && policy.business_lines.contains(&model::normalize_handle(&meta.line))
+}
+
+fn invalid(detail: String) -> Error {
+    Error::new(ErrorKind::InvalidEvent, detail)
+}
+
+/// Checks an event's shape. Details name fields, never their values (they may be personal).
+pub fn validate(event: &Event, now_ms: i64) -> Result<()> {
+    let kind = event.kind();
+    let field = |name: &str, value: &str| -> Result<()> {
+        if value.trim().is_empty() {
+            return Err(invalid(format!("{kind}: {name} is empty")));
+        }
+        if value.len() > MAX_ID_LEN {
+            return Err(invalid(format!("{kind}: {name} is longer than {MAX_ID_LEN} bytes")));
+        }
+        Ok(())
+    };
+    let meta = event.meta();
+    field("line", &meta.line)?;
+    field("conversation_id", &meta.conversation_id)?;
+    field("source_id", &meta.source_id)?;
+    let time = |name: &str, t: i64| -> Result<()> {
+        if t <= 0 {
+            return Err(invalid(format!("{kind}: {name} must be a positive Unix time in milliseconds")));
+        }
+        if t - now_ms > MAX_FUTURE_SKEW_MS {
+            return Err(invalid(format!("{kind}: {name} is {} s ahead of the device clock", (t - now_ms) / 1000)));
+        }
+        Ok(())
+    };
+    time("source_time_ms", meta.source_time_ms)?;
+    let line = model::normalize_handle(&meta.line);
+    match event {
+        Event::Message(m) => {
+            field("sender", &m.sender)?;
+            if m.recipients.is_empty() {
+                return Err(invalid(format!("{kind}: recipients is empty")));
+            }
+            for r in &m.recipients {
+                field("recipients[]", r)?;
+            }
+            if m.text.is_empty() && m.attachment_ids.is_empty() {
+                return Err(invalid(format!("{kind}: neither text nor attachments")));
+            }
+            let parties = std::iter::once(&m.sender).chain(&m.recipients);
+            if !parties.map(|p| model::normalize_handle(p)).any(|p| p == line) {
+                return Err(invalid(format!("{kind}: no business party: line is neither the sender nor a recipient")));
+            }
+        }
+        Event::Edit(e) => {
+            field("target_message_id", &e.target_message_id)?;
+            field("editor", &e.editor)?;
+        }
+        Event::Unsend(u) => {
+            field("target_message_id", &u.target_message_id)?;
+            field("actor", &u.actor)?;
+        }
+        Event::Reaction(r) => {
+            field("target_message_id", &r.target_message_id)?;
+            field("actor", &r.actor)?;
+            field("reaction", &r.reaction)?;
+        }
+        Event::Attachment(a) => {
+            field("sender", &a.sender)?;
+            field("file_name", &a.file_name)?;
+            field("mime_type", &a.mime_type)?;
+            if a.path.as_os_str().is_empty() {
+                return Err(invalid(format!("{kind}: path is empty")));
+            }
+        }
+        Event::Call(c) => {
+            if c.participants.is_empty() {
+                return Err(invalid(format!("{kind}: participants is empty")));
+            }
+            for p in &c.participants {
+                field("participants[]", p)?;
+            }
+            time("started_ms", c.started_ms)?;
+            if let Some(end) = c.ended_ms {
+                if end < c.started_ms {
+                    return Err(invalid(format!("{kind}: ended_ms is before started_ms")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why an attachment is archived as metadata only, or None when it is captured in full.
+fn omission_reason(policy: &Policy, enabled: bool, disabled_reason: &str, path: &Path) -> std::result::Result<u64, String> {
+    if !enabled {
+        return Err(disabled_reason.to_string());
+    }
+    let size = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => return Err("not a regular file".to_string()),
+        Err(e) => return Err(format!("file unreadable: {}", e.kind())),
+    };
+    let max = policy.max_attachment_mb as u64 * 1024 * 1024;
+    if size > max {
+        return Err(format!("larger than max_attachment_mb ({size} bytes > {} MB)", policy.max_attachment_mb));
+    }
+    Ok(size)
+}
+
+/// Turns an in-scope, valid event into the writer job that stores it.
+fn build_job(policy: &Policy, event: Event, now: i64) -> Result<impl FnOnce(queue::Reply) -> Job> {
+    let simple = |body: RecordBody| vec![Pending::new(&Record::new(now, body))];
+    enum Plan {
+        Records(Vec<Pending>),
+        Attachment(Vec<Pending>, AttachmentHeader, PathBuf),
+    }
+    let plan = match event {
+        Event::Message(m) => Plan::Records(simple(RecordBody::Message(m))),
+        Event::Edit(e) => Plan::Records(simple(RecordBody::Edit(e))),
+        Event::Unsend(u) => Plan::Records(simple(RecordBody::Unsend(u))),
+        Event::Reaction(r) => Plan::Records(simple(RecordBody::Reaction(r))),
+        Event::Attachment(a) => {
+            let mut header = AttachmentHeader {
+                meta: a.meta,
+                attachment_id: String::new(),
+                message_id: a.message_id,
+                direction: a.direction,
+                sender: a.sender,
+                file_name: a.file_name,
+                mime_type: a.mime_type,
+                size: 0,
+            };
+            header.attachment_id = header.meta.source_id.clone();
+            match omission_reason(policy, policy.capture_attachments, "attachments disabled by policy", &a.path) {
+                Ok(size) => {
+                    header.size = size;
+                    Plan::Attachment(Vec::new(), header, a.path)
+                }
+                Err(reason) if reason.starts_with("file unreadable") || reason == "not a regular file" => {
+                    return Err(Error::new(ErrorKind::File, format!("attachment: {reason}")));
+                }
+                Err(reason) => Plan::Records(simple(RecordBody::AttachmentOmitted { header, reason })),
+            }
+        }
+        Event::Call(c) => {
+            let recording_id = c.recording_path.as_ref().map(|_| format!("recording:{}", c.meta.source_id));
+            let call = CallRecord {
+                meta: c.meta.clone(),
+                direction: c.direction,
+                participants: c.participants.clone(),
+                started_ms: c.started_ms,
+                ended_ms: c.ended_ms,
+                outcome: c.outcome,
+                recording_id: recording_id.clone(),
+            };
+            let lead = simple(RecordBody::Call(call));
+            match (c.recording_path, recording_id) {
+                (Some(path), Some(id)) => {
+                    let mut header = AttachmentHeader {
+                        meta: c.meta,
+                        attachment_id: id,
+                        message_id: None,
+                        direction: c.direction,
+                        sender: c.participants.first().cloned().unwrap_or_default(),
+                        file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                        mime_type: c.recording_mime_type.unwrap_or_else(|| "application/octet-stream".into()),
+                        size: 0,
+                    };
+                    match omission_reason(policy, policy.capture_call_recordings, "call recordings disabled by policy", &path) {
+                        Ok(size) => {
+                            header.size = size;
+                            Plan::Attachment(lead, header, path)
+                        }
+                        Err(reason) => {
+                            let mut records = lead;
+                            records.push(Pending::new(&Record::new(now, RecordBody::AttachmentOmitted { header, reason })));
+                            Plan::Records(records)
+                        }
+                    }
+                }
+                _ => Plan::Records(lead),
+            }
+        }
+    };
+    Ok(move |reply| match plan {
+        Plan::Records(records) => Job::Capture { records, reply },
+        Plan::Attachment(lead, header, path) => Job::Attachment { lead, header, path, captured_ms: now, reply },
+    })
+}

@@ -1,0 +1,210 @@
+//! The durable queue: sealed records in SQLite (WAL), one contiguous, hash-chained sequence per
+//! device stream. A single writer thread owns every change and group-commits concurrent
+//! captures; readers use their own connection and never block it.
+
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::chain::{self, ChainedRecord, Link, StreamId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::wire::{Batch, EpochInfo, WIRE_RECORD_OVERHEAD, WireRecord};
+
+pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+pub(crate) use writer::{Config, Job, Outcome, Pending, Reply, WriterHandle};
+
+/// File name of the queue database inside the agent's data directory.
+pub const DB_FILE: &str = "queue.sqlite3";
+
+/// Bytes a record costs in the queue besides its ciphertext (key, epoch, time, link, SQLite cell).
+pub const ROW_OVERHEAD: u64 = 64;
+
+/// The queue's state as of the last commit; status reads it without touching the disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub stream: Option<StreamId>,
+    pub last_seq: u64,
+    pub acked_through: u64,
+    pub acked_link: Link,
+    pub pending_count: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_ms: Option<i64>,
+    pub epoch: Option<u64>,
+    pub queue_max_bytes: u64,
+    pub alert_raised: bool,
+    pub full: bool,
+    pub policy_fingerprint: Option<String>,
+    pub deferred_events: u64,
+}
+
+pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        // WAL lets readers work beside the writer; FULL makes every commit durable (the WAL is
+        // synced at each commit), which is what "capture returns once durable" promises.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(ErrorKind::Storage, format!("queue needs WAL journaling, got {mode}")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+/// The persisted policy tree (JSON) and its fingerprint, if a policy was ever applied.
+pub(crate) fn stored_policy(conn: &Connection) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_row("SELECT tree, fingerprint FROM policy WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Reads pending records for upload, on its own connection.
+pub struct QueueReader {
+    conn: Mutex<Connection>,
+}
+
+struct Row {
+    seq: u64,
+    epoch: u64,
+    link: Link,
+    ciphertext: Vec<u8>,
+}
+
+impl ChainedRecord for Row {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+    fn link(&self) -> &Link {
+        &self.link
+    }
+}
+
+impl QueueReader {
+    pub(crate) fn open(path: &Path) -> Result<QueueReader> {
+        Ok(QueueReader { conn: Mutex::new(open_connection(path, true)?) })
+    }
+
+    /// The next batch after (`after`, `after_link`): records in sequence order until adding one
+    /// more would pass `max_bytes` (at least one record). Every record's chain link is checked
+    /// against its predecessor, so a damaged row is reported, never sent.
+    /// Memory is bounded by `max_bytes` plus one record, whatever the queue holds.
+    pub fn read_batch(&self, stream: &StreamId, after: u64, after_link: Link, max_bytes: usize) -> Result<Option<Batch>> {
+        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, epoch, link, ciphertext FROM records WHERE seq > ?1 ORDER BY seq LIMIT 4096",
+        )?;
+        let mut rows = stmt.query(params![after as i64])?;
+        let mut records: Vec<WireRecord> = Vec::new();
+        let mut size = 0usize;
+        let (mut prev_seq, mut prev_link) = (after, after_link);
+        while let Some(row) = rows.next()? {
+            let row = match decode_row(row) {
+                Ok(row) => row,
+                Err(_) if !records.is_empty() => break,
+                Err(e) => return Err(e),
+            };
+            if !records.is_empty() && size + WIRE_RECORD_OVERHEAD + row.ciphertext.len() > max_bytes {
+                break;
+            }
+            if let Err(b) = chain::verify_run(prev_seq, prev_link, [&row]) {
+                // Send what is intact before the damage; the damaged record itself is reported
+                // (when it comes first) and never sent.
+                if !records.is_empty() {
+                    break;
+                }
+                return Err(Error::new(ErrorKind::Corrupt, format!("queue record {}: {b}; it will not be sent", prev_seq + 1)));
+            }
+            prev_seq = row.seq;
+            prev_link = row.link;
+            size += WIRE_RECORD_OVERHEAD + row.ciphertext.len();
+            records.push(WireRecord { seq: row.seq, epoch: row.epoch, link: row.link, ciphertext: row.ciphertext });
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let mut epochs: Vec<EpochInfo> = Vec::new();
+        let mut estmt = conn.prepare_cached("SELECT archive_key_id, encapsulation FROM epochs WHERE epoch = ?1")?;
+        for r in &records {
+            if epochs.iter().any(|e| e.epoch == r.epoch) {
+                continue;
+            }
+            let (archive_key_id, encapsulation): (String, Vec<u8>) = estmt
+                .query_row(params![r.epoch as i64], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("queue record {}: its epoch {} is missing", r.seq, r.epoch)))?;
+            epochs.push(EpochInfo { epoch: r.epoch, archive_key_id, encapsulation });
+        }
+        Ok(Some(Batch { stream: stream.clone(), epochs, records }))
+    }
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<Row> {
+    let seq: i64 = row.get(0)?;
+    let epoch: i64 = row.get(1)?;
+    let link: Vec<u8> = row.get(2)?;
+    let ciphertext: Vec<u8> = row.get(3)?;
+    let link: Link = link
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {seq}: link is {} bytes, not 32", link.len())))?;
+    if seq <= 0 || epoch <= 0 {
+        return Err(Error::new(ErrorKind::Corrupt, format!("queue record {seq}: invalid sequence or epoch")));
+    }
+    Ok(Row { seq: seq as u64, epoch: epoch as u64, link, ciphertext })
+}
+
+/// Opens (creating if needed) the queue in `dir`: migrates, loads the head, starts the writer.
+pub(crate) fn open(dir: &Path, now_ms: i64) -> Result<(WriterHandle, QueueReader, Arc<Mutex<Snapshot>>, OpenInfo)> {
+    std::fs::create_dir_all(dir)?;
+    let lock = lock_dir(dir)?;
+    let path = dir.join(DB_FILE);
+    let mut conn = open_connection(&path, false)?;
+    schema::migrate(&mut conn)?;
+    let (handle, snapshot, info) = writer::start(conn, lock, now_ms)?;
+    let reader = QueueReader::open(&path)?;
+    Ok((handle, reader, snapshot, info))
+}
+
+/// File whose exclusive lock marks the directory as in use by one agent.
+pub const LOCK_FILE: &str = "agent.lock";
+
+/// Two agents writing one store would fork its chain: the second is refused.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+            ErrorKind::Storage,
+            format!("another agent is using the data directory {}", dir.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+/// What opening the queue found.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenInfo {
+    /// The previous run did not close cleanly.
+    pub after_crash: bool,
+    /// Device id generated for this install, used when the policy names none.
+    pub generated_device_id: String,
+    /// Latest capture time recorded before this run (to notice a clock set backwards).
+    pub last_captured_ms: i64,
+    pub stored_policy: Option<(String, String)>,
+}

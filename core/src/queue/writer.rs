@@ -1,0 +1,781 @@
+//! The single writer: one thread owns the write connection, seals and chains records in
+//! sequence order, and commits whatever captures arrived together in one transaction (group
+//! commit), so durability costs one sync per group instead of one per event.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::{OpenInfo, ROW_OVERHEAD, Snapshot};
+use crate::chain::{self, Link, StreamId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{AgentEvent, AttachmentHeader, Record, RecordBody};
+use crate::seal::{EpochKey, KEY_LEN};
+
+/// Most jobs committed in one transaction.
+const MAX_GROUP: usize = 256;
+/// AES-GCM tag length.
+const TAG_LEN: u64 = 16;
+/// Size of one attachment chunk record's payload.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// A record ready to be sealed: its plaintext, already encoded by the caller's thread.
+#[derive(Debug)]
+pub struct Pending {
+    pub captured_ms: i64,
+    pub plaintext: Vec<u8>,
+}
+
+impl Pending {
+    pub fn new(record: &Record) -> Pending {
+        Pending { captured_ms: record.captured_ms, plaintext: record.encode() }
+    }
+
+    fn agent(captured_ms: i64, event: AgentEvent) -> Pending {
+        Pending::new(&Record::new(captured_ms, RecordBody::Agent(event)))
+    }
+
+    fn queued_size(&self) -> u64 {
+        self.plaintext.len() as u64 + TAG_LEN + ROW_OVERHEAD
+    }
+}
+
+/// Sequence numbers a job was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+pub type Reply = oneshot::Sender<Result<Outcome>>;
+
+/// What a policy sets in the writer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tenant: String,
+    pub device: String,
+    pub archive_public_key: [u8; KEY_LEN],
+    pub archive_key_id: String,
+    pub queue_max_bytes: u64,
+    pub alert_percent: u8,
+    /// The tree as pushed (JSON) and its fingerprint, persisted as the policy in force.
+    pub tree_json: String,
+    pub fingerprint: String,
+    /// Agent events that describe this change (policy applied, channels), appended after it.
+    pub events: Vec<AgentEvent>,
+}
+
+pub enum Job {
+    /// Captured records; they count against the queue cap.
+    Capture { records: Vec<Pending>, reply: Reply },
+    /// Agent events; they bypass the cap (evidence about a full queue must still be written).
+    /// Without a policy in force they wait, unsealed but content-free, in `deferred_events`.
+    Agent { events: Vec<AgentEvent>, now_ms: i64, reply: Reply },
+    /// An attachment streamed from a file, after `lead` records (e.g. the call it belongs to).
+    Attachment { lead: Vec<Pending>, header: AttachmentHeader, path: PathBuf, captured_ms: i64, reply: Reply },
+    Configure { config: Box<Config>, now_ms: i64, reply: Reply },
+    /// The archive holds everything through `through`: delete it.
+    Ack { through: u64, reply: Reply },
+    /// Record a clean shutdown and stop.
+    Shutdown { reply: Reply },
+}
+
+/// The sender side, held by the agent.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl WriterHandle {
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.tx.send(job).map_err(|_| Error::new(ErrorKind::Closed, "the agent is closed"))
+    }
+
+    /// Waits for the writer thread to end (after a Shutdown), so that the database and the
+    /// directory lock are released when this returns.
+    pub fn join(&self) {
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Persistent head of the chain and queue accounting (mirrors the `chain_state` row).
+#[derive(Debug, Clone)]
+struct State {
+    stream: Option<StreamId>,
+    last_seq: u64,
+    last_link: Link,
+    acked_through: u64,
+    acked_link: Link,
+    pending_count: u64,
+    pending_bytes: u64,
+    last_epoch: u64,
+    last_captured_ms: i64,
+}
+
+/// The current epoch's key and how much it has sealed. In memory only.
+struct Sealer {
+    key: EpochKey,
+    records: u64,
+    started_ms: i64,
+}
+
+/// Rotation bounds: a fresh epoch key after this many records or this much time.
+pub const EPOCH_MAX_RECORDS: u64 = 100_000;
+pub const EPOCH_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+
+struct Writer {
+    conn: Connection,
+    core: Core,
+    /// The data directory's exclusive lock: one agent per store. Released when the thread ends.
+    _lock: std::fs::File,
+}
+
+/// Everything the writer knows besides its connection (split so a transaction on the
+/// connection and changes to this state can be borrowed at once).
+struct Core {
+    state: State,
+    config: Option<Box<Config>>,
+    sealer: Option<Sealer>,
+    oldest_pending_ms: Option<i64>,
+    alert_raised: bool,
+    full_reported: bool,
+    deferred: u64,
+    snapshot: Arc<Mutex<Snapshot>>,
+    /// Why the next epoch starts (set when the key changes).
+    rotate_reason: &'static str,
+}
+
+pub fn start(mut conn: Connection, lock: std::fs::File, now_ms: i64) -> Result<(WriterHandle, Arc<Mutex<Snapshot>>, OpenInfo)> {
+    let (state, info) = load(&mut conn, now_ms)?;
+    let deferred: u64 = conn.query_row("SELECT count(*) FROM deferred_events", [], |r| r.get::<_, i64>(0))? as u64;
+    let oldest = oldest_pending(&conn)?;
+    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+    let core = Core {
+        state,
+        config: None,
+        sealer: None,
+        oldest_pending_ms: oldest,
+        alert_raised: false,
+        full_reported: false,
+        deferred,
+        snapshot: snapshot.clone(),
+        rotate_reason: "agent started",
+    };
+    core.publish();
+    let writer = Writer { conn, core, _lock: lock };
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("verbatim-writer".into())
+        .stack_size(256 * 1024)
+        .spawn(move || writer.run(rx))
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the queue writer: {e}")))?;
+    Ok((WriterHandle { tx, thread: Arc::new(Mutex::new(Some(thread))) }, snapshot, info))
+}
+
+fn oldest_pending(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn.query_row("SELECT captured_ms FROM records ORDER BY seq LIMIT 1", [], |r| r.get(0)).optional()?)
+}
+
+fn link_from(bytes: Vec<u8>, what: &str) -> Result<Link> {
+    bytes.as_slice().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue head: {what} is not 32 bytes")))
+}
+
+/// Loads the head, creating it on first open, and marks the store as running.
+fn load(conn: &mut Connection, _now_ms: i64) -> Result<(State, OpenInfo)> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let meta = |tx: &Connection, key: &str| -> Result<Option<String>> {
+        Ok(tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    };
+    let generated_device_id = match meta(&tx, "generated_device_id")? {
+        Some(id) => id,
+        None => {
+            let id = format!("dev-{}", random_hex(8)?);
+            tx.execute("INSERT INTO meta (key, value) VALUES ('generated_device_id', ?1)", [&id])?;
+            id
+        }
+    };
+    let after_crash = meta(&tx, "running")?.as_deref() == Some("1");
+    tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('running', '1')", [])?;
+    let row = tx
+        .query_row(
+            "SELECT tenant, device, stream, last_seq, last_link, acked_through, acked_link, pending_count,
+                    pending_bytes, last_epoch, last_captured_ms FROM chain_state WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Vec<u8>>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, i64>(10)?,
+                ))
+            },
+        )
+        .optional()?;
+    let state = match row {
+        Some((tenant, device, stream, last_seq, last_link, acked, acked_link, count, bytes, epoch, last_ms)) => State {
+            stream: match (tenant, device, stream) {
+                (Some(tenant), Some(device), Some(stream)) => Some(StreamId { tenant, device, stream }),
+                _ => None,
+            },
+            last_seq: last_seq as u64,
+            last_link: link_from(last_link, "last link")?,
+            acked_through: acked as u64,
+            acked_link: link_from(acked_link, "acknowledged link")?,
+            pending_count: count as u64,
+            pending_bytes: bytes as u64,
+            last_epoch: epoch as u64,
+            last_captured_ms: last_ms,
+        },
+        None => {
+            let state = State {
+                stream: None,
+                last_seq: 0,
+                last_link: [0; 32],
+                acked_through: 0,
+                acked_link: [0; 32],
+                pending_count: 0,
+                pending_bytes: 0,
+                last_epoch: 0,
+                last_captured_ms: 0,
+            };
+            save_state(&tx, &state)?;
+            state
+        }
+    };
+    let stored_policy = super::stored_policy(&tx)?;
+    tx.commit()?;
+    let info = OpenInfo { after_crash, generated_device_id, last_captured_ms: state.last_captured_ms, stored_policy };
+    Ok((state, info))
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::new(ErrorKind::Crypto, format!("no randomness: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+fn save_state(tx: &Connection, s: &State) -> Result<()> {
+    let (tenant, device, stream) = match &s.stream {
+        Some(id) => (Some(&id.tenant), Some(&id.device), Some(&id.stream)),
+        None => (None, None, None),
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO chain_state (id, tenant, device, stream, last_seq, last_link, acked_through,
+            acked_link, pending_count, pending_bytes, last_epoch, last_captured_ms)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        tenant,
+        device,
+        stream,
+        s.last_seq as i64,
+        &s.last_link[..],
+        s.acked_through as i64,
+        &s.acked_link[..],
+        s.pending_count as i64,
+        s.pending_bytes as i64,
+        s.last_epoch as i64,
+        s.last_captured_ms,
+    ])?;
+    Ok(())
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if self.commit_group(jobs) {
+                return;
+            }
+        }
+        // Every handle is gone without a Shutdown: still record that we stopped cleanly.
+        let _ = self.conn.execute("UPDATE meta SET value = '0' WHERE key = 'running'", []);
+    }
+
+    /// Applies every job in one transaction, each inside its own savepoint so that one failing
+    /// job leaves the others (and the head) intact. Returns true when the writer must stop.
+    fn commit_group(&mut self, jobs: Vec<Job>) -> bool {
+        let Writer { conn, core, .. } = self;
+        let before = core.saved();
+        let mut replies: Vec<(Reply, Result<Outcome>)> = Vec::with_capacity(jobs.len());
+        let mut stop = false;
+        let result = (|| -> Result<()> {
+            let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for job in jobs {
+                let (reply, work) = match job {
+                    Job::Shutdown { reply } => {
+                        stop = true;
+                        tx.execute("UPDATE meta SET value = '0' WHERE key = 'running'", [])?;
+                        replies.push((reply, Ok(Outcome::default())));
+                        continue;
+                    }
+                    Job::Capture { records, reply } => (reply, Work::Capture(records)),
+                    Job::Agent { events, now_ms, reply } => (reply, Work::Agent(events, now_ms)),
+                    Job::Attachment { lead, header, path, captured_ms, reply } => {
+                        (reply, Work::Attachment(lead, header, path, captured_ms))
+                    }
+                    Job::Configure { config, now_ms, reply } => (reply, Work::Configure(config, now_ms)),
+                    Job::Ack { through, reply } => (reply, Work::Ack(through)),
+                };
+                // The cap is checked outside the job's savepoint, so that the evidence of a full
+                // queue is kept although the capture itself is refused.
+                if let Some((incoming, now_ms)) = work.incoming_bytes() {
+                    if let Err(e) = core.admit(&tx, incoming, now_ms) {
+                        replies.push((reply, Err(e)));
+                        continue;
+                    }
+                }
+                let saved = core.saved();
+                let sp = tx.savepoint()?;
+                let outcome = core.perform(&sp, work);
+                match outcome {
+                    Ok(_) => sp.commit()?,
+                    Err(_) => {
+                        drop(sp); // rolls the job back
+                        core.restore(saved);
+                    }
+                }
+                replies.push((reply, outcome));
+            }
+            save_state(&tx, &core.state)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            // Nothing of this group is durable: restore the head and fail every job.
+            core.restore(before);
+            for (_, outcome) in replies.iter_mut() {
+                *outcome = Err(e.clone());
+            }
+        }
+        // Publish before answering, so a caller that reads status right after sees its change.
+        core.publish();
+        for (reply, outcome) in replies {
+            let _ = reply.send(outcome);
+        }
+        stop
+    }
+
+}
+
+impl Core {
+    fn saved(&self) -> Saved {
+        Saved {
+            state: self.state.clone(),
+            alert_raised: self.alert_raised,
+            full_reported: self.full_reported,
+            deferred: self.deferred,
+            oldest_pending_ms: self.oldest_pending_ms,
+            sealed_in_epoch: self.sealer.as_ref().map(|s| s.records),
+            config: self.config.clone(),
+        }
+    }
+
+    fn restore(&mut self, saved: Saved) {
+        self.state = saved.state;
+        self.alert_raised = saved.alert_raised;
+        self.full_reported = saved.full_reported;
+        self.deferred = saved.deferred;
+        self.oldest_pending_ms = saved.oldest_pending_ms;
+        self.config = saved.config;
+        if let (Some(s), Some(n)) = (self.sealer.as_mut(), saved.sealed_in_epoch) {
+            s.records = n;
+        }
+        self.drop_sealer_if_unsaved();
+    }
+
+    fn perform(&mut self, conn: &Connection, work: Work) -> Result<Outcome> {
+        match work {
+            Work::Capture(records) => self.capture(conn, records),
+            Work::Agent(events, now_ms) => self.agent_events(conn, events, now_ms),
+            Work::Attachment(lead, header, path, captured_ms) => self.attachment(conn, lead, header, path, captured_ms),
+            Work::Configure(config, now_ms) => self.configure(conn, config, now_ms),
+            Work::Ack(through) => self.ack(conn, through),
+        }
+    }
+
+    /// An epoch created in a rolled-back transaction has no stored encapsulation: forget its key.
+    fn drop_sealer_if_unsaved(&mut self) {
+        if self.sealer.as_ref().is_some_and(|s| s.key.epoch() > self.state.last_epoch) {
+            self.sealer = None;
+        }
+    }
+
+    fn publish(&self) {
+        let mut snap = match self.snapshot.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        *snap = Snapshot {
+            stream: self.state.stream.clone(),
+            last_seq: self.state.last_seq,
+            acked_through: self.state.acked_through,
+            acked_link: self.state.acked_link,
+            pending_count: self.state.pending_count,
+            pending_bytes: self.state.pending_bytes,
+            oldest_pending_ms: self.oldest_pending_ms,
+            epoch: self.sealer.as_ref().map(|s| s.key.epoch()),
+            queue_max_bytes: self.config.as_ref().map_or(0, |c| c.queue_max_bytes),
+            alert_raised: self.alert_raised,
+            full: self.full_reported,
+            policy_fingerprint: self.config.as_ref().map(|c| c.fingerprint.clone()),
+            deferred_events: self.deferred,
+        };
+    }
+
+    fn stream(&self) -> Result<StreamId> {
+        self.state.stream.clone().ok_or_else(|| Error::new(ErrorKind::NotConfigured, "no policy in force"))
+    }
+
+    /// Starts a new epoch when none is open in this process, the archive key changed, or the
+    /// current one reached its bounds. The rotation is itself recorded, in the new epoch.
+    fn ensure_epoch(&mut self, tx: &Connection, now_ms: i64) -> Result<()> {
+        let config = self.config.as_ref().ok_or_else(|| Error::new(ErrorKind::NotConfigured, "no policy in force"))?;
+        let reason = match &self.sealer {
+            None => self.rotate_reason,
+            Some(s) if s.records >= EPOCH_MAX_RECORDS => "record limit reached",
+            Some(s) if now_ms - s.started_ms >= EPOCH_MAX_AGE_MS => "age limit reached",
+            Some(_) => return Ok(()),
+        };
+        let stream = self.stream()?;
+        let epoch = self.state.last_epoch + 1;
+        let (key, encapsulation) = EpochKey::create(&config.archive_public_key, &stream, epoch)?;
+        tx.prepare_cached(
+            "INSERT INTO epochs (epoch, archive_key_id, encapsulation, created_ms, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![epoch as i64, config.archive_key_id, encapsulation, now_ms, (self.state.last_seq + 1) as i64])?;
+        let key_id = config.archive_key_id.clone();
+        self.state.last_epoch = epoch;
+        self.sealer = Some(Sealer { key, records: 0, started_ms: now_ms });
+        self.rotate_reason = "agent started";
+        let event = Pending::agent(now_ms, AgentEvent::EpochRotated { epoch, reason: reason.to_string(), archive_key_id: key_id });
+        self.append_sealed(tx, &event)
+    }
+
+    /// Seals one record at the next sequence number and appends it to the chain.
+    fn append(&mut self, tx: &Connection, pending: &Pending) -> Result<u64> {
+        self.ensure_epoch(tx, pending.captured_ms)?;
+        self.append_sealed(tx, pending)?;
+        Ok(self.state.last_seq)
+    }
+
+    fn append_sealed(&mut self, tx: &Connection, pending: &Pending) -> Result<()> {
+        let stream = self.stream()?;
+        let sealer = self.sealer.as_mut().ok_or_else(|| Error::new(ErrorKind::Internal, "no epoch key"))?;
+        let seq = self.state.last_seq + 1;
+        let ciphertext = sealer.key.seal(&stream, seq, &self.state.last_link, &pending.plaintext)?;
+        let link = chain::link(&self.state.last_link, seq, sealer.key.epoch(), &ciphertext);
+        tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![seq as i64, sealer.key.epoch() as i64, pending.captured_ms, &link[..], &ciphertext])?;
+        sealer.records += 1;
+        self.state.last_seq = seq;
+        self.state.last_link = link;
+        self.state.pending_count += 1;
+        self.state.pending_bytes += ciphertext.len() as u64 + ROW_OVERHEAD;
+        self.state.last_captured_ms = self.state.last_captured_ms.max(pending.captured_ms);
+        if self.oldest_pending_ms.is_none() {
+            self.oldest_pending_ms = Some(pending.captured_ms);
+        }
+        Ok(())
+    }
+
+    fn max_bytes(&self) -> u64 {
+        self.config.as_ref().map_or(u64::MAX, |c| c.queue_max_bytes)
+    }
+
+    /// Refuses `incoming` bytes when the queue would pass its cap, recording the first refusal.
+    fn admit(&mut self, tx: &Connection, incoming: u64, now_ms: i64) -> Result<()> {
+        let max = self.max_bytes();
+        if self.state.pending_bytes + incoming <= max {
+            return Ok(());
+        }
+        if !self.full_reported && self.config.is_some() {
+            let used = self.state.pending_bytes;
+            self.agent_events(tx, vec![AgentEvent::QueueFull { used_bytes: used, max_bytes: max }], now_ms)?;
+            self.full_reported = true;
+        }
+        Err(Error::new(
+            ErrorKind::QueueFull,
+            format!(
+                "queue full: {} of {} bytes used; capture resumes once the archive acknowledges uploads",
+                self.state.pending_bytes, max
+            ),
+        ))
+    }
+
+    /// Records the crossing of the alert threshold once per crossing.
+    fn check_alert(&mut self, tx: &Connection, now_ms: i64) -> Result<()> {
+        let Some(config) = &self.config else { return Ok(()) };
+        let (max, percent) = (config.queue_max_bytes, config.alert_percent);
+        let over = self.state.pending_bytes.saturating_mul(100) >= max.saturating_mul(percent as u64);
+        if over && !self.alert_raised {
+            self.alert_raised = true;
+            let used = self.state.pending_bytes;
+            self.agent_events(tx, vec![AgentEvent::QueueAlert { used_bytes: used, max_bytes: max, percent }], now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn capture(&mut self, tx: &Connection, records: Vec<Pending>) -> Result<Outcome> {
+        let mut outcome = Outcome::default();
+        for p in &records {
+            let seq = self.append(tx, p)?;
+            if outcome.first_seq == 0 {
+                outcome.first_seq = seq;
+            }
+            outcome.last_seq = seq;
+        }
+        if let Some(p) = records.first() {
+            self.check_alert(tx, p.captured_ms)?;
+        }
+        Ok(outcome)
+    }
+
+    fn agent_events(&mut self, tx: &Connection, events: Vec<AgentEvent>, now_ms: i64) -> Result<Outcome> {
+        if self.config.is_none() {
+            for event in events {
+                let p = Pending::agent(now_ms, event);
+                tx.prepare_cached("INSERT INTO deferred_events (captured_ms, plaintext) VALUES (?1, ?2)")?
+                    .execute(params![p.captured_ms, p.plaintext])?;
+                self.deferred += 1;
+            }
+            return Ok(Outcome::default());
+        }
+        let mut outcome = Outcome::default();
+        for event in events {
+            let seq = self.append(tx, &Pending::agent(now_ms, event))?;
+            if outcome.first_seq == 0 {
+                outcome.first_seq = seq;
+            }
+            outcome.last_seq = seq;
+        }
+        Ok(outcome)
+    }
+
+    fn attachment(
+        &mut self,
+        tx: &Connection,
+        lead: Vec<Pending>,
+        header: AttachmentHeader,
+        path: PathBuf,
+        captured_ms: i64,
+    ) -> Result<Outcome> {
+        let sp = tx;
+        let r = (|| -> Result<Outcome> {
+            let mut first = 0;
+            for p in &lead {
+                let seq = self.append(&sp, p)?;
+                if first == 0 {
+                    first = seq;
+                }
+            }
+            let id = header.attachment_id.clone();
+            let mut file = std::fs::File::open(&path)
+                .map_err(|e| Error::new(ErrorKind::File, format!("attachment {id}: cannot open its file: {}", e.kind())))?;
+            let start = Pending::new(&Record::new(captured_ms, RecordBody::AttachmentStart(header)));
+            let seq = self.append(&sp, &start)?;
+            if first == 0 {
+                first = seq;
+            }
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut index = 0u32;
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            loop {
+                let n = read_full(&mut file, &mut buf)
+                    .map_err(|e| Error::new(ErrorKind::File, format!("attachment {id}: read failed: {}", e.kind())))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                let mut chunk = Record::new(captured_ms, RecordBody::AttachmentChunk { attachment_id: id.clone(), index });
+                chunk.payload = buf[..n].to_vec();
+                self.append(&sp, &Pending::new(&chunk))?;
+                index += 1;
+            }
+            let end = RecordBody::AttachmentEnd { attachment_id: id, size, sha256: hex::encode(hasher.finalize()), chunks: index };
+            let last = self.append(&sp, &Pending::new(&Record::new(captured_ms, end)))?;
+            Ok(Outcome { first_seq: first, last_seq: last })
+        })();
+        let o = r?;
+        self.check_alert(tx, captured_ms)?;
+        Ok(o)
+    }
+
+    fn configure(&mut self, tx: &Connection, config: Box<Config>, now_ms: i64) -> Result<Outcome> {
+        let same_stream = self
+            .state
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.tenant == config.tenant && s.device == config.device);
+        if !same_stream {
+            if self.state.pending_count > 0 {
+                let old = self.state.stream.as_ref().expect("pending records imply a stream");
+                return Err(Error::new(
+                    ErrorKind::PolicyRejected,
+                    format!(
+                        "tenant_id/device_id: the queue still holds {} records for tenant {} device {}; they must be uploaded before the identity changes",
+                        self.state.pending_count, old.tenant, old.device
+                    ),
+                ));
+            }
+            // A new identity starts a new stream with its own chain.
+            let stream = StreamId { tenant: config.tenant.clone(), device: config.device.clone(), stream: random_hex(16)? };
+            let genesis = chain::genesis(&stream);
+            self.state.stream = Some(stream);
+            self.state.last_seq = 0;
+            self.state.last_link = genesis;
+            self.state.acked_through = 0;
+            self.state.acked_link = genesis;
+            self.sealer = None;
+            self.rotate_reason = "new device stream";
+        }
+        let key_changed = self.config.as_ref().is_some_and(|c| c.archive_public_key != config.archive_public_key);
+        if key_changed {
+            self.sealer = None;
+            self.rotate_reason = "archive key changed";
+        }
+        tx.prepare_cached("INSERT OR REPLACE INTO policy (id, tree, fingerprint, applied_ms) VALUES (1, ?1, ?2, ?3)")?
+            .execute(params![config.tree_json, config.fingerprint, now_ms])?;
+        let events = config.events.clone();
+        self.config = Some(config);
+        // Evidence from before any policy joins the chain first, in the order it happened.
+        let deferred: Vec<(i64, i64, Vec<u8>)> = {
+            let mut stmt = tx.prepare_cached("SELECT id, captured_ms, plaintext FROM deferred_events ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut outcome = Outcome::default();
+        for (_, captured_ms, plaintext) in deferred {
+            let seq = self.append(tx, &Pending { captured_ms, plaintext })?;
+            outcome.first_seq = if outcome.first_seq == 0 { seq } else { outcome.first_seq };
+            outcome.last_seq = seq;
+        }
+        tx.execute("DELETE FROM deferred_events", [])?;
+        self.deferred = 0;
+        let o = self.agent_events(tx, events, now_ms)?;
+        if o.first_seq != 0 {
+            outcome.first_seq = if outcome.first_seq == 0 { o.first_seq } else { outcome.first_seq };
+            outcome.last_seq = o.last_seq;
+        }
+        // Open the epoch now, so that sealing works (and the key is checked) before any capture.
+        self.ensure_epoch(tx, now_ms)?;
+        self.check_alert(tx, now_ms)?;
+        Ok(outcome)
+    }
+
+    fn ack(&mut self, tx: &Connection, through: u64) -> Result<Outcome> {
+        if through > self.state.last_seq {
+            return Err(Error::new(
+                ErrorKind::Rejected,
+                format!("acknowledgement through {through} is beyond the last sequence number {}", self.state.last_seq),
+            ));
+        }
+        if through <= self.state.acked_through {
+            return Ok(Outcome::default()); // already acknowledged: idempotent
+        }
+        let (count, bytes, link): (i64, i64, Option<Vec<u8>>) = tx.query_row(
+            "SELECT count(*), coalesce(sum(length(ciphertext)), 0), (SELECT link FROM records WHERE seq = ?2)
+             FROM records WHERE seq > ?1 AND seq <= ?2",
+            params![self.state.acked_through as i64, through as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let link = link.ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("queue record {through} is missing")))?;
+        tx.prepare_cached("DELETE FROM records WHERE seq <= ?1")?.execute(params![through as i64])?;
+        let current = self.sealer.as_ref().map_or(self.state.last_epoch, |s| s.key.epoch());
+        // An epoch whose records are all acknowledged is not needed any more (nor is its encapsulation).
+        tx.prepare_cached(
+            "DELETE FROM epochs WHERE epoch < ?1 AND NOT EXISTS (SELECT 1 FROM records r WHERE r.epoch = epochs.epoch)",
+        )?
+        .execute(params![current as i64])?;
+        self.state.acked_through = through;
+        self.state.acked_link = link_from(link, "acknowledged link")?;
+        self.state.pending_count -= count as u64;
+        self.state.pending_bytes -= bytes as u64 + count as u64 * ROW_OVERHEAD;
+        self.oldest_pending_ms = oldest_pending(tx)?;
+        let max = self.max_bytes();
+        let percent = self.config.as_ref().map_or(100, |c| c.alert_percent) as u64;
+        if self.state.pending_bytes.saturating_mul(100) < max.saturating_mul(percent) {
+            self.alert_raised = false;
+        }
+        if self.state.pending_bytes < max {
+            self.full_reported = false;
+        }
+        Ok(Outcome { first_seq: 0, last_seq: through })
+    }
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A job's work, once its reply channel is set aside.
+enum Work {
+    Capture(Vec<Pending>),
+    Agent(Vec<AgentEvent>, i64),
+    Attachment(Vec<Pending>, AttachmentHeader, PathBuf, i64),
+    Configure(Box<Config>, i64),
+    Ack(u64),
+}
+
+impl Work {
+    /// Bytes this work adds to the queue, and when, for work that counts against the cap.
+    fn incoming_bytes(&self) -> Option<(u64, i64)> {
+        match self {
+            Work::Capture(records) => {
+                let now = records.first().map_or(0, |p| p.captured_ms);
+                Some((records.iter().map(Pending::queued_size).sum(), now))
+            }
+            Work::Attachment(lead, header, _, captured_ms) => {
+                let chunks = header.size / CHUNK_SIZE as u64 + 3;
+                let lead: u64 = lead.iter().map(Pending::queued_size).sum();
+                Some((lead + header.size + chunks * (TAG_LEN + ROW_OVERHEAD + 256), *captured_ms))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a failed job or group must put back.
+struct Saved {
+    state: State,
+    alert_raised: bool,
+    full_reported: bool,
+    deferred: u64,
+    oldest_pending_ms: Option<i64>,
+    sealed_in_epoch: Option<u64>,
+    config: Option<Box<Config>>,
+}
