@@ -1,10 +1,14 @@
-//! `verbatim`: the operator's command line (demo, policy check, simulate, inspect, archive side).
+//! `verbatim`: the operator's command line. Device side: simulate, inspect, upload, unenroll.
+//! Archive side: keygen, receive, verify, export. Admin: policy check/template/reference.
+//! And `demo`, which runs the whole product end to end on this machine.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod archive_cmd;
+mod device_cmd;
 mod policy_cmd;
 
 #[derive(Parser)]
@@ -19,6 +23,26 @@ enum Command {
     /// Validate and describe managed policies (MDM AppConfig).
     #[command(subcommand)]
     Policy(PolicyCommand),
+
+    /// Run a simulated managed device: capture N synthetic events into a data directory.
+    /// Prints `acked <event-id>` once each event is durable. Safe to kill at any instant
+    /// and to run again on the same directory.
+    Simulate(device_cmd::SimulateArgs),
+
+    /// Print a device data directory's queue status as JSON (never content: there is none on disk).
+    Inspect(device_cmd::InspectArgs),
+
+    /// Create an archive key pair; prints the public key and key id for the policy.
+    Keygen(archive_cmd::KeygenArgs),
+
+    /// Serve the upload API (reference archive receiver) over HTTPS.
+    Receive(archive_cmd::ReceiveArgs),
+
+    /// Report, per device stream held by a receiver: records, gaps, chain, alerts.
+    Verify(archive_cmd::VerifyArgs),
+
+    /// Open held records with the archive private key and export JSON Lines and .eml files.
+    Export(archive_cmd::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -38,5 +62,11 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::Template) => policy_cmd::template(),
         Command::Policy(PolicyCommand::Reference) => policy_cmd::reference(),
+        Command::Simulate(args) => device_cmd::simulate(args),
+        Command::Inspect(args) => device_cmd::inspect(args),
+        Command::Keygen(args) => archive_cmd::keygen(args),
+        Command::Receive(args) => archive_cmd::receive(args),
+        Command::Verify(args) => archive_cmd::verify(args),
+        Command::Export(args) => archive_cmd::export(args),
     }
 }

@@ -208,3 +208,73 @@ pub(crate) struct OpenInfo {
     pub last_captured_ms: i64,
     pub stored_policy: Option<(String, String)>,
 }
+
+/// A read-only look at a store, for operators: no lock taken, nothing written, no content.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    pub schema_version: u32,
+    pub tenant: Option<String>,
+    pub device: Option<String>,
+    pub stream: Option<String>,
+    pub last_seq: u64,
+    pub acked_through: u64,
+    pub pending_records: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_ms: Option<i64>,
+    pub epochs_held: u64,
+    pub current_epoch: u64,
+    pub deferred_agent_events: u64,
+    pub policy_fingerprint: Option<String>,
+    /// The last run did not close cleanly (or an agent is running now).
+    pub running_or_crashed: bool,
+}
+
+pub fn inspect(dir: &Path) -> Result<Inspection> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(Error::new(ErrorKind::Storage, format!("no agent store in {}", dir.display())));
+    }
+    let conn = open_connection(&path, true)?;
+    let schema_version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let head = conn
+        .query_row(
+            "SELECT tenant, device, stream, last_seq, acked_through, pending_count, pending_bytes, last_epoch FROM chain_state WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get::<_, i64>(4)? as u64,
+                    r.get::<_, i64>(5)? as u64,
+                    r.get::<_, i64>(6)? as u64,
+                    r.get::<_, i64>(7)? as u64,
+                ))
+            },
+        )
+        .optional()?;
+    let (tenant, device, stream, last_seq, acked_through, pending_records, pending_bytes, current_epoch) =
+        head.unwrap_or((None, None, None, 0, 0, 0, 0, 0));
+    let count = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+    Ok(Inspection {
+        schema_version,
+        tenant,
+        device,
+        stream,
+        last_seq,
+        acked_through,
+        pending_records,
+        pending_bytes,
+        oldest_pending_ms: conn.query_row("SELECT captured_ms FROM records ORDER BY seq LIMIT 1", [], |r| r.get(0)).optional()?,
+        epochs_held: count("SELECT count(*) FROM epochs")?,
+        current_epoch,
+        deferred_agent_events: count("SELECT count(*) FROM deferred_events")?,
+        policy_fingerprint: stored_policy(&conn)?.map(|(_, f)| f),
+        running_or_crashed: conn
+            .query_row("SELECT value FROM meta WHERE key = 'running'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .as_deref()
+            == Some("1"),
+    })
+}

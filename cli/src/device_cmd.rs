@@ -1,0 +1,127 @@
+//! Device-side commands: a simulated managed device (`simulate`), and a read-only look at a
+//! device's store (`inspect`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use verbatim_core::synth::{Workload, WorkloadOptions};
+use verbatim_core::{Agent, AgentOptions, CaptureOutcome};
+
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// The device's data directory (created if missing).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Policy file (XML property list or JSON), as the MDM would push it.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// How many synthetic events to hand to the agent.
+    #[arg(long)]
+    pub events: u64,
+    /// Seed of the synthetic workload (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Text added to every message body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Where the simulated app keeps attachment files (default: `<state>.files`).
+    #[arg(long)]
+    pub files: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The device's data directory.
+    #[arg(long)]
+    pub state: PathBuf,
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {what}: {e}");
+    ExitCode::from(2)
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("system randomness");
+    u64::from_le_bytes(b)
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Opens the agent in `state` and applies the policy file, reporting problems by key.
+pub fn open_configured(state: &Path, policy: &Path) -> Result<Agent, ExitCode> {
+    let tree = verbatim_core::policy::file::load(policy).map_err(|e| fail("policy", e))?;
+    let agent = Agent::open(state, AgentOptions::default()).map_err(|e| fail("open", e))?;
+    match runtime().block_on(agent.apply_policy(&tree)) {
+        Ok(_) => Ok(agent),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn simulate(args: SimulateArgs) -> ExitCode {
+    let agent = match open_configured(&args.state, &args.policy) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or_else(random_u64);
+    let files = args.files.unwrap_or_else(|| {
+        let mut p = args.state.clone().into_os_string();
+        p.push(".files");
+        PathBuf::from(p)
+    });
+    // A fresh id prefix per run, so reruns on one directory never reuse an event id.
+    let run = random_u64() & 0xffff_ffff;
+    let mut opts = WorkloadOptions::new(seed, &files);
+    opts.id_prefix = format!("s{seed}-r{run:08x}");
+    opts.body = args.body;
+    let mut workload = match Workload::new(opts) {
+        Ok(w) => w,
+        Err(e) => return fail("attachment directory", e),
+    };
+    let rt = runtime();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for _ in 0..args.events {
+        let synth = match workload.next_event() {
+            Ok(e) => e,
+            Err(e) => return fail("workload", e),
+        };
+        let id = synth.id().to_string();
+        match rt.block_on(agent.capture(synth.event)) {
+            Ok(CaptureOutcome::Captured { .. }) => {
+                // Flushed at once: a harness that kills this process trusts every line it read.
+                let _ = writeln!(out, "acked {id}");
+                let _ = out.flush();
+            }
+            Ok(CaptureOutcome::OutOfScope) => {
+                let _ = writeln!(out, "out-of-scope {id}");
+            }
+            Err(e) => {
+                let _ = out.flush();
+                return fail(&format!("capture of {id}"), e);
+            }
+        }
+    }
+    let _ = out.flush();
+    match rt.block_on(agent.close()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("close", e),
+    }
+}
+
+pub fn inspect(args: InspectArgs) -> ExitCode {
+    match verbatim_core::queue::inspect(&args.state) {
+        Ok(i) => {
+            println!("{}", serde_json::to_string_pretty(&i).expect("serialisable"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("inspect", e),
+    }
+}
