@@ -122,6 +122,7 @@ struct Inner {
     clock_watch: Mutex<ClockWatch>,
     counters: AtomicCounters,
     upload: Mutex<UploadStatus>,
+    uploader: crate::upload::UploaderState,
     closed: AtomicBool,
 }
 
@@ -173,6 +174,7 @@ impl Agent {
             clock,
             counters: AtomicCounters::default(),
             upload: Mutex::new(UploadStatus::default()),
+            uploader: Default::default(),
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
@@ -449,6 +451,12 @@ impl Agent {
             },
             upload: lock(&self.inner.upload).clone(),
         }
+    }
+
+    /// Uploads pending records to the archive within `options.deadline` on the network the
+    /// platform reports. Must run inside a tokio runtime (the bindings and CLI provide one).
+    pub async fn upload(&self, options: crate::upload::UploadOptions) -> crate::upload::UploadReport {
+        crate::upload::run(self, &self.inner.uploader, options).await
     }
 
     /// Marks a clean shutdown and stops the writer. Later calls fail with `Closed`.

@@ -17,6 +17,7 @@ pub mod queue;
 pub mod record;
 pub mod seal;
 pub mod synth;
+pub mod upload;
 pub mod secret;
 pub mod wire;
 

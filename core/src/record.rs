@@ -88,6 +88,8 @@ pub enum AgentEvent {
     UploadRefused { reason: String },
     /// The archive's certificate did not match the policy's pins.
     TlsPinMismatch { host: String },
+    /// A stored record failed its integrity check; it is held back, never sent or skipped.
+    QueueCorrupt { detail: String },
 }
 
 const VERSION: u8 = 1;

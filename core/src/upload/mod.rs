@@ -1,0 +1,324 @@
+//! The uploader: drains the sealed queue to the archive in sequence order, one bounded batch at
+//! a time, within a deadline the OS granted (seconds to minutes of background time), on networks
+//! policy allows. Records are deleted only through what the archive acknowledged, so an
+//! interrupted upload loses nothing and never resends what was acknowledged.
+
+mod http;
+pub mod network;
+pub mod retry;
+pub mod tls;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use network::NetworkState;
+pub use retry::{Pause, tokio_pause};
+
+use crate::agent::Agent;
+use crate::error::{Error, ErrorKind};
+use crate::policy::Policy;
+use crate::record::AgentEvent;
+use http::{Answer, Client};
+
+/// Longest single request, whatever the deadline.
+const MAX_REQUEST: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Everything queued was acknowledged.
+    Done,
+    /// The deadline came (or a retry would pass it); the rest waits for the next window.
+    Deadline,
+    /// No network.
+    Offline,
+    /// A network policy forbids (metered, roaming).
+    NotAllowed,
+    /// A failure that needs attention (see `error`).
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadReport {
+    pub stopped: StopReason,
+    /// Why it stopped, in words (no secrets, no content).
+    pub detail: Option<String>,
+    /// Kind of the error when `stopped` is `Error`.
+    pub error_kind: Option<String>,
+    pub records_sent: u64,
+    pub bytes_sent: u64,
+    pub batches: u64,
+    /// Records the archive already held (resent after an interruption); no effect there.
+    pub duplicates: u64,
+    pub retries: u32,
+    pub acked_through: u64,
+    pub elapsed_ms: u64,
+}
+
+pub struct UploadOptions {
+    /// Time the OS granted; the report comes back before it runs out.
+    pub deadline: Duration,
+    pub network: NetworkState,
+    pub pause: Arc<dyn Pause>,
+}
+
+impl UploadOptions {
+    pub fn new(deadline: Duration, network: NetworkState) -> Self {
+        UploadOptions { deadline, network, pause: tokio_pause() }
+    }
+}
+
+/// What the uploader keeps between sessions.
+#[derive(Default)]
+pub(crate) struct UploaderState {
+    client: Mutex<Option<(String, Arc<Client>)>>,
+    session: tokio::sync::Mutex<()>,
+    cursor_checked: AtomicBool,
+    last_refusal: Mutex<Option<String>>,
+}
+
+impl UploaderState {
+    fn client(&self, policy: &Policy) -> Result<Arc<Client>, Error> {
+        let fingerprint = policy.fingerprint_hex();
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((f, c)) = slot.as_ref() {
+            if *f == fingerprint {
+                return Ok(c.clone());
+            }
+        }
+        let client = Arc::new(Client::new(policy)?);
+        *slot = Some((fingerprint, client.clone()));
+        self.cursor_checked.store(false, Ordering::SeqCst);
+        Ok(client)
+    }
+}
+
+struct Session<'a> {
+    agent: &'a Agent,
+    opts: UploadOptions,
+    start_ms: i64,
+    margin: Duration,
+    report: UploadReport,
+}
+
+impl Session<'_> {
+    fn elapsed(&self) -> Duration {
+        Duration::from_millis((self.agent.clock().monotonic_ms() - self.start_ms).max(0) as u64)
+    }
+
+    /// Time left for work, keeping a margin so the report is back well before the deadline.
+    fn remaining(&self) -> Duration {
+        self.opts.deadline.saturating_sub(self.elapsed()).saturating_sub(self.margin)
+    }
+
+    fn finish(mut self, stopped: StopReason, detail: Option<String>, error: Option<&Error>) -> UploadReport {
+        self.report.stopped = stopped;
+        self.report.detail = detail;
+        self.report.error_kind = error.map(|e| e.kind.as_str().to_string());
+        self.report.acked_through = self.agent.snapshot().acked_through;
+        self.report.elapsed_ms = self.elapsed().as_millis() as u64;
+        if let Some(e) = error {
+            let text = e.to_string();
+            self.agent.update_upload_status(|s| s.last_error = Some(text));
+        }
+        self.report
+    }
+}
+
+/// Runs one upload session. Never panics, never returns early without a report.
+pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOptions) -> UploadReport {
+    let margin = (opts.deadline / 10).max(Duration::from_millis(100));
+    let mut session = Session {
+        agent,
+        start_ms: agent.clock().monotonic_ms(),
+        margin,
+        opts,
+        report: UploadReport {
+            stopped: StopReason::Done,
+            detail: None,
+            error_kind: None,
+            records_sent: 0,
+            bytes_sent: 0,
+            batches: 0,
+            duplicates: 0,
+            retries: 0,
+            acked_through: 0,
+            elapsed_ms: 0,
+        },
+    };
+    let Ok(_guard) = state.session.try_lock() else {
+        let e = Error::new(ErrorKind::Rejected, "an upload is already running");
+        return session.finish(StopReason::Error, Some(e.detail.clone()), None);
+    };
+    let Some(policy) = agent.policy() else {
+        let e = Error::new(ErrorKind::NotConfigured, "no policy in force");
+        return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+    };
+    if let Some(why) = network::refusal(&policy, session.opts.network) {
+        let stop = if session.opts.network == NetworkState::Offline { StopReason::Offline } else { StopReason::NotAllowed };
+        return session.finish(stop, Some(why.to_string()), None);
+    }
+    let now = agent.clock().now_ms();
+    agent.update_upload_status(|s| s.last_attempt_ms = Some(now));
+    let client = match state.client(&policy) {
+        Ok(c) => c,
+        Err(e) => return refused(session, state, e).await,
+    };
+    if !state.cursor_checked.load(Ordering::SeqCst) {
+        if let Err(e) = catch_up_with_archive(&session, &client).await {
+            return refused(session, state, e).await;
+        }
+        state.cursor_checked.store(true, Ordering::SeqCst);
+    }
+
+    let mut max_bytes = policy.max_batch_kb as usize * 1024;
+    let mut schedule = retry::RetrySchedule::new(random_seed());
+    loop {
+        let remaining = session.remaining();
+        if remaining.is_zero() {
+            return session.finish(StopReason::Deadline, Some("deadline reached".into()), None);
+        }
+        let reader = agent.clone();
+        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_bytes)).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return session.finish(StopReason::Done, None, None),
+            Ok(Err(e)) => {
+                if e.kind == ErrorKind::Corrupt {
+                    let _ = agent.record_agent_events(vec![AgentEvent::QueueCorrupt { detail: e.detail.clone() }]).await;
+                }
+                return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+            }
+            Err(join) => {
+                let e = Error::new(ErrorKind::Internal, format!("queue read task failed: {join}"));
+                return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+            }
+        };
+        let first = batch.records.first().map_or(0, |r| r.seq);
+        let last = batch.records.last().map_or(0, |r| r.seq);
+        match client.post_batch(&batch, remaining.min(MAX_REQUEST)).await {
+            Answer::Ok(ack) => {
+                if ack.acked_through + 1 < first {
+                    // The archive says it holds less than what we just continued from: it lost
+                    // data it had acknowledged. Never delete on such an answer.
+                    let e = Error::new(
+                        ErrorKind::Conflict,
+                        format!("archive acknowledged through {} but the batch continued from {}", ack.acked_through, first - 1),
+                    );
+                    return refused(session, state, e).await;
+                }
+                let through = ack.acked_through.min(last);
+                if let Err(e) = agent.acknowledge(through).await {
+                    return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+                }
+                session.report.batches += 1;
+                session.report.records_sent += batch.records.len() as u64;
+                session.report.bytes_sent += batch.encoded_len() as u64;
+                session.report.duplicates += ack.duplicates;
+                schedule = retry::RetrySchedule::new(random_seed());
+                let now = agent.clock().now_ms();
+                agent.update_upload_status(|s| {
+                    s.last_success_ms = Some(now);
+                    s.last_error = None;
+                    s.next_retry_ms = None;
+                });
+                *state.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            Answer::Gap { expected_seq } => {
+                let held = expected_seq.saturating_sub(1);
+                let snap = agent.snapshot();
+                if held < snap.acked_through {
+                    let e = Error::new(
+                        ErrorKind::Conflict,
+                        format!("archive expects sequence {expected_seq} but acknowledged through {} before", snap.acked_through),
+                    );
+                    return refused(session, state, e).await;
+                }
+                // The archive already holds more than we knew: skip what it has.
+                if let Err(e) = agent.acknowledge(held.min(snap.last_seq)).await {
+                    return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+                }
+            }
+            Answer::TooLarge => {
+                if batch.records.len() == 1 {
+                    let e = Error::new(ErrorKind::Rejected, format!("archive refuses record {first} as too large"));
+                    return refused(session, state, e).await;
+                }
+                max_bytes = (batch.encoded_len() / 2).max(1);
+            }
+            Answer::Retry { reason, retry_after } => {
+                session.report.retries += 1;
+                let delay = schedule.next_delay(retry_after);
+                let now = agent.clock().now_ms();
+                let next = now + delay.as_millis() as i64;
+                agent.update_upload_status(|s| {
+                    s.last_error = Some(reason.clone());
+                    s.next_retry_ms = Some(next);
+                });
+                if delay >= session.remaining() {
+                    return session.finish(StopReason::Deadline, Some(format!("{reason}; next try after the deadline")), None);
+                }
+                session.opts.pause.pause(delay).await;
+            }
+            Answer::Permanent(e) => return refused(session, state, e).await,
+        }
+    }
+}
+
+/// Learns where the archive stands for this stream (once per process and policy), so that a
+/// device that crashed between the archive's commit and its own delete does not resend.
+async fn catch_up_with_archive(session: &Session<'_>, client: &Client) -> Result<(), Error> {
+    let agent = session.agent;
+    let Some(stream) = agent.stream() else { return Ok(()) };
+    match client.cursor(&stream.stream, session.remaining().min(MAX_REQUEST)).await {
+        Answer::Ok(cursor) => {
+            let snap = agent.snapshot();
+            if cursor.acked_through > snap.last_seq {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "archive holds {} records of this stream but the device wrote {}: was the app data restored from an old copy?",
+                        cursor.acked_through, snap.last_seq
+                    ),
+                ));
+            }
+            if cursor.acked_through > snap.acked_through {
+                agent.acknowledge(cursor.acked_through).await?;
+            }
+            Ok(())
+        }
+        Answer::Permanent(e) => Err(e),
+        // A passing failure: the batches themselves will be resent and answered as duplicates.
+        _ => Ok(()),
+    }
+}
+
+/// Stops on a failure that needs a person, recording it once as an agent event.
+async fn refused(session: Session<'_>, state: &UploaderState, e: Error) -> UploadReport {
+    let agent = session.agent;
+    let first_time = {
+        let mut last = state.last_refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let new = last.as_deref() != Some(e.detail.as_str());
+        *last = Some(e.detail.clone());
+        new
+    };
+    if first_time {
+        let event = match e.kind {
+            ErrorKind::PinMismatch => AgentEvent::TlsPinMismatch {
+                host: agent.policy().and_then(|p| p.archive_url.host_str().map(str::to_string)).unwrap_or_default(),
+            },
+            _ => AgentEvent::UploadRefused { reason: e.to_string() },
+        };
+        let _ = agent.record_agent_events(vec![event]).await;
+    }
+    let detail = e.detail.clone();
+    session.finish(StopReason::Error, Some(detail), Some(&e))
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
