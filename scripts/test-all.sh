@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test of the project, in one command (the README's second command; .ci/run runs it).
+# Installs what a fresh machine lacks (pinned, checksum-verified, cached in .tools/), then runs
+# the Rust tests, the Kotlin layer on the JVM, the Swift checks and the supply-chain checks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+stage() { printf '\n==== %s\n' "$*"; }
+
+stage "tools (pinned; cached after the first run)"
+bash scripts/install-tools.sh all </dev/null
+eval "$(bash scripts/install-tools.sh env)"
+
+stage "Rust: every crate's unit, integration and end-to-end tests"
+cargo test --workspace --locked
+
+stage "Swift syntax checker self-test"
+bash scripts/test_check_swift_syntax.sh
+
+stage "all test stages passed"
