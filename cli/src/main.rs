@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod archive_cmd;
 mod device_cmd;
+mod mdm_cmd;
 mod policy_cmd;
 
 #[derive(Parser)]
@@ -54,6 +55,11 @@ enum PolicyCommand {
     Template,
     /// Print the markdown reference of every policy key (docs/policy-reference.md).
     Reference,
+    /// Write the MDM artifacts generated from the policy schema under DIR: the AppConfig
+    /// specfile, Intune and Jamf sample configurations (mdm/), and Android's app_restrictions.xml
+    /// with its strings (android/src/main/res/). `--out .` at the repository root regenerates
+    /// the committed copies.
+    ExportArtifacts(mdm_cmd::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::Template) => policy_cmd::template(),
         Command::Policy(PolicyCommand::Reference) => policy_cmd::reference(),
+        Command::Policy(PolicyCommand::ExportArtifacts(args)) => mdm_cmd::export_artifacts(args),
         Command::Simulate(args) => device_cmd::simulate(args),
         Command::Inspect(args) => device_cmd::inspect(args),
         Command::Keygen(args) => archive_cmd::keygen(args),

@@ -2,6 +2,7 @@
 //! validated [`Policy`]. One schema ([`schema::KEYS`]) is the single source of truth for every
 //! key: the parser, the CLI's template, the README reference and the MDM artifacts all read it.
 
+pub mod artifacts;
 mod parse;
 pub mod schema;
 mod value;
