@@ -70,6 +70,8 @@ pub struct UploadStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
+    /// This library's version, for MDM feedback.
+    pub agent_version: String,
     pub configured: bool,
     /// Why capture is refused when not configured (no policy yet, policy rejected, ...).
     pub not_configured_reason: Option<String>,
@@ -423,6 +425,7 @@ impl Agent {
         let c = &self.inner.counters;
         let configured = policy.is_some();
         Status {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
             configured,
             not_configured_reason: (!configured).then(|| lock(&self.inner.not_configured_reason).clone()),
             capture_enabled: configured && !snap.full && !self.inner.closed.load(Ordering::Acquire),

@@ -824,3 +824,22 @@ mod files {
         assert!(matches!(file::from_bytes(xml), Err(FormatError::Unsupported { found: "date", .. })));
     }
 }
+
+#[test]
+fn unsubstituted_mdm_variables_in_business_lines_are_refused() {
+    for var in ["$EMAIL", "{{mail}}", "{UserEmailAddress}"] {
+        let mut tree = valid_tree_for_variables();
+        if let Value::Dict(map) = &mut tree {
+            map.insert("business_lines".into(), Value::String(format!("+1 555 0100, {var}")));
+        }
+        let rejected = verbatim_core::policy::parse(&tree).unwrap_err();
+        assert_eq!(rejected.problems.len(), 1, "{var}");
+        assert_eq!(rejected.problems[0].key, "business_lines");
+        assert!(rejected.problems[0].detail.contains("MDM variable"), "{}", rejected.problems[0].detail);
+    }
+}
+
+fn valid_tree_for_variables() -> Value {
+    let (_, pk) = verbatim_core::seal::generate_archive_keypair();
+    verbatim_core::synth::sample_policy("https://archive.example.com", &pk, "tok-x", &[])
+}

@@ -432,6 +432,14 @@ fn check_handles(spec: &KeySpec, value: &Value) -> Result<BTreeSet<String>, Prob
         let detail = format!("an item is too long ({} bytes, at most {})", long.len(), schema::MAX_STRING_BYTES);
         return Err(problem(spec, ProblemKind::InvalidValue, detail));
     }
+    // An unsubstituted `$EMAIL` or `{{mail}}` must not silently become a business line.
+    if let Some(var) = items.iter().find(|item| looks_like_mdm_variable(item)) {
+        let detail = format!(
+            "{} looks like an MDM variable that was not substituted; check the variable's name in the MDM",
+            shown(spec, var)
+        );
+        return Err(problem(spec, ProblemKind::InvalidValue, detail));
+    }
     Ok(items.into_iter().map(normalize_handle).filter(|h| !h.is_empty()).collect())
 }
 
