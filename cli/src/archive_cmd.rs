@@ -1,30 +1,217 @@
-//! Archive-side commands: keygen, receive (and add-device), verify, export.
+//! Archive-side commands: keygen, receive (and `receive add-device`), verify, export.
 //! Thin: all logic is in the `verbatim-receiver` crate.
+//!
+//! Exit codes: 0 success; 1 the check found problems (verify: a gap, a chain failure or an
+//! alert; export: records that did not open or attachments that did not match); 2 the
+//! command could not run (bad arguments, unreadable files, port in use).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use verbatim_receiver::{ReceiverConfig, TlsSource};
 
 #[derive(clap::Args)]
-pub struct KeygenArgs {}
-#[derive(clap::Args)]
-pub struct ReceiveArgs {}
-#[derive(clap::Args)]
-pub struct VerifyArgs {}
-#[derive(clap::Args)]
-pub struct ExportArgs {}
+pub struct KeygenArgs {
+    /// Directory for archive-private.key (mode 0600) and archive-public.key. Never overwritten.
+    #[arg(long)]
+    out: PathBuf,
+}
 
-pub fn keygen(_: KeygenArgs) -> ExitCode {
-    eprintln!("not yet available");
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReceiveArgs {
+    #[command(subcommand)]
+    command: Option<ReceiveCommand>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum ReceiveCommand {
+    /// Issue a device token: appends its Argon2id hash to the token file and prints the token
+    /// once on stdout (put it in that device's policy as `device_token`). A running receiver
+    /// picks it up at once; deleting the line revokes it.
+    AddDevice(AddDeviceArgs),
+}
+
+#[derive(clap::Args)]
+struct AddDeviceArgs {
+    /// The token file (JSON lines of hashes; created 0600 if missing).
+    #[arg(long)]
+    tokens: PathBuf,
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    device: String,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8443 or 127.0.0.1:0 (any free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory: the archive database (and, with --self-signed, the certificates).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Device token file (see `verbatim receive add-device`).
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// PEM certificate chain served to devices.
+    #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Make (once) and use a private CA and a certificate for 127.0.0.1/localhost; devices
+    /// trust <data>/ca.pem through the policy's archive_ca_pem. For tests and demos.
+    #[arg(long)]
+    self_signed: bool,
+    /// Largest batch body accepted, in MiB (413 beyond).
+    #[arg(long, default_value_t = 17)]
+    max_body_mib: usize,
+    /// Requests handled at once; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    max_concurrent: usize,
+    /// Seconds a client has to send its headers, and then its body.
+    #[arg(long, default_value_t = 30)]
+    read_timeout_secs: u64,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
     ExitCode::from(2)
 }
-pub fn receive(_: ReceiveArgs) -> ExitCode {
-    eprintln!("not yet available");
-    ExitCode::from(2)
+
+pub fn keygen(args: KeygenArgs) -> ExitCode {
+    match verbatim_receiver::keygen(&args.out) {
+        Ok(info) => {
+            println!("archive_public_key: {}", info.public_b64);
+            println!("archive_key_id: {}", info.key_id);
+            println!("public key file: {}", info.public_path.display());
+            println!("private key file: {}", info.private_path.display());
+            eprintln!(
+                "Keep the private key offline and backed up: it alone opens what devices seal, and losing it loses the archive."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
-pub fn verify(_: VerifyArgs) -> ExitCode {
-    eprintln!("not yet available");
-    ExitCode::from(2)
+
+pub fn receive(args: ReceiveArgs) -> ExitCode {
+    match args.command {
+        Some(ReceiveCommand::AddDevice(a)) => add_device(a),
+        None => serve(args.serve),
+    }
 }
-pub fn export(_: ExportArgs) -> ExitCode {
-    eprintln!("not yet available");
-    ExitCode::from(2)
+
+fn add_device(a: AddDeviceArgs) -> ExitCode {
+    match verbatim_receiver::add_device(&a.tokens, &a.tenant, &a.device) {
+        Ok(token) => {
+            // The token alone on stdout, for scripts; the explanation on stderr.
+            println!("{}", token.expose());
+            eprintln!(
+                "device token for {}/{} issued (shown once; only its hash is in {}). Set it as the device's policy device_token.",
+                a.tenant,
+                a.device,
+                a.tokens.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn serve(a: ServeArgs) -> ExitCode {
+    let (Some(listen), Some(data), Some(tokens)) = (a.listen, a.data, a.tokens) else {
+        return fail("receive needs --listen, --data and --tokens (or the add-device subcommand)");
+    };
+    let tls = match (a.tls_cert, a.tls_key, a.self_signed) {
+        (Some(cert), Some(key), false) => TlsSource::Files { cert, key },
+        (None, None, true) => TlsSource::SelfSigned,
+        _ => return fail("give either --tls-cert and --tls-key, or --self-signed"),
+    };
+    if a.max_concurrent == 0 || a.max_body_mib == 0 || a.read_timeout_secs == 0 {
+        return fail("--max-concurrent, --max-body-mib and --read-timeout-secs must be at least 1");
+    }
+    let mut config = ReceiverConfig::new(listen, data, tokens, tls);
+    config.limits.max_body_bytes = a.max_body_mib.saturating_mul(1024 * 1024);
+    config.limits.max_concurrent_requests = a.max_concurrent;
+    config.limits.header_timeout = Duration::from_secs(a.read_timeout_secs);
+    config.limits.body_timeout = Duration::from_secs(a.read_timeout_secs);
+
+    // Logs go to stderr: status codes, sizes, sequence numbers; never tokens or content.
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(tracing_subscriber::filter::LevelFilter::INFO).try_init();
+    let result = verbatim_receiver::server::run_until_signal(config, |running| {
+        println!("listening on {}", running.url());
+        if let Some(ca) = running.ca_path() {
+            println!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The receiver's data directory (may be in use by a running receiver).
+    #[arg(long)]
+    data: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn verify(args: VerifyArgs) -> ExitCode {
+    match verbatim_receiver::verify(&args.data) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The receiver's data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// The archive private key file (from `verbatim keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Output directory (created if missing; an earlier export's files are overwritten).
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn export(args: ExportArgs) -> ExitCode {
+    let secret = match verbatim_receiver::load_secret(&args.key) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match verbatim_receiver::export(&args.data, &secret, &args.out) {
+        Ok(summary) => {
+            if args.json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.to_text());
+            }
+            if summary.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => fail(e),
+    }
 }

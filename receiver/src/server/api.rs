@@ -1,0 +1,330 @@
+//! The upload API's handlers (docs/upload-api.md). Every error answer is an `ApiError` JSON
+//! body. Logs carry status codes, sizes and sequence numbers only: never a token, an
+//! identifier from the body, or ciphertext.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use tokio::sync::{Notify, Semaphore};
+use verbatim_core::chain::StreamId;
+use verbatim_core::secret::Secret;
+use verbatim_core::wire::{ApiError, Batch, CONTENT_TYPE, Cursor};
+
+use super::Limits;
+use crate::faults::{Fault, FaultPlan};
+use crate::store::{Mode, Outcome, Store};
+use crate::tokens::{DeviceIdentity, TokenStore, check_identifier};
+
+pub(crate) struct AppState {
+    pub store: Arc<Store>,
+    pub tokens: Arc<TokenStore>,
+    /// Requests being handled at once; beyond it, 503 + Retry-After rather than a queue.
+    pub permits: Arc<Semaphore>,
+    pub limits: Limits,
+    pub faults: Option<FaultPlan>,
+}
+
+/// Put in every request by the connection task: notifying it drops the connection at once,
+/// without an answer (fault injection only).
+#[derive(Clone)]
+pub(crate) struct ConnKill(pub Arc<Notify>);
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/batches", post(post_batch))
+        .route("/v1/streams/{stream}/cursor", get(get_cursor))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", None) })
+        .method_not_allowed_fallback(|| async {
+            api_error(StatusCode::METHOD_NOT_ALLOWED, "not_found", "method not allowed on this endpoint", None)
+        })
+        // Bodies are read, bounded and timed by the handler itself.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn api_error(status: StatusCode, error: &str, reason: &str, expected_seq: Option<u64>) -> Response {
+    let body = ApiError { error: error.to_string(), reason: reason.to_string(), expected_seq };
+    (status, axum::Json(body)).into_response()
+}
+
+fn with_retry_after(mut resp: Response, secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn overloaded(limits: &Limits) -> Response {
+    with_retry_after(
+        api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive is busy; retry after the given delay", None),
+        limits.retry_after_secs,
+    )
+}
+
+fn unauthorized() -> Response {
+    // One answer for a missing, malformed, unknown or wrong token: no oracle.
+    let mut resp = api_error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid device token", None);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn store_unavailable() -> Response {
+    with_retry_after(api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive store is unavailable", None), 5)
+}
+
+/// Who the request's bearer token belongs to. Argon2 runs off the executor.
+async fn authenticate(tokens: &Arc<TokenStore>, headers: &HeaderMap) -> Option<DeviceIdentity> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = Secret::new(token.trim());
+    if token.is_empty() || token.expose().len() > 256 {
+        return None;
+    }
+    let tokens = tokens.clone();
+    tokio::task::spawn_blocking(move || tokens.authenticate(token.expose())).await.ok().flatten()
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn is_batch_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(CONTENT_TYPE))
+        .unwrap_or(false)
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken,
+}
+
+/// Reads the whole body, refusing more than `max` bytes or taking longer than `timeout`
+/// (a stalled client cannot hold a request slot for ever).
+async fn read_body(mut body: Body, max: usize, declared: Option<u64>, timeout: Duration) -> Result<Vec<u8>, BodyError> {
+    let read = async {
+        let mut out = Vec::with_capacity(declared.unwrap_or(0).min(max as u64) as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| BodyError::Broken)?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(Err(BodyError::Timeout))
+}
+
+/// Reads and discards what is left of the body (bounded in size and time) before an early
+/// answer: closing a socket with unread data makes the peer see a reset instead of the answer.
+async fn drain_then(mut body: Body, limits: &Limits, resp: Response) -> Response {
+    let cap = limits.max_body_bytes.saturating_mul(2);
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len();
+                if seen > cap {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limits.body_timeout, drain).await;
+    resp
+}
+
+/// Drops the connection without answering (fault injection). Never returns.
+async fn drop_connection(kill: Option<ConnKill>) -> Response {
+    match kill {
+        Some(k) => {
+            k.0.notify_one();
+            std::future::pending::<Response>().await
+        }
+        None => api_error(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", "connection could not be dropped", None),
+    }
+}
+
+fn fault_status(code: u16, retry_after: Option<u64>) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let error = match status.as_u16() {
+        429 => "rate_limited",
+        401 => "unauthorized",
+        403 => "forbidden",
+        409 => "conflict",
+        413 => "too_large",
+        400 => "malformed",
+        404 => "not_found",
+        _ => "unavailable",
+    };
+    let resp = api_error(status, error, "injected fault", None);
+    match retry_after {
+        Some(s) => with_retry_after(resp, s),
+        None => resp,
+    }
+}
+
+async fn post_batch(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let kill = parts.extensions.get::<ConnKill>().cloned();
+    let limits = &st.limits;
+
+    let Ok(_permit) = st.permits.clone().try_acquire_owned() else {
+        tracing::info!(status = 503, "batch refused: over the concurrency limit");
+        return drain_then(body, limits, overloaded(limits)).await;
+    };
+    let Some(identity) = authenticate(&st.tokens, &parts.headers).await else {
+        tracing::info!(status = 401, "batch refused: not authenticated");
+        return drain_then(body, limits, unauthorized()).await;
+    };
+    if !is_batch_content_type(&parts.headers) {
+        let reason = format!("Content-Type must be {CONTENT_TYPE}");
+        return drain_then(body, limits, api_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "malformed", &reason, None)).await;
+    }
+    let declared = content_length(&parts.headers);
+    let too_large = || {
+        let reason = format!("batch body exceeds {} bytes", limits.max_body_bytes);
+        api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &reason, None)
+    };
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        tracing::info!(status = 413, bytes = declared, "batch refused: too large");
+        return drain_then(body, limits, too_large()).await;
+    }
+
+    let fault = st.faults.as_ref().and_then(FaultPlan::take);
+    match &fault {
+        Some(Fault::Status { code, retry_after_secs }) => {
+            tracing::info!(status = code, "injected fault: status");
+            return drain_then(body, limits, fault_status(*code, *retry_after_secs)).await;
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::DropConnection) => {
+            // Read a first part of the body, as a connection lost mid-upload would.
+            let mut body = body;
+            let _ = tokio::time::timeout(limits.body_timeout, body.frame()).await;
+            tracing::info!("injected fault: connection dropped mid-body");
+            return drop_connection(kill).await;
+        }
+        _ => {}
+    }
+
+    let bytes = match read_body(body, limits.max_body_bytes, declared, limits.body_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            tracing::info!(status = 413, "batch refused: too large");
+            return too_large();
+        }
+        Err(BodyError::Timeout) => {
+            tracing::info!(status = 408, "batch refused: body not received in time");
+            let reason = format!("request body not received within {} s", limits.body_timeout.as_secs());
+            return with_retry_after(api_error(StatusCode::REQUEST_TIMEOUT, "unavailable", &reason, None), limits.retry_after_secs);
+        }
+        Err(BodyError::Broken) => return api_error(StatusCode::BAD_REQUEST, "malformed", "request body could not be read", None),
+    };
+    let size = bytes.len();
+    let batch = match Batch::decode(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(status = 400, bytes = size, "batch refused: malformed");
+            return api_error(StatusCode::BAD_REQUEST, "malformed", &e.reason, None);
+        }
+    };
+    drop(bytes);
+    if batch.stream.tenant != identity.tenant || batch.stream.device != identity.device {
+        tracing::info!(status = 403, bytes = size, "batch refused: stream of another device");
+        return api_error(StatusCode::FORBIDDEN, "forbidden", "the batch's tenant and device are not this token's", None);
+    }
+    let records = batch.records.len();
+    let first_seq = batch.records.first().map(|r| r.seq).unwrap_or(0);
+    let last_seq = batch.records.last().map(|r| r.seq).unwrap_or(0);
+    let mode = if fault == Some(Fault::CrashBeforeCommit) { Mode::RollBack } else { Mode::Commit };
+
+    let outcome = st.store.submit(batch, mode).await;
+    if matches!(fault, Some(Fault::CrashBeforeCommit | Fault::DropAfterCommit)) {
+        tracing::info!(first_seq, last_seq, "injected fault: connection dropped before the answer");
+        return drop_connection(kill).await;
+    }
+    let resp = match outcome {
+        Ok(Outcome::Stored(ack)) => {
+            tracing::info!(
+                status = 200,
+                bytes = size,
+                records,
+                first_seq,
+                last_seq,
+                stored = ack.stored,
+                duplicates = ack.duplicates,
+                acked_through = ack.acked_through,
+                ms = started.elapsed().as_millis() as u64,
+                "batch stored"
+            );
+            (StatusCode::OK, axum::Json(ack)).into_response()
+        }
+        Ok(Outcome::Gap { expected }) => {
+            tracing::info!(status = 409, first_seq, expected, "batch refused: gap");
+            let reason = format!("sequence gap: the batch starts at {first_seq}, the archive expects {expected}");
+            api_error(StatusCode::CONFLICT, "gap", &reason, Some(expected))
+        }
+        Ok(Outcome::Conflict { expected, reason }) => {
+            tracing::warn!(status = 409, first_seq, last_seq, expected, "batch refused: conflict");
+            api_error(StatusCode::CONFLICT, "conflict", &reason, Some(expected))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "archive store failed");
+            store_unavailable()
+        }
+    };
+    if fault == Some(Fault::GarbageBody) {
+        tracing::info!("injected fault: garbage body");
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "<<< not json").into_response();
+    }
+    resp
+}
+
+async fn get_cursor(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    let Ok(_permit) = st.permits.clone().try_acquire_owned() else {
+        return overloaded(&st.limits);
+    };
+    let Some(identity) = authenticate(&st.tokens, &headers).await else {
+        tracing::info!(status = 401, "cursor refused: not authenticated");
+        return unauthorized();
+    };
+    let stream = match path {
+        Ok(Path(s)) if check_identifier("stream", &s).is_ok() => s,
+        _ => return api_error(StatusCode::BAD_REQUEST, "malformed", "stream id must be 1 to 256 bytes without control characters", None),
+    };
+    let id = StreamId { tenant: identity.tenant, device: identity.device, stream };
+    let store = st.store.clone();
+    let lookup = id.clone();
+    match tokio::task::spawn_blocking(move || store.cursor(&lookup)).await {
+        Ok(Ok((acked_through, link))) => {
+            tracing::debug!(status = 200, acked_through, "cursor");
+            let body = Cursor { tenant: id.tenant, device: id.device, stream: id.stream, acked_through, last_link: hex::encode(link) };
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "archive store failed");
+            store_unavailable()
+        }
+        Err(_) => store_unavailable(),
+    }
+}

@@ -1,0 +1,110 @@
+//! The archive's durable store: SQLite (WAL, synchronous=FULL) in the data directory. One
+//! writer thread applies batches (see [`writer`]); readers (cursor queries, verify, export)
+//! use their own read-only connections and see committed data only.
+
+pub mod read;
+mod schema;
+pub(crate) mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+use verbatim_core::chain::{Link, StreamId};
+use verbatim_core::wire::Batch;
+
+use crate::error::{Error, Result};
+pub use writer::{Mode, Outcome};
+pub use writer::{ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP};
+
+/// The database file inside a data directory.
+pub const DB_FILE: &str = "archive.db";
+/// Held (locked) by the receiver that owns a data directory.
+pub const LOCK_FILE: &str = "receiver.lock";
+/// Read connections kept for reuse.
+const READ_POOL: usize = 8;
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+pub struct Store {
+    db: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`, takes the directory's lock and
+    /// starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        crate::fsutil::create_dir(data_dir)?;
+        let lock_path = data_dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io_path("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(data_dir.display().to_string())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io_path("lock", &lock_path, e)),
+        }
+        let db = db_path(data_dir);
+        let mut conn = Connection::open(&db)?;
+        schema::prepare_writer(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("verbatim-archive-writer".into())
+            .spawn(move || writer::run(conn, rx, lock))
+            .map_err(|e| Error::io("start the writer thread", e))?;
+        Ok(Store { db, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers: Mutex::new(Vec::new()) })
+    }
+
+    /// Applies `batch`; resolves once the outcome is durable (or rolled back, in `RollBack`).
+    pub async fn submit(&self, batch: Batch, mode: Mode) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let sender = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
+        sender.send(writer::Job { batch, mode, reply }).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Highest contiguous sequence held for `id` and its link. Blocking.
+    pub fn cursor(&self, id: &StreamId) -> Result<(u64, Link)> {
+        let conn = self.reader()?;
+        let r = read::cursor(&conn, id);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+        r
+    }
+
+    fn reader(&self) -> Result<Connection> {
+        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(c)
+    }
+
+    /// Stops the writer after the batches already submitted and waits for it: the database
+    /// is closed and the directory unlocked when this returns. Blocking.
+    pub fn close(&self) {
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

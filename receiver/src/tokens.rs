@@ -1,0 +1,309 @@
+//! Device tokens. A token is `vbt1.<token_id>.<secret>`: the id (16 random bytes, hex) finds
+//! the entry, the secret (32 random bytes, base64url) proves possession. The token file holds
+//! one JSON object per line with the tenant, the device, the id and an Argon2id PHC hash of
+//! the secret, never the token itself, so a stolen file lets nobody upload.
+//!
+//! Argon2 is deliberately slow, too slow to pay on every upload of 200 devices: a successful
+//! verification is cached in memory, keyed by the SHA-256 of the whole token. The file is
+//! re-read whenever it changes (size, modification time or inode), checked on every
+//! authentication with one `stat`: `add-device` takes effect at once on a running receiver,
+//! and deleting a line revokes that token.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use verbatim_core::secret::Secret;
+use verbatim_core::wire::MAX_ID_LEN;
+
+use crate::error::{Error, Result};
+
+pub const TOKEN_PREFIX: &str = "vbt1";
+const ID_BYTES: usize = 16;
+const SECRET_BYTES: usize = 32;
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceIdentity {
+    pub tenant: String,
+    pub device: String,
+}
+
+/// One line of the token file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    tenant: String,
+    device: String,
+    token_id: String,
+    /// Argon2id PHC string of the secret part.
+    hash: String,
+    created: String,
+}
+
+/// Checks a tenant or device name as the wire format does, so that a token is never issued
+/// for an identity no batch could carry.
+pub fn check_identifier(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+        return Err(Error::Tokens(format!("{what} must be 1 to {MAX_ID_LEN} bytes without control characters")));
+    }
+    Ok(())
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| Error::Tokens(format!("no randomness available: {e}")))?;
+    Ok(b)
+}
+
+fn hash_secret(secret: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&random::<16>()?).map_err(|e| Error::Tokens(format!("salt: {e}")))?;
+    // Argon2::default() is Argon2id v19, m = 19 MiB, t = 2, p = 1 (the OWASP baseline).
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Tokens(format!("hashing: {e}")))
+}
+
+/// Issues a token for (`tenant`, `device`), appends its hash to `file` (created 0600 if
+/// missing) and returns the token: the only time it exists outside the device.
+pub fn add_device(file: &Path, tenant: &str, device: &str) -> Result<Secret> {
+    check_identifier("tenant", tenant)?;
+    check_identifier("device", device)?;
+    let token_id = hex::encode(random::<ID_BYTES>()?);
+    let secret = Secret::new(URL_SAFE_NO_PAD.encode(random::<SECRET_BYTES>()?));
+    let entry = Entry {
+        tenant: tenant.to_string(),
+        device: device.to_string(),
+        token_id: token_id.clone(),
+        hash: hash_secret(secret.expose())?,
+        created: crate::time::rfc3339(crate::time::now_ms()),
+    };
+    let mut line = serde_json::to_string(&entry).map_err(|e| Error::Tokens(e.to_string()))?;
+    line.push('\n');
+
+    let mut opts = OpenOptions::new();
+    opts.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(file).map_err(|e| Error::io_path("open", file, e))?;
+    // Two concurrent add-device runs must not interleave their lines.
+    f.lock().map_err(|e| Error::io_path("lock", file, e))?;
+    f.write_all(line.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io_path("append to", file, e))?;
+    crate::fsutil::sync_parent(file);
+    Ok(Secret::new(format!("{TOKEN_PREFIX}.{token_id}.{}", secret.expose())))
+}
+
+/// Splits a token into (id, secret) if it has the right shape.
+fn parse(token: &str) -> Option<(&str, &str)> {
+    let mut parts = token.split('.');
+    let (prefix, id, secret) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || prefix != TOKEN_PREFIX {
+        return None;
+    }
+    let id_ok = id.len() == ID_BYTES * 2 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let secret_ok = secret.len() <= 64 && URL_SAFE_NO_PAD.decode(secret).map(|b| b.len() == SECRET_BYTES).unwrap_or(false);
+    (id_ok && secret_ok).then_some((id, secret))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSig {
+    len: u64,
+    modified: Option<SystemTime>,
+    ino: u64,
+}
+
+fn file_sig(path: &Path) -> Option<FileSig> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some(FileSig { len: m.len(), modified: m.modified().ok(), ino })
+}
+
+struct Known {
+    identity: DeviceIdentity,
+    hash: String,
+}
+
+#[derive(Default)]
+struct State {
+    by_id: HashMap<String, Known>,
+    /// SHA-256 of a whole token that verified → its token id. Bounded by the number of ids.
+    verified: HashMap<[u8; 32], String>,
+    sig: Option<FileSig>,
+}
+
+/// The receiver's view of the token file.
+pub struct TokenStore {
+    path: PathBuf,
+    state: Mutex<State>,
+    dummy_hash: OnceLock<String>,
+}
+
+impl TokenStore {
+    /// Loads `path`. A missing file is an empty set of devices (every request gets 401) until
+    /// it is created.
+    pub fn open(path: &Path) -> Result<TokenStore> {
+        let store = TokenStore { path: path.to_path_buf(), state: Mutex::new(State::default()), dummy_hash: OnceLock::new() };
+        if path.exists() {
+            std::fs::File::open(path).map_err(|e| Error::io_path("open", path, e))?;
+        }
+        store.refresh();
+        Ok(store)
+    }
+
+    /// Number of tokens currently known.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the file if it changed since it was last read.
+    fn refresh(&self) {
+        let sig = file_sig(&self.path);
+        if self.lock().sig == sig {
+            return;
+        }
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                // Keep the devices already known rather than locking everyone out.
+                tracing::warn!(error = %e.kind(), "device token file unreadable; keeping the previous set");
+                return;
+            }
+        };
+        let mut by_id = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: Entry = match serde_json::from_str(line) {
+                Ok(e) => e,
+                Err(_) => {
+                    tracing::warn!(line = n + 1, "device token file: line does not parse; skipped");
+                    continue;
+                }
+            };
+            if check_identifier("tenant", &entry.tenant).is_err()
+                || check_identifier("device", &entry.device).is_err()
+                || PasswordHash::new(&entry.hash).is_err()
+            {
+                tracing::warn!(line = n + 1, "device token file: invalid entry; skipped");
+                continue;
+            }
+            by_id.insert(entry.token_id, Known { identity: DeviceIdentity { tenant: entry.tenant, device: entry.device }, hash: entry.hash });
+        }
+        let mut state = self.lock();
+        // Keep cached verifications whose entry is unchanged; drop revoked ones.
+        let old = std::mem::take(&mut state.by_id);
+        state.verified.retain(|_, id| match (old.get(id), by_id.get(id)) {
+            (Some(a), Some(b)) => a.hash == b.hash && a.identity == b.identity,
+            _ => false,
+        });
+        state.by_id = by_id;
+        state.sig = sig;
+    }
+
+    /// Who `token` belongs to, or `None` for a missing, malformed, unknown or wrong token,
+    /// indistinguishably (an unknown id still costs one Argon2 run). Blocking: call it off the
+    /// async executor.
+    pub fn authenticate(&self, token: &str) -> Option<DeviceIdentity> {
+        self.refresh();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let candidate = {
+            let state = self.lock();
+            if let Some(k) = state.verified.get(&digest).and_then(|id| state.by_id.get(id)) {
+                return Some(k.identity.clone());
+            }
+            parse(token).and_then(|(id, secret)| state.by_id.get(id).map(|k| (id.to_string(), secret, k.hash.clone(), k.identity.clone())))
+        };
+        match candidate {
+            Some((id, secret, hash, identity)) => {
+                let ok = PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok()).unwrap_or(false);
+                if !ok {
+                    return None;
+                }
+                self.lock().verified.insert(digest, id);
+                Some(identity)
+            }
+            None => {
+                self.dummy_verify(token);
+                None
+            }
+        }
+    }
+
+    /// Spends the time of a real verification so that unknown ids answer no faster.
+    fn dummy_verify(&self, token: &str) {
+        let hash = self.dummy_hash.get_or_init(|| hash_secret("verbatim-dummy-secret").unwrap_or_default());
+        if let Ok(h) = PasswordHash::new(hash) {
+            let _ = Argon2::default().verify_password(token.as_bytes(), &h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_the_file_holds_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens.jsonl");
+        let store = TokenStore::open(&file).unwrap();
+        let t1 = add_device(&file, "acme", "dev-1").unwrap();
+        let t2 = add_device(&file, "acme", "dev-2").unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        for t in [&t1, &t2] {
+            let secret = t.expose().rsplit('.').next().unwrap();
+            assert!(!text.contains(secret));
+            assert!(text.contains("$argon2id$"));
+        }
+        // Picked up without a restart.
+        assert_eq!(store.authenticate(t1.expose()).unwrap().device, "dev-1");
+        assert_eq!(store.authenticate(t1.expose()).unwrap().device, "dev-1"); // cached
+        assert_eq!(store.authenticate(t2.expose()).unwrap().device, "dev-2");
+        let mut wrong = t1.expose().to_string();
+        wrong.pop();
+        wrong.push(if t1.expose().ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(store.authenticate(&wrong), None);
+        assert_eq!(store.authenticate(""), None);
+        assert_eq!(store.authenticate("vbt1.nope.nope"), None);
+
+        // Revocation: drop dev-1's line.
+        let kept: String = text.lines().filter(|l| l.contains("dev-2")).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&file, kept).unwrap();
+        assert_eq!(store.authenticate(t1.expose()), None);
+        assert_eq!(store.authenticate(t2.expose()).unwrap().device, "dev-2");
+    }
+
+    #[test]
+    fn identities_are_checked_like_the_wire_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        assert!(add_device(&file, "", "d").is_err());
+        assert!(add_device(&file, "t", "a\nb").is_err());
+        assert!(!file.exists());
+    }
+}
