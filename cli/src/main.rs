@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod archive_cmd;
+mod demo;
 mod device_cmd;
 mod mdm_cmd;
 mod policy_cmd;
@@ -21,6 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole product on this machine: an archive receiver on 127.0.0.1, a simulated
+    /// managed device, capture, upload through injected faults, and the archive's verification.
+    Demo(demo::DemoArgs),
+
     /// Validate and describe managed policies (MDM AppConfig).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Template) => policy_cmd::template(),
         Command::Policy(PolicyCommand::Reference) => policy_cmd::reference(),
         Command::Policy(PolicyCommand::ExportArtifacts(args)) => mdm_cmd::export_artifacts(args),
+        Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => device_cmd::simulate(args),
         Command::Inspect(args) => device_cmd::inspect(args),
         Command::Keygen(args) => archive_cmd::keygen(args),
