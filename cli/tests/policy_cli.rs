@@ -115,12 +115,12 @@ fn valid_xml_plist_prints_one_summary_line() {
 #[test]
 fn unknown_keys_are_warnings_on_stderr() {
     let mut json = valid_json();
-    json["heartbeat_hours"] = serde_json::json!(24);
+    json["retention_days"] = serde_json::json!(24);
     let path = temp_file("unknown-key.json", &json.to_string());
     let out = check(&path);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out).lines().count(), 1);
-    assert_eq!(stderr(&out), "warning: heartbeat_hours: unknown key, ignored\n");
+    assert_eq!(stderr(&out), "warning: retention_days: unknown key, ignored\n");
 }
 
 #[test]

@@ -542,7 +542,7 @@ fn all_problems_are_reported_at_once_in_schema_order() {
 #[test]
 fn unknown_keys_are_warnings_with_suggestions() {
     let mut m = base();
-    m.insert("heartbeat_hours".into(), 24.into());
+    m.insert("retention_days".into(), 24.into());
     m.insert("captur_channels".into(), "sms".into());
     let parsed = ok(&tree(m));
     let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
@@ -550,7 +550,7 @@ fn unknown_keys_are_warnings_with_suggestions() {
         warnings,
         [
             "captur_channels: unknown key, ignored; did you mean capture_channels?",
-            "heartbeat_hours: unknown key, ignored"
+            "retention_days: unknown key, ignored"
         ]
     );
     assert!(parsed.warnings.iter().all(|w| w.kind == ProblemKind::UnknownKey));
@@ -695,8 +695,11 @@ fn changed_value(key: &str) -> Value {
         "max_batch_kb" => 1025.into(),
         "queue_max_mb" => 513.into(),
         "queue_alert_percent" => 81.into(),
+        "pending_alert_hours" => 48.into(),
+        "heartbeat_hours" => 12.into(),
         "fail_closed" => false.into(),
         "disclaimer_text" => "Recorded.".into(),
+        "disclaimer_mode" => "daily".into(),
         "log_level" => "debug".into(),
         "policy_version" => "2026-12".into(),
         other => panic!("no changed value for {other}: add one"),

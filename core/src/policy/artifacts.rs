@@ -28,7 +28,7 @@ use crate::model::Channel;
 
 /// The specfile's `<version>`: consoles use it to tell a revised specfile from the one they
 /// hold. Bump it whenever the generated specfile changes (a unit test insists).
-pub const SPECFILE_VERSION: u32 = 1;
+pub const SPECFILE_VERSION: u32 = 2;
 
 /// The bundle identifier written into the committed specfile. Verbatim is embedded in the
 /// firm's messaging app, so the real value is that app's; regenerate with it.
@@ -130,11 +130,11 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Queue and fail-closed",
-        &["queue_max_mb", "queue_alert_percent", "fail_closed"],
+        &["queue_max_mb", "queue_alert_percent", "pending_alert_hours", "heartbeat_hours", "fail_closed"],
     ),
     (
         "Notice, logging and version",
-        &["disclaimer_text", "log_level", "policy_version"],
+        &["disclaimer_text", "disclaimer_mode", "log_level", "policy_version"],
     ),
 ];
 const OTHER_GROUP: &str = "Other settings";
@@ -828,8 +828,8 @@ mod tests {
     /// specfile changes, consoles must see a new `<version>`: the test below fails until
     /// [`SPECFILE_VERSION`] is bumped and this digest updated.
     const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (
-        1,
-        "e8ee7ba334d074885ae660e357fc2f7278b23a58bccf30be8aa7fd3067b9c305",
+        2,
+        "78b0785331a1fb7fa327d3b9af79283a67d0a88c2b059ba7cca3fc24095e72b3",
     );
 
     #[test]

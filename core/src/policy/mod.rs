@@ -40,6 +40,17 @@ pub enum LogLevel {
     Off,
 }
 
+/// When the client notice (`disclaimer_text`) is due in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisclaimerMode {
+    Off,
+    /// Once per conversation.
+    FirstMessage,
+    /// Once per conversation per UTC day.
+    Daily,
+}
+
 /// A validated managed policy. Built only by [`parse`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -67,8 +78,11 @@ pub struct Policy {
     pub max_batch_kb: u32,
     pub queue_max_mb: u32,
     pub queue_alert_percent: u8,
+    pub pending_alert_hours: u32,
+    pub heartbeat_hours: u32,
     pub fail_closed: bool,
     pub disclaimer_text: Option<String>,
+    pub disclaimer_mode: DisclaimerMode,
     pub log_level: LogLevel,
     pub policy_version: String,
 }

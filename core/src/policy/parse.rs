@@ -20,7 +20,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use sha2::{Digest, Sha256};
 
 use super::schema::{self, KEYS, KeyKind, KeySpec};
-use super::{LogLevel, Policy, UploadNetwork, Value};
+use super::{DisclaimerMode, LogLevel, Policy, UploadNetwork, Value};
 use crate::model::{Channel, normalize_handle};
 use crate::secret::Secret;
 
@@ -661,6 +661,12 @@ impl Fields {
             "unmetered" => UploadNetwork::Unmetered,
             _ => return None,
         };
+        let disclaimer_mode = match self.word("disclaimer_mode")? {
+            "off" => DisclaimerMode::Off,
+            "first_message" => DisclaimerMode::FirstMessage,
+            "daily" => DisclaimerMode::Daily,
+            _ => return None,
+        };
         let log_level = match self.word("log_level")? {
             "trace" => LogLevel::Trace,
             "debug" => LogLevel::Debug,
@@ -690,8 +696,11 @@ impl Fields {
             max_batch_kb: self.int("max_batch_kb")?,
             queue_max_mb: self.int("queue_max_mb")?,
             queue_alert_percent: self.int("queue_alert_percent")?,
+            pending_alert_hours: self.int("pending_alert_hours")?,
+            heartbeat_hours: self.int("heartbeat_hours")?,
             fail_closed: self.bool("fail_closed")?,
             disclaimer_text: self.optional_text("disclaimer_text")?,
+            disclaimer_mode,
             log_level,
             policy_version: self.text("policy_version")?,
         })
@@ -801,8 +810,11 @@ impl Policy {
             max_batch_kb,
             queue_max_mb,
             queue_alert_percent,
+            pending_alert_hours,
+            heartbeat_hours,
             fail_closed,
             disclaimer_text,
+            disclaimer_mode,
             log_level,
             policy_version,
         } = self;
@@ -811,6 +823,11 @@ impl Policy {
         let network = match upload_network {
             UploadNetwork::Any => "any",
             UploadNetwork::Unmetered => "unmetered",
+        };
+        let disclaimer = match disclaimer_mode {
+            DisclaimerMode::Off => "off",
+            DisclaimerMode::FirstMessage => "first_message",
+            DisclaimerMode::Daily => "daily",
         };
         let level = match log_level {
             LogLevel::Trace => "trace",
@@ -840,8 +857,11 @@ impl Policy {
             ("max_batch_kb", Canon::Int(u64::from(*max_batch_kb))),
             ("queue_max_mb", Canon::Int(u64::from(*queue_max_mb))),
             ("queue_alert_percent", Canon::Int(u64::from(*queue_alert_percent))),
+            ("pending_alert_hours", Canon::Int(u64::from(*pending_alert_hours))),
+            ("heartbeat_hours", Canon::Int(u64::from(*heartbeat_hours))),
             ("fail_closed", Canon::Bool(*fail_closed)),
             ("disclaimer_text", optional(disclaimer_text)),
+            ("disclaimer_mode", Canon::Str(disclaimer)),
             ("log_level", Canon::Str(level)),
             ("policy_version", Canon::Str(policy_version)),
         ]
@@ -914,7 +934,7 @@ mod tests {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(closest_key("archive_ur"), Some("archive_url"));
         assert_eq!(closest_key("Archive_URL"), Some("archive_url"));
-        assert_eq!(closest_key("heartbeat_hours"), None);
+        assert_eq!(closest_key("retention_days"), None);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub const ALL_CHANNELS: &str = "sms,mms,rcs,imessage,whatsapp,wechat,signal,tele
 pub const UPLOAD_NETWORKS: &[&str] = &["any", "unmetered"];
 /// Allowed words for `log_level`, in the order of [`super::LogLevel`].
 pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+/// Values of `disclaimer_mode`.
+pub const DISCLAIMER_MODES: &[&str] = &["off", "first_message", "daily"];
 
 /// The schema: every key, in the order problems are reported and the template lists them.
 pub static KEYS: &[KeySpec] = &[
@@ -272,6 +274,24 @@ pub static KEYS: &[KeySpec] = &[
         example: "80",
     },
     KeySpec {
+        name: "pending_alert_hours",
+        kind: KeyKind::Integer { min: 1, max: 720 },
+        default: Some("72"),
+        required: false,
+        secret: false,
+        description: "Records still waiting for upload after this many hours raise an alert (agent event, status, MDM feedback). They are never deleted for age: only the archive's acknowledgement deletes.",
+        example: "72",
+    },
+    KeySpec {
+        name: "heartbeat_hours",
+        kind: KeyKind::Integer { min: 1, max: 168 },
+        default: Some("24"),
+        required: false,
+        secret: false,
+        description: "Interval of the agent's heartbeat event, recorded even when nothing is captured, with the counters since the last one. The archive flags devices silent for longer.",
+        example: "24",
+    },
+    KeySpec {
         name: "fail_closed",
         kind: KeyKind::Bool,
         default: Some("true"),
@@ -288,6 +308,15 @@ pub static KEYS: &[KeySpec] = &[
         secret: false,
         description: "Notice shown to the employee that business conversations are recorded. Unset: the app's built-in notice.",
         example: "Business conversations on this line are recorded for regulatory purposes.",
+    },
+    KeySpec {
+        name: "disclaimer_mode",
+        kind: KeyKind::Enum(DISCLAIMER_MODES),
+        default: Some("off"),
+        required: false,
+        secret: false,
+        description: "When the app must show or send disclaimer_text: off, first_message (once per conversation) or daily (once per conversation per UTC day). Each showing is captured in the conversation.",
+        example: "first_message",
     },
     KeySpec {
         name: "log_level",
