@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, Channel, Event};
 use crate::policy::{self, Policy, Value};
 use crate::queue::{self, Config, Job, Outcome, Pending, QueueReader, Snapshot, WriterHandle};
+use crate::evidence::{self, EvidenceState};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use crate::wire::Batch;
 
@@ -31,12 +32,27 @@ pub const MAX_ID_LEN: usize = 1024;
 
 pub struct AgentOptions {
     pub clock: Arc<dyn Clock>,
+    /// Caps the store's size: SQLite then fails writes exactly as on a full disk. For tests
+    /// and for emulating small devices; `None` in production.
+    pub storage_limit_bytes: Option<u64>,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { clock: Arc::new(SystemClock::default()) }
+        AgentOptions { clock: Arc::new(SystemClock::default()), storage_limit_bytes: None }
     }
+}
+
+/// What unenroll did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnenrollReport {
+    /// The local store was destroyed.
+    pub shredded: bool,
+    /// It was destroyed although records were not acknowledged (`force`).
+    pub forced: bool,
+    /// Records the archive had not acknowledged when unenroll ended.
+    pub unsent_records: u64,
+    pub upload: Option<crate::upload::UploadReport>,
 }
 
 /// What became of a captured event.
@@ -88,6 +104,12 @@ pub struct Status {
     pub queue_max_bytes: u64,
     pub queue_alert: bool,
     pub queue_full: bool,
+    /// Pending records are older than the policy's `pending_alert_hours`.
+    pub pending_stale: bool,
+    /// Causes for which capture is unavailable right now (`not_configured`, `queue_full`,
+    /// `disk_full`, `channel_disabled:<channel>`).
+    pub unavailable: Vec<String>,
+    pub last_heartbeat_ms: i64,
     pub oldest_pending_ms: Option<i64>,
     pub oldest_pending_age_ms: Option<i64>,
     pub last_seq: u64,
@@ -125,6 +147,7 @@ struct Inner {
     counters: AtomicCounters,
     upload: Mutex<UploadStatus>,
     uploader: crate::upload::UploaderState,
+    evidence: Mutex<EvidenceState>,
     closed: AtomicBool,
 }
 
@@ -163,7 +186,7 @@ impl Agent {
     pub fn open(dir: &Path, options: AgentOptions) -> Result<Agent> {
         let clock = options.clock;
         let now = clock.now_ms();
-        let (writer, reader, snapshot, info) = queue::open(dir, now)?;
+        let (writer, reader, snapshot, info) = queue::open(dir, now, options.storage_limit_bytes)?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             writer,
@@ -177,6 +200,7 @@ impl Agent {
             counters: AtomicCounters::default(),
             upload: Mutex::new(UploadStatus::default()),
             uploader: Default::default(),
+            evidence: Mutex::new(EvidenceState::load(info.evidence_json.as_deref(), now)),
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
@@ -195,8 +219,36 @@ impl Agent {
                 delta_ms: now - info.last_captured_ms,
             });
         }
-        block_on(agent.record_agent_events(events))?;
+        if agent.policy().is_none() {
+            let reason = lock(&agent.inner.not_configured_reason).clone();
+            lock(&agent.inner.evidence).open_window(evidence::NOT_CONFIGURED, &reason, now, false);
+        }
+        block_on(agent.save_evidence(events))?;
+        block_on(agent.tick())?;
         Ok(agent)
+    }
+
+    /// Records `events` and saves the evidence state in the same commit.
+    async fn save_evidence(&self, events: Vec<AgentEvent>) -> Result<()> {
+        let now = self.inner.clock.now_ms();
+        let json = lock(&self.inner.evidence).to_json();
+        let meta = vec![(queue::EVIDENCE_META_KEY.to_string(), json)];
+        submit(&self.inner.writer, |reply| Job::Agent { events, meta, now_ms: now, reply }).await.map(|_| ())
+    }
+
+    /// Gives the agent its chance to record what is due: the heartbeat, and the alert for
+    /// pending data older than policy allows. Called at open, capture and upload; the platform's
+    /// background task should call it too, so a phone that captures nothing still reports.
+    pub async fn tick(&self) -> Result<()> {
+        self.check_open()?;
+        let Some(policy) = self.policy() else { return Ok(()) };
+        let now = self.inner.clock.now_ms();
+        let oldest = lock(&self.inner.snapshot).oldest_pending_ms;
+        let events = lock(&self.inner.evidence).due(&policy, oldest, now);
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.save_evidence(events).await
     }
 
     /// Re-applies the policy persisted by an earlier run, without new audit events.
@@ -290,7 +342,9 @@ impl Agent {
         let config = self.config_for(&new, tree_json, events);
         match submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }).await {
             Ok(_) => {
+                let channels = new.capture_channels.clone();
                 *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(new));
+                self.evidence_after_policy(old.as_deref(), &channels, now).await?;
                 Ok(parsed.warnings)
             }
             Err(e) if e.kind == ErrorKind::PolicyRejected => {
@@ -306,14 +360,35 @@ impl Agent {
 
     fn note_rejection(&self, problems: usize) {
         if self.policy().is_none() {
-            *lock(&self.inner.not_configured_reason) = format!("the pushed policy was rejected ({problems} problems)");
+            let reason = format!("the pushed policy was rejected ({problems} problems)");
+            if let Some(w) = lock(&self.inner.evidence).windows.get_mut(evidence::NOT_CONFIGURED) {
+                w.detail = reason.clone();
+            }
+            *lock(&self.inner.not_configured_reason) = reason;
         }
+    }
+
+    /// A policy is in force: capture is available again, and channels switched off or on by
+    /// policy open or close their own windows.
+    async fn evidence_after_policy(&self, old: Option<&Policy>, channels: &std::collections::BTreeSet<Channel>, now: i64) -> Result<()> {
+        let events = {
+            let mut ev = lock(&self.inner.evidence);
+            let mut closing = vec![evidence::NOT_CONFIGURED.to_string()];
+            if let Some(old) = old {
+                for c in old.capture_channels.difference(channels) {
+                    ev.open_window(&evidence::channel_disabled(*c), "switched off by policy", now, false);
+                }
+            }
+            closing.extend(channels.iter().map(|c| evidence::channel_disabled(*c)));
+            ev.close_windows(closing.iter().map(String::as_str), now)
+        };
+        self.save_evidence(events).await
     }
 
     /// Records agent events in the chain (or, before any policy, in the deferred table).
     pub async fn record_agent_events(&self, events: Vec<AgentEvent>) -> Result<()> {
         let now = self.inner.clock.now_ms();
-        submit(&self.inner.writer, |reply| Job::Agent { events, now_ms: now, reply }).await.map(|_| ())
+        submit(&self.inner.writer, |reply| Job::Agent { events, meta: Vec::new(), now_ms: now, reply }).await.map(|_| ())
     }
 
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
@@ -322,31 +397,66 @@ impl Agent {
         let counters = &self.inner.counters;
         let Some(policy) = self.policy() else {
             counters.refused_not_configured.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut ev = lock(&self.inner.evidence);
+                ev.tally.refused += 1;
+                ev.count_in_window(evidence::NOT_CONFIGURED);
+            }
             let reason = lock(&self.inner.not_configured_reason).clone();
             return Err(Error::new(ErrorKind::NotConfigured, format!("capture refused: agent not configured ({reason})")));
         };
         let now = self.inner.clock.now_ms();
         if let Err(e) = validate(&event, now) {
             counters.invalid.fetch_add(1, Ordering::Relaxed);
+            lock(&self.inner.evidence).tally.refused += 1;
             return Err(e);
         }
         if !in_scope(&policy, &event) {
             counters.out_of_scope.fetch_add(1, Ordering::Relaxed);
+            let mut ev = lock(&self.inner.evidence);
+            ev.tally.out_of_scope += 1;
+            ev.count_in_window(&evidence::channel_disabled(event.meta().channel));
             return Ok(CaptureOutcome::OutOfScope);
         }
         if let Some(jump) = self.check_clock(now) {
             self.record_agent_events(vec![jump]).await?;
         }
+        self.tick().await?;
         let job = build_job(&policy, event, now)?;
         let result = submit(&self.inner.writer, job).await;
         match result {
             Ok(o) => {
                 counters.captured.fetch_add(1, Ordering::Relaxed);
+                let closed = {
+                    let mut ev = lock(&self.inner.evidence);
+                    ev.tally.captured += 1;
+                    ev.close_windows([evidence::QUEUE_FULL, evidence::DISK_FULL], now)
+                };
+                if !closed.is_empty() {
+                    self.save_evidence(closed).await?;
+                }
                 Ok(CaptureOutcome::Captured { first_seq: o.first_seq, last_seq: o.last_seq })
             }
             Err(e) => {
+                let cause = match e.kind {
+                    ErrorKind::QueueFull => Some(evidence::QUEUE_FULL),
+                    ErrorKind::DiskFull => Some(evidence::DISK_FULL),
+                    _ => None,
+                };
                 if e.kind == ErrorKind::QueueFull {
                     counters.refused_queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(cause) = cause {
+                    let new = {
+                        let mut ev = lock(&self.inner.evidence);
+                        ev.tally.refused += 1;
+                        ev.open_window(cause, &e.detail, now, true)
+                    };
+                    if new {
+                        // On a full disk this save fails too; the window stays in memory and is
+                        // saved with the next evidence that can be written.
+                        let _ = self.save_evidence(Vec::new()).await;
+                    }
                 }
                 Err(e)
             }
@@ -424,10 +534,17 @@ impl Agent {
         let now = self.inner.clock.now_ms();
         let c = &self.inner.counters;
         let configured = policy.is_some();
+        // One lock at a time: a guard in a struct expression lives to the end of the statement.
+        let (pending_stale, unavailable, last_heartbeat_ms) = {
+            let ev = lock(&self.inner.evidence);
+            (ev.pending_alert_raised, ev.windows.keys().cloned().collect(), ev.last_heartbeat_ms)
+        };
+        let upload = lock(&self.inner.upload).clone();
+        let not_configured_reason = (!configured).then(|| lock(&self.inner.not_configured_reason).clone());
         Status {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             configured,
-            not_configured_reason: (!configured).then(|| lock(&self.inner.not_configured_reason).clone()),
+            not_configured_reason,
             capture_enabled: configured && !snap.full && !self.inner.closed.load(Ordering::Acquire),
             channels: policy.as_ref().map(|p| p.capture_channels.iter().copied().collect()).unwrap_or_default(),
             tenant_id: snap.stream.as_ref().map(|s| s.tenant.clone()),
@@ -440,6 +557,9 @@ impl Agent {
             queue_max_bytes: snap.queue_max_bytes,
             queue_alert: snap.alert_raised,
             queue_full: snap.full,
+            pending_stale,
+            unavailable,
+            last_heartbeat_ms,
             oldest_pending_ms: snap.oldest_pending_ms,
             oldest_pending_age_ms: snap.oldest_pending_ms.map(|t| (now - t).max(0)),
             last_seq: snap.last_seq,
@@ -452,7 +572,7 @@ impl Agent {
                 refused_not_configured: c.refused_not_configured.load(Ordering::Relaxed),
                 refused_queue_full: c.refused_queue_full.load(Ordering::Relaxed),
             },
-            upload: lock(&self.inner.upload).clone(),
+            upload,
         }
     }
 
@@ -462,8 +582,103 @@ impl Agent {
         crate::upload::run(self, &self.inner.uploader, options).await
     }
 
+    /// The host app let a communication through while capture was unavailable (possible only
+    /// when the policy's `fail_closed` is false, or before any policy): record it, metadata
+    /// only, so it is evidenced rather than silent.
+    pub async fn report_uncaptured(&self, meta: &model::EventMeta, direction: model::Direction, reason: &str) -> Result<()> {
+        self.check_open()?;
+        let field = |name: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(invalid(format!("uncaptured report: {name} is empty")))
+            } else {
+                Ok(())
+            }
+        };
+        field("conversation_id", &meta.conversation_id)?;
+        field("source_id", &meta.source_id)?;
+        field("reason", reason)?;
+        let fail_closed = self.policy().is_none_or(|p| p.fail_closed);
+        self.record_agent_events(vec![AgentEvent::UncapturedCommunication {
+            channel: meta.channel,
+            conversation_id: meta.conversation_id.clone(),
+            source_id: meta.source_id.clone(),
+            source_time_ms: meta.source_time_ms,
+            direction,
+            reason: reason.to_string(),
+            fail_closed,
+        }])
+        .await
+    }
+
+    /// The client notice the app must show or send in this conversation now, if any (policy
+    /// `disclaimer_text` and `disclaimer_mode`). Memory only.
+    pub fn disclaimer_due(&self, channel: Channel, conversation_id: &str) -> Option<String> {
+        let policy = self.policy()?;
+        let now = self.inner.clock.now_ms();
+        let due = lock(&self.inner.evidence).disclaimer_due(&policy, channel, conversation_id, now);
+        if due { policy.disclaimer_text.clone() } else { None }
+    }
+
+    /// The app showed or sent the client notice in a conversation: capture that in the
+    /// conversation and remember it for the schedule.
+    pub async fn disclaimer_shown(&self, meta: model::EventMeta) -> Result<CaptureOutcome> {
+        self.check_open()?;
+        let Some(policy) = self.policy() else {
+            return Err(Error::new(ErrorKind::NotConfigured, "no policy in force"));
+        };
+        let Some(text) = policy.disclaimer_text.clone() else {
+            return Err(Error::new(ErrorKind::InvalidEvent, "disclaimer: the policy sets no disclaimer_text"));
+        };
+        // Validated like a reaction: ids present, time sane.
+        let probe = Event::Unsend(model::Unsend { meta: meta.clone(), target_message_id: "-".into(), actor: "-".into() });
+        validate(&probe, self.inner.clock.now_ms())?;
+        if !in_scope(&policy, &probe) {
+            return Ok(CaptureOutcome::OutOfScope);
+        }
+        let now = self.inner.clock.now_ms();
+        let (channel, conversation) = (meta.channel, meta.conversation_id.clone());
+        let body = RecordBody::DisclaimerShown { meta, mode: policy.disclaimer_mode, text };
+        let records = vec![Pending::new(&Record::new(now, body))];
+        let o = submit(&self.inner.writer, |reply| Job::Capture { records, reply }).await?;
+        lock(&self.inner.evidence).disclaimer_shown(channel, &conversation, now);
+        self.save_evidence(Vec::new()).await?;
+        Ok(CaptureOutcome::Captured { first_seq: o.first_seq, last_seq: o.last_seq })
+    }
+
+    /// Leaves the device: records a final agent event, uploads everything within the options'
+    /// deadline, and only when the archive has acknowledged all of it destroys the local store
+    /// (crypto-shred: the database files go, and every epoch key lived only in memory). If the
+    /// archive cannot be reached the data is kept and the report says so. With `force` (the
+    /// MDM's selective wipe) the store is destroyed regardless, after recording and trying to
+    /// send that fact. After a shred the agent is closed.
+    pub async fn unenroll(&self, options: crate::upload::UploadOptions, force: bool) -> Result<UnenrollReport> {
+        self.check_open()?;
+        let pending = lock(&self.inner.snapshot).pending_count;
+        if self.policy().is_some() {
+            self.record_agent_events(vec![AgentEvent::Unenrolling { forced: force, pending_records: pending }]).await?;
+        }
+        let upload = if self.policy().is_some() { Some(self.upload(options).await) } else { None };
+        let left = lock(&self.inner.snapshot).pending_count;
+        if left > 0 && !force {
+            return Ok(UnenrollReport { shredded: false, forced: false, unsent_records: left, upload });
+        }
+        self.close().await?;
+        for name in queue::STORE_FILES {
+            match std::fs::remove_file(self.inner.dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(UnenrollReport { shredded: true, forced: force && left > 0, unsent_records: left, upload })
+    }
+
     /// Marks a clean shutdown and stops the writer. Later calls fail with `Closed`.
     pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _ = self.save_evidence(Vec::new()).await;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

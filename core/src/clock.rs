@@ -54,6 +54,11 @@ impl ManualClock {
         self.mono.fetch_add(ms, Ordering::SeqCst);
     }
 
+    /// The wall clock's current reading.
+    pub fn now(&self) -> i64 {
+        self.wall.load(Ordering::SeqCst)
+    }
+
     pub fn jump_wall(&self, ms: i64) {
         self.wall.fetch_add(ms, Ordering::SeqCst);
     }

@@ -11,6 +11,7 @@ mod block_on;
 pub mod chain;
 pub mod clock;
 pub mod error;
+pub mod evidence;
 pub mod model;
 pub mod policy;
 pub mod queue;
@@ -21,7 +22,7 @@ pub mod upload;
 pub mod secret;
 pub mod wire;
 
-pub use agent::{Agent, AgentOptions, CaptureOutcome, Status};
+pub use agent::{Agent, AgentOptions, CaptureOutcome, Status, UnenrollReport};
 pub use error::{Error, ErrorKind};
 pub use model::{Channel, Direction, Event};
 pub use policy::{Policy, Value};

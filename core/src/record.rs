@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CallOutcome, Channel, Direction, Edit, EventMeta, Message, Reaction, Unsend};
+use crate::policy::DisclaimerMode;
 
 /// The plaintext of one record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,8 @@ pub enum RecordBody {
     /// An attachment that was not captured in full, and why (too large, disabled by policy,
     /// unreadable file). Its metadata is still archived.
     AttachmentOmitted { header: AttachmentHeader, reason: String },
+    /// The client notice (policy `disclaimer_text`) was shown or sent in this conversation.
+    DisclaimerShown { meta: EventMeta, mode: DisclaimerMode, text: String },
     Agent(AgentEvent),
 }
 
@@ -90,6 +93,28 @@ pub enum AgentEvent {
     TlsPinMismatch { host: String },
     /// A stored record failed its integrity check; it is held back, never sent or skipped.
     QueueCorrupt { detail: String },
+    /// The agent is alive: recorded every `heartbeat_hours` even when nothing is captured, with
+    /// what happened since the previous heartbeat (`since_ms`).
+    Heartbeat { interval_hours: u32, since_ms: i64, captured: u64, out_of_scope: u64, refused: u64 },
+    /// Capture was unavailable from `start_ms` to `end_ms` for `cause` (`not_configured`,
+    /// `queue_full`, `disk_full`, `channel_disabled:<channel>`); `refused` counts the events
+    /// refused (or, for a disabled channel, dropped) meanwhile.
+    CaptureUnavailable { cause: String, detail: String, start_ms: i64, end_ms: i64, refused: u64 },
+    /// The app let a communication through while capture was unavailable and reports it, so it
+    /// is evidenced rather than silent. Metadata only.
+    UncapturedCommunication {
+        channel: Channel,
+        conversation_id: String,
+        source_id: String,
+        source_time_ms: i64,
+        direction: Direction,
+        reason: String,
+        fail_closed: bool,
+    },
+    /// Records have waited for upload longer than `pending_alert_hours`.
+    PendingStale { oldest_pending_ms: i64, hours: u32 },
+    /// Unenroll began; `forced` when the store will be destroyed even if not all is acknowledged.
+    Unenrolling { forced: bool, pending_records: u64 },
 }
 
 const VERSION: u8 = 1;

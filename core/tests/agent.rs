@@ -475,7 +475,7 @@ async fn a_restart_continues_the_chain_in_a_new_epoch_and_records_the_crash() {
 async fn clock_jumps_are_recorded_and_order_stays_by_sequence() {
     let s = Setup::new();
     let clock = ManualClock::new(1_767_225_600_000 + 1000);
-    let agent = s.open_with(AgentOptions { clock: Arc::new(clock.clone()) });
+    let agent = s.open_with(AgentOptions { clock: Arc::new(clock.clone()), ..Default::default() });
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     agent.capture(message(1, "a")).await.unwrap();
     clock.advance(5_000);

@@ -17,6 +17,21 @@ use crate::wire::{Batch, EpochInfo, WIRE_RECORD_OVERHEAD, WireRecord};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 pub(crate) use writer::{Config, Job, Outcome, Pending, Reply, WriterHandle};
 
+/// Group commits of every queue in this process since it started (see [`commit_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Jobs (captures, agent events, acknowledgements, ...) they carried.
+    pub jobs: u64,
+}
+
+/// The process's group-commit counters: `jobs / transactions` is the average group size.
+pub fn commit_stats() -> CommitStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    CommitStats { transactions: writer::GROUPS_COMMITTED.load(Relaxed), jobs: writer::JOBS_COMMITTED.load(Relaxed) }
+}
+
 /// File name of the queue database inside the agent's data directory.
 pub const DB_FILE: &str = "queue.sqlite3";
 
@@ -170,16 +185,28 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<Row> {
 }
 
 /// Opens (creating if needed) the queue in `dir`: migrates, loads the head, starts the writer.
-pub(crate) fn open(dir: &Path, now_ms: i64) -> Result<(WriterHandle, QueueReader, Arc<Mutex<Snapshot>>, OpenInfo)> {
+pub(crate) fn open(
+    dir: &Path,
+    now_ms: i64,
+    storage_limit_bytes: Option<u64>,
+) -> Result<(WriterHandle, QueueReader, Arc<Mutex<Snapshot>>, OpenInfo)> {
     std::fs::create_dir_all(dir)?;
     let lock = lock_dir(dir)?;
     let path = dir.join(DB_FILE);
     let mut conn = open_connection(&path, false)?;
+    if let Some(limit) = storage_limit_bytes {
+        // SQLite then fails writes with SQLITE_FULL exactly as on a full disk.
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))? as u64;
+        conn.pragma_update(None, "max_page_count", (limit / page_size.max(1)).max(1) as i64)?;
+    }
     schema::migrate(&mut conn)?;
     let (handle, snapshot, info) = writer::start(conn, lock, now_ms)?;
     let reader = QueueReader::open(&path)?;
     Ok((handle, reader, snapshot, info))
 }
+
+/// Files of the store, for unenroll's shredding.
+pub const STORE_FILES: [&str; 4] = [DB_FILE, "queue.sqlite3-wal", "queue.sqlite3-shm", LOCK_FILE];
 
 /// File whose exclusive lock marks the directory as in use by one agent.
 pub const LOCK_FILE: &str = "agent.lock";
@@ -207,7 +234,12 @@ pub(crate) struct OpenInfo {
     /// Latest capture time recorded before this run (to notice a clock set backwards).
     pub last_captured_ms: i64,
     pub stored_policy: Option<(String, String)>,
+    /// The agent's compliance-evidence state (JSON), saved under [`EVIDENCE_META_KEY`].
+    pub evidence_json: Option<String>,
 }
+
+/// `meta` key of the agent's compliance-evidence state.
+pub const EVIDENCE_META_KEY: &str = "evidence";
 
 /// A read-only look at a store, for operators: no lock taken, nothing written, no content.
 #[derive(Debug, Clone, serde::Serialize)]

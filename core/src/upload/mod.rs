@@ -157,6 +157,9 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         let e = Error::new(ErrorKind::NotConfigured, "no policy in force");
         return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
     };
+    // Upload is the OS's regular chance to run: record what is due (the heartbeat) first, so it
+    // goes out now if the network allows.
+    let _ = agent.tick().await;
     if let Some(why) = network::refusal(&policy, session.opts.network) {
         let stop = if session.opts.network == NetworkState::Offline { StopReason::Offline } else { StopReason::NotAllowed };
         return session.finish(stop, Some(why.to_string()), None);

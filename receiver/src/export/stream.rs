@@ -225,6 +225,9 @@ impl StreamExporter {
                 self.summary.attachments_omitted += 1;
                 line.eml = Some(self.attachment_omitted(seq, captured_ms, header, reason)?);
             }
+            RecordBody::DisclaimerShown { meta, mode, text } => {
+                line.eml = Some(self.disclaimer(seq, captured_ms, meta, *mode, text)?);
+            }
             RecordBody::Agent(ev) => {
                 self.summary.agent_events += 1;
                 line.eml = Some(self.agent(seq, captured_ms, ev)?);
@@ -417,6 +420,27 @@ impl StreamExporter {
         );
         let x = self.verbatim_headers("unsend", seq, captured_ms, Some(&u.meta), None);
         self.write_eml(seq, "unsend", h, x, &text, None)
+    }
+
+    /// The client notice shown or sent in a conversation, as its own message in that conversation.
+    fn disclaimer(
+        &mut self,
+        seq: u64,
+        captured_ms: i64,
+        meta: &verbatim_core::model::EventMeta,
+        mode: verbatim_core::policy::DisclaimerMode,
+        notice: &str,
+    ) -> Result<String> {
+        let ch = meta.channel.as_str();
+        let h = vec![
+            ("From", names::address(&meta.line, ch)),
+            ("Date", rfc5322(meta.source_time_ms)),
+            ("Subject", eml::unstructured(&format!("[{ch}] Client notice shown in {}", meta.conversation_id))),
+            ("Message-ID", names::message_id(Some("disclaimer"), &meta.source_id, ch)),
+        ];
+        let text = format!("The client notice was shown ({mode:?}) in this conversation:\n\n{notice}");
+        let x = self.verbatim_headers("disclaimer", seq, captured_ms, Some(meta), None);
+        self.write_eml(seq, "disclaimer", h, x, &text, None)
     }
 
     fn reaction(&mut self, seq: u64, captured_ms: i64, r: &Reaction) -> Result<String> {

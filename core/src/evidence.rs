@@ -1,0 +1,159 @@
+//! Compliance evidence the agent keeps about itself: heartbeats, windows when capture was
+//! unavailable (and why), the client-notice schedule, and stale pending data. Regulators ask
+//! firms to prove capture, including for the hours when it could not happen.
+//!
+//! The state lives in memory and is saved (as JSON in the store's `meta` table) together with
+//! every evidence event, so it survives restarts. Counters counted since the last save are lost
+//! if the process is killed; that run's crash is itself recorded at the next start.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::Channel;
+use crate::policy::{DisclaimerMode, Policy};
+use crate::record::AgentEvent;
+
+const HOUR_MS: i64 = 3600 * 1000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Why capture is unavailable.
+pub const NOT_CONFIGURED: &str = "not_configured";
+pub const QUEUE_FULL: &str = "queue_full";
+pub const DISK_FULL: &str = "disk_full";
+
+pub fn channel_disabled(channel: Channel) -> String {
+    format!("channel_disabled:{channel}")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub captured: u64,
+    pub out_of_scope: u64,
+    pub refused: u64,
+}
+
+/// An open could-not-record window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start_ms: i64,
+    pub detail: String,
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceState {
+    /// When the last heartbeat was recorded (or the store first opened).
+    pub last_heartbeat_ms: i64,
+    /// Counted since the last heartbeat.
+    pub tally: Tally,
+    /// Open windows by cause.
+    pub windows: BTreeMap<String, Window>,
+    /// Last showing of the client notice, by conversation (a hash: no conversation ids at rest).
+    pub disclaimers: BTreeMap<String, i64>,
+    pub pending_alert_raised: bool,
+}
+
+impl EvidenceState {
+    pub fn load(json: Option<&str>, now_ms: i64) -> EvidenceState {
+        match json.and_then(|j| serde_json::from_str::<EvidenceState>(j).ok()) {
+            Some(state) => state,
+            None => EvidenceState { last_heartbeat_ms: now_ms, ..EvidenceState::default() },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("evidence state serialises")
+    }
+
+    /// Opens a window for `cause` unless one is open; counts one refusal when `refused`.
+    /// Returns true when the window is new (the state must be saved).
+    pub fn open_window(&mut self, cause: &str, detail: &str, now_ms: i64, refused: bool) -> bool {
+        let new = !self.windows.contains_key(cause);
+        let window = self.windows.entry(cause.to_string()).or_insert_with(|| Window {
+            start_ms: now_ms,
+            detail: detail.to_string(),
+            refused: 0,
+        });
+        window.refused += u64::from(refused);
+        new
+    }
+
+    /// Counts an event refused or dropped during an open window, if one is open.
+    pub fn count_in_window(&mut self, cause: &str) {
+        if let Some(w) = self.windows.get_mut(cause) {
+            w.refused += 1;
+        }
+    }
+
+    /// Closes the windows of `causes` that are open, as evidence events.
+    pub fn close_windows<'a>(&mut self, causes: impl IntoIterator<Item = &'a str>, now_ms: i64) -> Vec<AgentEvent> {
+        causes
+            .into_iter()
+            .filter_map(|cause| {
+                self.windows.remove(cause).map(|w| AgentEvent::CaptureUnavailable {
+                    cause: cause.to_string(),
+                    detail: w.detail,
+                    start_ms: w.start_ms,
+                    end_ms: now_ms,
+                    refused: w.refused,
+                })
+            })
+            .collect()
+    }
+
+    /// Events due at `now`: the heartbeat when its interval has passed, and the stale-pending
+    /// alert once per crossing of `pending_alert_hours`.
+    pub fn due(&mut self, policy: &Policy, oldest_pending_ms: Option<i64>, now_ms: i64) -> Vec<AgentEvent> {
+        let mut events = Vec::new();
+        let interval = policy.heartbeat_hours as i64 * HOUR_MS;
+        if now_ms - self.last_heartbeat_ms >= interval {
+            let tally = std::mem::take(&mut self.tally);
+            events.push(AgentEvent::Heartbeat {
+                interval_hours: policy.heartbeat_hours,
+                since_ms: self.last_heartbeat_ms,
+                captured: tally.captured,
+                out_of_scope: tally.out_of_scope,
+                refused: tally.refused,
+            });
+            self.last_heartbeat_ms = now_ms;
+        }
+        let stale = oldest_pending_ms.filter(|t| now_ms - t > policy.pending_alert_hours as i64 * HOUR_MS);
+        match stale {
+            Some(oldest) if !self.pending_alert_raised => {
+                self.pending_alert_raised = true;
+                events.push(AgentEvent::PendingStale { oldest_pending_ms: oldest, hours: policy.pending_alert_hours });
+            }
+            None => self.pending_alert_raised = false,
+            _ => {}
+        }
+        events
+    }
+
+    /// Whether the client notice is due in this conversation now.
+    pub fn disclaimer_due(&self, policy: &Policy, channel: Channel, conversation_id: &str, now_ms: i64) -> bool {
+        if policy.disclaimer_text.is_none() {
+            return false;
+        }
+        let last = self.disclaimers.get(&conversation_key(channel, conversation_id));
+        match (policy.disclaimer_mode, last) {
+            (DisclaimerMode::Off, _) => false,
+            (_, None) => true,
+            (DisclaimerMode::FirstMessage, Some(_)) => false,
+            (DisclaimerMode::Daily, Some(&t)) => t.div_euclid(DAY_MS) < now_ms.div_euclid(DAY_MS),
+        }
+    }
+
+    pub fn disclaimer_shown(&mut self, channel: Channel, conversation_id: &str, now_ms: i64) {
+        self.disclaimers.insert(conversation_key(channel, conversation_id), now_ms);
+    }
+}
+
+fn conversation_key(channel: Channel, conversation_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(channel.as_str().as_bytes());
+    h.update([0]);
+    h.update(conversation_id.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
