@@ -166,17 +166,26 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Flag devices that sent nothing for this many hours: the policy's heartbeat_hours plus
+    /// grace (the default suits the default heartbeat of 24 hours). 0 turns the check off.
+    #[arg(long, default_value_t = 36)]
+    silent_after_hours: u64,
 }
 
 pub fn verify(args: VerifyArgs) -> ExitCode {
-    match verbatim_receiver::verify(&args.data) {
+    let options = verbatim_receiver::verify::VerifyOptions {
+        silent_after_hours: (args.silent_after_hours > 0).then_some(args.silent_after_hours),
+        now_ms: None,
+    };
+    match verbatim_receiver::verify::verify_with(&args.data, &options) {
         Ok(report) => {
             if args.json {
                 println!("{}", report.to_json());
             } else {
                 print!("{}", report.to_text());
             }
-            if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            // Silence is reported and fails the check: a compliance officer must look at it.
+            if report.ok() && report.silent_devices.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(e) => fail(e),
     }

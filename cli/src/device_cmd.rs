@@ -125,3 +125,95 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
         Err(e) => fail("inspect", e),
     }
 }
+
+#[derive(clap::Args)]
+pub struct UploadArgs {
+    /// The device's data directory (its applied policy is used).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Time granted to the upload, as the OS would grant background work.
+    #[arg(long, default_value_t = 30_000)]
+    pub deadline_ms: u64,
+    /// The network the simulated phone is on.
+    #[arg(long, value_enum, default_value_t = Network::Unmetered)]
+    pub network: Network,
+}
+
+#[derive(clap::Args)]
+pub struct UnenrollArgs {
+    /// The device's data directory.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Destroy the store even if the archive has not acknowledged everything (selective wipe).
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, default_value_t = 30_000)]
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Network {
+    Offline,
+    Unmetered,
+    Metered,
+    Roaming,
+}
+
+impl From<Network> for verbatim_core::upload::NetworkState {
+    fn from(n: Network) -> Self {
+        use verbatim_core::upload::NetworkState as S;
+        match n {
+            Network::Offline => S::Offline,
+            Network::Unmetered => S::Unmetered,
+            Network::Metered => S::Metered,
+            Network::Roaming => S::Roaming,
+        }
+    }
+}
+
+fn open_existing(state: &Path) -> Result<Agent, ExitCode> {
+    if !state.join(verbatim_core::queue::DB_FILE).exists() {
+        return Err(fail("open", format!("no agent store in {}", state.display())));
+    }
+    Agent::open(state, AgentOptions::default()).map_err(|e| fail("open", e))
+}
+
+/// Uploads a simulated device's queue under its applied policy; prints the report as JSON.
+/// Exit 0 when everything was acknowledged, 1 when data remains, 2 on error.
+pub fn upload(args: UploadArgs) -> ExitCode {
+    let agent = match open_existing(&args.state) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let rt = runtime();
+    let options = verbatim_core::upload::UploadOptions::new(std::time::Duration::from_millis(args.deadline_ms), args.network.into());
+    let report = rt.block_on(agent.upload(options));
+    println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+    let _ = rt.block_on(agent.close());
+    match report.stopped {
+        verbatim_core::upload::StopReason::Done => ExitCode::SUCCESS,
+        verbatim_core::upload::StopReason::Error => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Flushes the queue to the archive, then destroys the store once everything is acknowledged
+/// (or at once with --force). Prints the report as JSON; exit 1 when the data was kept.
+pub fn unenroll(args: UnenrollArgs) -> ExitCode {
+    let agent = match open_existing(&args.state) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let rt = runtime();
+    let options = verbatim_core::upload::UploadOptions::new(
+        std::time::Duration::from_millis(args.deadline_ms),
+        verbatim_core::upload::NetworkState::Unmetered,
+    );
+    match rt.block_on(agent.unenroll(options, args.force)) {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            if report.shredded { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => fail("unenroll", e),
+    }
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod archive_cmd;
+mod bench;
 mod demo;
 mod device_cmd;
 mod mdm_cmd;
@@ -38,6 +39,14 @@ enum Command {
     /// Print a device data directory's queue status as JSON (never content: there is none on disk).
     Inspect(device_cmd::InspectArgs),
 
+    /// Upload a simulated device's queue to the archive under its applied policy; prints the
+    /// report as JSON.
+    Upload(device_cmd::UploadArgs),
+
+    /// Unenroll a simulated device: flush to the archive, then destroy the local store once
+    /// everything is acknowledged (or at once with --force, the MDM's selective wipe).
+    Unenroll(device_cmd::UnenrollArgs),
+
     /// Create an archive key pair; prints the public key and key id for the policy.
     Keygen(archive_cmd::KeygenArgs),
 
@@ -49,6 +58,10 @@ enum Command {
 
     /// Open held records with the archive private key and export JSON Lines and .eml files.
     Export(archive_cmd::ExportArgs),
+
+    /// Measure capture, upload, memory, cold start, CPU per event and library size, with
+    /// baselines (raw SQLite, queue-file) in the same run; one table (docs/performance.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -77,9 +90,12 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => device_cmd::simulate(args),
         Command::Inspect(args) => device_cmd::inspect(args),
+        Command::Upload(args) => device_cmd::upload(args),
+        Command::Unenroll(args) => device_cmd::unenroll(args),
         Command::Keygen(args) => archive_cmd::keygen(args),
         Command::Receive(args) => archive_cmd::receive(args),
         Command::Verify(args) => archive_cmd::verify(args),
         Command::Export(args) => archive_cmd::export(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

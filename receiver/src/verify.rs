@@ -50,6 +50,10 @@ pub struct StreamReport {
     /// Records whose epoch (and so its key) the archive does not hold.
     pub records_without_epoch: u64,
     pub alerts: Vec<AlertInfo>,
+    /// When the archive last received a record of this stream (RFC 3339, receiver clock).
+    pub last_received: Option<String>,
+    #[serde(skip)]
+    pub last_received_ms: Option<i64>,
 }
 
 impl StreamReport {
@@ -68,10 +72,31 @@ pub struct Totals {
     pub ok: bool,
 }
 
+/// A device that has sent nothing for longer than its heartbeat interval allows: a working
+/// agent sends a heartbeat at least that often, even when nothing is captured, so silence
+/// means the phone is off, the app removed, or capture tampered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SilentDevice {
+    pub tenant: String,
+    pub device: String,
+    pub last_received: String,
+    pub silent_hours: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyOptions {
+    /// Flag devices whose newest record is older than this (heartbeat interval plus grace).
+    pub silent_after_hours: Option<u64>,
+    /// The time to judge silence at (ms since the Unix epoch); the receiver clock by default.
+    pub now_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub streams: Vec<StreamReport>,
     pub totals: Totals,
+    /// Only when `silent_after_hours` was given.
+    pub silent_devices: Vec<SilentDevice>,
 }
 
 impl Report {
@@ -116,6 +141,12 @@ impl Report {
                 out.push_str(&format!("    alert {} {}: {}\n", a.at, a.kind, a.detail));
             }
         }
+        for d in &self.silent_devices {
+            out.push_str(&format!(
+                "SILENT  {}/{}: nothing received for {} hours (last {}): longer than its heartbeat allows\n",
+                d.tenant, d.device, d.silent_hours, d.last_received
+            ));
+        }
         let t = &self.totals;
         out.push_str(&format!(
             "{} stream(s), {} record(s); {} gap(s), {} stream(s) failing the chain, {} alert(s): {}\n",
@@ -133,6 +164,11 @@ impl Report {
 /// Verifies every stream held in `data_dir`. Safe while a receiver runs on it (reads one
 /// consistent snapshot).
 pub fn verify(data_dir: &Path) -> Result<Report> {
+    verify_with(data_dir, &VerifyOptions::default())
+}
+
+/// [`verify`], and with `silent_after_hours` also the devices silent for longer than that.
+pub fn verify_with(data_dir: &Path, options: &VerifyOptions) -> Result<Report> {
     let mut conn = read::open_read_only(data_dir)?;
     let tx = conn.transaction()?; // one snapshot for the whole report
     let mut streams = Vec::new();
@@ -152,6 +188,8 @@ pub fn verify(data_dir: &Path) -> Result<Report> {
             chain_breaks: Vec::new(),
             records_without_epoch: 0,
             alerts: Vec::new(),
+            last_received: None,
+            last_received_ms: None,
         };
         let mut prev = chain::genesis(&id);
         let mut expect = 1u64;
@@ -183,6 +221,8 @@ pub fn verify(data_dir: &Path) -> Result<Report> {
             Ok(true)
         })?;
         s.chain_verified = s.gaps.is_empty() && s.chain_break_count == 0;
+        s.last_received_ms = read::last_received_ms(&tx, sid)?;
+        s.last_received = s.last_received_ms.map(rfc3339);
         s.alerts = read::alerts(&tx, sid)?
             .into_iter()
             .map(|(at, kind, detail)| AlertInfo { at: rfc3339(at), kind, detail })
@@ -197,5 +237,32 @@ pub fn verify(data_dir: &Path) -> Result<Report> {
         alerts: streams.iter().map(|s| s.alerts.len() as u64).sum(),
         ok: streams.iter().all(StreamReport::ok),
     };
-    Ok(Report { streams, totals })
+    let silent_devices = match options.silent_after_hours {
+        Some(hours) => silent(&streams, hours, options.now_ms.unwrap_or_else(crate::time::now_ms)),
+        None => Vec::new(),
+    };
+    Ok(Report { streams, totals, silent_devices })
+}
+
+/// Devices (over all their streams: a reinstall starts a new one) silent for more than `hours`.
+fn silent(streams: &[StreamReport], hours: u64, now_ms: i64) -> Vec<SilentDevice> {
+    let mut newest: std::collections::BTreeMap<(&str, &str), i64> = std::collections::BTreeMap::new();
+    for s in streams {
+        if let Some(t) = s.last_received_ms {
+            let e = newest.entry((s.tenant.as_str(), s.device.as_str())).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    newest
+        .into_iter()
+        .filter_map(|((tenant, device), t)| {
+            let silent_hours = ((now_ms - t).max(0) / 3_600_000) as u64;
+            ((now_ms - t) > hours as i64 * 3_600_000).then(|| SilentDevice {
+                tenant: tenant.to_string(),
+                device: device.to_string(),
+                last_received: rfc3339(t),
+                silent_hours,
+            })
+        })
+        .collect()
 }

@@ -62,6 +62,11 @@ pub fn epochs(conn: &Connection, sid: i64) -> Result<Vec<EpochInfo>> {
 }
 
 /// Alerts of a stream, oldest first: (at_ms, kind, detail).
+/// When the newest record of a stream was received (receiver clock, ms).
+pub fn last_received_ms(conn: &Connection, sid: i64) -> Result<Option<i64>> {
+    Ok(conn.query_row("SELECT max(received_ms) FROM records WHERE stream_id = ?1", [sid], |r| r.get(0))?)
+}
+
 pub fn alerts(conn: &Connection, sid: i64) -> Result<Vec<(i64, String, String)>> {
     let mut stmt = conn.prepare("SELECT at_ms, kind, detail FROM alerts WHERE stream_id = ?1 ORDER BY id")?;
     let rows = stmt.query_map([sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
