@@ -509,6 +509,16 @@ impl Agent {
         }
     }
 
+    /// The link this device holds for `seq`: the acknowledged head, or a pending record.
+    /// Background-only (reads the database).
+    pub fn link_of(&self, seq: u64) -> Result<Option<crate::chain::Link>> {
+        let snap = self.snapshot();
+        if seq == snap.acked_through {
+            return Ok(Some(snap.acked_link));
+        }
+        self.inner.reader.link_of(seq)
+    }
+
     /// The stream this agent writes, once a policy is in force.
     pub fn stream(&self) -> Option<StreamId> {
         lock(&self.inner.snapshot).stream.clone()

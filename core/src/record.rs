@@ -85,8 +85,6 @@ pub enum AgentEvent {
     QueueFull { used_bytes: u64, max_bytes: u64 },
     /// The wall clock moved by `delta_ms` more than the monotonic clock allows.
     ClockJumped { expected_ms: i64, observed_ms: i64, delta_ms: i64 },
-    /// Events dropped as out of scope since the last such report (counts only).
-    OutOfScopeDropped { count: u64 },
     /// The archive refused upload for a reason that needs a person (credentials, pins).
     UploadRefused { reason: String },
     /// The archive's certificate did not match the policy's pins.

@@ -41,7 +41,7 @@ async fn verify_detects_records_altered_or_removed_in_the_database() {
     let archive = archive_keys();
     let mut records = Vec::new();
     for i in 0..8 {
-        records.push(Record::new(i, RecordBody::Agent(verbatim_core::record::AgentEvent::OutOfScopeDropped { count: i as u64 })));
+        records.push(Record::new(i, RecordBody::Agent(verbatim_core::record::AgentEvent::QueueCorrupt { detail: format!("test {i}") })));
     }
     upload(dir.path(), &archive, "s-1", &records, 3).await;
     assert!(verify(dir.path()).unwrap().ok());

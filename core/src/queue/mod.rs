@@ -115,6 +115,15 @@ impl QueueReader {
         Ok(QueueReader { conn: Mutex::new(open_connection(path, true)?) })
     }
 
+    /// The stored link of a pending record, if the queue still holds it.
+    pub fn link_of(&self, seq: u64) -> Result<Option<Link>> {
+        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
+        let link: Option<Vec<u8>> =
+            conn.query_row("SELECT link FROM records WHERE seq = ?1", params![seq as i64], |r| r.get(0)).optional()?;
+        link.map(|l| l.as_slice().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {seq}: link is not 32 bytes"))))
+            .transpose()
+    }
+
     /// The next batch after (`after`, `after_link`): records in sequence order until adding one
     /// more would pass `max_bytes` (at least one record). Every record's chain link is checked
     /// against its predecessor, so a damaged row is reported, never sent.

@@ -78,6 +78,7 @@ pub(crate) struct UploaderState {
     session: tokio::sync::Mutex<()>,
     cursor_checked: AtomicBool,
     last_refusal: Mutex<Option<String>>,
+    last_corrupt: Mutex<Option<String>>,
 }
 
 impl UploaderState {
@@ -188,12 +189,20 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_bytes)).await {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => return session.finish(StopReason::Done, None, None),
-            Ok(Err(e)) => {
-                if e.kind == ErrorKind::Corrupt {
+            Ok(Err(e)) if e.kind == ErrorKind::Corrupt => {
+                // Recorded once per distinct damage, not at every session it blocks.
+                let new = {
+                    let mut last = state.last_corrupt.lock().unwrap_or_else(|p| p.into_inner());
+                    let new = last.as_deref() != Some(e.detail.as_str());
+                    *last = Some(e.detail.clone());
+                    new
+                };
+                if new {
                     let _ = agent.record_agent_events(vec![AgentEvent::QueueCorrupt { detail: e.detail.clone() }]).await;
                 }
                 return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
             }
+            Ok(Err(e)) => return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e)),
             Err(join) => {
                 let e = Error::new(ErrorKind::Internal, format!("queue read task failed: {join}"));
                 return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
@@ -286,6 +295,18 @@ async fn catch_up_with_archive(session: &Session<'_>, client: &Client) -> Result
                         cursor.acked_through, snap.last_seq
                     ),
                 ));
+            }
+            // The archive's link must be ours for the same sequence number: otherwise it holds a
+            // different record there (this store was tampered with or restored), and deleting
+            // through it would destroy the only copy of what we captured.
+            if cursor.acked_through >= snap.acked_through && cursor.acked_through > 0 {
+                let ours = agent.link_of(cursor.acked_through)?;
+                if ours.map(hex::encode).as_deref() != Some(cursor.last_link.as_str()) {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("the archive holds a different record at sequence {} than this device", cursor.acked_through),
+                    ));
+                }
             }
             if cursor.acked_through > snap.acked_through {
                 agent.acknowledge(cursor.acked_through).await?;

@@ -25,11 +25,17 @@ fn provider() -> Arc<CryptoProvider> {
 /// (so the uploader can tell a pin mismatch from other TLS failures).
 pub fn client_config(policy: &Policy) -> Result<(rustls::ClientConfig, Arc<AtomicBool>)> {
     let provider = provider();
+    // Pins may also name one of the policy's own CAs (the certificate admins distribute); such a
+    // pin holds when the chain validates up to that CA alone.
+    let mut pinned_roots: Vec<Arc<dyn ServerCertVerifier>> = Vec::new();
     let inner: Arc<dyn ServerCertVerifier> = match &policy.archive_ca_pem {
         Some(pem) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert = cert.map_err(|e| Error::new(ErrorKind::Tls, format!("archive_ca_pem: {e}")))?;
+                if spki_sha256(cert.as_ref()).is_some_and(|h| policy.tls_pins.contains(&h)) {
+                    pinned_roots.push(only_root(cert.clone(), &provider)?);
+                }
                 roots.add(cert).map_err(|e| Error::new(ErrorKind::Tls, format!("archive_ca_pem: {e}")))?;
             }
             if roots.is_empty() {
@@ -48,7 +54,7 @@ pub fn client_config(policy: &Policy) -> Result<(rustls::ClientConfig, Arc<Atomi
     let verifier: Arc<dyn ServerCertVerifier> = if policy.tls_pins.is_empty() {
         inner
     } else {
-        Arc::new(PinnedVerifier { inner, pins: policy.tls_pins.clone(), mismatch: mismatch.clone() })
+        Arc::new(PinnedVerifier { inner, pins: policy.tls_pins.clone(), pinned_roots, mismatch: mismatch.clone() })
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -59,10 +65,22 @@ pub fn client_config(policy: &Policy) -> Result<(rustls::ClientConfig, Arc<Atomi
     Ok((config, mismatch))
 }
 
+/// A verifier that trusts exactly one CA.
+fn only_root(cert: CertificateDer<'static>, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ServerCertVerifier>> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).map_err(|e| Error::new(ErrorKind::Tls, format!("archive_ca_pem: {e}")))?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("archive_ca_pem: {e}")))?;
+    Ok(verifier)
+}
+
 #[derive(Debug)]
 struct PinnedVerifier {
     inner: Arc<dyn ServerCertVerifier>,
     pins: Vec<[u8; 32]>,
+    /// One verifier per pinned CA of `archive_ca_pem`.
+    pinned_roots: Vec<Arc<dyn ServerCertVerifier>>,
     mismatch: Arc<AtomicBool>,
 }
 
@@ -78,7 +96,8 @@ impl ServerCertVerifier for PinnedVerifier {
         let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         // A pin may name the server's key or any CA key in the presented chain.
         let chain = std::iter::once(end_entity).chain(intermediates.iter());
-        let pinned = chain.filter_map(|c| spki_sha256(c.as_ref())).any(|h| self.pins.contains(&h));
+        let pinned = chain.filter_map(|c| spki_sha256(c.as_ref())).any(|h| self.pins.contains(&h))
+            || self.pinned_roots.iter().any(|v| v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now).is_ok());
         if pinned {
             Ok(verified)
         } else {

@@ -56,7 +56,7 @@ impl Device {
     /// Pushes `n` small agent records.
     pub fn push_n(&mut self, n: usize) {
         for i in 0..n {
-            self.push(&Record::new(1_700_000_000_000 + i as i64, RecordBody::Agent(AgentEvent::OutOfScopeDropped { count: i as u64 })));
+            self.push(&Record::new(1_700_000_000_000 + i as i64, RecordBody::Agent(AgentEvent::QueueCorrupt { detail: format!("test {i}") })));
         }
     }
 
