@@ -1,0 +1,119 @@
+package com.verbatim.agent
+
+import com.verbatim.ffi.Agent
+import com.verbatim.ffi.AgentObserver
+import com.verbatim.ffi.AgentNotice
+import com.verbatim.ffi.AgentStatus
+import com.verbatim.ffi.AttachmentEvent
+import com.verbatim.ffi.CallEvent
+import com.verbatim.ffi.CaptureOutcome
+import com.verbatim.ffi.EditEvent
+import com.verbatim.ffi.FeedbackItem
+import com.verbatim.ffi.LogLevel
+import com.verbatim.ffi.LogSink
+import com.verbatim.ffi.MessageEvent
+import com.verbatim.ffi.NetworkState
+import com.verbatim.ffi.NetworkStateProvider
+import com.verbatim.ffi.PolicyCheck
+import com.verbatim.ffi.PolicyProblem
+import com.verbatim.ffi.PolicyValue
+import com.verbatim.ffi.ReactionEvent
+import com.verbatim.ffi.UnsendEvent
+import com.verbatim.ffi.UploadReport
+import java.io.File
+import kotlin.time.Duration
+
+/**
+ * The Verbatim capture agent, for Kotlin callers: a thin facade over the generated bindings
+ * (`com.verbatim.ffi.Agent`). Every decision (scope, validation, sealing, queueing, upload
+ * policy) is taken in Rust; this class only adapts types.
+ *
+ * Threading: every `suspend` function is main-safe (the work runs on the agent's own threads;
+ * the coroutine suspends, no thread blocks). [status] and [feedback] read memory only.
+ *
+ * Errors: [com.verbatim.ffi.VerbatimException] and its subclasses (`NotConfigured`,
+ * `PolicyRejected` with `problems`, `InvalidEvent`, `QueueFull`, ...); `e.kind()` gives the
+ * [com.verbatim.ffi.ErrorKind] of any of them.
+ */
+class VerbatimAgent private constructor(
+    /** The generated object, for anything this facade does not cover. */
+    val ffi: Agent,
+) : AutoCloseable {
+
+    companion object {
+        /**
+         * Opens (or creates) the agent's store in [dataDir] (app-private storage, e.g.
+         * `File(context.noBackupFilesDir, "verbatim")`) and re-applies the policy stored by an
+         * earlier run.
+         */
+        @JvmStatic
+        suspend fun open(
+            dataDir: File,
+            network: NetworkStateProvider,
+            observer: AgentObserver? = null,
+        ): VerbatimAgent = VerbatimAgent(Agent.open(dataDir.absolutePath, network, observer)) // creates dataDir
+
+        /** Sets (or removes) the process's log sink; records below the policy's `log_level` never reach it. */
+        @JvmStatic
+        fun setLogSink(sink: LogSink?) = com.verbatim.ffi.setLogSink(sink)
+
+        /** Validates a managed configuration without applying it. */
+        @JvmStatic
+        fun checkPolicy(config: Map<String, *>): PolicyCheck = com.verbatim.ffi.checkPolicy(PolicyTree.from(config))
+
+        /** The agent library's version. */
+        @JvmStatic
+        val version: String get() = com.verbatim.ffi.agentVersion()
+    }
+
+    /**
+     * Applies a managed configuration (see [PolicyTree] for the value types). Returns the
+     * warnings of an accepted policy; throws `VerbatimException.PolicyRejected` listing every
+     * problem by key, and the policy in force stays.
+     */
+    suspend fun applyPolicy(config: Map<String, *>): List<PolicyProblem> = ffi.applyPolicy(PolicyTree.from(config))
+
+    suspend fun applyPolicy(tree: PolicyValue): List<PolicyProblem> = ffi.applyPolicy(tree)
+
+    /** Captures an event; returns once it is durable (or dropped as out of scope). */
+    suspend fun capture(event: MessageEvent): CaptureOutcome = ffi.captureMessage(event)
+    suspend fun capture(event: EditEvent): CaptureOutcome = ffi.captureEdit(event)
+    suspend fun capture(event: UnsendEvent): CaptureOutcome = ffi.captureUnsend(event)
+    suspend fun capture(event: ReactionEvent): CaptureOutcome = ffi.captureReaction(event)
+    suspend fun capture(event: AttachmentEvent): CaptureOutcome = ffi.captureAttachment(event)
+    suspend fun capture(event: CallEvent): CaptureOutcome = ffi.captureCall(event)
+
+    /**
+     * Uploads within [deadline] on the network the provider reports. Network and archive trouble
+     * is in the report; cancelling the coroutine stops the upload safely.
+     */
+    suspend fun upload(deadline: Duration): UploadReport =
+        ffi.upload(deadline.inWholeMilliseconds.coerceAtLeast(0L).toULong())
+
+    /** Everything about the agent, from memory: safe on the main thread. */
+    fun status(): AgentStatus = ffi.status()
+
+    /** The agent's health for the MDM feedback channel (see [FeedbackPublisher]). */
+    fun feedback(): List<FeedbackItem> = ffi.feedback()
+
+    /** Records a clean stop and releases the store; later calls throw `VerbatimException.Closed`. */
+    suspend fun shutdown() = ffi.shutdown()
+
+    /** Frees the native object (after [shutdown], or it shuts down as it is freed). */
+    override fun close() = ffi.close()
+}
+
+/** A [NetworkStateProvider] from a function. */
+fun networkStateProvider(block: () -> NetworkState): NetworkStateProvider = object : NetworkStateProvider {
+    override fun current(): NetworkState = block()
+}
+
+/** An [AgentObserver] from a function. */
+fun agentObserver(block: (AgentNotice) -> Unit): AgentObserver = object : AgentObserver {
+    override fun onEvent(notice: AgentNotice) = block(notice)
+}
+
+/** A [LogSink] from a function. */
+fun logSink(block: (level: LogLevel, target: String, message: String) -> Unit): LogSink = object : LogSink {
+    override fun log(level: LogLevel, target: String, message: String) = block(level, target, message)
+}

@@ -1,0 +1,65 @@
+package com.verbatim.agent.android
+
+import android.app.job.JobParameters
+import android.app.job.JobService
+import android.util.Log
+import com.verbatim.ffi.VerbatimException
+import java.util.concurrent.ConcurrentHashMap
+import kotlin.time.Duration.Companion.minutes
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.SupervisorJob
+import kotlinx.coroutines.cancel
+import kotlinx.coroutines.isActive
+import kotlinx.coroutines.launch
+
+/**
+ * Runs the agent's upload when JobScheduler grants a window (scheduled by [UploadScheduler]
+ * with the network constraint of the policy). The upload gets a deadline well inside the job's
+ * execution limit (10 minutes on current Android); if the system stops the job earlier, the
+ * coroutine is cancelled, which stops the upload safely (nothing is deleted before the archive
+ * acknowledged), and the job is rescheduled.
+ */
+class UploadJobService : JobService() {
+    private val scope = CoroutineScope(SupervisorJob() + Dispatchers.Default)
+    private val running = ConcurrentHashMap<Int, Job>()
+
+    override fun onStartJob(params: JobParameters): Boolean {
+        running[params.jobId] = scope.launch {
+            try {
+                val agent = AndroidAgent.get(applicationContext)
+                val report = agent.upload(UPLOAD_DEADLINE)
+                Log.i(TAG, "upload: ${report.stopped}, ${report.recordsSent} records, acked through ${report.ackedThrough}")
+                if (report.retrySoon) UploadScheduler.scheduleSoon(applicationContext, agent.status().uploadSchedule)
+                AndroidAgent.refresh(applicationContext)
+            } catch (e: CancellationException) {
+                throw e
+            } catch (e: VerbatimException) {
+                // Typed and metadata-only; the next scheduled window tries again.
+                Log.w(TAG, "upload not run: ${e.kind()}: ${e.message}")
+            } finally {
+                if (running.remove(params.jobId) != null && isActive) jobFinished(params, false)
+            }
+        }
+        return true // work continues on the coroutine
+    }
+
+    override fun onStopJob(params: JobParameters): Boolean {
+        running.remove(params.jobId)?.cancel()
+        return true // stopped by the system: run again later
+    }
+
+    override fun onDestroy() {
+        scope.cancel()
+        super.onDestroy()
+    }
+
+    companion object {
+        private const val TAG = "Verbatim"
+
+        /** Inside JobScheduler's 10-minute execution limit, with room for the report. */
+        val UPLOAD_DEADLINE = 8.minutes
+    }
+}
