@@ -15,6 +15,9 @@ eval "$(bash scripts/install-tools.sh env)"
 stage "Rust: every crate's unit, integration and end-to-end tests"
 cargo test --workspace --locked
 
+stage "Kotlin layer on the JVM (generated bindings + wrappers, against the host library)"
+bash scripts/test-kotlin.sh
+
 stage "Swift syntax checker self-test"
 bash scripts/test_check_swift_syntax.sh
 
