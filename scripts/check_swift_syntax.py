@@ -15,21 +15,34 @@ Needs the pinned `tree-sitter` and `tree-sitter-swift` packages: run
 script re-executes itself with that interpreter when the packages are not
 importable from the current one).
 
-One known grammar gap is worked around, narrowly: UniFFI's generated Swift marks
-helper declarations as
+Two known grammar gaps are worked around, narrowly. Both rewrites happen in memory
+before parsing, keep every byte offset (so every line and column reported is that
+of the real file), and touch nothing else:
 
-    #if swift(>=5.8)
-    @_documentation(visibility: private)
-    #endif
-    public struct FfiConverterString ...
+1. UniFFI's generated Swift marks helper declarations as
 
-This is valid Swift (the attribute applies to the declaration after #endif), but
-tree-sitter-swift 0.7 cannot parse an attribute alone inside a conditional-
-compilation block. Before parsing, and only where the attribute is alone on its
-line, the previous line is exactly `#if swift(>=5.8)` and the next line is exactly
-`#endif` (ignoring surrounding whitespace), its `@_` is replaced with `//`, turning
-the line into a comment of the same length, so that every line and column number
-reported stays that of the real file. Nothing else is rewritten.
+       #if swift(>=5.8)
+       @_documentation(visibility: private)
+       #endif
+       public struct FfiConverterString ...
+
+   This is valid Swift (the attribute applies to the declaration after #endif), but
+   tree-sitter-swift 0.7 cannot parse an attribute alone inside a conditional-
+   compilation block. Only where the attribute is alone on its line, the previous
+   line is exactly `#if swift(>=5.8)` and the next line is exactly `#endif`
+   (ignoring surrounding whitespace), its `@_` is replaced with `//`, turning the
+   line into a comment of the same length.
+
+2. UniFFI's callback-interface vtables (a method returning nothing) contain
+
+       let writeReturn = { () }
+
+   a closure returning the empty tuple: valid Swift, but tree-sitter-swift 0.7 has
+   no empty-tuple expression (`()` as a value fails everywhere: `let x = ()`,
+   `return ()`, `f(())`; `()` as a type parses). Only on a line that is exactly
+   `let writeReturn = { () }` (ignoring surrounding whitespace), the `()` is
+   replaced with two spaces, giving `{    }`: an empty closure, which Swift treats
+   exactly like `{ () }`. An empty tuple anywhere else is still reported.
 """
 
 import os
@@ -39,6 +52,7 @@ from pathlib import Path
 DOC_ATTRIBUTE = b"@_documentation(visibility: private)"
 IF_SWIFT_58 = b"#if swift(>=5.8)"
 ENDIF = b"#endif"
+WRITE_RETURN_VOID = b"let writeReturn = { () }"
 
 
 def _reexec_with_tools_python() -> None:
@@ -75,6 +89,21 @@ def neutralize_uniffi_doc_attributes(source: bytes) -> bytes:
     return b"\n".join(lines)
 
 
+def neutralize_uniffi_void_write_return(source: bytes) -> bytes:
+    """Turn UniFFI's `let writeReturn = { () }` lines (exactly that, alone on the line) into
+    the equivalent empty closure `{    }`, keeping the byte length."""
+    lines = source.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.strip() == WRITE_RETURN_VOID:
+            lines[i] = line.replace(b"{ () }", b"{    }", 1)
+    return b"\n".join(lines)
+
+
+def neutralize_known_grammar_gaps(source: bytes) -> bytes:
+    """Both narrow, length-preserving rewrites described in the module docstring."""
+    return neutralize_uniffi_void_write_return(neutralize_uniffi_doc_attributes(source))
+
+
 def iter_problem_nodes(node):
     """Yield every ERROR and MISSING node, descending only into subtrees with errors."""
     stack = [node]
@@ -88,7 +117,7 @@ def iter_problem_nodes(node):
 
 def check_file(parser, path: Path) -> int:
     source = path.read_bytes()
-    tree = parser.parse(neutralize_uniffi_doc_attributes(source))
+    tree = parser.parse(neutralize_known_grammar_gaps(source))
     if not tree.root_node.has_error:
         return 0
     lines = source.split(b"\n")

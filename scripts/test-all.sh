@@ -21,4 +21,7 @@ bash scripts/test-kotlin.sh
 stage "Swift syntax checker self-test"
 bash scripts/test_check_swift_syntax.sh
 
+stage "Swift: bindings in sync with the library, facade coverage, syntax of every .swift file under ios/"
+bash scripts/test-swift.sh
+
 stage "all test stages passed"
