@@ -2,6 +2,7 @@
 //! device stream. A single writer thread owns every change and group-commits concurrent
 //! captures; readers use their own connection and never block it.
 
+pub mod recover;
 mod schema;
 mod writer;
 
@@ -202,6 +203,7 @@ pub(crate) fn open(
     std::fs::create_dir_all(dir)?;
     let lock = lock_dir(dir)?;
     let path = dir.join(DB_FILE);
+    recover::preflight(&path)?; // damage found before anything writes: a clear Corrupt error
     let mut conn = open_connection(&path, false)?;
     if let Some(limit) = storage_limit_bytes {
         // SQLite then fails writes with SQLITE_FULL exactly as on a full disk.

@@ -41,6 +41,11 @@ pub struct Limits {
     pub retry_after_secs: u64,
     /// How long shutdown waits for requests in flight before dropping them.
     pub shutdown_grace: Duration,
+    /// Caps the archive database's size (SQLite `max_page_count` on the writer connection):
+    /// past it, writes fail with SQLITE_FULL exactly as on a full disk, and uploads get 503
+    /// `unavailable` with Retry-After, nothing acknowledged. For disk-full tests; `None` (no
+    /// cap) in production.
+    pub storage_limit_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -54,6 +59,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             retry_after_secs: 1,
             shutdown_grace: Duration::from_secs(5),
+            storage_limit_bytes: None,
         }
     }
 }
@@ -118,7 +124,9 @@ impl Receiver {
         };
         let tokens = Arc::new(TokenStore::open(&config.tokens_file)?);
         let data_dir = config.data_dir.clone();
-        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&data_dir)).await.map_err(|_| Error::Closed)??);
+        let storage_limit = config.limits.storage_limit_bytes;
+        let store =
+            Arc::new(tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, storage_limit)).await.map_err(|_| Error::Closed)??);
         let listener = TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("listen on {}", config.listen), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
 

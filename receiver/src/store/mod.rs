@@ -40,6 +40,12 @@ impl Store {
     /// Opens (creating if needed) the store in `data_dir`, takes the directory's lock and
     /// starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store> {
+        Store::open_with_limit(data_dir, None)
+    }
+
+    /// [`Store::open`] with the database capped at `storage_limit_bytes` (see
+    /// `Limits::storage_limit_bytes`): an emulated full disk for tests.
+    pub fn open_with_limit(data_dir: &Path, storage_limit_bytes: Option<u64>) -> Result<Store> {
         crate::fsutil::create_dir(data_dir)?;
         let lock_path = data_dir.join(LOCK_FILE);
         let lock = std::fs::OpenOptions::new()
@@ -56,6 +62,14 @@ impl Store {
         let db = db_path(data_dir);
         let mut conn = Connection::open(&db)?;
         schema::prepare_writer(&mut conn)?;
+        if let Some(limit) = storage_limit_bytes {
+            // Disk-full emulation: SQLite refuses to grow the file past this many pages and
+            // fails the write with SQLITE_FULL, as a full file system makes it do. (A cap below
+            // the current size holds the database at its current size.)
+            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (limit / page_size.max(1) as u64).max(1);
+            conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
+        }
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("verbatim-archive-writer".into())
