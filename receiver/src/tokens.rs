@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -240,7 +240,7 @@ impl TokenStore {
         };
         match candidate {
             Some((id, secret, hash, identity)) => {
-                let ok = PasswordHash::new(&hash).map(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok()).unwrap_or(false);
+                let ok = verify_secret(secret.as_bytes(), &hash);
                 if !ok {
                     return None;
                 }
@@ -257,10 +257,39 @@ impl TokenStore {
     /// Spends the time of a real verification so that unknown ids answer no faster.
     fn dummy_verify(&self, token: &str) {
         let hash = self.dummy_hash.get_or_init(|| hash_secret("verbatim-dummy-secret").unwrap_or_default());
-        if let Ok(h) = PasswordHash::new(hash) {
-            let _ = Argon2::default().verify_password(token.as_bytes(), &h);
-        }
+        let _ = verify_secret(token.as_bytes(), hash);
     }
+}
+
+/// Argon2 working memory (19 MiB at the default cost), reused by every verification. Argon2
+/// allocating its own on each call made the allocator keep a copy per thread: the receiver grew
+/// by megabytes with every device it first saw. One buffer, one verification at a time: a
+/// verification happens once per token per receiver run (then it is cached), so the queueing is
+/// brief even when hundreds of devices connect at once.
+static ARGON2_MEMORY: std::sync::Mutex<Vec<argon2::Block>> = std::sync::Mutex::new(Vec::new());
+
+/// Checks `secret` against an Argon2 PHC hash, in the shared working memory.
+fn verify_secret(secret: &[u8], phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else { return false };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else { return false };
+    let Ok(params) = argon2::Params::try_from(&hash) else { return false };
+    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm) else { return false };
+    let version = hash.version.and_then(|v| argon2::Version::try_from(v).ok()).unwrap_or_default();
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let mut memory = ARGON2_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), argon2::Block::default());
+    }
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    if argon.hash_password_into_with_memory(secret, salt, &mut out, &mut memory[..blocks]).is_err() {
+        return false;
+    }
+    drop(memory);
+    // Constant time: a wrong secret must not be told apart by how much of it matched.
+    out.len() == expected.len() && out.iter().zip(expected.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 #[cfg(test)]
