@@ -71,6 +71,7 @@ fn progress(json: bool, text: &str) {
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
+    if let Some(level) = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok()) { let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).try_init(); }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
