@@ -24,4 +24,18 @@ bash scripts/test_check_swift_syntax.sh
 stage "Swift: bindings in sync with the library, facade coverage, syntax of every .swift file under ios/"
 bash scripts/test-swift.sh
 
+stage "Supply chain: cargo deny offline (advisories, licenses, bans, sources), and proof it fails on an unmaintained crate"
+bash scripts/deny.sh
+bash scripts/deny.sh --self-test
+
+stage "No credential, key or token in the repository (and proof the scan catches planted ones)"
+bash scripts/secrets-scan.sh
+bash scripts/secrets-scan.sh --self-test
+
+stage "Schemathesis against the receiver's OpenAPI document on 127.0.0.1"
+bash scripts/schemathesis.sh
+
+stage "Benchmarks still run (quick mode; the figures come from a full 'verbatim bench')"
+cargo run --release --locked -q -p verbatim-cli -- bench --quick
+
 stage "all test stages passed"

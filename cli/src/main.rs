@@ -9,10 +9,12 @@ use clap::{Parser, Subcommand};
 
 mod archive_cmd;
 mod bench;
+mod crash_cmd;
 mod demo;
 mod device_cmd;
 mod mdm_cmd;
 mod policy_cmd;
+mod recover_cmd;
 
 #[derive(Parser)]
 #[command(name = "verbatim", version, about = "Verbatim compliance capture agent: operator tools")]
@@ -62,6 +64,15 @@ enum Command {
     /// Measure capture, upload, memory, cold start, CPU per event and library size, with
     /// baselines (raw SQLite, queue-file) in the same run; one table (docs/performance.md).
     Bench(bench::BenchArgs),
+
+    /// Crash and fault consistency harness: runs simulate, upload and receive as child
+    /// processes, kills them with SIGKILL at seeded instants, restarts them, and checks that
+    /// every acknowledged event is archived exactly once in one verified chain.
+    CrashTest(crash_cmd::CrashTestArgs),
+
+    /// Rebuild a damaged device store: move the damaged files aside (never deleted), keep
+    /// every intact record, and evidence what was lost; prints the report as JSON.
+    Recover(recover_cmd::RecoverArgs),
 }
 
 #[derive(Subcommand)]
@@ -97,5 +108,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => archive_cmd::verify(args),
         Command::Export(args) => archive_cmd::export(args),
         Command::Bench(args) => bench::run(args),
+        Command::CrashTest(args) => crash_cmd::run(args),
+        Command::Recover(args) => recover_cmd::run(args),
     }
 }

@@ -332,7 +332,7 @@ impl Writer {
         let mut replies: Vec<(Reply, Result<Outcome>)> = Vec::with_capacity(jobs.len());
         let mut stop = false;
         let result = (|| -> Result<()> {
-            let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for job in jobs {
                 let (reply, work) = match job {
                     Job::Shutdown { reply } => {
@@ -357,13 +357,13 @@ impl Writer {
                         continue;
                     }
                 }
-                let saved = core.saved();
-                let sp = tx.savepoint()?;
-                let outcome = core.perform(&sp, work);
+                let saved = core.saved_for(Some(&work));
+                job_savepoint(&tx, SAVEPOINT)?;
+                let outcome = core.perform(&tx, work);
                 match &outcome {
-                    Ok(_) => sp.commit()?,
+                    Ok(_) => release_job(&tx)?,
                     Err(e) => {
-                        drop(sp); // rolls the job back
+                        roll_back_job(&tx);
                         core.restore(saved);
                         // Some errors (SQLITE_FULL above all) make SQLite roll back the whole
                         // transaction: then the group as a whole failed, for this reason.
@@ -401,6 +401,14 @@ impl Writer {
 
 impl Core {
     fn saved(&self) -> Saved {
+        self.saved_for(None)
+    }
+
+    /// What `work` (any work when `None`) may change, to put back if it fails. Only `configure`
+    /// replaces the policy's config, so only then is it cloned (policy tree and all: for every
+    /// capture, that clone and its drop were a measurable share of the writer's work).
+    fn saved_for(&self, work: Option<&Work>) -> Saved {
+        let config_may_change = work.is_none_or(|w| matches!(w, Work::Configure(..)));
         Saved {
             state: self.state.clone(),
             alert_raised: self.alert_raised,
@@ -408,7 +416,7 @@ impl Core {
             deferred: self.deferred,
             oldest_pending_ms: self.oldest_pending_ms,
             sealed_in_epoch: self.sealer.as_ref().map(|s| s.records),
-            config: self.config.clone(),
+            config: config_may_change.then(|| self.config.clone()),
         }
     }
 
@@ -418,7 +426,9 @@ impl Core {
         self.full_reported = saved.full_reported;
         self.deferred = saved.deferred;
         self.oldest_pending_ms = saved.oldest_pending_ms;
-        self.config = saved.config;
+        if let Some(config) = saved.config {
+            self.config = config;
+        }
         if let (Some(s), Some(n)) = (self.sealer.as_mut(), saved.sealed_in_epoch) {
             s.records = n;
         }
@@ -730,11 +740,7 @@ impl Core {
         let link = link.ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("queue record {through} is missing")))?;
         tx.prepare_cached("DELETE FROM records WHERE seq <= ?1")?.execute(params![through as i64])?;
         let current = self.sealer.as_ref().map_or(self.state.last_epoch, |s| s.key.epoch());
-        // An epoch whose records are all acknowledged is not needed any more (nor is its encapsulation).
-        tx.prepare_cached(
-            "DELETE FROM epochs WHERE epoch < ?1 AND NOT EXISTS (SELECT 1 FROM records r WHERE r.epoch = epochs.epoch)",
-        )?
-        .execute(params![current as i64])?;
+        forget_acknowledged_epochs(tx, current)?;
         self.state.acked_through = through;
         self.state.acked_link = link_from(link, "acknowledged link")?;
         self.state.pending_count -= count as u64;
@@ -749,6 +755,62 @@ impl Core {
             self.full_reported = false;
         }
         Ok(Outcome { first_seq: 0, last_seq: through })
+    }
+}
+
+/// Deletes every epoch before `current` that no record uses any more (nor is its encapsulation
+/// needed). `records` has no index on `epoch`, so asking "does any record use epoch E?" scans the
+/// table up to the first match: for an epoch still in use far down a large queue, that is most
+/// of the table, on every acknowledgement (a million queued records made each ack take seconds).
+/// Records are appended in epoch order from the epoch's `first_seq`, so the first record at or
+/// after it answers at once in that common case; only an epoch about to be deleted is checked
+/// against the whole table, exactly as before, so the result is the same whatever the table holds.
+fn forget_acknowledged_epochs(tx: &Connection, current: u64) -> Result<()> {
+    let candidates: Vec<(i64, i64)> = {
+        let mut stmt = tx.prepare_cached("SELECT epoch, first_seq FROM epochs WHERE epoch < ?1")?;
+        let rows = stmt.query_map(params![current as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<std::result::Result<_, _>>()?
+    };
+    for (epoch, first_seq) in candidates {
+        let next: Option<i64> = tx
+            .prepare_cached("SELECT epoch FROM records WHERE seq >= ?1 ORDER BY seq LIMIT 1")?
+            .query_row(params![first_seq], |r| r.get(0))
+            .optional()?;
+        if next == Some(epoch) {
+            continue; // still in use
+        }
+        let in_use: bool =
+            tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM records WHERE epoch = ?1)")?.query_row(params![epoch], |r| r.get(0))?;
+        if !in_use {
+            tx.prepare_cached("DELETE FROM epochs WHERE epoch = ?1")?.execute(params![epoch])?;
+        }
+    }
+    Ok(())
+}
+
+/// Each job runs inside its own savepoint. The three statements are prepared once and cached:
+/// rusqlite's `Savepoint` formats and parses its SQL anew for every job, which cost a capture
+/// alone in a transaction about as much as its SQLite insert.
+const SAVEPOINT: &str = "SAVEPOINT _rusqlite_sp";
+const RELEASE: &str = "RELEASE _rusqlite_sp";
+const ROLLBACK_TO: &str = "ROLLBACK TO _rusqlite_sp";
+
+fn job_savepoint(tx: &Connection, sql: &str) -> Result<()> {
+    tx.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Keeps the job's changes; when that fails the job is rolled back (as rusqlite's savepoint
+/// does when dropped uncommitted) and the error fails the group.
+fn release_job(tx: &Connection) -> Result<()> {
+    job_savepoint(tx, RELEASE).inspect_err(|_| roll_back_job(tx))
+}
+
+/// Undoes the job's changes. Errors are ignored, as in rusqlite's savepoint drop: after SQLITE_FULL
+/// SQLite may already have rolled back the whole transaction (the caller checks for that).
+fn roll_back_job(tx: &Connection) {
+    if job_savepoint(tx, ROLLBACK_TO).is_ok() {
+        let _ = job_savepoint(tx, RELEASE);
     }
 }
 
@@ -800,5 +862,6 @@ struct Saved {
     deferred: u64,
     oldest_pending_ms: Option<i64>,
     sealed_in_epoch: Option<u64>,
-    config: Option<Box<Config>>,
+    /// `None` when the work could not change it.
+    config: Option<Option<Box<Config>>>,
 }
