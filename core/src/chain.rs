@@ -78,7 +78,10 @@ pub fn verify_run<'a, R: ChainedRecord + 'a>(
 ) -> Result<(u64, Link), ChainBreak> {
     let (mut seq, mut head) = (prev_seq, prev_link);
     for r in records {
-        let expected = seq + 1;
+        // A stream never reaches u64::MAX records; a head claiming it is damaged, not a panic.
+        let Some(expected) = seq.checked_add(1) else {
+            return Err(ChainBreak::Gap { expected: u64::MAX, found: r.seq() });
+        };
         if r.seq() != expected {
             return Err(ChainBreak::Gap { expected, found: r.seq() });
         }

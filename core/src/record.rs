@@ -146,9 +146,11 @@ impl Record {
         if rest.len() < len {
             return Err(bad("truncated header"));
         }
-        // serde_json errors name positions, never the data, so they are safe to surface.
-        let mut record: Record =
-            serde_json::from_slice(&rest[..len]).map_err(|e| bad(&format!("header does not parse: {e}")))?;
+        // Only the error's category and position: serde_json's message can quote a value it
+        // found where another type was due, and values here are captured content.
+        let mut record: Record = serde_json::from_slice(&rest[..len]).map_err(|e| {
+            bad(&format!("header does not parse ({:?} error at line {}, column {})", e.classify(), e.line(), e.column()))
+        })?;
         record.payload = rest[len..].to_vec();
         Ok(record)
     }

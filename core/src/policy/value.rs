@@ -93,15 +93,11 @@ impl From<Vec<Value>> for Value {
     }
 }
 
-/// Whether a dictionary key's value must not appear in `Debug` output. Beyond the schema's
-/// secret keys, anything named like a credential is hidden too, so a misspelt `device_tokn`
-/// (an unknown key, otherwise shown) does not leak either.
+/// Whether a dictionary key's value must not appear in `Debug` output: only the values of
+/// known, non-secret schema keys are shown. An unknown key may be a misspelt secret
+/// (`device_tokn`, `Device_Token`), so its value is hidden too.
 fn hide_value_of(key: &str) -> bool {
-    if schema::is_secret(key) {
-        return true;
-    }
-    let key = key.to_ascii_lowercase();
-    ["token", "secret", "password"].iter().any(|word| key.contains(word))
+    schema::spec(key).is_none_or(|spec| spec.secret)
 }
 
 /// Stands in for a hidden value in `Debug` output.

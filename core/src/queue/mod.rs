@@ -153,7 +153,7 @@ impl QueueReader {
                 if !records.is_empty() {
                     break;
                 }
-                return Err(Error::new(ErrorKind::Corrupt, format!("queue record {}: {b}; it will not be sent", prev_seq + 1)));
+                return Err(Error::new(ErrorKind::Corrupt, format!("queue record {}: {b}; it will not be sent", prev_seq.saturating_add(1))));
             }
             prev_seq = row.seq;
             prev_link = row.link;

@@ -266,12 +266,30 @@ fn load(conn: &mut Connection, _now_ms: i64) -> Result<(State, OpenInfo)> {
             state
         }
     };
+    check_head(&state)?;
     let stored_policy = super::stored_policy(&tx)?;
     let evidence_json = meta(&tx, super::EVIDENCE_META_KEY)?;
     tx.commit()?;
     let info =
         OpenInfo { after_crash, generated_device_id, last_captured_ms: state.last_captured_ms, stored_policy, evidence_json };
     Ok((state, info))
+}
+
+/// A head read from disk must make sense before anything is appended after it: values out of
+/// SQLite's integer range (read back negative) or pending records without a stream mean the
+/// store was damaged or altered. A typed error, never a panic in the writer.
+fn check_head(s: &State) -> Result<()> {
+    let corrupt = |what: &str| Err(Error::new(ErrorKind::Corrupt, format!("queue head: {what}; run `verbatim recover`")));
+    if s.last_seq > i64::MAX as u64 || s.acked_through > i64::MAX as u64 || s.last_epoch > i64::MAX as u64 {
+        return corrupt("a sequence or epoch number is out of range");
+    }
+    if s.acked_through > s.last_seq {
+        return corrupt("more is acknowledged than was ever written");
+    }
+    if s.stream.is_none() && (s.pending_count > 0 || s.last_seq > 0) {
+        return corrupt("records exist but the stream identity is missing");
+    }
+    Ok(())
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -499,7 +517,7 @@ impl Core {
         tx.prepare_cached(
             "INSERT INTO epochs (epoch, archive_key_id, encapsulation, created_ms, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![epoch as i64, config.archive_key_id, encapsulation, now_ms, (self.state.last_seq + 1) as i64])?;
+        .execute(params![epoch as i64, config.archive_key_id, encapsulation, now_ms, self.state.last_seq.saturating_add(1) as i64])?;
         let key_id = config.archive_key_id.clone();
         self.state.last_epoch = epoch;
         self.sealer = Some(Sealer { key, records: 0, started_ms: now_ms });
@@ -518,7 +536,9 @@ impl Core {
     fn append_sealed(&mut self, tx: &Connection, pending: &Pending) -> Result<()> {
         let stream = self.stream()?;
         let sealer = self.sealer.as_mut().ok_or_else(|| Error::new(ErrorKind::Internal, "no epoch key"))?;
-        let seq = self.state.last_seq + 1;
+        let seq = self.state.last_seq.checked_add(1).filter(|s| *s <= i64::MAX as u64).ok_or_else(|| {
+            Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range")
+        })?;
         let ciphertext = sealer.key.seal(&stream, seq, &self.state.last_link, &pending.plaintext)?;
         let link = chain::link(&self.state.last_link, seq, sealer.key.epoch(), &ciphertext);
         tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -667,7 +687,9 @@ impl Core {
             .is_some_and(|s| s.tenant == config.tenant && s.device == config.device);
         if !same_stream {
             if self.state.pending_count > 0 {
-                let old = self.state.stream.as_ref().expect("pending records imply a stream");
+                let Some(old) = self.state.stream.as_ref() else {
+                    return Err(Error::new(ErrorKind::Corrupt, "queue head: records are pending but the stream identity is missing"));
+                };
                 return Err(Error::new(
                     ErrorKind::PolicyRejected,
                     format!(
