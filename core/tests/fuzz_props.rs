@@ -11,8 +11,8 @@
 //! `policy-files` feature, which `cargo test --workspace` enables through the CLI; alone:
 //! `cargo test -p verbatim-core --features policy-files --test fuzz_props`.
 //!
-//! Known bugs are pinned by `known_bug_*` tests (ignored until fixed; run them with
-//! `--ignored`) and kept out of the generated inputs unless `VERBATIM_FUZZ_KNOWN_BUGS=1`.
+//! The `known_bug_*` tests reproduce what these properties found (all fixed since); they stay
+//! as regression tests, and the generators include those inputs.
 
 #[path = "../../fuzz/props/common.rs"]
 mod props;
@@ -39,10 +39,6 @@ const TOKEN_MARKER: &str = "SECRET-7d1e5c0b";
 const TOKEN: &str = "vbt1.00112233445566778899aabbccddeeff.SECRET-7d1e5c0b-not-a-real-token-xyzw";
 /// Captured text that must never show in an error.
 const TEXT_MARKER: &str = "CAPTURED-TEXT-9f3a61";
-
-fn known_bugs() -> bool {
-    std::env::var("VERBATIM_FUZZ_KNOWN_BUGS").as_deref() == Ok("1")
-}
 
 fn fail(msg: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(msg.into())
@@ -192,8 +188,8 @@ enum MarkerPlace {
     Nowhere,
     /// Only under secret keys: it must never show.
     SecretOnly,
-    /// Under a key the schema does not know (a misspelt `device_token`): `Debug` shows it
-    /// (known bug, see known_bug_a_misspelt_token_key_shows_the_token_in_debug).
+    /// Under a key the schema does not know (a misspelt `device_token`): `Debug` hides it too
+    /// (see known_bug_a_misspelt_token_key_shows_the_token_in_debug).
     UnknownKey,
     /// In a key name, under a non-secret key, or a bare value: may legitimately show.
     Shown,
@@ -230,9 +226,7 @@ fn check_parse(tree: &Value) -> Result<Option<policy::Policy>, TestCaseError> {
     let place = marker_place(tree);
     // Where the marker may legitimately show, its absence proves nothing: skip those checks.
     let no_marker = |what: &str, text: &str| if place == MarkerPlace::Shown { Ok(()) } else { no_marker(what, text) };
-    if place != MarkerPlace::UnknownKey || known_bugs() {
-        no_marker("the tree's Debug", &format!("{tree:?}"))?;
-    }
+    no_marker("the tree's Debug", &format!("{tree:?}"))?;
     match policy::parse(tree) {
         Ok(parsed) => {
             no_marker("the policy's Debug", &format!("{:?}", parsed.policy))?;
@@ -641,8 +635,8 @@ fn seal_mutation() -> BoxedStrategy<SealMutation> {
         vec![9; 31],
         vec![9; 33],
     ];
-    // Known bug (known_bug_verify_run_after_the_last_sequence_panics): u64::MAX.
-    let prev_seq = if known_bugs() { prop_oneof![Just(u64::MAX), any::<u64>()].boxed() } else { (0u64..u64::MAX).boxed() };
+    // u64::MAX: see known_bug_verify_run_after_the_last_sequence_panics.
+    let prev_seq = prop_oneof![Just(u64::MAX), any::<u64>()].boxed();
     prop_oneof![
         (any::<usize>(), any::<usize>(), 0u8..8).prop_map(|(rec, at, bit)| SealMutation::CiphertextBit { rec, at, bit }),
         (any::<usize>(), 0usize..64).prop_map(|(rec, len)| SealMutation::CiphertextLen { rec, len }),
@@ -836,12 +830,10 @@ fn sql_value() -> impl Strategy<Value = Sql> {
     value_with(sql_int().boxed())
 }
 
-/// Integers for the chain head (`chain_state`). Negative and huge values are known bugs (see
-/// the known_bug_* tests): the agent trusts the head and overflows `last_seq + 1`, or writes
-/// records at sequence numbers the reader never reaches. Included only with
-/// VERBATIM_FUZZ_KNOWN_BUGS=1.
+/// Integers for the chain head (`chain_state`): small, negative and huge alike (the known_bug_queue_*
+/// tests pin what huge ones once did).
 fn state_value() -> impl Strategy<Value = Sql> {
-    if known_bugs() { value_with(sql_int().boxed()).boxed() } else { value_with((0i64..40).boxed()).boxed() }
+    value_with(sql_int().boxed())
 }
 
 fn value_with(ints: BoxedStrategy<i64>) -> impl Strategy<Value = Sql> {
@@ -873,9 +865,8 @@ fn row_mutation() -> BoxedStrategy<RowMutation> {
     let state_columns = proptest::sample::select(vec![
         "last_seq", "last_link", "acked_through", "acked_link", "pending_count", "pending_bytes", "last_epoch", "last_captured_ms",
     ]);
-    // Known bug (known_bug_queue_without_an_identity_but_with_records_panics_the_writer): NULL
-    // identity columns while records are pending.
-    let identity = if known_bugs() { state_value().boxed() } else { state_value().prop_filter("not NULL", |v| !matches!(v, Sql::Null)).boxed() };
+    // NULL identity with records pending: see known_bug_queue_without_an_identity_but_with_records_panics_the_writer.
+    let identity = state_value();
     let identity_columns = proptest::sample::select(vec!["tenant", "device", "stream"]);
     prop_oneof![
         4 => (any::<usize>(), record_columns, sql_value()).prop_map(|(row, column, value)| RowMutation::Set { row, column, value }),
