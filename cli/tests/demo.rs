@@ -30,6 +30,7 @@ fn the_demo_archives_everything_through_faults_and_a_restart() {
     assert_eq!(report["chain_verified"], true);
     assert_eq!(report["alerts"], 0);
     assert_eq!(report["faults_met"], report["faults_injected"]);
+    assert_eq!(report["device_restarts"], 1, "the first window ends mid-upload on any machine");
     assert_eq!(report["ok"], true);
     // Progress is shown while it works, on stderr.
     assert!(stderr.contains("[4/6] upload through injected faults"), "{stderr}");
