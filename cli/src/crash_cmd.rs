@@ -590,7 +590,7 @@ impl World {
         if !out.status.success() {
             problems.push(format!("export failed ({}): {}", out.status, String::from_utf8_lossy(&out.stdout).trim()));
         }
-        let exported = exported_ids(&export_dir)?;
+        let exported = verbatim_receiver::source_ids(&export_dir).map_err(|e| format!("reading the export: {e}"))?;
         let mut acked: HashMap<&str, u64> = HashMap::new();
         for id in &self.acked {
             *acked.entry(id.as_str()).or_default() += 1;
@@ -622,47 +622,6 @@ impl Proc {
     fn child_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
-}
-
-/// Source ids of captured events in an export (as `verbatim demo` counts them): messages,
-/// edits, unsends, reactions, calls, attachments and omitted attachments (a call's recording
-/// carries the call's id, so it is not counted again).
-pub fn exported_ids(export_dir: &Path) -> HResult<BTreeMap<String, u64>> {
-    let mut ids = BTreeMap::new();
-    if !export_dir.exists() {
-        return Ok(ids);
-    }
-    for file in jsonl_files(export_dir)? {
-        let reader = BufReader::new(File::open(&file).map_err(|e| e.to_string())?);
-        for line in reader.lines() {
-            let line = line.map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{}: {e}", file.display()))?;
-            let recording = |id: &serde_json::Value| id.as_str().is_some_and(|s| s.starts_with("recording:"));
-            let id = match v["type"].as_str() {
-                Some("message" | "edit" | "unsend" | "reaction" | "call") => v["meta"]["source_id"].as_str(),
-                Some("attachment_start") if !recording(&v["attachment_id"]) => v["meta"]["source_id"].as_str(),
-                Some("attachment_omitted") if !recording(&v["header"]["attachment_id"]) => v["header"]["meta"]["source_id"].as_str(),
-                _ => None,
-            };
-            if let Some(id) = id {
-                *ids.entry(id.to_string()).or_insert(0) += 1;
-            }
-        }
-    }
-    Ok(ids)
-}
-
-fn jsonl_files(dir: &Path) -> HResult<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let path = entry.map_err(|e| e.to_string())?.path();
-        if path.is_dir() {
-            out.extend(jsonl_files(&path)?);
-        } else if path.extension().is_some_and(|e| e == "jsonl") {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }
 
 fn random_u64() -> u64 {

@@ -4,8 +4,7 @@
 //! faults and a device restart, then the archive's own verification and export, compared with
 //! what the device captured.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -64,9 +63,8 @@ pub struct DemoReport {
     pub ok: bool,
 }
 
-fn progress(json: bool, text: &str) {
-    // Progress goes to stderr so `--json` keeps stdout clean for the report.
-    let _ = json;
+/// Progress goes to stderr, so `--json` keeps stdout clean for the report.
+fn progress(text: &str) {
     eprintln!("  {text}");
 }
 
@@ -114,7 +112,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
-    let json = args.json;
     let dir = work_dir(args)?;
     eprintln!("Verbatim demo in {}", dir.display());
 
@@ -134,7 +131,7 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     let tokens_file = config.tokens_file.clone();
     let receiver = Receiver::start(config).await.map_err(|e| format!("receiver: {e}"))?;
     let ca_pem = receiver.ca_pem().ok_or("receiver has no CA")?.to_string();
-    progress(json, &format!("receiver listening on {} (key id {})", receiver.url(), key.key_id));
+    progress(&format!("receiver listening on {} (key id {})", receiver.url(), key.key_id));
 
     // The MDM's side: a device token, and the managed policy trusting and pinning the CA.
     eprintln!("[2/6] MDM: device token and managed policy");
@@ -156,16 +153,14 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     let device_dir = dir.join("device");
     let agent = Agent::open(&device_dir, AgentOptions::default()).map_err(|e| format!("device: {e}"))?;
     agent.apply_policy(&policy).await.map_err(|e| format!("policy: {e}"))?;
-    progress(json, "policy applied: 8 channels, 2 business lines, trusting only the archive CA, server key pinned");
+    progress("policy applied: 8 channels, 2 business lines, trusting only the archive CA, server key pinned");
 
     // Capture: a mixed workload from four concurrent capturers.
     eprintln!("[3/6] device: capturing {} events", args.events);
     let (captured_ids, out_of_scope_ids, capture_secs) = capture(&agent, &dir, args).await?;
     let captured = captured_ids.len() as u64;
     let capture_rate = captured as f64 / capture_secs.max(1e-9);
-    progress(
-        json,
-        &format!(
+    progress(&format!(
             "{captured} captured, {} dropped as out of scope, in {:.2} s ({:.0} events/s); queue {} records, {:.1} MB sealed",
             out_of_scope_ids.len(),
             capture_secs,
@@ -198,7 +193,7 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
         faults.pending()
     };
     let (sessions, restarts, sent_bytes, sent_records, upload_secs, later) =
-        upload(agent, &device_dir, &policy, json, after_restart).await?;
+        upload(agent, &device_dir, &policy, after_restart).await?;
     injected += later;
     let faults_met = faults.applied();
     receiver.shutdown().await;
@@ -208,10 +203,10 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     let verified = verbatim_receiver::verify(&archive_dir).map_err(|e| format!("verify: {e}"))?;
     let export_dir = dir.join("export");
     let summary = verbatim_receiver::export(&archive_dir, &secret, &export_dir).map_err(|e| format!("export: {e}"))?;
-    progress(json, &format!("{} records held, chain verified: {}, export errors: {}", verified.totals.records, verified.totals.ok, summary.errors));
+    progress(&format!("{} records held, chain verified: {}, export errors: {}", verified.totals.records, verified.totals.ok, summary.errors));
 
     eprintln!("[6/6] compare what the device captured with what the archive holds");
-    let exported = exported_ids(&export_dir)?;
+    let exported = verbatim_receiver::source_ids(&export_dir).map_err(|e| format!("reading the export: {e}"))?;
     let missing = captured_ids.iter().filter(|id| !exported.contains_key(*id)).count() as u64;
     let duplicates = exported.values().filter(|n| **n > 1).map(|n| n - 1).sum::<u64>();
     let leaked = out_of_scope_ids.iter().filter(|id| exported.contains_key(*id)).count() as u64;
@@ -358,15 +353,12 @@ async fn upload(
     mut agent: Agent,
     device_dir: &Path,
     policy: &Value,
-    json: bool,
     after_restart: impl FnOnce() -> usize,
 ) -> DemoResult<(usize, u32, u64, u64, f64, usize)> {
     let started = Instant::now();
     let (mut sessions, mut restarts, mut bytes, mut records) = (0usize, 0u32, 0u64, 0u64);
     let log = |r: &UploadReport, sessions: usize| {
-        progress(
-            json,
-            &format!(
+        progress(&format!(
                 "session {sessions}: {:?}, {} records in {} batches, {} retries, {} duplicates, acked through {}{}",
                 r.stopped,
                 r.records_sent,
@@ -390,7 +382,7 @@ async fn upload(
         agent = Agent::open(device_dir, AgentOptions::default()).map_err(|e| format!("reopen: {e}"))?;
         agent.apply_policy(policy).await.map_err(|e| format!("policy: {e}"))?;
         restarts += 1;
-        progress(json, "device restarted mid-upload (queue reopened, new epoch)");
+        progress("device restarted mid-upload (queue reopened, new epoch)");
     }
     let later_faults = after_restart();
     loop {
@@ -411,46 +403,6 @@ async fn upload(
 }
 
 /// Source ids of conversation events in the export, with how often each occurs.
-fn exported_ids(export_dir: &Path) -> DemoResult<BTreeMap<String, u64>> {
-    let mut ids = BTreeMap::new();
-    for file in jsonl_files(export_dir)? {
-        let reader = std::io::BufReader::new(std::fs::File::open(&file).map_err(|e| e.to_string())?);
-        for line in reader.lines() {
-            let line = line.map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{}: {e}", file.display()))?;
-            let id = match v["type"].as_str() {
-                Some("message" | "edit" | "unsend" | "reaction" | "call") => v["meta"]["source_id"].as_str(),
-                Some("attachment_start") if !is_recording(&v["attachment_id"]) => v["meta"]["source_id"].as_str(),
-                Some("attachment_omitted") if !is_recording(&v["header"]["attachment_id"]) => {
-                    v["header"]["meta"]["source_id"].as_str()
-                }
-                _ => None,
-            };
-            if let Some(id) = id {
-                *ids.entry(id.to_string()).or_insert(0) += 1;
-            }
-        }
-    }
-    Ok(ids)
-}
-
-fn is_recording(id: &serde_json::Value) -> bool {
-    id.as_str().is_some_and(|s| s.starts_with("recording:"))
-}
-
-fn jsonl_files(dir: &Path) -> DemoResult<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let path = entry.map_err(|e| e.to_string())?.path();
-        if path.is_dir() {
-            out.extend(jsonl_files(&path)?);
-        } else if path.extension().is_some_and(|e| e == "jsonl") {
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
 fn print_report(r: &DemoReport, json: bool) {
     let yes = |b: bool| if b { "yes" } else { "NO" };
     println!();

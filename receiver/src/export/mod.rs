@@ -5,7 +5,10 @@
 
 mod eml;
 mod names;
+mod source_ids;
 mod stream;
+
+pub use source_ids::source_ids;
 
 use std::path::Path;
 
