@@ -407,7 +407,8 @@ impl World {
 
     fn upload_child(&mut self, deadline_ms: u64) -> HResult<Proc> {
         self.upload_sessions += 1;
-        let args = [a("upload"), a("--state"), a(&self.state), a("--deadline-ms"), a(deadline_ms.to_string())];
+        let args =
+            [a("upload"), a("--state"), a(&self.state), a("--policy"), a(&self.policy), a("--deadline-ms"), a(deadline_ms.to_string())];
         Proc::spawn(&self.exe, &args, &self.dir.join("upload.log"))
     }
 

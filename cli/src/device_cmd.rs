@@ -128,9 +128,13 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
 
 #[derive(clap::Args)]
 pub struct UploadArgs {
-    /// The device's data directory (its applied policy is used).
+    /// The device's data directory.
     #[arg(long)]
     pub state: PathBuf,
+    /// The policy file, applied first as the app applies its managed configuration at every
+    /// start: the device token it holds is never stored on the device.
+    #[arg(long)]
+    pub policy: PathBuf,
     /// Time granted to the upload, as the OS would grant background work.
     #[arg(long, default_value_t = 30_000)]
     pub deadline_ms: u64,
@@ -144,6 +148,10 @@ pub struct UnenrollArgs {
     /// The device's data directory.
     #[arg(long)]
     pub state: PathBuf,
+    /// The policy file, for the device token of the final upload. Without it nothing can be
+    /// sent, and only `--force` destroys the store.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Destroy the store even if the archive has not acknowledged everything (selective wipe).
     #[arg(long)]
     pub force: bool,
@@ -171,17 +179,21 @@ impl From<Network> for verbatim_core::upload::NetworkState {
     }
 }
 
-fn open_existing(state: &Path) -> Result<Agent, ExitCode> {
+/// Opens an existing store (never creates one) and applies the policy file when given.
+fn open_existing(state: &Path, policy: Option<&Path>) -> Result<Agent, ExitCode> {
     if !state.join(verbatim_core::queue::DB_FILE).exists() {
         return Err(fail("open", format!("no agent store in {}", state.display())));
     }
-    Agent::open(state, AgentOptions::default()).map_err(|e| fail("open", e))
+    match policy {
+        Some(policy) => open_configured(state, policy),
+        None => Agent::open(state, AgentOptions::default()).map_err(|e| fail("open", e)),
+    }
 }
 
-/// Uploads a simulated device's queue under its applied policy; prints the report as JSON.
+/// Uploads a simulated device's queue under the policy file; prints the report as JSON.
 /// Exit 0 when everything was acknowledged, 1 when data remains, 2 on error.
 pub fn upload(args: UploadArgs) -> ExitCode {
-    let agent = match open_existing(&args.state) {
+    let agent = match open_existing(&args.state, Some(&args.policy)) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -200,7 +212,7 @@ pub fn upload(args: UploadArgs) -> ExitCode {
 /// Flushes the queue to the archive, then destroys the store once everything is acknowledged
 /// (or at once with --force). Prints the report as JSON; exit 1 when the data was kept.
 pub fn unenroll(args: UnenrollArgs) -> ExitCode {
-    let agent = match open_existing(&args.state) {
+    let agent = match open_existing(&args.state, args.policy.as_deref()) {
         Ok(a) => a,
         Err(code) => return code,
     };

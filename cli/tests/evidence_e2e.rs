@@ -145,23 +145,24 @@ async fn operator_commands_upload_and_unenroll_a_simulated_device() {
     let sim = run(&["simulate", "--state", state_s, "--policy", policy.to_str().unwrap(), "--events", "40", "--seed", "3"]);
     assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
 
-    let offline = run(&["upload", "--state", state_s, "--network", "offline"]);
+    let policy_s = policy.to_str().unwrap();
+    let offline = run(&["upload", "--state", state_s, "--policy", policy_s, "--network", "offline"]);
     assert_eq!(offline.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert_eq!(report["stopped"], "offline");
 
-    let up = run(&["upload", "--state", state_s, "--deadline-ms", "20000"]);
+    let up = run(&["upload", "--state", state_s, "--policy", policy_s, "--deadline-ms", "20000"]);
     assert!(up.status.success(), "{}{}", String::from_utf8_lossy(&up.stdout), String::from_utf8_lossy(&up.stderr));
     let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
     assert_eq!(report["stopped"], "done");
     assert!(report["records_sent"].as_u64().unwrap() > 30);
 
-    let un = run(&["unenroll", "--state", state_s]);
+    let un = run(&["unenroll", "--state", state_s, "--policy", policy_s]);
     assert!(un.status.success(), "{}{}", String::from_utf8_lossy(&un.stdout), String::from_utf8_lossy(&un.stderr));
     let report: serde_json::Value = serde_json::from_slice(&un.stdout).unwrap();
     assert_eq!(report["shredded"], true);
     assert!(!state.join(verbatim_core::queue::DB_FILE).exists());
-    let again = run(&["upload", "--state", state_s]);
+    let again = run(&["upload", "--state", state_s, "--policy", policy_s]);
     assert_eq!(again.status.code(), Some(2), "nothing left to upload from");
     a.receiver.shutdown().await;
 }

@@ -231,8 +231,9 @@ async fn a_damaged_queue_with_100_pending_records_is_recovered_uploaded_and_ever
     let unopenable = seqs(&report.unopenable);
     assert!(lost.contains(&victim) && lost.len() < 40, "{report:?}");
 
-    // The rebuilt store uploads like any other.
+    // The rebuilt store uploads like any other (once the app applies its configuration).
     let agent = Agent::open(&state, AgentOptions::default()).unwrap();
+    agent.apply_policy(&w.policy("dev-recover")).await.unwrap();
     let after = capture(&agent, 500..505).await;
     let r = agent.upload(upload_options()).await;
     assert_eq!(r.stopped, StopReason::Done, "{r:?}");
@@ -292,6 +293,7 @@ async fn a_record_with_damaged_content_is_never_sent_nor_skipped_and_recovery_co
     // The store is sound as a database, so it opens; upload sends everything before the
     // damaged record, then stops with a typed error and records the corruption.
     let agent = Agent::open(&state, AgentOptions::default()).unwrap();
+    agent.apply_policy(&w.policy("dev-rowdamage")).await.unwrap();
     let r = agent.upload(upload_options()).await;
     assert_eq!(r.stopped, StopReason::Error, "{r:?}");
     assert_eq!(r.error_kind.as_deref(), Some("corrupt"), "{r:?}");
@@ -309,6 +311,7 @@ async fn a_record_with_damaged_content_is_never_sent_nor_skipped_and_recovery_co
     let report = recover_cli(&state);
     assert_eq!(report.lost, [SeqRange { first: victim, last: victim }], "{report:?}");
     let agent = Agent::open(&state, AgentOptions::default()).unwrap();
+    agent.apply_policy(&w.policy("dev-rowdamage")).await.unwrap();
     let r = agent.upload(upload_options()).await;
     assert_eq!(r.stopped, StopReason::Done, "{r:?}");
     agent.close().await.unwrap();

@@ -181,7 +181,9 @@ async fn submit(writer: &WriterHandle, make: impl FnOnce(queue::Reply) -> Job) -
 }
 
 impl Agent {
-    /// Opens (or creates) the agent's store in `dir` and re-applies the stored policy.
+    /// Opens (or creates) the agent's store in `dir` and re-applies the stored policy, which
+    /// has no device token: capture works at once; upload once the platform layer has applied
+    /// the managed configuration again (it does at every start).
     /// Background-only: it opens and migrates the database.
     pub fn open(dir: &Path, options: AgentOptions) -> Result<Agent> {
         let clock = options.clock;
@@ -204,8 +206,8 @@ impl Agent {
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
-        if let Some((tree_json, _)) = &info.stored_policy {
-            agent.restore_policy(tree_json)?;
+        if let Some((tree_json, fingerprint)) = &info.stored_policy {
+            agent.restore_policy(tree_json, fingerprint)?;
         }
         let mut events = vec![AgentEvent::Started {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -251,27 +253,20 @@ impl Agent {
         self.save_evidence(events).await
     }
 
-    /// Re-applies the policy persisted by an earlier run, without new audit events.
-    fn restore_policy(&self, tree_json: &str) -> Result<()> {
-        let tree: Value = match serde_json::from_str(tree_json) {
-            Ok(t) => t,
-            Err(_) => {
-                *lock(&self.inner.not_configured_reason) = "the stored policy is unreadable; push the policy again".into();
-                return Ok(());
-            }
+    /// Re-applies the policy persisted by an earlier run, without new audit events. It has no
+    /// device token (never stored): capture works at once, upload once the platform layer has
+    /// applied the managed configuration again. Keeps the stored fingerprint, so that the same
+    /// configuration applied again is recognised as unchanged.
+    fn restore_policy(&self, tree_json: &str, fingerprint: &str) -> Result<()> {
+        let Some(restored) = policy::stored::parse_stored(tree_json) else {
+            *lock(&self.inner.not_configured_reason) = "the stored policy is unreadable or no longer validates; push the policy again".into();
+            return Ok(());
         };
-        match policy::parse(&tree) {
-            Ok(parsed) => {
-                let config = self.config_for(&parsed.policy, tree_json.to_string(), Vec::new());
-                let now = self.inner.clock.now_ms();
-                block_on(submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }))?;
-                *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(parsed.policy));
-            }
-            Err(rejected) => {
-                *lock(&self.inner.not_configured_reason) =
-                    format!("the stored policy no longer validates ({} problems); push the policy again", rejected.problems.len());
-            }
-        }
+        let mut config = self.config_for(&restored, policy::stored::persistable_json_str(tree_json), Vec::new());
+        config.fingerprint = fingerprint.to_string();
+        let now = self.inner.clock.now_ms();
+        block_on(submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }))?;
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(restored));
         Ok(())
     }
 
@@ -279,6 +274,7 @@ impl Agent {
         &self.inner.dir
     }
 
+    /// What the writer needs of a policy; `tree_json` is the tree to persist (no secrets).
     fn config_for(&self, p: &Policy, tree_json: String, events: Vec<AgentEvent>) -> Config {
         Config {
             tenant: p.tenant_id.clone(),
@@ -338,8 +334,7 @@ impl Agent {
                 events.push(AgentEvent::CaptureChannels { enabled, disabled });
             }
         }
-        let tree_json = serde_json::to_string(tree).map_err(|e| Error::new(ErrorKind::Internal, format!("policy tree: {e}")))?;
-        let config = self.config_for(&new, tree_json, events);
+        let config = self.config_for(&new, policy::stored::persistable_json(tree), events);
         match submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }).await {
             Ok(_) => {
                 let channels = new.capture_channels.clone();

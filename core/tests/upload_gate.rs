@@ -88,3 +88,61 @@ fn pins_are_sha256_of_the_subject_public_key_info() {
     let expected: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
     assert_eq!(verbatim_core::upload::tls::spki_sha256(cert.der()), Some(expected));
 }
+
+#[tokio::test]
+async fn after_a_restart_capture_works_at_once_and_upload_waits_for_the_token_never_stored() {
+    let s = Setup::new();
+    let agent = s.open();
+    // Nothing listens here: the refusal below must come before any connection attempt.
+    let tree = verbatim_core::synth::sample_policy("https://127.0.0.1:9", &s.public, TOKEN, &[]);
+    agent.apply_policy(&tree).await.unwrap();
+    one_message(&agent).await;
+    agent.close().await.unwrap();
+    drop(agent);
+    let stored = all_files(s.dir.path());
+    assert!(!stored.iter().any(|(_, bytes)| contains(bytes, TOKEN.as_bytes())), "the token is on disk");
+
+    // Restarted: the kept policy is in force for capture, without the token.
+    let agent = s.open();
+    assert!(agent.status().configured);
+    let applied_before = policy_applied_count(&s);
+    let e = Event::Message(Message {
+        meta: EventMeta {
+            channel: Channel::Sms,
+            line: verbatim_core::synth::BUSINESS_LINE.into(),
+            conversation_id: "c".into(),
+            source_id: "m2".into(),
+            source_time_ms: 1_767_225_600_000,
+        },
+        direction: Direction::Inbound,
+        sender: "+442079460001".into(),
+        recipients: vec![verbatim_core::synth::BUSINESS_LINE.into()],
+        text: "after the restart".into(),
+        attachment_ids: vec![],
+        reply_to: None,
+    });
+    agent.capture(e).await.unwrap();
+    let report = agent.upload(UploadOptions::new(Duration::from_secs(5), NetworkState::Unmetered)).await;
+    assert_eq!(report.stopped, StopReason::Error, "{report:?}");
+    assert_eq!(report.error_kind.as_deref(), Some("not_configured"), "{report:?}");
+    let detail = report.detail.unwrap_or_default();
+    assert!(detail.contains("apply the managed configuration"), "{detail}");
+    assert!(agent.status().upload.last_attempt_ms.is_none(), "no connection was attempted");
+
+    // The platform layer applies the same configuration: recognised as unchanged (no new
+    // PolicyApplied in the chain), and upload proceeds to the network (nothing listens here,
+    // so it stops on a network error, past the token check).
+    agent.apply_policy(&tree).await.unwrap();
+    assert_eq!(policy_applied_count(&s), applied_before, "the same configuration is not applied anew");
+    let report = agent.upload(UploadOptions::new(Duration::from_secs(2), NetworkState::Unmetered)).await;
+    assert_ne!(report.error_kind.as_deref(), Some("not_configured"), "{report:?}");
+    assert!(agent.status().upload.last_attempt_ms.is_some(), "upload went to the network");
+    agent.close().await.unwrap();
+}
+
+fn policy_applied_count(s: &Setup) -> usize {
+    open_all(s)
+        .iter()
+        .filter(|(_, r)| matches!(&r.body, verbatim_core::record::RecordBody::Agent(verbatim_core::record::AgentEvent::PolicyApplied { .. })))
+        .count()
+}

@@ -235,6 +235,9 @@ pub struct World {
     /// A token for (TENANT, DEVICE), the identity the policy names.
     pub token: Secret,
     exports: AtomicUsize,
+    /// The overrides of the policy last applied by [`World::device_with`], which
+    /// [`World::reopen`] applies again as the app does at every start.
+    overrides: std::sync::Mutex<Vec<(String, Value)>>,
     _watchdog: Watchdog,
 }
 
@@ -248,7 +251,15 @@ impl World {
         let dir = tempfile::tempdir().expect("temp dir");
         let receiver = TestReceiver::start(&dir.path().join("archive"), plan).await;
         let token = receiver.issue_token(TENANT, DEVICE);
-        World { dir, key: ArchiveKey::generate(), receiver, token, exports: AtomicUsize::new(0), _watchdog: watchdog }
+        World {
+            dir,
+            key: ArchiveKey::generate(),
+            receiver,
+            token,
+            exports: AtomicUsize::new(0),
+            overrides: Default::default(),
+            _watchdog: watchdog,
+        }
     }
 
     pub fn plan(&self) -> &FaultPlan {
@@ -291,13 +302,19 @@ impl World {
     pub async fn device_with(&self, options: AgentOptions, overrides: &[(&str, Value)]) -> Agent {
         let agent = Agent::open(&self.device_dir(), options).expect("agent opens");
         agent.apply_policy(&self.policy(overrides)).await.expect("policy applies");
+        *self.overrides.lock().unwrap() = overrides.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         agent
     }
 
-    /// Opens the device's directory again (the policy in force is restored from it).
-    pub fn reopen(&self) -> Agent {
+    /// Restarts the app: opens the device's directory again (the policy in force is restored
+    /// from it, without the token) and applies the same managed configuration, as the
+    /// platform layer does at every start.
+    pub async fn reopen(&self) -> Agent {
         let agent = Agent::open(&self.device_dir(), AgentOptions::default()).expect("agent reopens");
         assert!(agent.status().configured, "the stored policy is restored");
+        let overrides = self.overrides.lock().unwrap().clone();
+        let overrides: Vec<(&str, Value)> = overrides.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        agent.apply_policy(&self.policy(&overrides)).await.expect("policy applies again");
         agent
     }
 

@@ -30,7 +30,7 @@ async fn a_device_that_died_before_deleting_does_not_resend_after_restart() {
     assert!(held > 0, "the archive holds the first batch");
 
     // Next start: the queue still holds everything from sequence 1.
-    let agent = world.reopen();
+    let agent = world.reopen().await;
     assert_eq!(agent.status().acked_through, 0);
     assert_eq!(queue_seqs(&world.device_dir()).first(), Some(&1));
     let report = upload_once(&agent).await;

@@ -148,7 +148,7 @@ async fn receiver_down_and_restarted_on_the_same_address() {
 
     // And once more between two uploads, with nothing in flight.
     world.receiver.restart().await;
-    let agent = world.reopen();
+    let agent = world.reopen().await;
     captured.extend(world.capture(&agent, 33, 10).await);
     upload_until_done(&agent, 2).await;
     let last_seq = last_seq.max(agent.status().last_seq);
@@ -179,7 +179,7 @@ async fn device_restart_mid_upload_resumes_without_loss_or_duplicates() {
     assert!(acked > 0, "the first batches were acknowledged and deleted");
     agent.close().await.unwrap();
 
-    let agent = world.reopen();
+    let agent = world.reopen().await;
     assert_eq!(agent.status().acked_through, acked);
     let reports = upload_until_done(&agent, 2).await;
     assert_eq!(total_duplicates(&reports), 0, "nothing acknowledged is sent again");

@@ -34,7 +34,7 @@ async fn a_naively_altered_queue_row_is_caught_on_the_device_and_never_sent() {
     let (sent, pending, _acked, last, k) = uploaded_then_pending(&world, 61).await;
     tamper_queue_record(&world.device_dir(), k, Tamper::Naive);
 
-    let agent = world.reopen();
+    let agent = world.reopen().await;
     let report = upload_once(&agent).await;
     assert_eq!(report.stopped, StopReason::Error, "{report:?}");
     assert_eq!(report.error_kind.as_deref(), Some("corrupt"), "{report:?}");
@@ -79,7 +79,7 @@ async fn a_relinked_alteration_the_archive_never_saw_is_stored_and_shows_at_expo
     tamper_queue_record(&world.device_dir(), k, Tamper::Relinked);
 
     // Neither the device nor the receiver can tell: the chain is well formed.
-    let agent = world.reopen();
+    let agent = world.reopen().await;
     upload_until_done(&agent, 1).await;
     let head = agent.status().last_seq;
     agent.close().await.unwrap();
@@ -186,7 +186,7 @@ async fn a_relinked_alteration_of_a_record_the_archive_holds_is_caught_by_the_de
     assert!(held >= 3 && held > acked_before);
     tamper_queue_record(&world.device_dir(), 3, Tamper::Relinked);
 
-    let agent = world.reopen();
+    let agent = world.reopen().await;
     let report = upload_once(&agent).await;
     assert_eq!(report.stopped, StopReason::Error, "{report:?}");
     assert_eq!(report.error_kind.as_deref(), Some("conflict"), "{report:?}");

@@ -5,6 +5,7 @@
 pub mod artifacts;
 mod parse;
 pub mod schema;
+pub mod stored;
 mod value;
 #[cfg(feature = "policy-files")]
 pub mod file;
@@ -59,6 +60,9 @@ pub struct Policy {
     pub archive_public_key: [u8; 32],
     pub archive_key_id: String,
     pub tenant_id: String,
+    /// Empty only in a policy restored from the store at start, before the platform layer
+    /// applied the managed configuration again: the token is never stored ([`stored`]), and
+    /// upload waits for it. A pushed configuration without one is refused.
     pub device_token: Secret,
     /// Set by the MDM (a device variable); when absent the agent generates one once and keeps it.
     pub device_id: Option<String>,

@@ -108,6 +108,18 @@ impl std::error::Error for Rejected {}
 
 /// Parses and validates a managed configuration tree. See the module docs for the rules.
 pub fn parse(tree: &Value) -> Result<Parsed, Rejected> {
+    parse_with(tree, Secrets::Required)
+}
+
+/// Whether required secret keys must be present: always in a pushed configuration; not in the
+/// tree the device kept, which never holds them ([`super::stored`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Secrets {
+    Required,
+    Absent,
+}
+
+pub(super) fn parse_with(tree: &Value, secrets: Secrets) -> Result<Parsed, Rejected> {
     let Value::Dict(map) = tree else {
         let problem = Problem {
             key: "(root)".to_string(),
@@ -121,7 +133,12 @@ pub fn parse(tree: &Value) -> Result<Parsed, Rejected> {
     let mut warnings = Vec::new();
     let mut fields = Fields::default();
     for spec in KEYS {
-        match check_key(spec, map.get(spec.name)) {
+        let raw = match (secrets, spec.secret) {
+            (Secrets::Absent, true) => None,
+            _ => map.get(spec.name),
+        };
+        let optional = secrets == Secrets::Absent && spec.secret;
+        match check_key(spec, raw, optional) {
             Ok(checked) => {
                 if let Some(warning) = placeholder_warning(spec, &checked) {
                     warnings.push(warning);
@@ -175,11 +192,12 @@ fn problem(spec: &KeySpec, kind: ProblemKind, detail: impl Into<String>) -> Prob
     Problem { key: spec.name.to_string(), kind, detail: detail.into() }
 }
 
-/// Checks one key: not set → missing or default; set → checked against its kind.
-fn check_key(spec: &KeySpec, raw: Option<&Value>) -> Result<Checked, Problem> {
+/// Checks one key: not set → missing (unless `optional` says a required key may be absent)
+/// or default; set → checked against its kind.
+fn check_key(spec: &KeySpec, raw: Option<&Value>, optional: bool) -> Result<Checked, Problem> {
     match raw.filter(|v| !is_unset(spec, v)) {
         Some(value) => check_value(spec, value),
-        None if spec.required => Err(problem(spec, ProblemKind::Missing, "required but missing")),
+        None if spec.required && !optional => Err(problem(spec, ProblemKind::Missing, "required but missing")),
         None => match spec.default {
             Some(text) => check_value(spec, &Value::String(text.to_string())),
             None => Ok(Checked::Unset),
@@ -681,7 +699,8 @@ impl Fields {
             archive_public_key: self.key("archive_public_key")?,
             archive_key_id: self.text("archive_key_id")?,
             tenant_id: self.text("tenant_id")?,
-            device_token: Secret::new(self.text("device_token")?),
+            // Absent only in a tree the device kept (parse refuses a configuration without it).
+            device_token: Secret::new(self.optional_text("device_token")?.unwrap_or_default()),
             device_id: self.optional_text("device_id")?,
             archive_ca_pem: self.optional_text("archive_ca_pem")?,
             tls_pins: self.pins("tls_pins")?,

@@ -822,18 +822,20 @@ fn wait(rx: oneshot::Receiver<Result<Outcome>>) -> Result<Outcome> {
 
 /// Moves the damaged store aside and builds the new one.
 fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptions, now: i64) -> Result<RecoveryReport> {
-    let tree_json = match (&options.policy, &s.policy) {
-        (Some(tree), _) => Some(serde_json::to_string(tree).map_err(|e| Error::new(ErrorKind::Internal, format!("policy tree: {e}")))?),
-        (None, Some((tree, _))) => Some(tree.clone()),
-        (None, None) => None,
-    };
-    let policy = match &tree_json {
-        Some(json) => {
-            let tree: crate::policy::Value =
-                serde_json::from_str(json).map_err(|e| Error::new(ErrorKind::PolicyRejected, format!("stored policy: {e}")))?;
-            Some(crate::policy::parse(&tree).map_err(|r| Error::new(ErrorKind::PolicyRejected, r.to_string()))?.policy)
+    // The policy for the new store, its tree to persist (no secrets) and its fingerprint: the
+    // operator's, or the one the damaged store kept (without a device token, as always).
+    let (policy, tree_json, fingerprint) = match (&options.policy, &s.policy) {
+        (Some(tree), _) => {
+            let p = crate::policy::parse(tree).map_err(|r| Error::new(ErrorKind::PolicyRejected, r.to_string()))?.policy;
+            let fingerprint = p.fingerprint_hex();
+            (Some(p), Some(crate::policy::stored::persistable_json(tree)), fingerprint)
         }
-        None => None,
+        (None, Some((tree, fingerprint))) => {
+            let p = crate::policy::stored::parse_stored(tree)
+                .ok_or_else(|| Error::new(ErrorKind::PolicyRejected, "the stored policy is unreadable or no longer validates"))?;
+            (Some(p), Some(crate::policy::stored::persistable_json_str(tree)), fingerprint.clone())
+        }
+        (None, None) => (None, None, String::new()),
     };
     let head = s.head.as_ref();
     let old_stream = head.and_then(|h| h.stream.clone());
@@ -902,10 +904,10 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
         if let Some(ev) = &s.evidence {
             tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![super::EVIDENCE_META_KEY, ev])?;
         }
-        if let (Some(json), Some(p)) = (&tree_json, &policy) {
+        if let (Some(json), Some(_)) = (&tree_json, &policy) {
             tx.execute(
                 "INSERT INTO policy (id, tree, fingerprint, applied_ms) VALUES (1, ?1, ?2, ?3)",
-                params![json, hex::encode(p.fingerprint()), now],
+                params![json, fingerprint, now],
             )?;
         }
         for (t, plaintext) in &s.deferred {
@@ -1039,7 +1041,7 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
                 queue_max_bytes: (p.queue_max_mb as u64 * 1024 * 1024).max(salvage_bytes * 2 + (8 << 20)),
                 alert_percent: 100,
                 tree_json: tree_json.clone().unwrap_or_default(),
-                fingerprint: hex::encode(p.fingerprint()),
+                fingerprint: fingerprint.clone(),
                 events,
             };
             writer.submit(Job::Configure { config: Box::new(config), now_ms: now, reply: tx })?;

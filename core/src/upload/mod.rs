@@ -158,6 +158,13 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         let e = Error::new(ErrorKind::NotConfigured, "no policy in force");
         return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
     };
+    if policy.device_token.is_empty() {
+        let e = Error::new(
+            ErrorKind::NotConfigured,
+            "no device token since the agent started: the token is never stored on the device; apply the managed configuration first",
+        );
+        return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+    }
     // Upload is the OS's regular chance to run: record what is due (the heartbeat) first, so it
     // goes out now if the network allows.
     let _ = agent.tick().await;

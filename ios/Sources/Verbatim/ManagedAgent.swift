@@ -192,7 +192,7 @@ public final class ManagedAgent: @unchecked Sendable {
     private func applyManagedConfiguration(to agent: VerbatimAgent) async {
         let configuration = ManagedConfiguration(defaults: locked { options.defaults })
         guard let tree = configuration.tree() else {
-            ManagedAgent.log.info("no managed configuration: the stored policy stays; without one, capture is refused until the MDM pushes one")
+            ManagedAgent.log.info("no managed configuration: the stored policy stays for capture, without a device token upload waits; with no stored policy, capture is refused until the MDM pushes one")
             return
         }
         let changed: Bool = locked {

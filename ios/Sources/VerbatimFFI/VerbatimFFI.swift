@@ -746,8 +746,10 @@ open class Agent: AgentProtocol, @unchecked Sendable {
     
     /**
      * Opens (or creates) the agent's store in `data_dir` (an app-private directory) and
-     * re-applies the policy stored by an earlier run. The disk work runs on the agent's
-     * blocking pool.
+     * re-applies the policy stored by an earlier run, without its device token (never
+     * stored): capture works at once, upload after `apply_policy` with the managed
+     * configuration, which the platform layer does at every start. The disk work runs on the
+     * agent's blocking pool.
      */
 public static func `open`(dataDir: String, network: NetworkStateProvider, observer: AgentObserver?)async throws  -> Agent  {
     return
