@@ -116,7 +116,11 @@ impl ChainedRecord for Row {
 
 impl QueueReader {
     pub(crate) fn open(path: &Path) -> Result<QueueReader> {
-        Ok(QueueReader { conn: Mutex::new(open_connection(path, true)?) })
+        let conn = open_connection(path, true)?;
+        // Upload reads each record once, in order: a page cache only holds what was sent.
+        // 256 KiB instead of SQLite's 2 MiB keeps memory flat however long the queue.
+        conn.pragma_update(None, "cache_size", -256)?;
+        Ok(QueueReader { conn: Mutex::new(conn) })
     }
 
     /// The stored link of a pending record, if the queue still holds it.
