@@ -116,11 +116,9 @@ impl ChainedRecord for Row {
 
 impl QueueReader {
     pub(crate) fn open(path: &Path) -> Result<QueueReader> {
-        let conn = open_connection(path, true)?;
-        // Upload reads each record once, in order: a page cache only holds what was sent.
-        // 256 KiB instead of SQLite's 2 MiB keeps memory flat however long the queue.
-        conn.pragma_update(None, "cache_size", -256)?;
-        Ok(QueueReader { conn: Mutex::new(conn) })
+        // Opening runs no statement: a reader that never reads does not join the WAL, so the
+        // writer, closing last, checkpoints and removes it.
+        Ok(QueueReader { conn: Mutex::new(open_connection(path, true)?) })
     }
 
     /// The stored link of a pending record, if the queue still holds it.
@@ -138,6 +136,10 @@ impl QueueReader {
     /// Memory is bounded by `max_bytes` plus one record, whatever the queue holds.
     pub fn read_batch(&self, stream: &StreamId, after: u64, after_link: Link, max_bytes: usize) -> Result<Option<Batch>> {
         let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
+        // Upload reads each record once, in order: a page cache only holds what was sent.
+        // 256 KiB instead of SQLite's 2 MiB keeps memory flat however long the queue. (Set
+        // here, not at open, for the reason given there; it costs no I/O.)
+        conn.pragma_update(None, "cache_size", -256)?;
         let mut stmt = conn.prepare_cached(
             "SELECT seq, epoch, link, ciphertext FROM records WHERE seq > ?1 ORDER BY seq LIMIT 4096",
         )?;
