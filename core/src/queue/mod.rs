@@ -2,6 +2,7 @@
 //! device stream. A single writer thread owns every change and group-commits concurrent
 //! captures; readers use their own connection and never block it.
 
+mod head;
 pub mod recover;
 mod schema;
 mod writer;
@@ -288,26 +289,13 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     }
     let conn = open_connection(&path, true)?;
     let schema_version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let head = conn
-        .query_row(
-            "SELECT tenant, device, stream, last_seq, acked_through, pending_count, pending_bytes, last_epoch FROM chain_state WHERE id = 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)? as u64,
-                    r.get::<_, i64>(4)? as u64,
-                    r.get::<_, i64>(5)? as u64,
-                    r.get::<_, i64>(6)? as u64,
-                    r.get::<_, i64>(7)? as u64,
-                ))
-            },
-        )
-        .optional()?;
-    let (tenant, device, stream, last_seq, acked_through, pending_records, pending_bytes, current_epoch) =
-        head.unwrap_or((None, None, None, 0, 0, 0, 0, 0));
+    let head = head::Head::read(&conn)?.unwrap_or_else(head::Head::empty);
+    let (tenant, device, stream) = match head.stream {
+        Some(id) => (Some(id.tenant), Some(id.device), Some(id.stream)),
+        None => (None, None, None),
+    };
+    let (last_seq, acked_through, pending_records, pending_bytes, current_epoch) =
+        (head.last_seq, head.acked_through, head.pending_count, head.pending_bytes, head.last_epoch);
     let count = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
     Ok(Inspection {
         schema_version,

@@ -52,6 +52,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::head::Head;
 use super::writer::{Config, Job, Outcome};
 use super::{DB_FILE, ROW_OVERHEAD};
 use crate::chain::{self, Link, StreamId};
@@ -386,16 +387,6 @@ pub fn recover(dir: &Path) -> Result<RecoveryReport> {
     recover_with(dir, RecoverOptions::default())
 }
 
-struct Head {
-    stream: Option<StreamId>,
-    last_seq: u64,
-    last_link: Link,
-    acked_through: u64,
-    acked_link: Link,
-    last_epoch: u64,
-    last_captured_ms: i64,
-}
-
 struct RowRead {
     seq: u64,
     epoch: u64,
@@ -504,7 +495,7 @@ fn read_salvage_from(db: &Path) -> Salvage {
         Ok(p) => s.policy = p,
         Err(e) => s.damage.push(format!("policy unreadable: {e}")),
     }
-    match read_head(&conn) {
+    match Head::read(&conn) {
         Ok(h) => s.head = h,
         Err(e) => s.damage.push(format!("queue head unreadable: {e}")),
     }
@@ -535,43 +526,6 @@ fn quick_check_conn(conn: &Connection) -> Result<Vec<String>> {
 
 fn link_of(bytes: Vec<u8>) -> Option<Link> {
     bytes.as_slice().try_into().ok()
-}
-
-fn read_head(conn: &Connection) -> Result<Option<Head>> {
-    let row = conn
-        .query_row(
-            "SELECT tenant, device, stream, last_seq, last_link, acked_through, acked_link, last_epoch, last_captured_ms
-             FROM chain_state WHERE id = 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((tenant, device, stream, last_seq, last_link, acked, acked_link, last_epoch, last_ms)) = row else { return Ok(None) };
-    let bad = |what: &str| Error::new(ErrorKind::Corrupt, format!("queue head: {what}"));
-    Ok(Some(Head {
-        stream: match (tenant, device, stream) {
-            (Some(tenant), Some(device), Some(stream)) => Some(StreamId { tenant, device, stream }),
-            _ => None,
-        },
-        last_seq: u64::try_from(last_seq).map_err(|_| bad("negative last sequence"))?,
-        last_link: link_of(last_link).ok_or_else(|| bad("last link is not 32 bytes"))?,
-        acked_through: u64::try_from(acked).map_err(|_| bad("negative acknowledged sequence"))?,
-        acked_link: link_of(acked_link).ok_or_else(|| bad("acknowledged link is not 32 bytes"))?,
-        last_epoch: u64::try_from(last_epoch).map_err(|_| bad("negative epoch"))?,
-        last_captured_ms: last_ms,
-    }))
 }
 
 type Deferred = Vec<(i64, Vec<u8>)>;
@@ -931,24 +885,14 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
                 )?;
             }
             let last_epoch = s.epochs.iter().map(|(e, _, _)| e.epoch).max().unwrap_or(0).max(h.last_epoch);
-            tx.execute(
-                "INSERT INTO chain_state (id, tenant, device, stream, last_seq, last_link, acked_through, acked_link,
-                    pending_count, pending_bytes, last_epoch, last_captured_ms)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    stream.tenant,
-                    stream.device,
-                    stream.stream,
-                    h.last_seq as i64,
-                    &h.last_link[..],
-                    h.acked_through as i64,
-                    &h.acked_link[..],
-                    s.kept.len() as i64,
-                    bytes as i64,
-                    last_epoch as i64,
-                    h.last_captured_ms,
-                ],
-            )?;
+            let rebuilt = Head {
+                stream: Some(stream.clone()),
+                pending_count: s.kept.len() as u64,
+                pending_bytes: bytes,
+                last_epoch,
+                ..h.clone()
+            };
+            rebuilt.save(&tx)?;
         }
         tx.commit()?;
     }

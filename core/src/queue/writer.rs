@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use super::head::Head;
 use super::{OpenInfo, ROW_OVERHEAD, Snapshot};
 use crate::chain::{self, Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
@@ -115,20 +116,6 @@ impl WriterHandle {
     }
 }
 
-/// Persistent head of the chain and queue accounting (mirrors the `chain_state` row).
-#[derive(Debug, Clone)]
-struct State {
-    stream: Option<StreamId>,
-    last_seq: u64,
-    last_link: Link,
-    acked_through: u64,
-    acked_link: Link,
-    pending_count: u64,
-    pending_bytes: u64,
-    last_epoch: u64,
-    last_captured_ms: i64,
-}
-
 /// The current epoch's key and how much it has sealed. In memory only.
 struct Sealer {
     key: EpochKey,
@@ -150,7 +137,7 @@ struct Writer {
 /// Everything the writer knows besides its connection (split so a transaction on the
 /// connection and changes to this state can be borrowed at once).
 struct Core {
-    state: State,
+    state: Head,
     config: Option<Box<Config>>,
     sealer: Option<Sealer>,
     oldest_pending_ms: Option<i64>,
@@ -193,12 +180,8 @@ fn oldest_pending(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn.query_row("SELECT captured_ms FROM records ORDER BY seq LIMIT 1", [], |r| r.get(0)).optional()?)
 }
 
-fn link_from(bytes: Vec<u8>, what: &str) -> Result<Link> {
-    bytes.as_slice().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue head: {what} is not 32 bytes")))
-}
-
 /// Loads the head, creating it on first open, and marks the store as running.
-fn load(conn: &mut Connection, _now_ms: i64) -> Result<(State, OpenInfo)> {
+fn load(conn: &mut Connection, _now_ms: i64) -> Result<(Head, OpenInfo)> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let meta = |tx: &Connection, key: &str| -> Result<Option<String>> {
         Ok(tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
@@ -213,60 +196,16 @@ fn load(conn: &mut Connection, _now_ms: i64) -> Result<(State, OpenInfo)> {
     };
     let after_crash = meta(&tx, "running")?.as_deref() == Some("1");
     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('running', '1')", [])?;
-    let row = tx
-        .query_row(
-            "SELECT tenant, device, stream, last_seq, last_link, acked_through, acked_link, pending_count,
-                    pending_bytes, last_epoch, last_captured_ms FROM chain_state WHERE id = 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, i64>(9)?,
-                    r.get::<_, i64>(10)?,
-                ))
-            },
-        )
-        .optional()?;
-    let state = match row {
-        Some((tenant, device, stream, last_seq, last_link, acked, acked_link, count, bytes, epoch, last_ms)) => State {
-            stream: match (tenant, device, stream) {
-                (Some(tenant), Some(device), Some(stream)) => Some(StreamId { tenant, device, stream }),
-                _ => None,
-            },
-            last_seq: last_seq as u64,
-            last_link: link_from(last_link, "last link")?,
-            acked_through: acked as u64,
-            acked_link: link_from(acked_link, "acknowledged link")?,
-            pending_count: count as u64,
-            pending_bytes: bytes as u64,
-            last_epoch: epoch as u64,
-            last_captured_ms: last_ms,
-        },
+    let with_remedy = |e: Error| Error::new(e.kind, format!("{}; run `verbatim recover`", e.detail));
+    let state = match Head::read(&tx).map_err(with_remedy)? {
+        Some(head) => head,
         None => {
-            let state = State {
-                stream: None,
-                last_seq: 0,
-                last_link: [0; 32],
-                acked_through: 0,
-                acked_link: [0; 32],
-                pending_count: 0,
-                pending_bytes: 0,
-                last_epoch: 0,
-                last_captured_ms: 0,
-            };
-            save_state(&tx, &state)?;
-            state
+            let head = Head::empty();
+            head.save(&tx)?;
+            head
         }
     };
-    check_head(&state)?;
+    state.check().map_err(with_remedy)?;
     let stored_policy = super::stored_policy(&tx)?;
     let evidence_json = meta(&tx, super::EVIDENCE_META_KEY)?;
     tx.commit()?;
@@ -275,53 +214,10 @@ fn load(conn: &mut Connection, _now_ms: i64) -> Result<(State, OpenInfo)> {
     Ok((state, info))
 }
 
-/// A head read from disk must make sense before anything is appended after it: values out of
-/// SQLite's integer range (read back negative) or pending records without a stream mean the
-/// store was damaged or altered. A typed error, never a panic in the writer.
-fn check_head(s: &State) -> Result<()> {
-    let corrupt = |what: &str| Err(Error::new(ErrorKind::Corrupt, format!("queue head: {what}; run `verbatim recover`")));
-    if s.last_seq > i64::MAX as u64 || s.acked_through > i64::MAX as u64 || s.last_epoch > i64::MAX as u64 {
-        return corrupt("a sequence or epoch number is out of range");
-    }
-    if s.acked_through > s.last_seq {
-        return corrupt("more is acknowledged than was ever written");
-    }
-    if s.stream.is_none() && (s.pending_count > 0 || s.last_seq > 0) {
-        return corrupt("records exist but the stream identity is missing");
-    }
-    Ok(())
-}
-
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| Error::new(ErrorKind::Crypto, format!("no randomness: {e}")))?;
     Ok(hex::encode(buf))
-}
-
-fn save_state(tx: &Connection, s: &State) -> Result<()> {
-    let (tenant, device, stream) = match &s.stream {
-        Some(id) => (Some(&id.tenant), Some(&id.device), Some(&id.stream)),
-        None => (None, None, None),
-    };
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO chain_state (id, tenant, device, stream, last_seq, last_link, acked_through,
-            acked_link, pending_count, pending_bytes, last_epoch, last_captured_ms)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        tenant,
-        device,
-        stream,
-        s.last_seq as i64,
-        &s.last_link[..],
-        s.acked_through as i64,
-        &s.acked_link[..],
-        s.pending_count as i64,
-        s.pending_bytes as i64,
-        s.last_epoch as i64,
-        s.last_captured_ms,
-    ])?;
-    Ok(())
 }
 
 impl Writer {
@@ -394,7 +290,7 @@ impl Writer {
                 }
                 replies.push((reply, outcome));
             }
-            save_state(&tx, &core.state)?;
+            core.state.save(&tx)?;
             tx.commit()?;
             GROUPS_COMMITTED.fetch_add(1, Ordering::Relaxed);
             JOBS_COMMITTED.fetch_add(replies.len() as u64, Ordering::Relaxed);
@@ -764,7 +660,8 @@ impl Core {
         let current = self.sealer.as_ref().map_or(self.state.last_epoch, |s| s.key.epoch());
         forget_acknowledged_epochs(tx, current)?;
         self.state.acked_through = through;
-        self.state.acked_link = link_from(link, "acknowledged link")?;
+        self.state.acked_link = Link::try_from(link.as_slice())
+            .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {through}: link is not 32 bytes")))?;
         self.state.pending_count -= count as u64;
         self.state.pending_bytes -= bytes as u64 + count as u64 * ROW_OVERHEAD;
         self.oldest_pending_ms = oldest_pending(tx)?;
@@ -878,7 +775,7 @@ impl Work {
 
 /// What a failed job or group must put back.
 struct Saved {
-    state: State,
+    state: Head,
     alert_raised: bool,
     full_reported: bool,
     deferred: u64,
