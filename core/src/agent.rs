@@ -776,11 +776,10 @@ pub fn validate(event: &Event, now_ms: i64) -> Result<()> {
                 field("participants[]", p)?;
             }
             time("started_ms", c.started_ms)?;
-            if let Some(end) = c.ended_ms {
-                if end < c.started_ms {
+            if let Some(end) = c.ended_ms
+                && end < c.started_ms {
                     return Err(invalid(format!("{kind}: ended_ms is before started_ms")));
                 }
-            }
         }
     }
     Ok(())
@@ -808,7 +807,7 @@ fn build_job(policy: &Policy, event: Event, now: i64) -> Result<impl FnOnce(queu
     let simple = |body: RecordBody| vec![Pending::new(&Record::new(now, body))];
     enum Plan {
         Records(Vec<Pending>),
-        Attachment(Vec<Pending>, AttachmentHeader, PathBuf),
+        Attachment(Vec<Pending>, Box<AttachmentHeader>, PathBuf),
     }
     let plan = match event {
         Event::Message(m) => Plan::Records(simple(RecordBody::Message(m))),
@@ -830,7 +829,7 @@ fn build_job(policy: &Policy, event: Event, now: i64) -> Result<impl FnOnce(queu
             match omission_reason(policy, policy.capture_attachments, "attachments disabled by policy", &a.path) {
                 Ok(size) => {
                     header.size = size;
-                    Plan::Attachment(Vec::new(), header, a.path)
+                    Plan::Attachment(Vec::new(), Box::new(header), a.path)
                 }
                 Err(reason) if reason.starts_with("file unreadable") || reason == "not a regular file" => {
                     return Err(Error::new(ErrorKind::File, format!("attachment: {reason}")));
@@ -865,7 +864,7 @@ fn build_job(policy: &Policy, event: Event, now: i64) -> Result<impl FnOnce(queu
                     match omission_reason(policy, policy.capture_call_recordings, "call recordings disabled by policy", &path) {
                         Ok(size) => {
                             header.size = size;
-                            Plan::Attachment(lead, header, path)
+                            Plan::Attachment(lead, Box::new(header), path)
                         }
                         Err(reason) => {
                             let mut records = lead;

@@ -221,7 +221,7 @@ impl Workload {
     fn attachment(&mut self, channel: Channel, line: &str, conversation: String, counterpart: String) -> std::io::Result<Event> {
         self.attachments += 1;
         let meta = self.meta(channel, line, conversation, "att");
-        let large = self.opts.large_attachment_every > 0 && self.attachments % self.opts.large_attachment_every == 0;
+        let large = self.opts.large_attachment_every > 0 && self.attachments.is_multiple_of(self.opts.large_attachment_every);
         let size = if large { self.opts.large_attachment_bytes } else { 1_000 + self.rng.below(150_000) as usize };
         let name = format!("{}.pdf", meta.source_id);
         let path = self.file(&name, size)?;

@@ -144,11 +144,10 @@ impl Batch {
             if seq == 0 {
                 return Err(err("sequence numbers start at 1"));
             }
-            if let Some(prev) = records.last().map(|p: &WireRecord| p.seq) {
-                if prev.checked_add(1) != Some(seq) {
+            if let Some(prev) = records.last().map(|p: &WireRecord| p.seq)
+                && prev.checked_add(1) != Some(seq) {
                     return Err(err(&format!("records not contiguous: {seq} follows {prev}")));
                 }
-            }
             if !epochs.iter().any(|e| e.epoch == epoch) {
                 return Err(err(&format!("sequence {seq}: epoch {epoch} not announced in the batch")));
             }

@@ -419,7 +419,8 @@ async fn invalid_events_are_refused_with_the_field_named_and_nothing_stored() {
     let agent = s.open();
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     let before = agent.status().last_seq;
-    let cases: Vec<(Box<dyn Fn(&mut Message)>, &str)> = vec![
+    type Spoil = Box<dyn Fn(&mut Message)>;
+    let cases: Vec<(Spoil, &str)> = vec![
         (Box::new(|m| m.meta.source_id = " ".into()), "source_id is empty"),
         (Box::new(|m| m.meta.conversation_id.clear()), "conversation_id is empty"),
         (Box::new(|m| m.recipients.clear()), "recipients is empty"),

@@ -236,7 +236,7 @@ async fn the_client_notice_follows_its_mode_and_each_showing_is_captured() {
     let clock = ManualClock::new(T0);
     let agent = clocked(&s, &clock);
     let notice = ("disclaimer_text", Value::String("This conversation is recorded.".into()));
-    agent.apply_policy(&s.policy(&[notice.clone()])).await.unwrap();
+    agent.apply_policy(&s.policy(std::slice::from_ref(&notice))).await.unwrap();
     assert_eq!(agent.disclaimer_due(Channel::Sms, "conv-sms"), None, "mode off by default");
 
     agent.apply_policy(&s.policy(&[notice.clone(), ("disclaimer_mode", Value::String("first_message".into()))])).await.unwrap();

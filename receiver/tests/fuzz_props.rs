@@ -47,11 +47,10 @@ impl Held {
         let (held, head) = self.head(&batch.stream);
         let expected = held.saturating_add(1);
         for e in &batch.epochs {
-            if let Some((k, enc)) = self.epochs.get(&e.epoch) {
-                if *k != e.archive_key_id || *enc != e.encapsulation {
+            if let Some((k, enc)) = self.epochs.get(&e.epoch)
+                && (*k != e.archive_key_id || *enc != e.encapsulation) {
                     return Outcome::Conflict { expected, reason: String::new() };
                 }
-            }
         }
         let first = batch.records[0].seq;
         if first > expected {
@@ -116,7 +115,7 @@ impl Honest {
                 if epochs.last().map(|e: &EpochInfo| e.epoch) != Some(epoch) {
                     epochs.push(EpochInfo { epoch, archive_key_id: "k1".into(), encapsulation: [epoch as u8; 32].to_vec() });
                 }
-                let ciphertext: Vec<u8> = (0..(seq % 7) * 9 + 16).map(|i| (i as u64 * 31 + seq) as u8).collect();
+                let ciphertext: Vec<u8> = (0..(seq % 7) * 9 + 16).map(|i| (i * 31 + seq) as u8).collect();
                 prev = chain::link(&prev, seq, epoch, &ciphertext);
                 WireRecord { seq, epoch, link: prev, ciphertext }
             })

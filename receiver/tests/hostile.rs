@@ -178,12 +178,11 @@ async fn oversized_bodies_get_413_whatever_the_framing_and_store_nothing() {
         if c.write_all(&frame).await.is_err() {
             break;
         }
-        if let Ok(a) = tokio::time::timeout(Duration::from_millis(50), read_answer(&mut c, Duration::from_millis(50))).await {
-            if !matches!(a, Answer::Silent) {
+        if let Ok(a) = tokio::time::timeout(Duration::from_millis(50), read_answer(&mut c, Duration::from_millis(50))).await
+            && !matches!(a, Answer::Silent) {
                 answer = Some(a);
                 break;
             }
-        }
     }
     let a = match answer {
         Some(a) => a,

@@ -1013,7 +1013,7 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
                 size,
             };
             let (tx, rx) = oneshot::channel();
-            writer.submit(Job::Attachment { lead: Vec::new(), header, path: salvage_path.clone(), captured_ms: now, reply: tx })?;
+            writer.submit(Job::Attachment { lead: Vec::new(), header: Box::new(header), path: salvage_path.clone(), captured_ms: now, reply: tx })?;
             wait(rx).map(|_| ())
         }
         (Ok(_), _, _) => Ok(()),

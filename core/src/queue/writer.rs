@@ -86,7 +86,9 @@ pub enum Job {
     /// `meta` entries are saved in the same transaction (the agent's evidence state).
     Agent { events: Vec<AgentEvent>, meta: Vec<(String, String)>, now_ms: i64, reply: Reply },
     /// An attachment streamed from a file, after `lead` records (e.g. the call it belongs to).
-    Attachment { lead: Vec<Pending>, header: AttachmentHeader, path: PathBuf, captured_ms: i64, reply: Reply },
+    /// The header is boxed: a capture moves a `Job` through the writer's channel, and an
+    /// inline header would make every one of them 280 bytes.
+    Attachment { lead: Vec<Pending>, header: Box<AttachmentHeader>, path: PathBuf, captured_ms: i64, reply: Reply },
     Configure { config: Box<Config>, now_ms: i64, reply: Reply },
     /// The archive holds everything through `through`: delete it.
     Ack { through: u64, reply: Reply },
@@ -265,12 +267,11 @@ impl Writer {
                 };
                 // The cap is checked outside the job's savepoint, so that the evidence of a full
                 // queue is kept although the capture itself is refused.
-                if let Some((incoming, now_ms)) = work.incoming_bytes() {
-                    if let Err(e) = core.admit(&tx, incoming, now_ms) {
+                if let Some((incoming, now_ms)) = work.incoming_bytes()
+                    && let Err(e) = core.admit(&tx, incoming, now_ms) {
                         replies.push((reply, Err(e)));
                         continue;
                     }
-                }
                 let saved = core.saved_for(Some(&work));
                 job_savepoint(&tx, SAVEPOINT)?;
                 let outcome = core.perform(&tx, work);
@@ -358,7 +359,7 @@ impl Core {
                 }
                 self.agent_events(conn, events, now_ms)
             }
-            Work::Attachment(lead, header, path, captured_ms) => self.attachment(conn, lead, header, path, captured_ms),
+            Work::Attachment(lead, header, path, captured_ms) => self.attachment(conn, lead, *header, path, captured_ms),
             Work::Configure(config, now_ms) => self.configure(conn, config, now_ms),
             Work::Ack(through) => self.ack(conn, through),
         }
@@ -536,7 +537,7 @@ impl Core {
         let r = (|| -> Result<Outcome> {
             let mut first = 0;
             for p in &lead {
-                let seq = self.append(&sp, p)?;
+                let seq = self.append(sp, p)?;
                 if first == 0 {
                     first = seq;
                 }
@@ -545,7 +546,7 @@ impl Core {
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| Error::new(ErrorKind::File, format!("attachment {id}: cannot open its file: {}", e.kind())))?;
             let start = Pending::new(&Record::new(captured_ms, RecordBody::AttachmentStart(header)));
-            let seq = self.append(&sp, &start)?;
+            let seq = self.append(sp, &start)?;
             if first == 0 {
                 first = seq;
             }
@@ -563,11 +564,11 @@ impl Core {
                 size += n as u64;
                 let mut chunk = Record::new(captured_ms, RecordBody::AttachmentChunk { attachment_id: id.clone(), index });
                 chunk.payload = buf[..n].to_vec();
-                self.append(&sp, &Pending::new(&chunk))?;
+                self.append(sp, &Pending::new(&chunk))?;
                 index += 1;
             }
             let end = RecordBody::AttachmentEnd { attachment_id: id, size, sha256: hex::encode(hasher.finalize()), chunks: index };
-            let last = self.append(&sp, &Pending::new(&Record::new(captured_ms, end)))?;
+            let last = self.append(sp, &Pending::new(&Record::new(captured_ms, end)))?;
             Ok(Outcome { first_seq: first, last_seq: last })
         })();
         let o = r?;
@@ -750,7 +751,7 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 enum Work {
     Capture(Vec<Pending>),
     Agent(Vec<AgentEvent>, Vec<(String, String)>, i64),
-    Attachment(Vec<Pending>, AttachmentHeader, PathBuf, i64),
+    Attachment(Vec<Pending>, Box<AttachmentHeader>, PathBuf, i64),
     Configure(Box<Config>, i64),
     Ack(u64),
 }

@@ -85,11 +85,10 @@ impl UploaderState {
     fn client(&self, policy: &Policy) -> Result<Arc<Client>, Error> {
         let fingerprint = policy.fingerprint_hex();
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((f, c)) = slot.as_ref() {
-            if *f == fingerprint {
+        if let Some((f, c)) = slot.as_ref()
+            && *f == fingerprint {
                 return Ok(c.clone());
             }
-        }
         let client = Arc::new(Client::new(policy)?);
         *slot = Some((fingerprint, client.clone()));
         self.cursor_checked.store(false, Ordering::SeqCst);

@@ -129,8 +129,17 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// One DER element: (tag, whole element bytes, content bytes, rest after it).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element at the start of some input.
+struct DerElement<'a> {
+    tag: u8,
+    /// The whole element: header and content.
+    whole: &'a [u8],
+    content: &'a [u8],
+    /// The input after this element.
+    rest: &'a [u8],
+}
+
+fn der_element(input: &[u8]) -> Option<DerElement<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -147,35 +156,35 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
         return None;
     }
     let header = input.len() - rest.len();
-    Some((tag, &input[..header + len], &rest[..len], &rest[len..]))
+    Some(DerElement { tag, whole: &input[..header + len], content: &rest[..len], rest: &rest[len..] })
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo (the standard "SPKI pin"), or None when the
 /// certificate is not the X.509 shape we expect.
 pub fn spki_sha256(cert_der: &[u8]) -> Option<[u8; 32]> {
     const SEQUENCE: u8 = 0x30;
-    let (tag, _, cert, _) = der_element(cert_der)?;
-    if tag != SEQUENCE {
+    let cert = der_element(cert_der)?;
+    if cert.tag != SEQUENCE {
         return None;
     }
-    let (tag, _, tbs, _) = der_element(cert)?;
-    if tag != SEQUENCE {
+    let tbs = der_element(cert.content)?;
+    if tbs.tag != SEQUENCE {
         return None;
     }
-    let mut rest = tbs;
+    let mut rest = tbs.content;
     // Optional explicit [0] version.
     if rest.first() == Some(&0xa0) {
-        rest = der_element(rest)?.3;
+        rest = der_element(rest)?.rest;
     }
     // serialNumber, signature, issuer, validity, subject: skip five elements.
     for _ in 0..5 {
-        rest = der_element(rest)?.3;
+        rest = der_element(rest)?.rest;
     }
-    let (tag, spki, _, _) = der_element(rest)?;
-    if tag != SEQUENCE {
+    let spki = der_element(rest)?;
+    if spki.tag != SEQUENCE {
         return None;
     }
-    Some(Sha256::digest(spki).into())
+    Some(Sha256::digest(spki.whole).into())
 }
 
 #[cfg(test)]
