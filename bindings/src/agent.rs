@@ -133,7 +133,12 @@ impl Shared {
                 let policy_version = status.policy_version.clone().unwrap_or_default();
                 let fingerprint = status.policy_fingerprint.clone().unwrap_or_default();
                 if before.as_deref() != Some(fingerprint.as_str()) {
-                    tracing::info!(policy_version = policy_version.as_str(), fingerprint = fingerprint.as_str(), warnings = warnings.len(), "policy applied");
+                    tracing::info!(
+                        policy_version = policy_version.as_str(),
+                        fingerprint = fingerprint.as_str(),
+                        warnings = warnings.len(),
+                        "policy applied"
+                    );
                     self.notify(AgentNotice::PolicyApplied { policy_version, fingerprint, warnings: warnings.clone() });
                 } else {
                     tracing::debug!(policy_version = policy_version.as_str(), "policy unchanged");

@@ -159,25 +159,62 @@ impl From<&Problem> for PolicyProblem {
 /// The error of every fallible call. One variant per [`ErrorKind`].
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Error)]
 pub enum VerbatimError {
-    NotConfigured { detail: String },
+    NotConfigured {
+        detail: String,
+    },
     /// Every problem of the rejected policy, by key, in schema order; the policy in force stays.
-    PolicyRejected { detail: String, problems: Vec<PolicyProblem> },
-    InvalidEvent { detail: String },
-    QueueFull { detail: String },
-    DiskFull { detail: String },
-    Storage { detail: String },
-    Corrupt { detail: String },
-    Crypto { detail: String },
-    File { detail: String },
-    Network { detail: String },
-    Tls { detail: String },
-    PinMismatch { detail: String },
-    Unauthorized { detail: String },
-    Rejected { detail: String },
-    Conflict { detail: String },
-    Closed { detail: String },
-    Internal { detail: String },
-    Callback { detail: String },
+    PolicyRejected {
+        detail: String,
+        problems: Vec<PolicyProblem>,
+    },
+    InvalidEvent {
+        detail: String,
+    },
+    QueueFull {
+        detail: String,
+    },
+    DiskFull {
+        detail: String,
+    },
+    Storage {
+        detail: String,
+    },
+    Corrupt {
+        detail: String,
+    },
+    Crypto {
+        detail: String,
+    },
+    File {
+        detail: String,
+    },
+    Network {
+        detail: String,
+    },
+    Tls {
+        detail: String,
+    },
+    PinMismatch {
+        detail: String,
+    },
+    Unauthorized {
+        detail: String,
+    },
+    Rejected {
+        detail: String,
+    },
+    Conflict {
+        detail: String,
+    },
+    Closed {
+        detail: String,
+    },
+    Internal {
+        detail: String,
+    },
+    Callback {
+        detail: String,
+    },
 }
 
 impl VerbatimError {

@@ -23,9 +23,9 @@ mod logging;
 mod runtime;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
-mod types;
 #[cfg(test)]
 mod tests;
+mod types;
 
 pub use agent::{Agent, AgentObserver, NetworkStateProvider, PolicyCheck, agent_version, check_policy};
 pub use error::{ErrorKind, PolicyProblem, ProblemKind, VerbatimError};

@@ -294,7 +294,11 @@ impl From<EditEvent> for core_model::Event {
 
 impl From<UnsendEvent> for core_model::Event {
     fn from(u: UnsendEvent) -> Self {
-        core_model::Event::Unsend(core_model::Unsend { meta: u.meta.into(), target_message_id: u.target_message_id, actor: u.actor })
+        core_model::Event::Unsend(core_model::Unsend {
+            meta: u.meta.into(),
+            target_message_id: u.target_message_id,
+            actor: u.actor,
+        })
     }
 }
 
@@ -623,7 +627,9 @@ pub(crate) fn feedback_items(s: &AgentStatus, now_ms: i64) -> Vec<FeedbackItem> 
     use FeedbackSeverity::{Error, Info};
     let rfc3339 = verbatim_core::clock::rfc3339_utc;
     let mut items = Vec::new();
-    let mut push = |key: &str, severity, message: String, data: String| items.push(item(&format!("verbatim.{key}"), severity, message, data));
+    let mut push = |key: &str, severity, message: String, data: String| {
+        items.push(item(&format!("verbatim.{key}"), severity, message, data))
+    };
     let configured_severity = if s.configured { Info } else { Error };
     let configured_message = if s.configured { "configured".to_string() } else { "not configured: capture refused".to_string() };
     push("configured", configured_severity, configured_message, s.configured.to_string());

@@ -143,7 +143,11 @@ fn serve(a: ServeArgs) -> ExitCode {
     config.limits.body_timeout = Duration::from_secs(a.read_timeout_secs);
 
     // Logs go to stderr: status codes, sizes, sequence numbers; never tokens or content.
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(tracing_subscriber::filter::LevelFilter::INFO).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .try_init();
     let result = verbatim_receiver::server::run_until_signal(config, |running| {
         println!("listening on {}", running.url());
         if let Some(ca) = running.ca_path() {

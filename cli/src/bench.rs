@@ -508,9 +508,11 @@ fn round(x: f64, digits: i32) -> f64 {
 
 fn machine() -> Json {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
+    let model =
+        cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let load =
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     json!({ "cores": cores, "cpu": model, "load_average_at_start": load, "os": std::env::consts::OS, "arch": std::env::consts::ARCH })
 }
 
@@ -582,7 +584,11 @@ impl Run {
 }
 
 /// Runs `capturers` threads calling `one` until `duration` has passed; times every call.
-fn drive(capturers: usize, duration: Duration, one: impl Fn(usize, u64) -> BenchResult<()> + Sync) -> BenchResult<(u64, f64, Vec<u64>)> {
+fn drive(
+    capturers: usize,
+    duration: Duration,
+    one: impl Fn(usize, u64) -> BenchResult<()> + Sync,
+) -> BenchResult<(u64, f64, Vec<u64>)> {
     let barrier = Barrier::new(capturers + 1);
     let failed = AtomicBool::new(false);
     let one = &one;
@@ -1022,7 +1028,13 @@ fn bench_memory(report: &mut Report, plan: &Plan, base: &Path, batch_kb: u32) ->
     report.rows.push(
         Row::new(
             format!("peak RSS, capture + upload {} events", large.0),
-            format!("{:.1} MiB ({:+.1}% vs {} events: {:.1} MiB)", mib(kib(&large.1)), growth * 100.0, small.0, mib(kib(&small.1))),
+            format!(
+                "{:.1} MiB ({:+.1}% vs {} events: {:.1} MiB)",
+                mib(kib(&large.1)),
+                growth * 100.0,
+                small.0,
+                mib(kib(&small.1))
+            ),
         )
         .baseline(format!("receiver (other process) peak {:.1} MiB", mib(receiver_peak.unwrap_or(0))))
         .goal("flat (<= +10%) and < 64 MiB", flat && below),
@@ -1200,15 +1212,39 @@ fn callgrind_total(file: &Path) -> BenchResult<u64> {
 /// Frames that are only plumbing (thread start, runtime, main): never the "top cost".
 fn plumbing(name: &str) -> bool {
     const SKIP: &[&str] = &[
-        "???", "0x", "_start", "__libc_start", "start_thread", "clone", "main", "std::rt::", "std::sys::", "core::ops::function",
-        "std::thread::", "__rust_begin_short_backtrace", "std::panicking", "std::panic", "verbatim::main", "verbatim::bench::",
-        "<alloc::boxed::Box<F,A> as core::ops::function", "tokio::runtime", "_dl_", "verbatim_core::block_on",
-        "core::panic", "std::sys_common", "verbatim::",
+        "???",
+        "0x",
+        "_start",
+        "__libc_start",
+        "start_thread",
+        "clone",
+        "main",
+        "std::rt::",
+        "std::sys::",
+        "core::ops::function",
+        "std::thread::",
+        "__rust_begin_short_backtrace",
+        "std::panicking",
+        "std::panic",
+        "verbatim::main",
+        "verbatim::bench::",
+        "<alloc::boxed::Box<F,A> as core::ops::function",
+        "tokio::runtime",
+        "_dl_",
+        "verbatim_core::block_on",
+        "core::panic",
+        "std::sys_common",
+        "verbatim::",
         // The writer's own scaffolding: the work it does is named below it.
-        "verbatim_core::queue::writer::Writer::", "verbatim_core::queue::writer::Core::append",
-        "verbatim_core::queue::writer::Core::perform", "verbatim_core::queue::writer::Core::capture",
-        "verbatim_core::agent::Agent::capture", "verbatim_core::agent::build_job", "verbatim_core::queue::writer::Pending::new",
-        "verbatim_core::block_on", "cipher::stream::core_api",
+        "verbatim_core::queue::writer::Writer::",
+        "verbatim_core::queue::writer::Core::append",
+        "verbatim_core::queue::writer::Core::perform",
+        "verbatim_core::queue::writer::Core::capture",
+        "verbatim_core::agent::Agent::capture",
+        "verbatim_core::agent::build_job",
+        "verbatim_core::queue::writer::Pending::new",
+        "verbatim_core::block_on",
+        "cipher::stream::core_api",
     ];
     SKIP.iter().any(|s| name.starts_with(s))
 }
@@ -1384,7 +1420,8 @@ fn bench_size(report: &mut Report, lib: Option<&Path>, unstripped: Option<&Path>
     };
     let _ = std::fs::remove_file(&stripped);
     let breakdown = unstripped.map(crate_breakdown).transpose()?.unwrap_or_default();
-    let shown: Vec<String> = breakdown.iter().take(8).map(|(c, b, p)| format!("{c} {:.0} KiB ({p:.0}%)", *b as f64 / 1024.0)).collect();
+    let shown: Vec<String> =
+        breakdown.iter().take(8).map(|(c, b, p)| format!("{c} {:.0} KiB ({p:.0}%)", *b as f64 / 1024.0)).collect();
     report.rows.push(
         Row::new("size: bindings host cdylib, stripped", format!("{:.2} MiB", size as f64 / 1048576.0))
             .baseline(if shown.is_empty() {
@@ -1436,8 +1473,12 @@ fn crate_of(symbol: &str) -> String {
         // Not Rust: ring's C and assembly (prefixed, or its bignum kernels), the UniFFI exports,
         // and otherwise the bundled SQLite, most of whose functions are static and unprefixed.
         let lower = s.to_ascii_lowercase();
-        return if lower.starts_with("ring_core") || lower.starts_with("ecp_nistz") || lower.contains("mul4x") || lower.contains("mulx4x")
-            || lower.starts_with("bn_") || lower.contains("gfp_")
+        return if lower.starts_with("ring_core")
+            || lower.starts_with("ecp_nistz")
+            || lower.contains("mul4x")
+            || lower.contains("mulx4x")
+            || lower.starts_with("bn_")
+            || lower.contains("gfp_")
         {
             "ring (C/asm)".into()
         } else if lower.starts_with("uniffi") || lower.starts_with("ffi_") {
@@ -1452,8 +1493,11 @@ fn crate_of(symbol: &str) -> String {
     let head: String = head.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     let generic = head.is_empty()
         || head.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        || ["u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "str", "bool", "char", "f32", "f64"]
-            .contains(&head.as_str());
+        || [
+            "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "str", "bool", "char", "f32",
+            "f64",
+        ]
+        .contains(&head.as_str());
     match (generic, s.split_once(" as ")) {
         // `<T as some_crate::Trait>::f`: the trait's crate.
         (true, Some((_, rest))) => crate_of(rest),

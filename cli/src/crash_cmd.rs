@@ -295,7 +295,12 @@ impl World {
             &format!("https://127.0.0.1:{}", w.port),
             public,
             token.expose(),
-            &[("tenant_id", s(TENANT)), ("device_id", s(&device)), ("archive_ca_pem", s(&ca)), ("max_batch_kb", Value::Integer(128))],
+            &[
+                ("tenant_id", s(TENANT)),
+                ("device_id", s(&device)),
+                ("archive_ca_pem", s(&ca)),
+                ("max_batch_kb", Value::Integer(128)),
+            ],
         );
         let json = serde_json::to_vec_pretty(&tree).map_err(|e| e.to_string())?;
         std::fs::write(&w.policy, json).map_err(|e| format!("{}: {e}", w.policy.display()))?;
@@ -308,7 +313,16 @@ impl World {
 
     fn start_receiver(&mut self) -> HResult<()> {
         let listen = format!("127.0.0.1:{}", self.port);
-        let args = [a("receive"), a("--listen"), a(listen), a("--data"), a(&self.data), a("--tokens"), a(&self.tokens), a("--self-signed")];
+        let args = [
+            a("receive"),
+            a("--listen"),
+            a(listen),
+            a("--data"),
+            a(&self.data),
+            a("--tokens"),
+            a(&self.tokens),
+            a("--self-signed"),
+        ];
         let p = Proc::spawn(&self.exe, &args, &self.dir.join("receiver.log"))?;
         let end = Instant::now() + CHILD_TIMEOUT;
         loop {
@@ -317,7 +331,11 @@ impl World {
                 Ok(_) => continue,
                 Err(RecvTimeoutError::Timeout) => return Err("receiver did not start listening within 60 s".into()),
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(format!("receiver exited before listening on port {} (see {})", self.port, self.dir.join("receiver.log").display()));
+                    return Err(format!(
+                        "receiver exited before listening on port {} (see {})",
+                        self.port,
+                        self.dir.join("receiver.log").display()
+                    ));
                 }
             }
         }
@@ -331,7 +349,13 @@ impl World {
 
     /// Runs `verbatim simulate`, killing it after `kill_after_acks` acknowledged events or
     /// `kill_after` from its start; with neither it runs to completion.
-    fn simulate(&mut self, seed: u64, events: u64, kill_after_acks: Option<u64>, kill_after: Option<Duration>) -> HResult<DeviceRun> {
+    fn simulate(
+        &mut self,
+        seed: u64,
+        events: u64,
+        kill_after_acks: Option<u64>,
+        kill_after: Option<Duration>,
+    ) -> HResult<DeviceRun> {
         self.device_runs += 1;
         let args = [
             a("simulate"),
@@ -407,8 +431,15 @@ impl World {
 
     fn upload_child(&mut self, deadline_ms: u64) -> HResult<Proc> {
         self.upload_sessions += 1;
-        let args =
-            [a("upload"), a("--state"), a(&self.state), a("--policy"), a(&self.policy), a("--deadline-ms"), a(deadline_ms.to_string())];
+        let args = [
+            a("upload"),
+            a("--state"),
+            a(&self.state),
+            a("--policy"),
+            a(&self.policy),
+            a("--deadline-ms"),
+            a(deadline_ms.to_string()),
+        ];
         Proc::spawn(&self.exe, &args, &self.dir.join("upload.log"))
     }
 
@@ -447,7 +478,11 @@ impl World {
     }
 
     fn inspect(&self) -> HResult<serde_json::Value> {
-        let out = Command::new(&self.exe).args(["inspect", "--state"]).arg(&self.state).output().map_err(|e| format!("inspect: {e}"))?;
+        let out = Command::new(&self.exe)
+            .args(["inspect", "--state"])
+            .arg(&self.state)
+            .output()
+            .map_err(|e| format!("inspect: {e}"))?;
         serde_json::from_slice(&out.stdout).map_err(|e| format!("inspect output: {e}"))
     }
 
@@ -671,7 +706,13 @@ fn harness(args: &CrashTestArgs, seed: u64) -> HResult<CrashReport> {
 
     let started = Instant::now();
     let mut rng = Rng::new(seed);
-    let mut report = CrashReport { seed, iterations_requested: args.iterations, chain_ok: true, work_dir: dir.display().to_string(), ..Default::default() };
+    let mut report = CrashReport {
+        seed,
+        iterations_requested: args.iterations,
+        chain_ok: true,
+        work_dir: dir.display().to_string(),
+        ..Default::default()
+    };
     let mut done = 0u64;
     let mut round = 0u64;
     while done < args.iterations {
@@ -764,7 +805,11 @@ fn run_round(
 
 fn print_report(r: &CrashReport, json: bool) {
     let kinds = |m: &BTreeMap<String, u64>| {
-        ["startup", "capture", "upload", "receiver"].iter().map(|k| format!("{k} {}", m.get(*k).copied().unwrap_or(0))).collect::<Vec<_>>().join(", ")
+        ["startup", "capture", "upload", "receiver"]
+            .iter()
+            .map(|k| format!("{k} {}", m.get(*k).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     println!("Verbatim crash-test report (seed {})", r.seed);
     println!("  kill points                {} ({})", r.kill_points.values().sum::<u64>(), kinds(&r.kill_points));
@@ -775,7 +820,10 @@ fn print_report(r: &CrashReport, json: bool) {
     println!("  archived                   {}", r.archived);
     println!("  missing                    {}", r.missing);
     println!("  duplicates                 {}", r.duplicates);
-    println!("  archived, ack not printed  {} (killed between commit and print: durable, as promised)", r.archived_unacknowledged);
+    println!(
+        "  archived, ack not printed  {} (killed between commit and print: durable, as promised)",
+        r.archived_unacknowledged
+    );
     println!("  records archived           {}", r.records_archived);
     println!("  gaps / alerts              {} / {}", r.gaps, r.alerts);
     println!("  chain verified             {}", if r.chain_ok { "yes" } else { "NO" });

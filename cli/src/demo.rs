@@ -69,7 +69,9 @@ fn progress(text: &str) {
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
-    if let Some(level) = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok()) { let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).try_init(); }
+    if let Some(level) = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok()) {
+        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).try_init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -161,14 +163,13 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     let captured = captured_ids.len() as u64;
     let capture_rate = captured as f64 / capture_secs.max(1e-9);
     progress(&format!(
-            "{captured} captured, {} dropped as out of scope, in {:.2} s ({:.0} events/s); queue {} records, {:.1} MB sealed",
-            out_of_scope_ids.len(),
-            capture_secs,
-            capture_rate,
-            agent.status().queue_records,
-            agent.status().queue_bytes as f64 / 1e6
-        ),
-    );
+        "{captured} captured, {} dropped as out of scope, in {:.2} s ({:.0} events/s); queue {} records, {:.1} MB sealed",
+        out_of_scope_ids.len(),
+        capture_secs,
+        capture_rate,
+        agent.status().queue_records,
+        agent.status().queue_bytes as f64 / 1e6
+    ));
 
     // Upload through faults, with a device restart in the middle.
     eprintln!("[4/6] upload through injected faults");
@@ -203,7 +204,10 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     let verified = verbatim_receiver::verify(&archive_dir).map_err(|e| format!("verify: {e}"))?;
     let export_dir = dir.join("export");
     let summary = verbatim_receiver::export(&archive_dir, &secret, &export_dir).map_err(|e| format!("export: {e}"))?;
-    progress(&format!("{} records held, chain verified: {}, export errors: {}", verified.totals.records, verified.totals.ok, summary.errors));
+    progress(&format!(
+        "{} records held, chain verified: {}, export errors: {}",
+        verified.totals.records, verified.totals.ok, summary.errors
+    ));
 
     eprintln!("[6/6] compare what the device captured with what the archive holds");
     let exported = verbatim_receiver::source_ids(&export_dir).map_err(|e| format!("reading the export: {e}"))?;
@@ -359,16 +363,15 @@ async fn upload(
     let (mut sessions, mut restarts, mut bytes, mut records) = (0usize, 0u32, 0u64, 0u64);
     let log = |r: &UploadReport, sessions: usize| {
         progress(&format!(
-                "session {sessions}: {:?}, {} records in {} batches, {} retries, {} duplicates, acked through {}{}",
-                r.stopped,
-                r.records_sent,
-                r.batches,
-                r.retries,
-                r.duplicates,
-                r.acked_through,
-                r.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
-            ),
-        );
+            "session {sessions}: {:?}, {} records in {} batches, {} retries, {} duplicates, acked through {}{}",
+            r.stopped,
+            r.records_sent,
+            r.batches,
+            r.retries,
+            r.duplicates,
+            r.acked_through,
+            r.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        ));
     };
     // A short first window, then the phone restarts the app mid-upload.
     let first = agent.upload(UploadOptions::new(FIRST_WINDOW, NetworkState::Unmetered)).await;
@@ -417,11 +420,20 @@ fn print_report(r: &DemoReport, json: bool) {
     println!("  alerts                     {}", r.alerts);
     println!("  attachments verified       {} ({} files, SHA-256 checked)", yes(r.attachments_verified), r.attachments);
     println!("  agent events archived      {}", r.agent_events);
-    println!("  faults injected / met      {} / {}; device restarts {}; upload sessions {}", r.faults_injected, r.faults_met, r.device_restarts, r.upload_sessions);
+    println!(
+        "  faults injected / met      {} / {}; device restarts {}; upload sessions {}",
+        r.faults_injected, r.faults_met, r.device_restarts, r.upload_sessions
+    );
     println!("  capture throughput         {:.0} events/s (sealed, chained, durable)", r.capture_events_per_s);
-    println!("  upload throughput          {:.0} records/s, {:.1} MB/s (through the faults)", r.upload_records_per_s, r.upload_mb_per_s);
+    println!(
+        "  upload throughput          {:.0} records/s, {:.1} MB/s (through the faults)",
+        r.upload_records_per_s, r.upload_mb_per_s
+    );
     println!("  export                     {}", r.export_dir);
-    println!("  result                     {}", if r.ok { "OK: nothing lost, nothing duplicated, nothing personal taken" } else { "FAILED" });
+    println!(
+        "  result                     {}",
+        if r.ok { "OK: nothing lost, nothing duplicated, nothing personal taken" } else { "FAILED" }
+    );
     if json {
         println!("{}", serde_json::to_string(r).expect("report serialises"));
     }

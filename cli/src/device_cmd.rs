@@ -198,7 +198,8 @@ pub fn upload(args: UploadArgs) -> ExitCode {
         Err(code) => return code,
     };
     let rt = runtime();
-    let options = verbatim_core::upload::UploadOptions::new(std::time::Duration::from_millis(args.deadline_ms), args.network.into());
+    let options =
+        verbatim_core::upload::UploadOptions::new(std::time::Duration::from_millis(args.deadline_ms), args.network.into());
     let report = rt.block_on(agent.upload(options));
     println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
     let _ = rt.block_on(agent.close());

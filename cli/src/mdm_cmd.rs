@@ -61,9 +61,5 @@ fn write_if_changed(path: &Path, contents: &str) -> std::io::Result<&'static str
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, contents)?;
-    Ok(if existing.is_some() {
-        "updated"
-    } else {
-        "created"
-    })
+    Ok(if existing.is_some() { "updated" } else { "created" })
 }

@@ -33,13 +33,18 @@ async fn archive() -> Archive {
 
 impl Archive {
     fn policy(&self, device: &str) -> Value {
-        let token = verbatim_receiver::add_device(&self.dir.path().join("data").join("tokens.jsonl"), "acme-securities", device).unwrap();
+        let token =
+            verbatim_receiver::add_device(&self.dir.path().join("data").join("tokens.jsonl"), "acme-securities", device).unwrap();
         let s = |v: &str| Value::String(v.to_string());
         sample_policy(
             &self.receiver.url(),
             &self.public,
             token.expose(),
-            &[("tenant_id", s("acme-securities")), ("device_id", s(device)), ("archive_ca_pem", s(self.receiver.ca_pem().unwrap()))],
+            &[
+                ("tenant_id", s("acme-securities")),
+                ("device_id", s(device)),
+                ("archive_ca_pem", s(self.receiver.ca_pem().unwrap())),
+            ],
         )
     }
 

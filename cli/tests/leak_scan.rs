@@ -48,7 +48,13 @@ fn key_needle(what: &str, raw: &[u8]) -> Needle {
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     Needle {
         what: what.to_string(),
-        forms: vec![raw.to_vec(), hex.clone().into_bytes(), hex.to_uppercase().into_bytes(), b64.trim_end_matches('=').as_bytes().to_vec(), b64url.into_bytes()],
+        forms: vec![
+            raw.to_vec(),
+            hex.clone().into_bytes(),
+            hex.to_uppercase().into_bytes(),
+            b64.trim_end_matches('=').as_bytes().to_vec(),
+            b64url.into_bytes(),
+        ],
     }
 }
 
@@ -148,10 +154,8 @@ fn token_id(archive_dir: &Path) -> String {
 fn the_demo_under_trace_logging_leaves_no_content_token_or_key_in_logs_or_stores() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let (out, err) = run(
-        &["demo", "--dir", dir.to_str().unwrap(), "--events", "300", "--large-attachment-mb", "2"],
-        Duration::from_secs(240),
-    );
+    let (out, err) =
+        run(&["demo", "--dir", dir.to_str().unwrap(), "--events", "300", "--large-attachment-mb", "2"], Duration::from_secs(240));
     let stderr = String::from_utf8_lossy(&err).to_string();
     assert!(
         stderr.contains(" TRACE ") && stderr.contains(" DEBUG ") && stderr.contains(" INFO "),
@@ -167,7 +171,8 @@ fn the_demo_under_trace_logging_leaves_no_content_token_or_key_in_logs_or_stores
     let exported_phrases = PHRASES.iter().filter(|p| find(&export_text, p.as_bytes()).is_some()).count();
     assert!(exported_phrases >= 3, "the export holds {exported_phrases} of the workload's phrases: the phrase list is stale");
     let attachment = std::fs::read(dir.join("phone-files").join("quarterly-deck.pdf")).unwrap();
-    let samples: Vec<&[u8]> = [0usize, 65_500, 1_000_000, attachment.len() - 64].iter().map(|&at| &attachment[at..at + 48]).collect();
+    let samples: Vec<&[u8]> =
+        [0usize, 65_500, 1_000_000, attachment.len() - 64].iter().map(|&at| &attachment[at..at + 48]).collect();
     assert!(samples.iter().all(|s| find(&export_text, s).is_some()), "the export holds the attachment");
 
     // What must not leak: content, the token, the archive private key, every epoch key.
@@ -231,7 +236,19 @@ fn a_simulated_device_keeps_no_plaintext_on_disk_and_prints_none() {
     let policy = marked_policy(tmp.path(), &token);
     let state = tmp.path().join("device");
     let (out, err) = run(
-        &["simulate", "--state", state.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "--events", "200", "--seed", "7", "--body", BODY_MARKER],
+        &[
+            "simulate",
+            "--state",
+            state.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--events",
+            "200",
+            "--seed",
+            "7",
+            "--body",
+            BODY_MARKER,
+        ],
         Duration::from_secs(120),
     );
     assert!(String::from_utf8_lossy(&out).lines().filter(|l| l.starts_with("acked ")).count() > 100);
@@ -249,7 +266,11 @@ fn a_simulated_device_keeps_no_plaintext_on_disk_and_prints_none() {
     assert!(found.is_empty(), "leaks:\n{}", found.join("\n"));
     // `inspect` shows the queue's state, never content or credentials.
     let (out, err) = run(&["inspect", "--state", state.to_str().unwrap()], Duration::from_secs(30));
-    let found = scan(&[], &[("inspect stdout", &out), ("inspect stderr", &err)], &[text_needle("the body", BODY_MARKER), text_needle("the token", TOKEN_SECRET)]);
+    let found = scan(
+        &[],
+        &[("inspect stdout", &out), ("inspect stderr", &err)],
+        &[text_needle("the body", BODY_MARKER), text_needle("the token", TOKEN_SECRET)],
+    );
     assert!(found.is_empty(), "leaks:\n{}", found.join("\n"));
 }
 
@@ -259,7 +280,10 @@ fn the_device_token_is_never_stored_on_the_device() {
     let token = format!("vbt1.00112233445566778899aabbccddeeff.{TOKEN_SECRET}");
     let policy = marked_policy(tmp.path(), &token);
     let state = tmp.path().join("device");
-    run(&["simulate", "--state", state.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "--events", "5", "--seed", "7"], Duration::from_secs(60));
+    run(
+        &["simulate", "--state", state.to_str().unwrap(), "--policy", policy.to_str().unwrap(), "--events", "5", "--seed", "7"],
+        Duration::from_secs(60),
+    );
     let files = files_under(&state);
     assert!(files.iter().any(|f| f.ends_with("queue.sqlite3")), "{files:?}");
     // Positive control: the policy's other values are kept, so the scan reads the right bytes.

@@ -158,7 +158,9 @@ fn run(devices: u64, events: u64, text_bytes: usize, wave: usize) -> Figures {
                     ],
                 );
                 tasks.push(tokio::spawn(async move {
-                    let agent = tokio::task::spawn_blocking(move || Agent::open(&device_dir, AgentOptions::default()).unwrap()).await.unwrap();
+                    let agent = tokio::task::spawn_blocking(move || Agent::open(&device_dir, AgentOptions::default()).unwrap())
+                        .await
+                        .unwrap();
                     agent.apply_policy(&policy).await.unwrap();
                     for _ in 0..5 {
                         if agent.upload(session()).await.stopped == StopReason::Done {
@@ -300,5 +302,9 @@ fn two_hundred_devices_upload_at_once_and_the_archive_keeps_every_record_in_boun
 #[test]
 fn first_contact_of_two_hundred_devices_stays_within_bounded_memory() {
     let f = run(200, 1, 100, 200);
-    assert!(f.first_contact_peak_kb < 512 * MB, "receiver peak RSS {} MB over first contact: {f:?}", f.first_contact_peak_kb / 1024);
+    assert!(
+        f.first_contact_peak_kb < 512 * MB,
+        "receiver peak RSS {} MB over first contact: {f:?}",
+        f.first_contact_peak_kb / 1024
+    );
 }

@@ -13,10 +13,7 @@ use verbatim_core::policy::{self, ProblemKind, Value, file};
 const REGENERATE: &str = "cargo run -p verbatim-cli -- policy export-artifacts --out .";
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
 }
 
 fn generated(path: &str) -> String {
@@ -38,25 +35,15 @@ fn committed_artifacts_match_the_schema() {
     for artifact in artifacts::artifacts(PLACEHOLDER_BUNDLE_ID) {
         match std::fs::read_to_string(root.join(artifact.path)) {
             Ok(committed) if committed == artifact.contents => {}
-            Ok(_) => stale.push(format!(
-                "{} differs from what the schema generates",
-                artifact.path
-            )),
+            Ok(_) => stale.push(format!("{} differs from what the schema generates", artifact.path)),
             Err(e) => stale.push(format!("{} cannot be read ({e})", artifact.path)),
         }
     }
-    assert!(
-        stale.is_empty(),
-        "{}\nregenerate from the repository root with: {REGENERATE}",
-        stale.join("\n")
-    );
+    assert!(stale.is_empty(), "{}\nregenerate from the repository root with: {REGENERATE}", stale.join("\n"));
 }
 
 fn verbatim(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_verbatim"))
-        .args(args)
-        .output()
-        .expect("run verbatim")
+    Command::new(env!("CARGO_BIN_EXE_verbatim")).args(args).output().expect("run verbatim")
 }
 
 #[test]
@@ -64,57 +51,27 @@ fn export_artifacts_writes_every_file_then_reports_them_unchanged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().to_str().expect("utf-8 path");
     let first = verbatim(&["policy", "export-artifacts", "--out", out_dir]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let stdout = String::from_utf8_lossy(&first.stdout);
     for artifact in artifacts::artifacts(PLACEHOLDER_BUNDLE_ID) {
-        let written =
-            std::fs::read_to_string(dir.path().join(artifact.path)).expect("file written");
+        let written = std::fs::read_to_string(dir.path().join(artifact.path)).expect("file written");
         assert_eq!(written, artifact.contents, "{}", artifact.path);
-        assert!(
-            stdout.contains(&format!(
-                "created {}",
-                dir.path().join(artifact.path).display()
-            )),
-            "{stdout}"
-        );
+        assert!(stdout.contains(&format!("created {}", dir.path().join(artifact.path).display())), "{stdout}");
     }
     let second = verbatim(&["policy", "export-artifacts", "--out", out_dir]);
     assert!(second.status.success());
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert_eq!(
-        stdout.lines().count(),
-        artifacts::artifacts(PLACEHOLDER_BUNDLE_ID).len(),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().all(|l| l.starts_with("unchanged ")),
-        "{stdout}"
-    );
+    assert_eq!(stdout.lines().count(), artifacts::artifacts(PLACEHOLDER_BUNDLE_ID).len(), "{stdout}");
+    assert!(stdout.lines().all(|l| l.starts_with("unchanged ")), "{stdout}");
 }
 
 #[test]
 fn export_artifacts_takes_the_app_bundle_id_and_refuses_an_invalid_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().to_str().expect("utf-8 path");
-    let ok = verbatim(&[
-        "policy",
-        "export-artifacts",
-        "--out",
-        out_dir,
-        "--bundle-id",
-        "com.acme.Messenger",
-    ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let specfile =
-        std::fs::read_to_string(dir.path().join(artifacts::SPECFILE_PATH)).expect("specfile");
+    let ok = verbatim(&["policy", "export-artifacts", "--out", out_dir, "--bundle-id", "com.acme.Messenger"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let specfile = std::fs::read_to_string(dir.path().join(artifacts::SPECFILE_PATH)).expect("specfile");
     assert!(specfile.contains("<bundleId>com.acme.Messenger</bundleId>"));
 
     let other = tempfile::tempdir().expect("temp dir");
@@ -128,13 +85,7 @@ fn export_artifacts_takes_the_app_bundle_id_and_refuses_an_invalid_one() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bundle identifier"));
-    assert!(
-        std::fs::read_dir(other.path())
-            .expect("dir")
-            .next()
-            .is_none(),
-        "nothing written"
-    );
+    assert!(std::fs::read_dir(other.path()).expect("dir").next().is_none(), "nothing written");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,15 +93,12 @@ fn export_artifacts_takes_the_app_bundle_id_and_refuses_an_invalid_one() {
 // ---------------------------------------------------------------------------------------------
 
 fn specfile() -> Element {
-    parse_xml(&generated(artifacts::SPECFILE_PATH))
-        .unwrap_or_else(|e| panic!("specfile is not well-formed XML: {e}"))
+    parse_xml(&generated(artifacts::SPECFILE_PATH)).unwrap_or_else(|e| panic!("specfile is not well-formed XML: {e}"))
 }
 
 /// The value of `<language value="en-US">` under `el`.
 fn english(el: &Element) -> String {
-    let language = el
-        .child("language")
-        .unwrap_or_else(|| panic!("<{}> has no <language>", el.name));
+    let language = el.child("language").unwrap_or_else(|| panic!("<{}> has no <language>", el.name));
     assert_eq!(language.attr("value"), Some("en-US"));
     language.text()
 }
@@ -161,17 +109,10 @@ fn specfile_is_well_formed_and_lists_every_key_with_its_type() {
     assert_eq!(root.name, "managedAppConfiguration");
     let order: Vec<&str> = root.elements().map(|e| e.name.as_str()).collect();
     assert_eq!(order, ["version", "bundleId", "dict", "presentation"]);
-    let version: u32 = root
-        .child("version")
-        .expect("version")
-        .text()
-        .parse()
-        .expect("integer version");
+    let version: u32 = root.child("version").expect("version").text().parse().expect("integer version");
     assert!((1..=99_999).contains(&version));
     assert_eq!(version, artifacts::SPECFILE_VERSION);
-    assert!(artifacts::is_valid_bundle_id(
-        &root.child("bundleId").expect("bundleId").text()
-    ));
+    assert!(artifacts::is_valid_bundle_id(&root.child("bundleId").expect("bundleId").text()));
 
     let dict = root.child("dict").expect("dict");
     let entries: Vec<&Element> = dict.elements().collect();
@@ -193,39 +134,22 @@ fn check_specfile_entry(entry: &Element, spec: &KeySpec) {
     assert_eq!(entry.name, expected, "{name}");
     // The schema's sequence: defaultValue?, constraint?.
     let children: Vec<&str> = entry.elements().map(|e| e.name.as_str()).collect();
-    assert!(
-        children == ["constraint"] || children == ["defaultValue", "constraint"],
-        "{name}: {children:?}"
-    );
+    assert!(children == ["constraint"] || children == ["defaultValue", "constraint"], "{name}: {children:?}");
 
     let constraint = entry.child("constraint").expect("constraint");
     let nullable = if spec.required { "false" } else { "true" };
     assert_eq!(constraint.attr("nullable"), Some(nullable), "{name}");
     if let KeyKind::Integer { min, max } = spec.kind {
-        assert_eq!(
-            constraint.attr("min"),
-            Some(min.to_string().as_str()),
-            "{name}"
-        );
-        assert_eq!(
-            constraint.attr("max"),
-            Some(max.to_string().as_str()),
-            "{name}"
-        );
+        assert_eq!(constraint.attr("min"), Some(min.to_string().as_str()), "{name}");
+        assert_eq!(constraint.attr("max"), Some(max.to_string().as_str()), "{name}");
     }
     let allowed: Option<Vec<String>> = match spec.kind {
         KeyKind::Enum(words) => Some(words.iter().map(|w| w.to_string()).collect()),
-        KeyKind::ChannelList => Some(
-            Channel::ALL
-                .iter()
-                .map(|c| c.as_str().to_string())
-                .collect(),
-        ),
+        KeyKind::ChannelList => Some(Channel::ALL.iter().map(|c| c.as_str().to_string()).collect()),
         _ => None,
     };
-    let listed: Option<Vec<String>> = constraint
-        .child("values")
-        .map(|v| v.children_named("value").iter().map(|e| e.text()).collect());
+    let listed: Option<Vec<String>> =
+        constraint.child("values").map(|v| v.children_named("value").iter().map(|e| e.text()).collect());
     assert_eq!(listed, allowed, "{name}: allowed values");
 
     match entry.child("defaultValue") {
@@ -234,29 +158,17 @@ fn check_specfile_entry(entry: &Element, spec: &KeySpec) {
             assert_eq!(variable.attr("value"), Some("serialNumber"));
         }
         Some(default) => {
-            let values: Vec<String> = default
-                .children_named("value")
-                .iter()
-                .map(|e| e.text())
-                .collect();
-            let schema = spec
-                .default
-                .unwrap_or_else(|| panic!("{name}: default in specfile, not in schema"));
+            let values: Vec<String> = default.children_named("value").iter().map(|e| e.text()).collect();
+            let schema = spec.default.unwrap_or_else(|| panic!("{name}: default in specfile, not in schema"));
             let schema: Vec<String> = schema.split(',').map(|s| s.trim().to_string()).collect();
             assert_eq!(values, schema, "{name}");
             // Every default is valid for the agent.
             let tree = Value::dict([(name, Value::from(values.join(",").as_str()))]);
             if let Err(rejected) = policy::parse(&tree) {
-                assert!(
-                    rejected.problems.iter().all(|p| p.key != name),
-                    "{name}: {rejected}"
-                );
+                assert!(rejected.problems.iter().all(|p| p.key != name), "{name}: {rejected}");
             }
         }
-        None => assert!(
-            spec.default.is_none(),
-            "{name}: schema default missing from the specfile"
-        ),
+        None => assert!(spec.default.is_none(), "{name}: schema default missing from the specfile"),
     }
 }
 
@@ -273,10 +185,7 @@ fn specfile_presentation_has_one_labelled_field_per_key() {
         assert_eq!(group_children[0].name, "name", "name comes first");
         fields.extend(group_children[1..].iter().copied());
     }
-    let mut names: Vec<&str> = fields
-        .iter()
-        .map(|f| f.attr("keyName").expect("keyName"))
-        .collect();
+    let mut names: Vec<&str> = fields.iter().map(|f| f.attr("keyName").expect("keyName")).collect();
     names.sort_unstable();
     let mut all: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
     all.sort_unstable();
@@ -284,10 +193,7 @@ fn specfile_presentation_has_one_labelled_field_per_key() {
 
     for field in fields {
         assert_eq!(field.name, "field");
-        let spec = KEYS
-            .iter()
-            .find(|k| Some(k.name) == field.attr("keyName"))
-            .expect("known key");
+        let spec = KEYS.iter().find(|k| Some(k.name) == field.attr("keyName")).expect("known key");
         let expected = match spec.kind {
             KeyKind::Bool => "checkbox",
             KeyKind::Enum(_) => "select",
@@ -297,10 +203,7 @@ fn specfile_presentation_has_one_labelled_field_per_key() {
         };
         assert_eq!(field.attr("type"), Some(expected), "{}", spec.name);
         let order: Vec<&str> = field.elements().map(|e| e.name.as_str()).collect();
-        assert!(
-            order == ["label", "description"] || order == ["label", "description", "options"],
-            "{order:?}"
-        );
+        assert!(order == ["label", "description"] || order == ["label", "description", "options"], "{order:?}");
         assert!(!english(field.child("label").expect("label")).is_empty());
         let description = english(field.child("description").expect("description"));
         assert!(description.starts_with(spec.description), "{}", spec.name);
@@ -308,10 +211,7 @@ fn specfile_presentation_has_one_labelled_field_per_key() {
             assert!(description.contains("credential"), "{}", spec.name);
         }
         if let Some(options) = field.child("options") {
-            let values: Vec<&str> = options
-                .elements()
-                .map(|o| o.attr("value").expect("option value"))
-                .collect();
+            let values: Vec<&str> = options.elements().map(|o| o.attr("value").expect("option value")).collect();
             assert!(!values.is_empty());
             for option in options.elements() {
                 assert!(!english(option).is_empty());
@@ -333,20 +233,12 @@ fn android_resources() -> (Strings, Arrays) {
     let resources = parse_xml(&generated(artifacts::ANDROID_STRINGS_PATH))
         .unwrap_or_else(|e| panic!("strings file is not well-formed XML: {e}"));
     assert_eq!(resources.name, "resources");
-    let strings = resources
-        .children_named("string")
-        .iter()
-        .map(|s| (s.attr("name").expect("name").to_string(), s.text()))
-        .collect();
+    let strings =
+        resources.children_named("string").iter().map(|s| (s.attr("name").expect("name").to_string(), s.text())).collect();
     let arrays = resources
         .children_named("string-array")
         .iter()
-        .map(|a| {
-            (
-                a.attr("name").expect("name").to_string(),
-                a.children_named("item").iter().map(|i| i.text()).collect(),
-            )
-        })
+        .map(|a| (a.attr("name").expect("name").to_string(), a.children_named("item").iter().map(|i| i.text()).collect()))
         .collect();
     (strings, arrays)
 }
@@ -356,30 +248,15 @@ fn android_restrictions_list_every_key_with_resolvable_resources() {
     let root = parse_xml(&generated(artifacts::ANDROID_RESTRICTIONS_PATH))
         .unwrap_or_else(|e| panic!("app_restrictions.xml is not well-formed XML: {e}"));
     assert_eq!(root.name, "restrictions");
-    assert_eq!(
-        root.attr("xmlns:android"),
-        Some("http://schemas.android.com/apk/res/android")
-    );
+    assert_eq!(root.attr("xmlns:android"), Some("http://schemas.android.com/apk/res/android"));
     let (strings, arrays) = android_resources();
     let string = |reference: &str| {
-        let name = reference
-            .strip_prefix("@string/")
-            .unwrap_or_else(|| panic!("{reference} is not a string ref"));
-        strings
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no string {name}"))
+        let name = reference.strip_prefix("@string/").unwrap_or_else(|| panic!("{reference} is not a string ref"));
+        strings.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no string {name}"))
     };
     let array = |reference: &str| {
-        let name = reference
-            .strip_prefix("@array/")
-            .unwrap_or_else(|| panic!("{reference} is not an array ref"));
-        arrays
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no array {name}"))
+        let name = reference.strip_prefix("@array/").unwrap_or_else(|| panic!("{reference} is not an array ref"));
+        arrays.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no array {name}"))
     };
 
     let restrictions: Vec<&Element> = root.elements().collect();
@@ -395,64 +272,30 @@ fn android_restrictions_list_every_key_with_resolvable_resources() {
             KeyKind::ChannelList => "multi-select",
             _ => "string",
         };
-        assert_eq!(
-            restriction.attr("android:restrictionType"),
-            Some(expected),
-            "{name}"
-        );
-        assert!(
-            !string(restriction.attr("android:title").expect("title")).is_empty(),
-            "{name}"
-        );
-        let description = string(
-            restriction
-                .attr("android:description")
-                .expect("description"),
-        );
+        assert_eq!(restriction.attr("android:restrictionType"), Some(expected), "{name}");
+        assert!(!string(restriction.attr("android:title").expect("title")).is_empty(), "{name}");
+        let description = string(restriction.attr("android:description").expect("description"));
         if matches!(spec.kind, KeyKind::StringList | KeyKind::Pins) {
-            assert!(
-                description.contains("commas"),
-                "{name}: list keys must say they are comma-separated"
-            );
+            assert!(description.contains("commas"), "{name}: list keys must say they are comma-separated");
         }
 
         let default = restriction.attr("android:defaultValue");
         match spec.kind {
             KeyKind::Enum(words) => {
-                let values = array(
-                    restriction
-                        .attr("android:entryValues")
-                        .expect("entryValues"),
-                );
+                let values = array(restriction.attr("android:entryValues").expect("entryValues"));
                 let entries = array(restriction.attr("android:entries").expect("entries"));
-                assert_eq!(
-                    values,
-                    words.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-                    "{name}"
-                );
+                assert_eq!(values, words.iter().map(|w| w.to_string()).collect::<Vec<_>>(), "{name}");
                 assert_eq!(entries.len(), values.len(), "{name}");
                 assert_eq!(default, spec.default, "{name}");
             }
             KeyKind::ChannelList => {
-                let values = array(
-                    restriction
-                        .attr("android:entryValues")
-                        .expect("entryValues"),
-                );
+                let values = array(restriction.attr("android:entryValues").expect("entryValues"));
                 let entries = array(restriction.attr("android:entries").expect("entries"));
-                let channels: Vec<String> = Channel::ALL
-                    .iter()
-                    .map(|c| c.as_str().to_string())
-                    .collect();
+                let channels: Vec<String> = Channel::ALL.iter().map(|c| c.as_str().to_string()).collect();
                 assert_eq!(values, channels, "{name}");
                 assert_eq!(entries.len(), values.len(), "{name}");
                 let default = array(default.expect("multi-select default is an array"));
-                let schema: Vec<String> = spec
-                    .default
-                    .expect("default")
-                    .split(',')
-                    .map(str::to_string)
-                    .collect();
+                let schema: Vec<String> = spec.default.expect("default").split(',').map(str::to_string).collect();
                 assert_eq!(default, schema, "{name}");
             }
             _ => {
@@ -467,10 +310,7 @@ fn android_restrictions_list_every_key_with_resolvable_resources() {
 fn android_strings_are_valid_android_resource_text() {
     let text = generated(artifacts::ANDROID_STRINGS_PATH);
     let (strings, arrays) = android_resources();
-    let all = strings
-        .iter()
-        .map(|(_, v)| v.clone())
-        .chain(arrays.into_iter().flat_map(|(_, items)| items));
+    let all = strings.iter().map(|(_, v)| v.clone()).chain(arrays.into_iter().flat_map(|(_, items)| items));
     for value in all {
         // aapt2 rejects an apostrophe or double quote that is not backslash-escaped, and reads a
         // leading @ or ? as a reference.
@@ -479,21 +319,11 @@ fn android_strings_are_valid_android_resource_text() {
             if matches!(c, '\'' | '"') {
                 assert_eq!(previous, Some('\\'), "unescaped {c} in {value:?}");
             }
-            previous = if c == '\\' && previous == Some('\\') {
-                None
-            } else {
-                Some(c)
-            };
+            previous = if c == '\\' && previous == Some('\\') { None } else { Some(c) };
         }
-        assert!(
-            !value.starts_with('@') && !value.starts_with('?'),
-            "{value:?}"
-        );
+        assert!(!value.starts_with('@') && !value.starts_with('?'), "{value:?}");
     }
-    assert!(
-        text.contains("firm\\'s"),
-        "the schema's apostrophes are escaped"
-    );
+    assert!(text.contains("firm\\'s"), "the schema's apostrophes are escaped");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,20 +344,11 @@ fn substitute(console: Console, sample: &str) -> String {
         let value = match variable.key {
             "device_id" if console == Console::Intune => "b9841cd9-9843-405f-be28-b2265c59ef97",
             "device_id" => "F4KN99ZUG5V2",
-            "device_token" => {
-                "vbt1.00112233445566778899aabbccddeeff.c2FtcGxlLXRva2VuLXNhbXBsZS10b2tlbi1zYW1wbGU"
-            }
+            "device_token" => "vbt1.00112233445566778899aabbccddeeff.c2FtcGxlLXRva2VuLXNhbXBsZS10b2tlbi1zYW1wbGU",
             other => panic!("no sample value for {other}"),
         };
-        assert!(
-            text.contains(&format!("<string>{}</string>", variable.variable)),
-            "{}",
-            variable.variable
-        );
-        text = text.replace(
-            &format!("<string>{}</string>", variable.variable),
-            &format!("<string>{value}</string>"),
-        );
+        assert!(text.contains(&format!("<string>{}</string>", variable.variable)), "{}", variable.variable);
+        text = text.replace(&format!("<string>{}</string>", variable.variable), &format!("<string>{value}</string>"));
     }
     text
 }
@@ -536,34 +357,17 @@ fn substitute(console: Console, sample: &str) -> String {
 fn console_samples_are_plists_the_agent_accepts_once_variables_are_substituted() {
     for console in [Console::Intune, Console::Jamf] {
         let sample = generated(sample_path(console));
-        parse_xml(&sample)
-            .unwrap_or_else(|e| panic!("{console:?} sample is not well-formed XML: {e}"));
+        parse_xml(&sample).unwrap_or_else(|e| panic!("{console:?} sample is not well-formed XML: {e}"));
         let tree = file::from_bytes(substitute(console, &sample).as_bytes())
             .unwrap_or_else(|e| panic!("{console:?} sample is not a property list: {e}"));
-        let parsed =
-            policy::parse(&tree).unwrap_or_else(|r| panic!("{console:?} sample rejected:\n{r}"));
+        let parsed = policy::parse(&tree).unwrap_or_else(|r| panic!("{console:?} sample rejected:\n{r}"));
         // Only the placeholder warnings for the examples the admin must replace.
-        assert!(
-            parsed
-                .warnings
-                .iter()
-                .all(|w| w.kind == ProblemKind::Placeholder),
-            "{:?}",
-            parsed.warnings
-        );
-        let expected_id = if console == Console::Intune {
-            "b9841cd9-9843-405f-be28-b2265c59ef97"
-        } else {
-            "F4KN99ZUG5V2"
-        };
+        assert!(parsed.warnings.iter().all(|w| w.kind == ProblemKind::Placeholder), "{:?}", parsed.warnings);
+        let expected_id = if console == Console::Intune { "b9841cd9-9843-405f-be28-b2265c59ef97" } else { "F4KN99ZUG5V2" };
         assert_eq!(parsed.policy.device_id.as_deref(), Some(expected_id));
         // Every required key is present in the sample itself.
         for spec in KEYS.iter().filter(|k| k.required) {
-            assert!(
-                tree.get(spec.name).is_some(),
-                "{console:?}: {} missing",
-                spec.name
-            );
+            assert!(tree.get(spec.name).is_some(), "{console:?}: {} missing", spec.name);
         }
     }
 }
@@ -571,24 +375,14 @@ fn console_samples_are_plists_the_agent_accepts_once_variables_are_substituted()
 #[test]
 fn console_samples_are_refused_while_variables_are_unsubstituted() {
     for console in [Console::Intune, Console::Jamf] {
-        let tree =
-            file::from_bytes(generated(sample_path(console)).as_bytes()).expect("property list");
-        let rejected = policy::parse(&tree)
-            .expect_err("a console that did not substitute must not configure the agent");
+        let tree = file::from_bytes(generated(sample_path(console)).as_bytes()).expect("property list");
+        let rejected = policy::parse(&tree).expect_err("a console that did not substitute must not configure the agent");
         let mut keys: Vec<&str> = rejected.problems.iter().map(|p| p.key.as_str()).collect();
         keys.sort_unstable();
-        let mut variables: Vec<&str> = artifacts::mdm_variables(console)
-            .iter()
-            .map(|v| v.key)
-            .collect();
+        let mut variables: Vec<&str> = artifacts::mdm_variables(console).iter().map(|v| v.key).collect();
         variables.sort_unstable();
         assert_eq!(keys, variables, "{console:?}: {rejected}");
-        assert!(
-            rejected
-                .problems
-                .iter()
-                .all(|p| p.kind == ProblemKind::InvalidValue)
-        );
+        assert!(rejected.problems.iter().all(|p| p.kind == ProblemKind::InvalidValue));
     }
 }
 
@@ -596,27 +390,11 @@ fn console_samples_are_refused_while_variables_are_unsubstituted() {
 fn policy_check_reads_a_bare_dict_as_pasted_into_a_console() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jamf.plist");
-    std::fs::write(
-        &path,
-        substitute(Console::Jamf, &generated(artifacts::JAMF_PLIST_PATH)),
-    )
-    .expect("write");
+    std::fs::write(&path, substitute(Console::Jamf, &generated(artifacts::JAMF_PLIST_PATH))).expect("write");
     let out = verbatim(&["policy", "check", path.to_str().expect("utf-8 path")]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !all.contains("c2FtcGxl"),
-        "the token must never be printed: {all}"
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("c2FtcGxl"), "the token must never be printed: {all}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,10 +418,7 @@ struct Element {
 
 impl Element {
     fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     fn elements(&self) -> impl Iterator<Item = &Element> {
@@ -710,10 +485,7 @@ impl XmlReader<'_> {
     }
 
     fn skip_past(&mut self, end: &str) -> Result<&str, String> {
-        let at = self
-            .rest()
-            .find(end)
-            .ok_or_else(|| self.error(&format!("missing {end}")))?;
+        let at = self.rest().find(end).ok_or_else(|| self.error(&format!("missing {end}")))?;
         let body = &self.s[self.pos..self.pos + at];
         self.pos += at + end.len();
         Ok(body)
@@ -761,10 +533,8 @@ impl XmlReader<'_> {
         let len = rest
             .char_indices()
             .find(|&(i, c)| {
-                let ok = c.is_ascii_alphabetic()
-                    || c == '_'
-                    || c == ':'
-                    || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '.'));
+                let ok =
+                    c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '.'));
                 !ok
             })
             .map_or(rest.len(), |(i, _)| i);
@@ -785,11 +555,7 @@ impl XmlReader<'_> {
             self.skip_whitespace();
             if self.rest().starts_with("/>") {
                 self.pos += 2;
-                return Ok(Element {
-                    name,
-                    attrs,
-                    children: Vec::new(),
-                });
+                return Ok(Element { name, attrs, children: Vec::new() });
             }
             if self.rest().starts_with('>') {
                 self.pos += 1;
@@ -802,11 +568,7 @@ impl XmlReader<'_> {
             self.skip_whitespace();
             self.expect("=")?;
             self.skip_whitespace();
-            let quote = self
-                .rest()
-                .chars()
-                .next()
-                .filter(|c| *c == '"' || *c == '\'');
+            let quote = self.rest().chars().next().filter(|c| *c == '"' || *c == '\'');
             let quote = quote.ok_or_else(|| self.error("attribute value must be quoted"))?;
             self.pos += 1;
             let raw = self.skip_past(&quote.to_string())?.to_string();
@@ -829,11 +591,7 @@ impl XmlReader<'_> {
                 }
                 self.skip_whitespace();
                 self.expect(">")?;
-                return Ok(Element {
-                    name,
-                    attrs,
-                    children,
-                });
+                return Ok(Element { name, attrs, children });
             } else if self.rest().starts_with("<!--") {
                 self.comment()?;
             } else if self.rest().starts_with("<![CDATA[") {
@@ -866,9 +624,7 @@ impl XmlReader<'_> {
         while let Some(at) = rest.find('&') {
             out.push_str(&rest[..at]);
             let after = &rest[at + 1..];
-            let end = after
-                .find(';')
-                .ok_or_else(|| self.error("`&` without `;`"))?;
+            let end = after.find(';').ok_or_else(|| self.error("`&` without `;`"))?;
             let entity = &after[..end];
             let c = match entity {
                 "amp" => '&',
@@ -884,8 +640,7 @@ impl XmlReader<'_> {
                     } else {
                         None
                     };
-                    code.and_then(char::from_u32)
-                        .ok_or_else(|| self.error(&format!("bad reference &{entity};")))?
+                    code.and_then(char::from_u32).ok_or_else(|| self.error(&format!("bad reference &{entity};")))?
                 }
             };
             out.push(c);
@@ -911,10 +666,7 @@ fn the_xml_reader_rejects_malformed_documents() {
     ] {
         assert!(parse_xml(bad).is_err(), "{bad}");
     }
-    let ok = parse_xml(
-        "<?xml version=\"1.0\"?>\n<!-- c -->\n<a x=\"1 &amp; 2\"><b>t&#39;s</b><c/></a>\n",
-    )
-    .expect("ok");
+    let ok = parse_xml("<?xml version=\"1.0\"?>\n<!-- c -->\n<a x=\"1 &amp; 2\"><b>t&#39;s</b><c/></a>\n").expect("ok");
     assert_eq!(ok.attr("x"), Some("1 & 2"));
     assert_eq!(ok.child("b").expect("b").text(), "t's");
 }

@@ -184,10 +184,7 @@ fn unreadable_files_exit_2_naming_the_file() {
         ("garbage.txt", "archive_url=https://x".to_string()),
         ("truncated.json", format!("{{\"device_token\": \"{TOKEN}\"")),
         ("broken.plist", "<plist><dict><key>a</key>".to_string()),
-        (
-            "real.plist",
-            "<plist version=\"1.0\"><dict><key>max_batch_kb</key><real>1.5</real></dict></plist>".to_string(),
-        ),
+        ("real.plist", "<plist version=\"1.0\"><dict><key>max_batch_kb</key><real>1.5</real></dict></plist>".to_string()),
     ] {
         let path = temp_file(name, &contents);
         let out = check(&path);
@@ -215,10 +212,7 @@ fn template_passes_check() {
     assert_eq!(stdout(&out).lines().count(), 1);
     // The only warnings are the placeholders an admin must replace.
     let warnings = stderr(&out);
-    assert!(
-        warnings.lines().all(|l| l.starts_with("warning: ") && l.contains("template's example value")),
-        "{warnings}"
-    );
+    assert!(warnings.lines().all(|l| l.starts_with("warning: ") && l.contains("template's example value")), "{warnings}");
     assert!(warnings.contains("warning: device_token:"), "{warnings}");
     assert!(warnings.contains("warning: archive_public_key:"), "{warnings}");
 }

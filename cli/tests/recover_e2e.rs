@@ -127,13 +127,15 @@ fn recover_cli(state: &Path) -> recover::RecoveryReport {
     let out = Command::new(BIN).args(["recover", "--state"]).arg(state).output().unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ranges = |k: &str| serde_json::from_value::<Vec<(u64, u64)>>(
-        serde_json::Value::Array(v[k].as_array().unwrap().iter().map(|r| serde_json::json!([r["first"], r["last"]])).collect()),
-    )
-    .unwrap()
-    .into_iter()
-    .map(|(first, last)| SeqRange { first, last })
-    .collect::<Vec<_>>();
+    let ranges = |k: &str| {
+        serde_json::from_value::<Vec<(u64, u64)>>(serde_json::Value::Array(
+            v[k].as_array().unwrap().iter().map(|r| serde_json::json!([r["first"], r["last"]])).collect(),
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|(first, last)| SeqRange { first, last })
+        .collect::<Vec<_>>()
+    };
     recover::RecoveryReport {
         rebuilt: v["rebuilt"].as_bool().unwrap(),
         damaged_store: v["damaged_store"].as_str().map(PathBuf::from),
@@ -158,7 +160,9 @@ fn recover_cli(state: &Path) -> recover::RecoveryReport {
 fn salvaged_messages(w: &World, export_dir: &Path, attachment_id: &str) -> BTreeMap<u64, String> {
     let file = walk(export_dir)
         .into_iter()
-        .find(|p| p.parent().is_some_and(|d| d.ends_with("attachments")) && p.file_name().unwrap().to_string_lossy() == attachment_id)
+        .find(|p| {
+            p.parent().is_some_and(|d| d.ends_with("attachments")) && p.file_name().unwrap().to_string_lossy() == attachment_id
+        })
         .expect("the salvage container is exported as an attachment");
     let bytes = std::fs::read(file).unwrap();
     let mut opener = Opener::new(verbatim_core::seal::ArchiveSecretKey::from_bytes(w.secret.as_bytes()).unwrap());
@@ -168,7 +172,11 @@ fn salvaged_messages(w: &World, export_dir: &Path, attachment_id: &str) -> BTree
             Some(l) => (run.batch.clone(), run.prev_seq, l),
             None => {
                 let first = run.batch.records[0].clone();
-                (verbatim_core::wire::Batch { records: run.batch.records[1..].to_vec(), ..run.batch.clone() }, first.seq, first.link)
+                (
+                    verbatim_core::wire::Batch { records: run.batch.records[1..].to_vec(), ..run.batch.clone() },
+                    first.seq,
+                    first.link,
+                )
             }
         };
         if batch.records.is_empty() {
@@ -249,7 +257,8 @@ async fn a_damaged_queue_with_100_pending_records_is_recovered_uploaded_and_ever
     assert_eq!(message_ids(old_lines), uploaded.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
     assert_eq!(message_ids(new_lines), after.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
     // The loss is evidenced in the archive, in the new stream's first records.
-    let event = new_lines.iter().find(|l| l["type"] == "agent" && l["event"] == "queue_corrupt").expect("the recovery event is archived");
+    let event =
+        new_lines.iter().find(|l| l["type"] == "agent" && l["event"] == "queue_corrupt").expect("the recovery event is archived");
     let detail: serde_json::Value = serde_json::from_str(event["detail"].as_str().unwrap()).unwrap();
     assert_eq!(detail["kind"], "queue_recovered");
     assert_eq!(detail["old_stream"]["stream"], old_stream.stream.as_str());

@@ -16,10 +16,10 @@ use crate::block_on::block_on;
 use crate::chain::StreamId;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
+use crate::evidence::{self, EvidenceState};
 use crate::model::{self, Channel, Event};
 use crate::policy::{self, Policy, Value};
 use crate::queue::{self, Config, Job, Outcome, Pending, QueueReader, Snapshot, WriterHandle};
-use crate::evidence::{self, EvidenceState};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use crate::wire::Batch;
 
@@ -209,10 +209,8 @@ impl Agent {
         if let Some((tree_json, fingerprint)) = &info.stored_policy {
             agent.restore_policy(tree_json, fingerprint)?;
         }
-        let mut events = vec![AgentEvent::Started {
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            after_crash: info.after_crash,
-        }];
+        let mut events =
+            vec![AgentEvent::Started { agent_version: env!("CARGO_PKG_VERSION").to_string(), after_crash: info.after_crash }];
         if info.last_captured_ms - now > CLOCK_JUMP_TOLERANCE_MS {
             // The clock is behind the last capture of the previous run: it was set backwards.
             events.push(AgentEvent::ClockJumped {
@@ -259,7 +257,8 @@ impl Agent {
     /// configuration applied again is recognised as unchanged.
     fn restore_policy(&self, tree_json: &str, fingerprint: &str) -> Result<()> {
         let Some(restored) = policy::stored::parse_stored(tree_json) else {
-            *lock(&self.inner.not_configured_reason) = "the stored policy is unreadable or no longer validates; push the policy again".into();
+            *lock(&self.inner.not_configured_reason) =
+                "the stored policy is unreadable or no longer validates; push the policy again".into();
             return Ok(());
         };
         let mut config = self.config_for(&restored, policy::stored::persistable_json_str(tree_json), Vec::new());
@@ -365,7 +364,12 @@ impl Agent {
 
     /// A policy is in force: capture is available again, and channels switched off or on by
     /// policy open or close their own windows.
-    async fn evidence_after_policy(&self, old: Option<&Policy>, channels: &std::collections::BTreeSet<Channel>, now: i64) -> Result<()> {
+    async fn evidence_after_policy(
+        &self,
+        old: Option<&Policy>,
+        channels: &std::collections::BTreeSet<Channel>,
+        now: i64,
+    ) -> Result<()> {
         let events = {
             let mut ev = lock(&self.inner.evidence);
             let mut closing = vec![evidence::NOT_CONFIGURED.to_string()];
@@ -470,7 +474,11 @@ impl Agent {
         watch.wall_ms = now;
         watch.mono_ms = mono;
         let delta = now - expected;
-        (delta.abs() > CLOCK_JUMP_TOLERANCE_MS).then_some(AgentEvent::ClockJumped { expected_ms: expected, observed_ms: now, delta_ms: delta })
+        (delta.abs() > CLOCK_JUMP_TOLERANCE_MS).then_some(AgentEvent::ClockJumped {
+            expected_ms: expected,
+            observed_ms: now,
+            delta_ms: delta,
+        })
     }
 
     /// The archive acknowledged everything through `through`: delete it from the queue.
@@ -593,11 +601,7 @@ impl Agent {
     pub async fn report_uncaptured(&self, meta: &model::EventMeta, direction: model::Direction, reason: &str) -> Result<()> {
         self.check_open()?;
         let field = |name: &str, v: &str| {
-            if v.trim().is_empty() {
-                Err(invalid(format!("uncaptured report: {name} is empty")))
-            } else {
-                Ok(())
-            }
+            if v.trim().is_empty() { Err(invalid(format!("uncaptured report: {name} is empty"))) } else { Ok(()) }
         };
         field("conversation_id", &meta.conversation_id)?;
         field("source_id", &meta.source_id)?;
@@ -777,9 +781,10 @@ pub fn validate(event: &Event, now_ms: i64) -> Result<()> {
             }
             time("started_ms", c.started_ms)?;
             if let Some(end) = c.ended_ms
-                && end < c.started_ms {
-                    return Err(invalid(format!("{kind}: ended_ms is before started_ms")));
-                }
+                && end < c.started_ms
+            {
+                return Err(invalid(format!("{kind}: ended_ms is before started_ms")));
+            }
         }
     }
     Ok(())

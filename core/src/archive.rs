@@ -37,8 +37,7 @@ impl Opener {
 
     /// Verifies and opens every record of a batch that continues the chain at (`prev_seq`, `prev_link`).
     pub fn open_batch(&mut self, batch: &Batch, prev_seq: u64, prev_link: Link) -> Result<Vec<(u64, Record)>> {
-        chain::verify_run(prev_seq, prev_link, &batch.records)
-            .map_err(|b| Error::new(ErrorKind::Corrupt, b.to_string()))?;
+        chain::verify_run(prev_seq, prev_link, &batch.records).map_err(|b| Error::new(ErrorKind::Corrupt, b.to_string()))?;
         let mut prev = prev_link;
         let mut out = Vec::with_capacity(batch.records.len());
         for r in &batch.records {

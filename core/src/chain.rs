@@ -101,10 +101,18 @@ mod tests {
 
     struct R(u64, u64, Vec<u8>, Link);
     impl ChainedRecord for R {
-        fn seq(&self) -> u64 { self.0 }
-        fn epoch(&self) -> u64 { self.1 }
-        fn ciphertext(&self) -> &[u8] { &self.2 }
-        fn link(&self) -> &Link { &self.3 }
+        fn seq(&self) -> u64 {
+            self.0
+        }
+        fn epoch(&self) -> u64 {
+            self.1
+        }
+        fn ciphertext(&self) -> &[u8] {
+            &self.2
+        }
+        fn link(&self) -> &Link {
+            &self.3
+        }
     }
 
     fn id() -> StreamId {

@@ -17,9 +17,9 @@ pub mod policy;
 pub mod queue;
 pub mod record;
 pub mod seal;
+pub mod secret;
 pub mod synth;
 pub mod upload;
-pub mod secret;
 pub mod wire;
 
 pub use agent::{Agent, AgentOptions, CaptureOutcome, Status, UnenrollReport};

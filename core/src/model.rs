@@ -68,9 +68,8 @@ impl std::fmt::Display for Channel {
 /// handles are trimmed and lower-cased.
 pub fn normalize_handle(raw: &str) -> String {
     let s = raw.trim();
-    let phone_like = !s.is_empty()
-        && s.chars().any(|c| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    let phone_like =
+        !s.is_empty() && s.chars().any(|c| c.is_ascii_digit()) && s.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
     if phone_like {
         let mut out = String::with_capacity(s.len());
         if s.starts_with('+') {

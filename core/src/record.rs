@@ -32,13 +32,28 @@ pub enum RecordBody {
     Call(CallRecord),
     /// An attachment begins; `AttachmentChunk`s and one `AttachmentEnd` follow in the same commit.
     AttachmentStart(AttachmentHeader),
-    AttachmentChunk { attachment_id: String, index: u32 },
-    AttachmentEnd { attachment_id: String, size: u64, sha256: String, chunks: u32 },
+    AttachmentChunk {
+        attachment_id: String,
+        index: u32,
+    },
+    AttachmentEnd {
+        attachment_id: String,
+        size: u64,
+        sha256: String,
+        chunks: u32,
+    },
     /// An attachment that was not captured in full, and why (too large, disabled by policy,
     /// unreadable file). Its metadata is still archived.
-    AttachmentOmitted { header: AttachmentHeader, reason: String },
+    AttachmentOmitted {
+        header: AttachmentHeader,
+        reason: String,
+    },
     /// The client notice (policy `disclaimer_text`) was shown or sent in this conversation.
-    DisclaimerShown { meta: EventMeta, mode: DisclaimerMode, text: String },
+    DisclaimerShown {
+        meta: EventMeta,
+        mode: DisclaimerMode,
+        text: String,
+    },
     Agent(AgentEvent),
 }
 
@@ -74,30 +89,75 @@ pub struct CallRecord {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AgentEvent {
     /// The agent opened its store. `after_crash` when the previous run did not close cleanly.
-    Started { agent_version: String, after_crash: bool },
-    PolicyApplied { policy_version: String, fingerprint: String, archive_key_id: String },
+    Started {
+        agent_version: String,
+        after_crash: bool,
+    },
+    PolicyApplied {
+        policy_version: String,
+        fingerprint: String,
+        archive_key_id: String,
+    },
     /// A pushed policy was refused; the one in force stays. Problems name keys only.
-    PolicyRejected { problems: Vec<String> },
+    PolicyRejected {
+        problems: Vec<String>,
+    },
     /// Capture per channel changed with a policy.
-    CaptureChannels { enabled: Vec<Channel>, disabled: Vec<Channel> },
-    EpochRotated { epoch: u64, reason: String, archive_key_id: String },
-    QueueAlert { used_bytes: u64, max_bytes: u64, percent: u8 },
-    QueueFull { used_bytes: u64, max_bytes: u64 },
+    CaptureChannels {
+        enabled: Vec<Channel>,
+        disabled: Vec<Channel>,
+    },
+    EpochRotated {
+        epoch: u64,
+        reason: String,
+        archive_key_id: String,
+    },
+    QueueAlert {
+        used_bytes: u64,
+        max_bytes: u64,
+        percent: u8,
+    },
+    QueueFull {
+        used_bytes: u64,
+        max_bytes: u64,
+    },
     /// The wall clock moved by `delta_ms` more than the monotonic clock allows.
-    ClockJumped { expected_ms: i64, observed_ms: i64, delta_ms: i64 },
+    ClockJumped {
+        expected_ms: i64,
+        observed_ms: i64,
+        delta_ms: i64,
+    },
     /// The archive refused upload for a reason that needs a person (credentials, pins).
-    UploadRefused { reason: String },
+    UploadRefused {
+        reason: String,
+    },
     /// The archive's certificate did not match the policy's pins.
-    TlsPinMismatch { host: String },
+    TlsPinMismatch {
+        host: String,
+    },
     /// A stored record failed its integrity check; it is held back, never sent or skipped.
-    QueueCorrupt { detail: String },
+    QueueCorrupt {
+        detail: String,
+    },
     /// The agent is alive: recorded every `heartbeat_hours` even when nothing is captured, with
     /// what happened since the previous heartbeat (`since_ms`).
-    Heartbeat { interval_hours: u32, since_ms: i64, captured: u64, out_of_scope: u64, refused: u64 },
+    Heartbeat {
+        interval_hours: u32,
+        since_ms: i64,
+        captured: u64,
+        out_of_scope: u64,
+        refused: u64,
+    },
     /// Capture was unavailable from `start_ms` to `end_ms` for `cause` (`not_configured`,
     /// `queue_full`, `disk_full`, `channel_disabled:<channel>`); `refused` counts the events
     /// refused (or, for a disabled channel, dropped) meanwhile.
-    CaptureUnavailable { cause: String, detail: String, start_ms: i64, end_ms: i64, refused: u64 },
+    CaptureUnavailable {
+        cause: String,
+        detail: String,
+        start_ms: i64,
+        end_ms: i64,
+        refused: u64,
+    },
     /// The app let a communication through while capture was unavailable and reports it, so it
     /// is evidenced rather than silent. Metadata only.
     UncapturedCommunication {
@@ -110,9 +170,15 @@ pub enum AgentEvent {
         fail_closed: bool,
     },
     /// Records have waited for upload longer than `pending_alert_hours`.
-    PendingStale { oldest_pending_ms: i64, hours: u32 },
+    PendingStale {
+        oldest_pending_ms: i64,
+        hours: u32,
+    },
     /// Unenroll began; `forced` when the store will be destroyed even if not all is acknowledged.
-    Unenrolling { forced: bool, pending_records: u64 },
+    Unenrolling {
+        forced: bool,
+        pending_records: u64,
+    },
 }
 
 const VERSION: u8 = 1;

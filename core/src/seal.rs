@@ -25,9 +25,9 @@ pub struct ArchiveSecretKey(Zeroizing<[u8; KEY_LEN]>);
 
 impl ArchiveSecretKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let arr: [u8; KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| Error::new(ErrorKind::Crypto, format!("archive private key must be {KEY_LEN} bytes, got {}", bytes.len())))?;
+        let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| {
+            Error::new(ErrorKind::Crypto, format!("archive private key must be {KEY_LEN} bytes, got {}", bytes.len()))
+        })?;
         Ok(ArchiveSecretKey(Zeroizing::new(arr)))
     }
 

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::model::{
-    Attachment, Call, CallOutcome, Channel, Direction, Edit, Event, EventMeta, Message, Reaction, Unsend,
-};
+use crate::model::{Attachment, Call, CallOutcome, Channel, Direction, Edit, Event, EventMeta, Message, Reaction, Unsend};
 use crate::policy::Value;
 
 /// The business line of the simulated employee.
@@ -94,7 +92,8 @@ impl WorkloadOptions {
     }
 }
 
-const CHANNELS: [Channel; 6] = [Channel::Sms, Channel::Imessage, Channel::Whatsapp, Channel::Signal, Channel::Telegram, Channel::Rcs];
+const CHANNELS: [Channel; 6] =
+    [Channel::Sms, Channel::Imessage, Channel::Whatsapp, Channel::Signal, Channel::Telegram, Channel::Rcs];
 const COUNTERPARTS: [&str; 5] = ["+44 20 7946 0001", "+44 20 7946 0002", "client.bob@fund", "+1 212 555 0147", "ops.desk@acme"];
 const PHRASES: [&str; 6] = [
     "Can you confirm the fill on 10k XYZ at 41.20?",
@@ -159,13 +158,19 @@ impl Workload {
                 // A personal chat: must be dropped before anything is stored.
                 let meta = self.meta(channel, PERSONAL_LINE, "conv-personal".into(), "personal");
                 let text = self.text();
-                return Ok(SynthEvent { event: message(meta, Direction::Outbound, PERSONAL_LINE, &counterpart, text), in_scope: false });
+                return Ok(SynthEvent {
+                    event: message(meta, Direction::Outbound, PERSONAL_LINE, &counterpart, text),
+                    in_scope: false,
+                });
             }
             (5..=6, _) => {
                 // A channel the sample policy does not capture.
                 let meta = self.meta(Channel::Wechat, BUSINESS_HANDLE, "conv-wechat".into(), "wechat");
                 let text = self.text();
-                return Ok(SynthEvent { event: message(meta, Direction::Inbound, &counterpart, BUSINESS_HANDLE, text), in_scope: false });
+                return Ok(SynthEvent {
+                    event: message(meta, Direction::Inbound, &counterpart, BUSINESS_HANDLE, text),
+                    in_scope: false,
+                });
             }
             (7..=14, Some((ch, conv, id))) => {
                 let meta = self.meta(ch, Self::business_line(ch), conv, "edit");
@@ -240,7 +245,8 @@ impl Workload {
     fn call(&mut self, counterpart: String) -> std::io::Result<Event> {
         let meta = self.meta(Channel::Voice, BUSINESS_LINE, format!("call-{counterpart}"), "call");
         let started_ms = meta.source_time_ms;
-        let outcome = [CallOutcome::Answered, CallOutcome::Answered, CallOutcome::Missed, CallOutcome::Voicemail][self.rng.below(4) as usize];
+        let outcome = [CallOutcome::Answered, CallOutcome::Answered, CallOutcome::Missed, CallOutcome::Voicemail]
+            [self.rng.below(4) as usize];
         let (recording_path, ended_ms) = if outcome == CallOutcome::Answered {
             let name = format!("{}.m4a", meta.source_id);
             let size = 20_000 + self.rng.below(60_000) as usize;

@@ -145,9 +145,10 @@ impl Batch {
                 return Err(err("sequence numbers start at 1"));
             }
             if let Some(prev) = records.last().map(|p: &WireRecord| p.seq)
-                && prev.checked_add(1) != Some(seq) {
-                    return Err(err(&format!("records not contiguous: {seq} follows {prev}")));
-                }
+                && prev.checked_add(1) != Some(seq)
+            {
+                return Err(err(&format!("records not contiguous: {seq} follows {prev}")));
+            }
             if !epochs.iter().any(|e| e.epoch == epoch) {
                 return Err(err(&format!("sequence {seq}: epoch {epoch} not announced in the batch")));
             }
@@ -264,7 +265,9 @@ mod tests {
         Batch {
             stream: StreamId { tenant: "acme".into(), device: "d1".into(), stream: "s1".into() },
             epochs: vec![EpochInfo { epoch: 3, archive_key_id: "k1".into(), encapsulation: vec![7; 32] }],
-            records: (5..8).map(|seq| WireRecord { seq, epoch: 3, link: [seq as u8; 32], ciphertext: vec![1; seq as usize] }).collect(),
+            records: (5..8)
+                .map(|seq| WireRecord { seq, epoch: 3, link: [seq as u8; 32], ciphertext: vec![1; seq as usize] })
+                .collect(),
         }
     }
 
@@ -297,7 +300,10 @@ mod tests {
         b.records.clear();
         assert!(Batch::decode(&b.encode()).unwrap_err().reason.contains("no records"));
         let mut b = sample();
-        b.records = vec![WireRecord { seq: u64::MAX, epoch: 3, link: [0; 32], ciphertext: vec![] }, WireRecord { seq: 0, epoch: 3, link: [0; 32], ciphertext: vec![] }];
+        b.records = vec![
+            WireRecord { seq: u64::MAX, epoch: 3, link: [0; 32], ciphertext: vec![] },
+            WireRecord { seq: 0, epoch: 3, link: [0; 32], ciphertext: vec![] },
+        ];
         assert!(Batch::decode(&b.encode()).is_err());
         let mut bytes = sample().encode();
         bytes.push(0);

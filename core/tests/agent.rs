@@ -61,9 +61,20 @@ async fn every_event_type_round_trips_through_the_seal() {
 
     let events = vec![
         message(1, "hello"),
-        Event::Edit(Edit { meta: meta("edit", 2), target_message_id: "msg-1".into(), editor: BUSINESS_LINE.into(), new_text: "hello!".into() }),
+        Event::Edit(Edit {
+            meta: meta("edit", 2),
+            target_message_id: "msg-1".into(),
+            editor: BUSINESS_LINE.into(),
+            new_text: "hello!".into(),
+        }),
         Event::Unsend(Unsend { meta: meta("unsend", 3), target_message_id: "msg-1".into(), actor: BUSINESS_LINE.into() }),
-        Event::Reaction(Reaction { meta: meta("react", 4), target_message_id: "msg-1".into(), actor: "+442079460001".into(), reaction: "👍".into(), removed: false }),
+        Event::Reaction(Reaction {
+            meta: meta("react", 4),
+            target_message_id: "msg-1".into(),
+            actor: "+442079460001".into(),
+            reaction: "👍".into(),
+            removed: false,
+        }),
         Event::Attachment(Attachment {
             meta: meta("att", 5),
             message_id: Some("msg-1".into()),
@@ -139,7 +150,10 @@ async fn every_event_type_round_trips_through_the_seal() {
 async fn oversized_and_disabled_attachments_are_archived_as_metadata_with_the_reason() {
     let s = Setup::new();
     let agent = s.open();
-    agent.apply_policy(&s.policy(&[("max_attachment_mb", Value::Integer(1)), ("capture_call_recordings", Value::Bool(false))])).await.unwrap();
+    agent
+        .apply_policy(&s.policy(&[("max_attachment_mb", Value::Integer(1)), ("capture_call_recordings", Value::Bool(false))]))
+        .await
+        .unwrap();
     let big = s.files.path().join("big.bin");
     std::fs::write(&big, vec![1u8; 1024 * 1024 + 1]).unwrap();
     agent
@@ -203,7 +217,11 @@ async fn nothing_captured_is_readable_on_disk_and_epoch_keys_never_reach_it() {
     let marker = "PLAINTEXT-MARKER-7f3a9c";
     let agent = s.open();
     agent.apply_policy(&s.policy(&[])).await.unwrap();
-    let mut w = synth::Workload::new(synth::WorkloadOptions { body: Some(marker.into()), ..synth::WorkloadOptions::new(1, s.files.path()) }).unwrap();
+    let mut w = synth::Workload::new(synth::WorkloadOptions {
+        body: Some(marker.into()),
+        ..synth::WorkloadOptions::new(1, s.files.path())
+    })
+    .unwrap();
     for _ in 0..300 {
         let e = w.next_event().unwrap();
         agent.capture(e.event).await.unwrap();
@@ -351,7 +369,10 @@ async fn a_rejected_policy_never_replaces_the_one_in_force() {
     let s = Setup::new();
     let agent = s.open();
     agent.apply_policy(&s.policy(&[])).await.unwrap();
-    let bad = s.policy(&[("archive_url", Value::String("http://archive.example.com".into())), ("policy_version", Value::String("v-bad".into()))]);
+    let bad = s.policy(&[
+        ("archive_url", Value::String("http://archive.example.com".into())),
+        ("policy_version", Value::String("v-bad".into())),
+    ]);
     let err = agent.apply_policy(&bad).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::PolicyRejected);
     assert!(err.detail.contains("archive_url"), "{err}");
@@ -361,13 +382,19 @@ async fn a_rejected_policy_never_replaces_the_one_in_force() {
     assert_eq!(status.policy_version.as_deref(), Some("2026.11-1"));
     assert!(matches!(agent.capture(message(1, "still captured")).await.unwrap(), CaptureOutcome::Captured { .. }));
     let story = agent_events(&open_all(&s));
-    assert!(story.iter().any(|e| matches!(e, AgentEvent::PolicyRejected { problems } if problems.iter().any(|p| p.starts_with("archive_url")))));
+    assert!(
+        story.iter().any(
+            |e| matches!(e, AgentEvent::PolicyRejected { problems } if problems.iter().any(|p| p.starts_with("archive_url")))
+        )
+    );
     // The same policy again is not a new audit event; a changed one is.
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     agent.apply_policy(&s.policy(&[("capture_channels", Value::String("sms".into()))])).await.unwrap();
     let story = agent_events(&open_all(&s));
     assert_eq!(story.iter().filter(|e| matches!(e, AgentEvent::PolicyApplied { .. })).count(), 2);
-    assert!(story.iter().any(|e| matches!(e, AgentEvent::CaptureChannels { disabled, .. } if disabled.contains(&Channel::Whatsapp))));
+    assert!(
+        story.iter().any(|e| matches!(e, AgentEvent::CaptureChannels { disabled, .. } if disabled.contains(&Channel::Whatsapp)))
+    );
 }
 
 #[tokio::test]
@@ -378,7 +405,10 @@ async fn without_a_policy_capture_fails_closed_and_early_evidence_joins_the_chai
     assert_eq!(err.kind, ErrorKind::NotConfigured);
     assert!(!agent.status().configured);
     assert_eq!(agent.status().counters.refused_not_configured, 1);
-    assert_eq!(agent.apply_policy(&Value::dict([("tenant_id", Value::Integer(3))])).await.unwrap_err().kind, ErrorKind::PolicyRejected);
+    assert_eq!(
+        agent.apply_policy(&Value::dict([("tenant_id", Value::Integer(3))])).await.unwrap_err().kind,
+        ErrorKind::PolicyRejected
+    );
     assert!(agent.status().not_configured_reason.unwrap().contains("rejected"));
     assert_eq!(agent.status().last_seq, 0, "nothing sealed without an archive key");
 
@@ -460,7 +490,13 @@ async fn a_restart_continues_the_chain_in_a_new_epoch_and_records_the_crash() {
     let records = open_all(&s);
     let story = agent_events(&records);
     assert!(story.iter().any(|e| matches!(e, AgentEvent::Started { after_crash: true, .. })), "{story:?}");
-    let texts: Vec<_> = records.iter().filter_map(|(_, r)| match &r.body { RecordBody::Message(m) => Some(m.text.clone()), _ => None }).collect();
+    let texts: Vec<_> = records
+        .iter()
+        .filter_map(|(_, r)| match &r.body {
+            RecordBody::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(texts, ["before", "after"]);
 
     // A clean close is not reported as a crash.
@@ -468,7 +504,10 @@ async fn a_restart_continues_the_chain_in_a_new_epoch_and_records_the_crash() {
     drop(agent);
     let agent = s.open();
     let story = agent_events(&open_all(&s));
-    assert!(matches!(story.last().unwrap(), AgentEvent::Started { after_crash: false, .. }) || story.iter().rev().take(2).any(|e| matches!(e, AgentEvent::Started { after_crash: false, .. })));
+    assert!(
+        matches!(story.last().unwrap(), AgentEvent::Started { after_crash: false, .. })
+            || story.iter().rev().take(2).any(|e| matches!(e, AgentEvent::Started { after_crash: false, .. }))
+    );
     drop(agent);
 }
 
@@ -494,7 +533,13 @@ async fn clock_jumps_are_recorded_and_order_stays_by_sequence() {
         })
         .collect();
     assert_eq!(jumps, [-2 * 3600 * 1000, 3 * 3600 * 1000]);
-    let texts: Vec<_> = records.iter().filter_map(|(_, r)| match &r.body { RecordBody::Message(m) => Some(m.text.clone()), _ => None }).collect();
+    let texts: Vec<_> = records
+        .iter()
+        .filter_map(|(_, r)| match &r.body {
+            RecordBody::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(texts, ["a", "b", "c", "d"], "sequence order, whatever the clock said");
 }
 
@@ -502,7 +547,10 @@ async fn clock_jumps_are_recorded_and_order_stays_by_sequence() {
 async fn the_queue_cap_alerts_then_fails_closed_without_losing_anything() {
     let s = Setup::new();
     let agent = s.open();
-    agent.apply_policy(&s.policy(&[("queue_max_mb", Value::Integer(16)), ("queue_alert_percent", Value::Integer(50))])).await.unwrap();
+    agent
+        .apply_policy(&s.policy(&[("queue_max_mb", Value::Integer(16)), ("queue_alert_percent", Value::Integer(50))]))
+        .await
+        .unwrap();
     let file = s.files.path().join("4mb.bin");
     std::fs::write(&file, vec![3u8; 4 * 1024 * 1024]).unwrap();
     let attach = |n| {
@@ -610,13 +658,22 @@ async fn a_new_archive_key_starts_a_new_epoch_sealed_to_it() {
     let mut story = Vec::new();
     for row in stored_rows(&db) {
         let e = eps.iter().find(|e| e.epoch == row.epoch).unwrap();
-        let wire = verbatim_core::wire::WireRecord { seq: row.seq, epoch: row.epoch, link: row.link.clone().try_into().unwrap(), ciphertext: row.ciphertext };
+        let wire = verbatim_core::wire::WireRecord {
+            seq: row.seq,
+            epoch: row.epoch,
+            link: row.link.clone().try_into().unwrap(),
+            ciphertext: row.ciphertext,
+        };
         let (right, wrong) = if row.epoch == e2 { (&mut new, &mut old) } else { (&mut old, &mut new) };
         assert!(wrong.open(&stream, e, &wire, &prev).is_err());
         story.push(right.open(&stream, e, &wire, &prev).unwrap().body);
         prev = wire.link;
     }
-    assert!(story.iter().any(|b| matches!(b, RecordBody::Agent(AgentEvent::EpochRotated { reason, .. }) if reason == "archive key changed")));
+    assert!(
+        story
+            .iter()
+            .any(|b| matches!(b, RecordBody::Agent(AgentEvent::EpochRotated { reason, .. }) if reason == "archive key changed"))
+    );
     assert!(story.iter().any(|b| matches!(b, RecordBody::Message(m) if m.text == "to the new archive")));
 }
 

@@ -155,7 +155,9 @@ fn open_salvage(s: &Setup, records: &[(u64, Record)], id: &str) -> (BTreeMap<u64
                 unopenable.insert(recs[0].seq);
                 let rest = verbatim_core::wire::Batch { records: recs[1..].to_vec(), ..run.batch.clone() };
                 if !rest.records.is_empty() {
-                    for (seq, rec) in opener.open_batch(&rest, recs[0].seq, recs[0].link).expect("the rest of the run verifies and opens") {
+                    for (seq, rec) in
+                        opener.open_batch(&rest, recs[0].seq, recs[0].link).expect("the rest of the run verifies and opens")
+                    {
                         opened.insert(seq, rec);
                     }
                 }
@@ -279,7 +281,11 @@ fn a_log_damaged_in_the_middle_is_refused_instead_of_silently_dropping_commits_t
     assert!(report.damage[0].contains("write-ahead log"), "{report:?}");
     assert!(report.maybe_lost_after.is_some(), "{report:?}");
     let kept = report.damaged_store.as_ref().unwrap();
-    assert_eq!(std::fs::read(kept.join(format!("{DB_FILE}-wal"))).unwrap().len(), bytes.len(), "the damaged log is kept as it was");
+    assert_eq!(
+        std::fs::read(kept.join(format!("{DB_FILE}-wal"))).unwrap().len(),
+        bytes.len(),
+        "the damaged log is kept as it was"
+    );
     let agent = Agent::open(image.path(), AgentOptions::default()).unwrap();
     let image_setup = Setup { dir: image, files: tempfile::tempdir().unwrap(), secret: s.secret, public: s.public };
     let (_, records) = read_all(&image_setup, &agent);
@@ -336,7 +342,8 @@ fn recovery_keeps_every_intact_record_in_a_new_stream_and_evidences_the_loss() {
     assert_eq!(ev["lost"], serde_json::to_value(&report.lost).unwrap());
     assert_eq!(ev["recovered"], serde_json::to_value(&report.recovered).unwrap());
     assert_eq!(ev["new_stream"], true);
-    let first_event_seq = records.iter().find(|(_, r)| matches!(&r.body, RecordBody::Agent(AgentEvent::QueueCorrupt { .. }))).unwrap().0;
+    let first_event_seq =
+        records.iter().find(|(_, r)| matches!(&r.body, RecordBody::Agent(AgentEvent::QueueCorrupt { .. }))).unwrap().0;
     assert!(first_event_seq <= 3, "the recovery event opens the new stream (after its epoch)");
 
     let (opened, unopenable) = open_salvage(&s, &records, report.salvage_attachment.as_deref().unwrap());

@@ -20,7 +20,13 @@ const T0: i64 = 1_767_225_600_000;
 const HOUR: i64 = 3600 * 1000;
 
 fn meta(n: u32, channel: Channel) -> EventMeta {
-    EventMeta { channel, line: BUSINESS_LINE.into(), conversation_id: format!("conv-{channel}"), source_id: format!("m-{n}"), source_time_ms: T0 + n as i64 }
+    EventMeta {
+        channel,
+        line: BUSINESS_LINE.into(),
+        conversation_id: format!("conv-{channel}"),
+        source_id: format!("m-{n}"),
+        source_time_ms: T0 + n as i64,
+    }
 }
 
 fn message(n: u32, channel: Channel) -> Event {
@@ -203,7 +209,10 @@ async fn a_channel_switched_off_by_policy_is_evidenced_until_switched_on() {
     let agent = clocked(&s, &clock);
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     clock.advance(1000);
-    agent.apply_policy(&s.policy(&[("capture_channels", Value::String("sms,mms,imessage,signal,telegram,rcs,voice".into()))])).await.unwrap();
+    agent
+        .apply_policy(&s.policy(&[("capture_channels", Value::String("sms,mms,imessage,signal,telegram,rcs,voice".into()))]))
+        .await
+        .unwrap();
     assert_eq!(agent.status().unavailable, ["channel_disabled:whatsapp"]);
     assert_eq!(agent.capture(message(1, Channel::Whatsapp)).await.unwrap(), CaptureOutcome::OutOfScope);
     clock.advance(HOUR);

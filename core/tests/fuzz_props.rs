@@ -22,9 +22,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use props::{check, maybe_write_corpus, mutated_corpus, text};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use props::{check, maybe_write_corpus, mutated_corpus, text};
 use verbatim_core::archive::Opener;
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::model::{CallOutcome, Channel, Direction, Edit, EventMeta, Message, Reaction, Unsend};
@@ -405,7 +405,12 @@ fn batch() -> BoxedStrategy<Batch> {
             let records = records
                 .into_iter()
                 .enumerate()
-                .map(|(i, (e, link, ciphertext))| WireRecord { seq: start + i as u64, epoch: epochs[e % epochs.len()].epoch, link, ciphertext })
+                .map(|(i, (e, link, ciphertext))| WireRecord {
+                    seq: start + i as u64,
+                    epoch: epochs[e % epochs.len()].epoch,
+                    link,
+                    ciphertext,
+                })
                 .collect();
             Batch { stream: StreamId { tenant, device, stream }, epochs, records }
         })
@@ -467,7 +472,13 @@ fn wire_batches_round_trip_and_every_mutation_is_refused_or_canonical() {
 
 fn meta_strategy() -> BoxedStrategy<EventMeta> {
     (proptest::sample::select(Channel::ALL.to_vec()), text(), text(), text(), any::<i64>())
-        .prop_map(|(channel, line, conversation_id, source_id, source_time_ms)| EventMeta { channel, line, conversation_id, source_id, source_time_ms })
+        .prop_map(|(channel, line, conversation_id, source_id, source_time_ms)| EventMeta {
+            channel,
+            line,
+            conversation_id,
+            source_id,
+            source_time_ms,
+        })
         .boxed()
 }
 
@@ -477,8 +488,8 @@ fn direction() -> impl Strategy<Value = Direction> {
 
 fn record() -> BoxedStrategy<Record> {
     let body = prop_oneof![
-        (meta_strategy(), direction(), text(), proptest::collection::vec(text(), 0..3), text(), proptest::option::of(text())).prop_map(
-            |(meta, direction, sender, recipients, text, reply_to)| RecordBody::Message(Message {
+        (meta_strategy(), direction(), text(), proptest::collection::vec(text(), 0..3), text(), proptest::option::of(text()))
+            .prop_map(|(meta, direction, sender, recipients, text, reply_to)| RecordBody::Message(Message {
                 meta,
                 direction,
                 sender,
@@ -486,20 +497,26 @@ fn record() -> BoxedStrategy<Record> {
                 text: format!("{TEXT_MARKER} {text}"),
                 attachment_ids: vec![],
                 reply_to,
+            }))
+            .boxed(),
+        (meta_strategy(), text(), text(), text())
+            .prop_map(|(meta, target_message_id, editor, new_text)| RecordBody::Edit(Edit {
+                meta,
+                target_message_id,
+                editor,
+                new_text: format!("{TEXT_MARKER}{new_text}"),
+            }))
+            .boxed(),
+        (meta_strategy(), text(), text())
+            .prop_map(|(meta, target_message_id, actor)| RecordBody::Unsend(Unsend { meta, target_message_id, actor }))
+            .boxed(),
+        (meta_strategy(), text(), text(), text(), any::<bool>())
+            .prop_map(|(meta, target_message_id, actor, reaction, removed)| {
+                RecordBody::Reaction(Reaction { meta, target_message_id, actor, reaction, removed })
             })
-        ).boxed(),
-        (meta_strategy(), text(), text(), text()).prop_map(|(meta, target_message_id, editor, new_text)| RecordBody::Edit(Edit {
-            meta,
-            target_message_id,
-            editor,
-            new_text: format!("{TEXT_MARKER}{new_text}"),
-        })).boxed(),
-        (meta_strategy(), text(), text()).prop_map(|(meta, target_message_id, actor)| RecordBody::Unsend(Unsend { meta, target_message_id, actor })).boxed(),
-        (meta_strategy(), text(), text(), text(), any::<bool>()).prop_map(|(meta, target_message_id, actor, reaction, removed)| {
-            RecordBody::Reaction(Reaction { meta, target_message_id, actor, reaction, removed })
-        }).boxed(),
-        (meta_strategy(), direction(), proptest::collection::vec(text(), 0..3), any::<i64>(), proptest::option::of(any::<i64>())).prop_map(
-            |(meta, direction, participants, started_ms, ended_ms)| RecordBody::Call(CallRecord {
+            .boxed(),
+        (meta_strategy(), direction(), proptest::collection::vec(text(), 0..3), any::<i64>(), proptest::option::of(any::<i64>()))
+            .prop_map(|(meta, direction, participants, started_ms, ended_ms)| RecordBody::Call(CallRecord {
                 meta,
                 direction,
                 participants,
@@ -507,36 +524,43 @@ fn record() -> BoxedStrategy<Record> {
                 ended_ms,
                 outcome: CallOutcome::Answered,
                 recording_id: None,
+            }))
+            .boxed(),
+        (meta_strategy(), text(), text(), any::<u64>())
+            .prop_map(|(meta, attachment_id, file_name, size)| {
+                RecordBody::AttachmentStart(AttachmentHeader {
+                    meta,
+                    attachment_id,
+                    message_id: None,
+                    direction: Direction::Inbound,
+                    sender: "+15550100".into(),
+                    file_name,
+                    mime_type: "application/pdf".into(),
+                    size,
+                })
             })
-        ).boxed(),
-        (meta_strategy(), text(), text(), any::<u64>()).prop_map(|(meta, attachment_id, file_name, size)| {
-            RecordBody::AttachmentStart(AttachmentHeader {
-                meta,
-                attachment_id,
-                message_id: None,
-                direction: Direction::Inbound,
-                sender: "+15550100".into(),
-                file_name,
-                mime_type: "application/pdf".into(),
-                size,
-            })
-        }).boxed(),
+            .boxed(),
         (text(), any::<u32>()).prop_map(|(attachment_id, index)| RecordBody::AttachmentChunk { attachment_id, index }).boxed(),
-        (text(), any::<bool>()).prop_map(|(agent_version, after_crash)| RecordBody::Agent(AgentEvent::Started { agent_version, after_crash })).boxed(),
-        (any::<i64>(), any::<i64>()).prop_map(|(expected_ms, observed_ms)| RecordBody::Agent(AgentEvent::ClockJumped {
-            expected_ms,
-            observed_ms,
-            delta_ms: observed_ms.wrapping_sub(expected_ms),
-        })).boxed(),
+        (text(), any::<bool>())
+            .prop_map(|(agent_version, after_crash)| RecordBody::Agent(AgentEvent::Started { agent_version, after_crash }))
+            .boxed(),
+        (any::<i64>(), any::<i64>())
+            .prop_map(|(expected_ms, observed_ms)| RecordBody::Agent(AgentEvent::ClockJumped {
+                expected_ms,
+                observed_ms,
+                delta_ms: observed_ms.wrapping_sub(expected_ms),
+            }))
+            .boxed(),
     ];
-    (any::<i64>(), body, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(captured_ms, body, payload)| {
-        let mut r = Record::new(captured_ms, body);
-        if matches!(r.body, RecordBody::AttachmentChunk { .. }) {
-            r.payload = payload;
-        }
-        r
-    })
-    .boxed()
+    (any::<i64>(), body, proptest::collection::vec(any::<u8>(), 0..64))
+        .prop_map(|(captured_ms, body, payload)| {
+            let mut r = Record::new(captured_ms, body);
+            if matches!(r.body, RecordBody::AttachmentChunk { .. }) {
+                r.payload = payload;
+            }
+            r
+        })
+        .boxed()
 }
 
 fn check_record_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -552,18 +576,35 @@ fn check_record_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 #[test]
 fn write_record_plaintext_seed_corpus() {
-    let meta = EventMeta { channel: Channel::Whatsapp, line: "+15550100".into(), conversation_id: "c-1".into(), source_id: "m-1".into(), source_time_ms: 1_751_364_000_000 };
+    let meta = EventMeta {
+        channel: Channel::Whatsapp,
+        line: "+15550100".into(),
+        conversation_id: "c-1".into(),
+        source_id: "m-1".into(),
+        source_time_ms: 1_751_364_000_000,
+    };
     let records = [
-        Record::new(1, RecordBody::Message(Message {
-            meta: meta.clone(),
-            direction: Direction::Outbound,
-            sender: "+15550100".into(),
-            recipients: vec!["+15550111".into()],
-            text: "Can you confirm the fill?".into(),
-            attachment_ids: vec![],
-            reply_to: None,
-        })),
-        Record::new(2, RecordBody::Edit(Edit { meta: meta.clone(), target_message_id: "m-1".into(), editor: "+15550100".into(), new_text: "edited".into() })),
+        Record::new(
+            1,
+            RecordBody::Message(Message {
+                meta: meta.clone(),
+                direction: Direction::Outbound,
+                sender: "+15550100".into(),
+                recipients: vec!["+15550111".into()],
+                text: "Can you confirm the fill?".into(),
+                attachment_ids: vec![],
+                reply_to: None,
+            }),
+        ),
+        Record::new(
+            2,
+            RecordBody::Edit(Edit {
+                meta: meta.clone(),
+                target_message_id: "m-1".into(),
+                editor: "+15550100".into(),
+                new_text: "edited".into(),
+            }),
+        ),
         Record::new(3, RecordBody::Agent(AgentEvent::Started { agent_version: "0.1.0".into(), after_crash: true })),
         {
             let mut r = Record::new(4, RecordBody::AttachmentChunk { attachment_id: "a-1".into(), index: 0 });
@@ -590,7 +631,14 @@ fn record_plaintexts_round_trip_and_malformed_ones_are_corrupt() {
 }
 
 /// A sealed, chained batch of `records` for one stream, as the device would upload it.
-fn sealed_batch(archive_public: &[u8; 32], stream: &StreamId, epoch: u64, first_seq: u64, prev: Link, records: &[Record]) -> Batch {
+fn sealed_batch(
+    archive_public: &[u8; 32],
+    stream: &StreamId,
+    epoch: u64,
+    first_seq: u64,
+    prev: Link,
+    records: &[Record],
+) -> Batch {
     let (key, encapsulation) = EpochKey::create(archive_public, stream, epoch).unwrap();
     let mut prev = prev;
     let wire = records
@@ -603,31 +651,66 @@ fn sealed_batch(archive_public: &[u8; 32], stream: &StreamId, epoch: u64, first_
             WireRecord { seq, epoch, link: prev, ciphertext }
         })
         .collect();
-    Batch { stream: stream.clone(), epochs: vec![EpochInfo { epoch, archive_key_id: seal::key_id(archive_public), encapsulation }], records: wire }
+    Batch {
+        stream: stream.clone(),
+        epochs: vec![EpochInfo { epoch, archive_key_id: seal::key_id(archive_public), encapsulation }],
+        records: wire,
+    }
 }
 
 /// One change to a sealed batch or to how it is opened.
 #[derive(Debug, Clone)]
 enum SealMutation {
-    CiphertextBit { rec: usize, at: usize, bit: u8 },
-    CiphertextLen { rec: usize, len: usize },
-    LinkBit { rec: usize, at: usize },
-    Seq { rec: usize, seq: u64 },
-    Epoch { rec: usize, epoch: u64 },
-    EncapsulationBit { at: usize, bit: u8 },
+    CiphertextBit {
+        rec: usize,
+        at: usize,
+        bit: u8,
+    },
+    CiphertextLen {
+        rec: usize,
+        len: usize,
+    },
+    LinkBit {
+        rec: usize,
+        at: usize,
+    },
+    Seq {
+        rec: usize,
+        seq: u64,
+    },
+    Epoch {
+        rec: usize,
+        epoch: u64,
+    },
+    EncapsulationBit {
+        at: usize,
+        bit: u8,
+    },
     /// X25519 low-order and otherwise degenerate points.
     Encapsulation(Vec<u8>),
-    Stream { part: u8, value: String },
-    Swap { a: usize, b: usize },
+    Stream {
+        part: u8,
+        value: String,
+    },
+    Swap {
+        a: usize,
+        b: usize,
+    },
     OtherArchiveKey([u8; 32]),
     PrevSeq(u64),
-    PrevLinkBit { at: usize },
+    PrevLinkBit {
+        at: usize,
+    },
 }
 
 fn seal_mutation() -> BoxedStrategy<SealMutation> {
     let low_order: Vec<Vec<u8>> = vec![
         vec![0; 32],
-        { let mut v = vec![0; 32]; v[0] = 1; v },
+        {
+            let mut v = vec![0; 32];
+            v[0] = 1;
+            v
+        },
         hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800").unwrap(),
         hex::decode("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157").unwrap(),
         vec![0xff; 32],
@@ -641,8 +724,10 @@ fn seal_mutation() -> BoxedStrategy<SealMutation> {
         (any::<usize>(), any::<usize>(), 0u8..8).prop_map(|(rec, at, bit)| SealMutation::CiphertextBit { rec, at, bit }),
         (any::<usize>(), 0usize..64).prop_map(|(rec, len)| SealMutation::CiphertextLen { rec, len }),
         (any::<usize>(), 0usize..32).prop_map(|(rec, at)| SealMutation::LinkBit { rec, at }),
-        (any::<usize>(), prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()]).prop_map(|(rec, seq)| SealMutation::Seq { rec, seq }),
-        (any::<usize>(), prop_oneof![Just(0u64), Just(2u64), Just(u64::MAX)]).prop_map(|(rec, epoch)| SealMutation::Epoch { rec, epoch }),
+        (any::<usize>(), prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()])
+            .prop_map(|(rec, seq)| SealMutation::Seq { rec, seq }),
+        (any::<usize>(), prop_oneof![Just(0u64), Just(2u64), Just(u64::MAX)])
+            .prop_map(|(rec, epoch)| SealMutation::Epoch { rec, epoch }),
         (0usize..32, 0u8..8).prop_map(|(at, bit)| SealMutation::EncapsulationBit { at, bit }),
         proptest::sample::select(low_order).prop_map(SealMutation::Encapsulation),
         (0u8..3, id()).prop_map(|(part, value)| SealMutation::Stream { part, value }),
@@ -656,7 +741,8 @@ fn seal_mutation() -> BoxedStrategy<SealMutation> {
 
 #[test]
 fn sealed_records_open_only_unaltered_and_every_alteration_is_a_typed_error() {
-    let strategy = (any::<[u8; 32]>(), proptest::collection::vec(record(), 1..5), proptest::collection::vec(seal_mutation(), 1..3));
+    let strategy =
+        (any::<[u8; 32]>(), proptest::collection::vec(record(), 1..5), proptest::collection::vec(seal_mutation(), 1..3));
     check("sealed_open", 48, strategy, |(secret_bytes, records, mutations)| {
         let secret = ArchiveSecretKey::from_bytes(&secret_bytes).unwrap();
         let public = seal::public_key_of(&secret).map_err(|e| fail(e.to_string()))?;
@@ -728,11 +814,19 @@ fn sealed_records_open_only_unaltered_and_every_alteration_is_a_typed_error() {
         }
         // The epoch key alone (as export uses it): any other stream, sequence, link or
         // ciphertext fails to open.
-        if let Ok(k) = EpochKey::open(&ArchiveSecretKey::from_bytes(&key).unwrap(), &b.epochs[0].encapsulation, &b.stream, b.epochs[0].epoch) {
+        if let Ok(k) =
+            EpochKey::open(&ArchiveSecretKey::from_bytes(&key).unwrap(), &b.epochs[0].encapsulation, &b.stream, b.epochs[0].epoch)
+        {
             let r = &b.records[0];
             let prev = if r.seq == 1 { prev_link } else { b.records[0].link };
             if let Ok(plain) = k.open_record(&b.stream, r.seq, &prev, &r.ciphertext) {
-                prop_assert!(unchanged || (r.seq == 1 && prev_link == genesis && b.stream == batch.stream && r.ciphertext == batch.records[0].ciphertext));
+                prop_assert!(
+                    unchanged
+                        || (r.seq == 1
+                            && prev_link == genesis
+                            && b.stream == batch.stream
+                            && r.ciphertext == batch.records[0].ciphertext)
+                );
                 check_record_decode(&plain)?;
             }
         }
@@ -743,7 +837,14 @@ fn sealed_records_open_only_unaltered_and_every_alteration_is_a_typed_error() {
 #[test]
 fn known_bug_verify_run_after_the_last_sequence_panics() {
     let stream = StreamId { tenant: "acme".into(), device: "dev-1".into(), stream: "s-1".into() };
-    let batch = sealed_batch(&archive_public(), &stream, 1, 1, chain::genesis(&stream), &[Record::new(1, RecordBody::Agent(AgentEvent::Started { agent_version: "1".into(), after_crash: false }))]);
+    let batch = sealed_batch(
+        &archive_public(),
+        &stream,
+        1,
+        1,
+        chain::genesis(&stream),
+        &[Record::new(1, RecordBody::Agent(AgentEvent::Started { agent_version: "1".into(), after_crash: false }))],
+    );
     let r = std::panic::catch_unwind(|| chain::verify_run(u64::MAX, chain::genesis(&stream), &batch.records));
     assert!(matches!(r, Ok(Err(_))), "verify_run must refuse (a Gap), not panic");
 }
@@ -863,7 +964,14 @@ enum RowMutation {
 fn row_mutation() -> BoxedStrategy<RowMutation> {
     let record_columns = proptest::sample::select(vec!["seq", "epoch", "link", "ciphertext", "captured_ms"]);
     let state_columns = proptest::sample::select(vec![
-        "last_seq", "last_link", "acked_through", "acked_link", "pending_count", "pending_bytes", "last_epoch", "last_captured_ms",
+        "last_seq",
+        "last_link",
+        "acked_through",
+        "acked_link",
+        "pending_count",
+        "pending_bytes",
+        "last_epoch",
+        "last_captured_ms",
     ]);
     // NULL identity with records pending: see known_bug_queue_without_an_identity_but_with_records_panics_the_writer.
     let identity = state_value();
@@ -899,10 +1007,13 @@ fn mutate_db(dir: &Path, pristine: &Pristine, mutations: &[RowMutation]) {
     for m in mutations {
         // Constraint violations (a duplicate key, NOT NULL) leave the row as it was.
         let _ = match m {
-            RowMutation::Set { row, column, value } => conn.execute(&format!("UPDATE records SET {column} = ?1 WHERE seq = ?2"), rusqlite::params![value, pick(*row)]),
+            RowMutation::Set { row, column, value } => {
+                conn.execute(&format!("UPDATE records SET {column} = ?1 WHERE seq = ?2"), rusqlite::params![value, pick(*row)])
+            }
             RowMutation::CiphertextBit { row, at, bit } => {
                 let seq = pick(*row);
-                let ct: Option<Vec<u8>> = conn.query_row("SELECT ciphertext FROM records WHERE seq = ?1", [seq], |r| r.get(0)).ok();
+                let ct: Option<Vec<u8>> =
+                    conn.query_row("SELECT ciphertext FROM records WHERE seq = ?1", [seq], |r| r.get(0)).ok();
                 match ct {
                     Some(mut ct) if !ct.is_empty() => {
                         let n = ct.len();
@@ -920,7 +1031,9 @@ fn mutate_db(dir: &Path, pristine: &Pristine, mutations: &[RowMutation]) {
             ),
             RowMutation::EpochSet { column, value } => conn.execute(&format!("UPDATE epochs SET {column} = ?1"), [value]),
             RowMutation::EpochDelete => conn.execute("DELETE FROM epochs", []),
-            RowMutation::ChainState { column, value } => conn.execute(&format!("UPDATE chain_state SET {column} = ?1 WHERE id = 1"), [value]),
+            RowMutation::ChainState { column, value } => {
+                conn.execute(&format!("UPDATE chain_state SET {column} = ?1 WHERE id = 1"), [value])
+            }
             RowMutation::Policy(t) => conn.execute("UPDATE policy SET tree = ?1", [t]),
             RowMutation::Meta(v) => conn.execute("UPDATE meta SET value = ?1 WHERE key = 'running'", [v]),
         };
@@ -945,7 +1058,12 @@ fn queue_rows_changed_on_disk_give_typed_errors_never_a_panic_never_a_silent_ski
             Err(e) => {
                 prop_assert!(!matches!(e.kind, ErrorKind::Internal | ErrorKind::Closed), "open: untyped error {e}");
                 prop_assert!(!e.detail.contains(TEXT_MARKER));
-                prop_assert_eq!(THREAD_PANICS.load(Ordering::SeqCst), before, "a thread panicked: {:?}", PANIC_MESSAGES.lock().unwrap());
+                prop_assert_eq!(
+                    THREAD_PANICS.load(Ordering::SeqCst),
+                    before,
+                    "a thread panicked: {:?}",
+                    PANIC_MESSAGES.lock().unwrap()
+                );
                 return Ok(());
             }
         };
@@ -958,9 +1076,16 @@ fn queue_rows_changed_on_disk_give_typed_errors_never_a_panic_never_a_silent_ski
             // Every record returned continues the chain and is what the agent wrote.
             for r in &batch.records {
                 prop_assert_eq!(Some(r.seq), after.checked_add(1), "records skipped");
-                prop_assert!(chain::link(&link, r.seq, r.epoch, &r.ciphertext) == r.link, "a record that does not chain was returned");
+                prop_assert!(
+                    chain::link(&link, r.seq, r.epoch, &r.ciphertext) == r.link,
+                    "a record that does not chain was returned"
+                );
                 if let Some((epoch, l, ct)) = pristine.rows.get(&(r.seq as i64)) {
-                    prop_assert!(*epoch as u64 == r.epoch && l[..] == r.link[..] && *ct == r.ciphertext, "an altered record {} was returned", r.seq);
+                    prop_assert!(
+                        *epoch as u64 == r.epoch && l[..] == r.link[..] && *ct == r.ciphertext,
+                        "an altered record {} was returned",
+                        r.seq
+                    );
                 }
                 after = r.seq;
                 link = r.link;

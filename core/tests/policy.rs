@@ -181,15 +181,7 @@ fn every_required_key_missing_is_named_in_schema_order() {
     let required: Vec<&str> = KEYS.iter().filter(|k| k.required).map(|k| k.name).collect();
     assert_eq!(
         required,
-        [
-            "archive_url",
-            "archive_public_key",
-            "archive_key_id",
-            "tenant_id",
-            "device_token",
-            "business_lines",
-            "policy_version"
-        ]
+        ["archive_url", "archive_public_key", "archive_key_id", "tenant_id", "device_token", "business_lines", "policy_version"]
     );
     let named: Vec<&str> = r.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(named, required);
@@ -211,11 +203,7 @@ fn empty_values_of_required_keys_count_as_missing() {
         assert_problem(&with(spec.name, "   "), spec.name, ProblemKind::Missing);
     }
     assert_problem(&with("business_lines", Value::List(vec![])), "business_lines", ProblemKind::Missing);
-    assert_problem(
-        &with("business_lines", Value::List(vec!["".into(), " ".into()])),
-        "business_lines",
-        ProblemKind::Missing,
-    );
+    assert_problem(&with("business_lines", Value::List(vec!["".into(), " ".into()])), "business_lines", ProblemKind::Missing);
     assert_problem(&with("business_lines", " , ,"), "business_lines", ProblemKind::Missing);
 }
 
@@ -319,8 +307,7 @@ fn wrong_type_details_name_both_types() {
 
 #[test]
 fn lists_as_array_or_comma_string_are_equal() {
-    let from_array =
-        ok(&with("capture_channels", Value::List(vec!["sms".into(), " imessage ".into(), "".into()]))).policy;
+    let from_array = ok(&with("capture_channels", Value::List(vec!["sms".into(), " imessage ".into(), "".into()]))).policy;
     let from_string = ok(&with("capture_channels", "sms,imessage,")).policy;
     assert_eq!(from_array.capture_channels, from_string.capture_channels);
     assert_eq!(from_array.capture_channels, BTreeSet::from([Channel::Sms, Channel::Imessage]));
@@ -351,15 +338,9 @@ fn integers_may_arrive_as_strings() {
 
 #[test]
 fn booleans_accept_exactly_true_false_1_0() {
-    for (text, expected) in [
-        ("true", true),
-        ("TRUE", true),
-        (" True ", true),
-        ("1", true),
-        ("false", false),
-        ("False", false),
-        ("0", false),
-    ] {
+    for (text, expected) in
+        [("true", true), ("TRUE", true), (" True ", true), ("1", true), ("false", false), ("False", false), ("0", false)]
+    {
         assert_eq!(ok(&with("upload_allow_roaming", text)).policy.upload_allow_roaming, expected, "{text:?}");
     }
     assert!(ok(&with("upload_allow_roaming", true)).policy.upload_allow_roaming);
@@ -385,11 +366,7 @@ fn enums_ignore_case_and_list_the_choices() {
 
 #[test]
 fn http_url_is_insecure() {
-    let p = assert_problem(
-        &with("archive_url", "http://archive.acme-capital.test/v1"),
-        "archive_url",
-        ProblemKind::InsecureUrl,
-    );
+    let p = assert_problem(&with("archive_url", "http://archive.acme-capital.test/v1"), "archive_url", ProblemKind::InsecureUrl);
     assert_eq!(p.to_string(), "archive_url: must use https, got http");
     assert_problem(&with("archive_url", "ftp://archive.acme-capital.test/"), "archive_url", ProblemKind::InsecureUrl);
 }
@@ -426,11 +403,8 @@ fn public_key_must_be_32_bytes_of_base64() {
 fn bad_pins_name_the_item() {
     let p = assert_problem(&with("tls_pins", format!("{PIN_A},{SHORT_KEY}")), "tls_pins", ProblemKind::BadKeyLength);
     assert!(p.detail.starts_with("item 2 must decode to 32 bytes, got 31"), "{p}");
-    let p = assert_problem(
-        &with("tls_pins", Value::List(vec!["%%%".into(), PIN_A.into()])),
-        "tls_pins",
-        ProblemKind::InvalidValue,
-    );
+    let p =
+        assert_problem(&with("tls_pins", Value::List(vec!["%%%".into(), PIN_A.into()])), "tls_pins", ProblemKind::InvalidValue);
     assert!(p.detail.starts_with("item 1 is not valid base64"), "{p}");
     // Both bad items named in one problem.
     let p = only_problem(&with("tls_pins", format!("%%%,{PIN_A},AAAA")));
@@ -446,11 +420,8 @@ fn pins_are_sorted_and_deduplicated() {
 
 #[test]
 fn unknown_channels_are_named_with_the_valid_ones() {
-    let p = assert_problem(
-        &with("capture_channels", "sms,carrier-pigeon,telegram"),
-        "capture_channels",
-        ProblemKind::InvalidValue,
-    );
+    let p =
+        assert_problem(&with("capture_channels", "sms,carrier-pigeon,telegram"), "capture_channels", ProblemKind::InvalidValue);
     assert_eq!(
         p.to_string(),
         "capture_channels: unknown channel \"carrier-pigeon\"; valid: sms, mms, rcs, imessage, whatsapp, wechat, signal, telegram, line, voice"
@@ -548,10 +519,7 @@ fn unknown_keys_are_warnings_with_suggestions() {
     let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
         warnings,
-        [
-            "captur_channels: unknown key, ignored; did you mean capture_channels?",
-            "retention_days: unknown key, ignored"
-        ]
+        ["captur_channels: unknown key, ignored; did you mean capture_channels?", "retention_days: unknown key, ignored"]
     );
     assert!(parsed.warnings.iter().all(|w| w.kind == ProblemKind::UnknownKey));
     // The misspelt key did not count: the default applies.
@@ -642,8 +610,7 @@ fn the_token_never_appears_in_any_output() {
 
 #[test]
 fn token_problems_never_show_the_value() {
-    let p =
-        assert_problem(&with("device_token", format!("{{{{{TOKEN}}}}}")), "device_token", ProblemKind::InvalidValue);
+    let p = assert_problem(&with("device_token", format!("{{{{{TOKEN}}}}}")), "device_token", ProblemKind::InvalidValue);
     assert_eq!(
         p.detail,
         "(value hidden) looks like an MDM variable that was not substituted; check the variable's name in the MDM"
@@ -819,10 +786,7 @@ mod files {
     fn reals_and_dates_are_refused_naming_the_key() {
         let xml = b"<plist version=\"1.0\"><dict><key>max_batch_kb</key><real>1024</real></dict></plist>";
         let e = file::from_bytes(xml).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "max_batch_kb: real-number values are not supported (use a string, integer, boolean or list)"
-        );
+        assert_eq!(e.to_string(), "max_batch_kb: real-number values are not supported (use a string, integer, boolean or list)");
         let xml = b"<plist version=\"1.0\"><dict><key>d</key><date>2026-01-01T00:00:00Z</date></dict></plist>";
         assert!(matches!(file::from_bytes(xml), Err(FormatError::Unsupported { found: "date", .. })));
     }

@@ -150,7 +150,10 @@ async fn a_real_2mb_file_system_fills_capture_fails_clearly_nothing_is_damaged_a
             Agent::open(&store, AgentOptions::default()).expect("the store opens once space returns")
         }
     };
-    assert_eq!(open_everything(&agent, &s).iter().filter(|r| matches!(r.body, RecordBody::AttachmentEnd { .. })).count(), stored as usize + 1);
+    assert_eq!(
+        open_everything(&agent, &s).iter().filter(|r| matches!(r.body, RecordBody::AttachmentEnd { .. })).count(),
+        stored as usize + 1
+    );
     agent.close().await.unwrap();
     drop(agent);
     drop(fs);

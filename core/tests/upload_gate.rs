@@ -35,7 +35,12 @@ async fn offline_metered_and_roaming_block_upload_as_policy_says() {
     let s = Setup::new();
     let agent = s.open();
     // An address nothing listens on: if the gate failed, the report would say Error, not these.
-    let tree = verbatim_core::synth::sample_policy("https://127.0.0.1:9", &s.public, TOKEN, &[("upload_network", Value::String("unmetered".into()))]);
+    let tree = verbatim_core::synth::sample_policy(
+        "https://127.0.0.1:9",
+        &s.public,
+        TOKEN,
+        &[("upload_network", Value::String("unmetered".into()))],
+    );
     agent.apply_policy(&tree).await.unwrap();
     one_message(&agent).await;
     let pending = agent.status().queue_records;
@@ -55,7 +60,12 @@ async fn offline_metered_and_roaming_block_upload_as_policy_says() {
     assert!(agent.status().upload.last_attempt_ms.is_none(), "no attempt was made");
 
     // Roaming is refused even on an "any network" policy unless roaming is allowed.
-    let tree = verbatim_core::synth::sample_policy("https://127.0.0.1:9", &s.public, TOKEN, &[("upload_network", Value::String("any".into()))]);
+    let tree = verbatim_core::synth::sample_policy(
+        "https://127.0.0.1:9",
+        &s.public,
+        TOKEN,
+        &[("upload_network", Value::String("any".into()))],
+    );
     agent.apply_policy(&tree).await.unwrap();
     let report = agent.upload(UploadOptions::new(Duration::from_secs(5), NetworkState::Roaming)).await;
     assert_eq!(report.stopped, StopReason::NotAllowed);
@@ -143,6 +153,8 @@ async fn after_a_restart_capture_works_at_once_and_upload_waits_for_the_token_ne
 fn policy_applied_count(s: &Setup) -> usize {
     open_all(s)
         .iter()
-        .filter(|(_, r)| matches!(&r.body, verbatim_core::record::RecordBody::Agent(verbatim_core::record::AgentEvent::PolicyApplied { .. })))
+        .filter(|(_, r)| {
+            matches!(&r.body, verbatim_core::record::RecordBody::Agent(verbatim_core::record::AgentEvent::PolicyApplied { .. }))
+        })
         .count()
 }

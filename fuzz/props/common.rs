@@ -90,14 +90,35 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
 /// One byte-level change, positions taken modulo the input's length.
 #[derive(Debug, Clone)]
 pub enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    SetByte { at: usize, value: u8 },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    SetByte {
+        at: usize,
+        value: u8,
+    },
     /// Big-endian integer fields are where decoders overflow: set 2, 4 or 8 bytes at once.
-    SetWord { at: usize, width: u8, value: u64 },
-    Insert { at: usize, bytes: Vec<u8> },
-    Delete { at: usize, len: usize },
-    Truncate { at: usize },
-    Duplicate { at: usize, len: usize },
+    SetWord {
+        at: usize,
+        width: u8,
+        value: u64,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Delete {
+        at: usize,
+        len: usize,
+    },
+    Truncate {
+        at: usize,
+    },
+    Duplicate {
+        at: usize,
+        len: usize,
+    },
 }
 
 pub fn mutation() -> BoxedStrategy<Mutation> {

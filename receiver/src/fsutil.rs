@@ -24,11 +24,7 @@ pub fn write_private_new(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Creates `path` (refusing to overwrite) with default permissions, writes `bytes`, syncs.
 pub fn write_public_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io_path("create", path, e))?;
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io_path("create", path, e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io_path("write", path, e))?;
     sync_parent(path);
     Ok(())
@@ -52,10 +48,7 @@ pub fn check_private_mode(path: &Path) -> Result<()> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io_path("read", path, e))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::Key(format!(
-                "{} is readable by others (mode {mode:03o}); run `chmod 600` on it",
-                path.display()
-            )));
+            return Err(Error::Key(format!("{} is readable by others (mode {mode:03o}); run `chmod 600` on it", path.display())));
         }
     }
     #[cfg(not(unix))]

@@ -54,12 +54,10 @@ pub fn load_secret(path: &Path) -> Result<ArchiveSecretKey> {
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key(format!("{} is not a key file", path.display())))?;
     let raw = Zeroizing::new(
-        STANDARD
-            .decode(text.trim())
-            .map_err(|_| Error::Key(format!("{} is not base64 of a 32-byte key", path.display())))?,
+        STANDARD.decode(text.trim()).map_err(|_| Error::Key(format!("{} is not base64 of a 32-byte key", path.display())))?,
     );
-    let secret = ArchiveSecretKey::from_bytes(&raw)
-        .map_err(|_| Error::Key(format!("{} does not hold a 32-byte key", path.display())))?;
+    let secret =
+        ArchiveSecretKey::from_bytes(&raw).map_err(|_| Error::Key(format!("{} does not hold a 32-byte key", path.display())))?;
     // A key that is not a valid X25519 scalar would only fail later, at export.
     seal::public_key_of(&secret)?;
     Ok(secret)

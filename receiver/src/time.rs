@@ -53,10 +53,7 @@ fn civil(ms: i64) -> Civil {
 /// `2025-07-01T10:00:00.123Z`
 pub fn rfc3339(ms: i64) -> String {
     let c = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis)
 }
 
 /// `Tue, 01 Jul 2025 10:00:00 +0000` (RFC 5322 section 3.3).

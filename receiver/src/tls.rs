@@ -101,7 +101,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     if certs.is_empty() {
         return Err(Error::Tls(format!("{} holds no certificate", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::Tls(format!("{}: no usable private key ({e})", key.display())))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| Error::Tls(format!("{}: no usable private key ({e})", key.display())))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,10 @@ impl TokenStore {
                 tracing::warn!(line = n + 1, "device token file: invalid entry; skipped");
                 continue;
             }
-            by_id.insert(entry.token_id, Known { identity: DeviceIdentity { tenant: entry.tenant, device: entry.device }, hash: entry.hash });
+            by_id.insert(
+                entry.token_id,
+                Known { identity: DeviceIdentity { tenant: entry.tenant, device: entry.device }, hash: entry.hash },
+            );
         }
         let mut state = self.lock();
         // Keep cached verifications whose entry is unchanged; drop revoked ones.
@@ -236,7 +239,9 @@ impl TokenStore {
             if let Some(k) = state.verified.get(&digest).and_then(|id| state.by_id.get(id)) {
                 return Some(k.identity.clone());
             }
-            parse(token).and_then(|(id, secret)| state.by_id.get(id).map(|k| (id.to_string(), secret, k.hash.clone(), k.identity.clone())))
+            parse(token).and_then(|(id, secret)| {
+                state.by_id.get(id).map(|k| (id.to_string(), secret, k.hash.clone(), k.identity.clone()))
+            })
         };
         match candidate {
             Some((id, secret, hash, identity)) => {

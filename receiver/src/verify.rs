@@ -223,10 +223,8 @@ pub fn verify_with(data_dir: &Path, options: &VerifyOptions) -> Result<Report> {
         s.chain_verified = s.gaps.is_empty() && s.chain_break_count == 0;
         s.last_received_ms = read::last_received_ms(&tx, sid)?;
         s.last_received = s.last_received_ms.map(rfc3339);
-        s.alerts = read::alerts(&tx, sid)?
-            .into_iter()
-            .map(|(at, kind, detail)| AlertInfo { at: rfc3339(at), kind, detail })
-            .collect();
+        s.alerts =
+            read::alerts(&tx, sid)?.into_iter().map(|(at, kind, detail)| AlertInfo { at: rfc3339(at), kind, detail }).collect();
         streams.push(s);
     }
     let totals = Totals {

@@ -139,7 +139,14 @@ async fn authentication_and_authorisation() {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "one answer for every bad token: {answers:?}");
     // Basic or another scheme is not a bearer token.
-    let r = client.post(format!("{url}/v1/batches")).basic_auth("acme", Some("x")).header("content-type", CONTENT_TYPE).body(body.clone()).send().await.unwrap();
+    let r = client
+        .post(format!("{url}/v1/batches"))
+        .basic_auth("acme", Some("x"))
+        .header("content-type", CONTENT_TYPE)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(cursor(&client, &url, &wrong, "s-1").await.status, 401);
 

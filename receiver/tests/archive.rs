@@ -41,7 +41,10 @@ async fn verify_detects_records_altered_or_removed_in_the_database() {
     let archive = archive_keys();
     let mut records = Vec::new();
     for i in 0..8 {
-        records.push(Record::new(i, RecordBody::Agent(verbatim_core::record::AgentEvent::QueueCorrupt { detail: format!("test {i}") })));
+        records.push(Record::new(
+            i,
+            RecordBody::Agent(verbatim_core::record::AgentEvent::QueueCorrupt { detail: format!("test {i}") }),
+        ));
     }
     upload(dir.path(), &archive, "s-1", &records, 3).await;
     assert!(verify(dir.path()).unwrap().ok());
@@ -103,7 +106,11 @@ fn qp_decode(s: &str) -> String {
 }
 
 fn parts(body: &str, boundary: &str) -> Vec<String> {
-    body.split(&format!("--{boundary}")).skip(1).filter(|p| !p.starts_with("--")).map(|p| p.trim_start_matches("\r\n").to_string()).collect()
+    body.split(&format!("--{boundary}"))
+        .skip(1)
+        .filter(|p| !p.starts_with("--"))
+        .map(|p| p.trim_start_matches("\r\n").to_string())
+        .collect()
 }
 
 fn boundary(headers: &str) -> String {
@@ -222,7 +229,11 @@ async fn export_round_trips_every_record_kind() {
     assert_eq!(decoded, recording_bytes());
 
     // Edits, unsends, reactions, omissions and agent events say what they are.
-    for (ty, subject_part) in [("edit", "Edit of message msg-2"), ("unsend", "Message msg-2 unsent"), ("attachment_omitted", "Attachment not captured: huge.mov")] {
+    for (ty, subject_part) in [
+        ("edit", "Edit of message msg-2"),
+        ("unsend", "Message msg-2 unsent"),
+        ("attachment_omitted", "Attachment not captured: huge.mov"),
+    ] {
         let l = lines.iter().find(|l| l["type"] == ty).unwrap();
         let (h, _) = split(&eml(&stream_dir, l["eml"].as_str().unwrap()));
         assert!(header(&h, "Subject").unwrap().contains(subject_part), "{ty}");

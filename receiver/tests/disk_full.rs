@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use verbatim_core::record::{Record, RecordBody};
 use verbatim_core::model::{Channel, Direction, Event, EventMeta, Message};
+use verbatim_core::record::{Record, RecordBody};
 use verbatim_core::synth::{BUSINESS_LINE, sample_policy};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
 use verbatim_core::{Agent, AgentOptions, Value};
@@ -99,7 +99,11 @@ async fn a_full_archive_answers_503_acknowledges_nothing_unstored_and_recovers_w
     assert_eq!(report.stopped, StopReason::Deadline, "{report:?}");
     assert!(report.retries >= 1, "{report:?}");
     let acked = agent.status().acked_through;
-    assert!(acked > 0 && acked < written, "some batches fit before the disk filled: acked {acked} of {written}: {report:?} {:?} base {base}", agent.status().upload);
+    assert!(
+        acked > 0 && acked < written,
+        "some batches fit before the disk filled: acked {acked} of {written}: {report:?} {:?} base {base}",
+        agent.status().upload
+    );
     assert!(agent.status().upload.last_error.as_deref().unwrap_or("").contains("503"), "{:?}", agent.status().upload);
     let held = verify(&data).unwrap();
     assert!(held.ok(), "what was stored is intact: {}", held.to_text());

@@ -48,9 +48,10 @@ impl Held {
         let expected = held.saturating_add(1);
         for e in &batch.epochs {
             if let Some((k, enc)) = self.epochs.get(&e.epoch)
-                && (*k != e.archive_key_id || *enc != e.encapsulation) {
-                    return Outcome::Conflict { expected, reason: String::new() };
-                }
+                && (*k != e.archive_key_id || *enc != e.encapsulation)
+            {
+                return Outcome::Conflict { expected, reason: String::new() };
+            }
         }
         let first = batch.records[0].seq;
         if first > expected {
@@ -139,10 +140,18 @@ impl Honest {
 enum Twist {
     None,
     /// Different ciphertext, links recomputed: a consistent rewrite of history.
-    Rewrite { rec: usize },
+    Rewrite {
+        rec: usize,
+    },
     /// Different ciphertext, links kept: does not chain.
-    FlipCiphertext { rec: usize, at: usize },
-    FlipLink { rec: usize, at: usize },
+    FlipCiphertext {
+        rec: usize,
+        at: usize,
+    },
+    FlipLink {
+        rec: usize,
+        at: usize,
+    },
     /// An announced epoch with another encapsulation.
     Reannounce,
     /// Renumber the whole batch to start elsewhere (links recomputed from genesis).
@@ -224,7 +233,11 @@ fn the_store_answers_every_decoded_batch_as_the_api_promises() {
         store.close();
         let report = verify(dir.path()).map_err(|e| fail(e.to_string()))?;
         for s in &report.streams {
-            prop_assert!(s.chain_verified && s.gaps.is_empty() && s.records_without_epoch == 0, "stored data does not verify: {:?}", s);
+            prop_assert!(
+                s.chain_verified && s.gaps.is_empty() && s.records_without_epoch == 0,
+                "stored data does not verify: {:?}",
+                s
+            );
         }
         Ok(())
     });
@@ -299,15 +312,24 @@ fn the_batch_endpoint_answers_every_body_as_documented_and_never_5xx() {
         };
         prop_assert_eq!(reply.status, want.0, "body: {}", reply.body);
         if reply.status == 200 {
-            let ack: BatchAck = serde_json::from_str(&reply.body).map_err(|e| fail(format!("200 without a BatchAck ({e}): {}", reply.body)))?;
-            prop_assert!(matches!(&want.1, Some(Outcome::Stored(a)) if *a == ack), "ack {:?}, the API promises {:?}", ack, want.1);
+            let ack: BatchAck =
+                serde_json::from_str(&reply.body).map_err(|e| fail(format!("200 without a BatchAck ({e}): {}", reply.body)))?;
+            prop_assert!(
+                matches!(&want.1, Some(Outcome::Stored(a)) if *a == ack),
+                "ack {:?}, the API promises {:?}",
+                ack,
+                want.1
+            );
         } else {
-            let e: ApiError = serde_json::from_str(&reply.body).map_err(|e| fail(format!("{} without an ApiError ({e}): {}", reply.status, reply.body)))?;
+            let e: ApiError = serde_json::from_str(&reply.body)
+                .map_err(|e| fail(format!("{} without an ApiError ({e}): {}", reply.status, reply.body)))?;
             prop_assert!(documented(reply.status, &e.error), "undocumented answer {} {:?}", reply.status, e);
             prop_assert!(!e.reason.is_empty());
             match &want.1 {
                 Some(Outcome::Gap { expected }) => prop_assert_eq!((e.error.as_str(), e.expected_seq), ("gap", Some(*expected))),
-                Some(Outcome::Conflict { expected, .. }) => prop_assert_eq!((e.error.as_str(), e.expected_seq), ("conflict", Some(*expected))),
+                Some(Outcome::Conflict { expected, .. }) => {
+                    prop_assert_eq!((e.error.as_str(), e.expected_seq), ("conflict", Some(*expected)))
+                }
                 _ => prop_assert_eq!(e.expected_seq, None),
             }
         }

@@ -84,7 +84,8 @@ impl Setup {
     }
 
     async fn cursor_of(&self, stream: &str) -> u64 {
-        let c: Cursor = serde_json::from_str(&cursor(&self.client, &self.rx.url(), self.token.expose(), stream).await.body).unwrap();
+        let c: Cursor =
+            serde_json::from_str(&cursor(&self.client, &self.rx.url(), self.token.expose(), stream).await.body).unwrap();
         c.acked_through
     }
 }
@@ -92,7 +93,11 @@ impl Setup {
 /// What came back on a raw connection.
 #[derive(Debug)]
 enum Answer {
-    Response { status: u16, headers: String, body: String },
+    Response {
+        status: u16,
+        headers: String,
+        body: String,
+    },
     /// The server closed the connection without a response.
     Closed,
     /// Nothing within the wait.
@@ -137,7 +142,13 @@ async fn read_answer(s: &mut TlsStream<TcpStream>, wait: Duration) -> Answer {
             return Answer::Silent;
         }
         match tokio::time::timeout(left, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return if buf.is_empty() { Answer::Closed } else { Answer::Response { status: 0, headers: String::from_utf8_lossy(&buf).into(), body: String::new() } },
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return if buf.is_empty() {
+                    Answer::Closed
+                } else {
+                    Answer::Response { status: 0, headers: String::from_utf8_lossy(&buf).into(), body: String::new() }
+                };
+            }
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => return Answer::Silent,
         }
@@ -179,10 +190,11 @@ async fn oversized_bodies_get_413_whatever_the_framing_and_store_nothing() {
             break;
         }
         if let Ok(a) = tokio::time::timeout(Duration::from_millis(50), read_answer(&mut c, Duration::from_millis(50))).await
-            && !matches!(a, Answer::Silent) {
-                answer = Some(a);
-                break;
-            }
+            && !matches!(a, Answer::Silent)
+        {
+            answer = Some(a);
+            break;
+        }
     }
     let a = match answer {
         Some(a) => a,
@@ -566,7 +578,9 @@ async fn huge_headers_and_urls_are_refused_without_harm() {
         let write = c.write_all(&req).await;
         let a = read_answer(&mut c, Duration::from_secs(8)).await;
         match &a {
-            Answer::Response { status, .. } => assert!(*status == 431 || *status == 400 || *status == 413 || *status == 200, "{what}: {a:?}"),
+            Answer::Response { status, .. } => {
+                assert!(*status == 431 || *status == 400 || *status == 413 || *status == 200, "{what}: {a:?}")
+            }
             Answer::Closed => {}
             Answer::Silent => panic!("{what}: no answer and the connection stays open"),
         }
@@ -574,7 +588,11 @@ async fn huge_headers_and_urls_are_refused_without_harm() {
     }
     // A huge path on the cursor.
     let mut c = s.connect().await;
-    let req = format!("GET /v1/streams/{}/cursor HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", "s".repeat(512 * 1024), s.token.expose());
+    let req = format!(
+        "GET /v1/streams/{}/cursor HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        "s".repeat(512 * 1024),
+        s.token.expose()
+    );
     let _ = c.write_all(req.as_bytes()).await;
     let a = read_answer(&mut c, Duration::from_secs(8)).await;
     assert!(matches!(a, Answer::Closed) || a.status().is_some_and(|st| (400..500).contains(&st)), "{a:?}");

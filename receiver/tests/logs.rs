@@ -30,11 +30,7 @@ impl Write for Capture {
 async fn logs_hold_sizes_and_sequence_numbers_only() {
     let capture = Capture::default();
     let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(move || writer.clone()).init();
 
     let dir = tempfile::tempdir().unwrap();
     let rx = start(config(dir.path())).await;
@@ -46,7 +42,13 @@ async fn logs_hold_sizes_and_sequence_numbers_only() {
     dev.push(&Record::new(
         1,
         RecordBody::Message(Message {
-            meta: EventMeta { channel: Channel::Sms, line: "+1555".into(), conversation_id: "c".into(), source_id: "m".into(), source_time_ms: 1 },
+            meta: EventMeta {
+                channel: Channel::Sms,
+                line: "+1555".into(),
+                conversation_id: "c".into(),
+                source_id: "m".into(),
+                source_time_ms: 1,
+            },
             direction: Direction::Outbound,
             sender: "+1555".into(),
             recipients: vec!["+1666".into()],
@@ -73,7 +75,15 @@ async fn logs_hold_sizes_and_sequence_numbers_only() {
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("batch stored") && logs.contains("stream alert recorded"), "capture works:\n{logs}");
     let token_secret = token.expose().rsplit('.').next().unwrap().to_string();
-    let mut forbidden = vec![token.expose().to_string(), token_secret, wrong, secret_text.to_string(), tenant.into(), device.into(), stream.into()];
+    let mut forbidden = vec![
+        token.expose().to_string(),
+        token_secret,
+        wrong,
+        secret_text.to_string(),
+        tenant.into(),
+        device.into(),
+        stream.into(),
+    ];
     for r in &dev.records {
         forbidden.push(hex::encode(&r.ciphertext[..12]));
         forbidden.push(base64::engine::general_purpose::STANDARD.encode(&r.ciphertext[..12]));

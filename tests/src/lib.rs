@@ -33,8 +33,8 @@ use verbatim_core::clock::ManualClock;
 use verbatim_core::model::Event;
 use verbatim_core::policy::Value;
 use verbatim_core::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
-use verbatim_core::secret::Secret;
 use verbatim_core::seal::{ArchiveSecretKey, generate_archive_keypair};
+use verbatim_core::secret::Secret;
 use verbatim_core::synth::{Workload, WorkloadOptions, sample_policy};
 use verbatim_core::upload::{NetworkState, Pause, StopReason, UploadOptions, UploadReport};
 use verbatim_core::wire::{Batch, CONTENT_TYPE, EpochInfo, WireRecord};
@@ -848,12 +848,18 @@ fn check_file(stream: &ExportedStream, id: &str, source: &Path) {
     assert_eq!(end["size"].as_u64(), Some(bytes.len() as u64), "attachment {id}: size");
     assert_eq!(end["sha256_verified"].as_bool(), Some(true), "attachment {id}: export did not verify it");
     let chunks =
-        stream.lines.iter().filter(|l| line_type(l) == "attachment_chunk" && l["attachment_id"].as_str() == Some(id)).count() as u64;
+        stream.lines.iter().filter(|l| line_type(l) == "attachment_chunk" && l["attachment_id"].as_str() == Some(id)).count()
+            as u64;
     assert_eq!(chunks, (bytes.len() as u64).div_ceil(CHUNK), "attachment {id}: chunk records");
     assert_eq!(end["chunks"].as_u64(), Some(chunks), "attachment {id}: chunk count");
     let file = stream.dir.join(end["file"].as_str().unwrap_or_else(|| panic!("attachment {id}: no file")));
     let exported = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    assert!(exported == bytes, "attachment {id}: exported file differs from the source ({} vs {} bytes)", exported.len(), bytes.len());
+    assert!(
+        exported == bytes,
+        "attachment {id}: exported file differs from the source ({} vs {} bytes)",
+        exported.len(),
+        bytes.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -901,8 +907,11 @@ pub fn tamper_queue_record(device_dir: &Path, seq: u64, how: Tamper) {
         let mut prev: Link = match before {
             Some(l) => l.try_into().unwrap(),
             None => {
-                let (acked, link): (i64, Vec<u8>) =
-                    tx.query_row("SELECT acked_through, acked_link FROM chain_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+                let (acked, link): (i64, Vec<u8>) = tx
+                    .query_row("SELECT acked_through, acked_link FROM chain_state WHERE id = 1", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .unwrap();
                 assert_eq!(acked as u64 + 1, seq, "record {seq} follows the acknowledged head");
                 link.try_into().unwrap()
             }
@@ -945,7 +954,12 @@ pub fn open_queue(device_dir: &Path, key: &ArchiveKey) -> Vec<(u64, Result<Recor
     let rows: Vec<WireRecord> = stmt
         .query_map([], |r| {
             let link: Vec<u8> = r.get(2)?;
-            Ok(WireRecord { seq: r.get::<_, i64>(0)? as u64, epoch: r.get::<_, i64>(1)? as u64, link: link.try_into().unwrap(), ciphertext: r.get(3)? })
+            Ok(WireRecord {
+                seq: r.get::<_, i64>(0)? as u64,
+                epoch: r.get::<_, i64>(1)? as u64,
+                link: link.try_into().unwrap(),
+                ciphertext: r.get(3)?,
+            })
         })
         .unwrap()
         .map(|r| r.unwrap())

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use verbatim_core::AgentOptions;
 use verbatim_core::clock::{Clock, ManualClock};
 use verbatim_core::upload::retry::{FIRST_DELAY, MAX_DELAY, RetrySchedule};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
-use verbatim_core::AgentOptions;
 use verbatim_tests::*;
 
 /// The schedule's ceilings for the first `n` attempts, checked to start at FIRST_DELAY and

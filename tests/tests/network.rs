@@ -32,7 +32,10 @@ async fn each_network_the_policy_allows_uploads() {
     assert!(r.records_sent > 0);
 
     // Roaming allowed: roaming uploads.
-    agent.apply_policy(&world.policy(&[("upload_network", s("any")), ("upload_allow_roaming", Value::Bool(true))])).await.unwrap();
+    agent
+        .apply_policy(&world.policy(&[("upload_network", s("any")), ("upload_allow_roaming", Value::Bool(true))]))
+        .await
+        .unwrap();
     captured.extend(world.capture(&agent, 83, 15).await);
     let r = upload_on(&agent, NetworkState::Roaming).await;
     assert_eq!(r.stopped, StopReason::Done, "{r:?}");

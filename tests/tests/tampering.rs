@@ -4,9 +4,9 @@
 //! and compares what it already holds byte for byte; only export (with the archive key) can
 //! see a ciphertext that was altered and re-linked before the archive ever held it.
 
+use verbatim_core::chain;
 use verbatim_core::record::{AgentEvent, RecordBody};
 use verbatim_core::upload::StopReason;
-use verbatim_core::chain;
 use verbatim_receiver::Fault;
 use verbatim_tests::*;
 
@@ -190,10 +190,7 @@ async fn a_relinked_alteration_of_a_record_the_archive_holds_is_caught_by_the_de
     let report = upload_once(&agent).await;
     assert_eq!(report.stopped, StopReason::Error, "{report:?}");
     assert_eq!(report.error_kind.as_deref(), Some("conflict"), "{report:?}");
-    assert!(
-        report.detail.as_deref().unwrap().contains(&format!("holds a different record at sequence {held}")),
-        "{report:?}"
-    );
+    assert!(report.detail.as_deref().unwrap().contains(&format!("holds a different record at sequence {held}")), "{report:?}");
     assert_eq!(report.records_sent, 0, "nothing sent");
     assert_eq!(agent.status().acked_through, acked_before, "nothing deleted on a diverging cursor");
     agent.close().await.unwrap();

@@ -56,26 +56,11 @@ pub struct Artifact {
 pub fn artifacts(bundle_id: &str) -> Vec<Artifact> {
     let (restrictions, strings) = android_app_restrictions();
     vec![
-        Artifact {
-            path: SPECFILE_PATH,
-            contents: appconfig_specfile_for(bundle_id),
-        },
-        Artifact {
-            path: INTUNE_PLIST_PATH,
-            contents: sample_plist(Console::Intune),
-        },
-        Artifact {
-            path: JAMF_PLIST_PATH,
-            contents: sample_plist(Console::Jamf),
-        },
-        Artifact {
-            path: ANDROID_RESTRICTIONS_PATH,
-            contents: restrictions,
-        },
-        Artifact {
-            path: ANDROID_STRINGS_PATH,
-            contents: strings,
-        },
+        Artifact { path: SPECFILE_PATH, contents: appconfig_specfile_for(bundle_id) },
+        Artifact { path: INTUNE_PLIST_PATH, contents: sample_plist(Console::Intune) },
+        Artifact { path: JAMF_PLIST_PATH, contents: sample_plist(Console::Jamf) },
+        Artifact { path: ANDROID_RESTRICTIONS_PATH, contents: restrictions },
+        Artifact { path: ANDROID_STRINGS_PATH, contents: strings },
     ]
 }
 
@@ -83,10 +68,7 @@ pub fn artifacts(bundle_id: &str) -> Vec<Artifact> {
 /// (note: no hyphens or underscores).
 pub fn is_valid_bundle_id(id: &str) -> bool {
     let parts: Vec<&str> = id.split('.').collect();
-    parts.len() >= 2
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+    parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,49 +93,19 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Capture scope",
-        &[
-            "capture_channels",
-            "business_lines",
-            "capture_attachments",
-            "max_attachment_mb",
-            "capture_call_recordings",
-        ],
+        &["capture_channels", "business_lines", "capture_attachments", "max_attachment_mb", "capture_call_recordings"],
     ),
-    (
-        "Upload",
-        &[
-            "upload_network",
-            "upload_allow_roaming",
-            "upload_interval_minutes",
-            "max_batch_kb",
-        ],
-    ),
-    (
-        "Queue and fail-closed",
-        &["queue_max_mb", "queue_alert_percent", "pending_alert_hours", "heartbeat_hours", "fail_closed"],
-    ),
-    (
-        "Notice, logging and version",
-        &["disclaimer_text", "disclaimer_mode", "log_level", "policy_version"],
-    ),
+    ("Upload", &["upload_network", "upload_allow_roaming", "upload_interval_minutes", "max_batch_kb"]),
+    ("Queue and fail-closed", &["queue_max_mb", "queue_alert_percent", "pending_alert_hours", "heartbeat_hours", "fail_closed"]),
+    ("Notice, logging and version", &["disclaimer_text", "disclaimer_mode", "log_level", "policy_version"]),
 ];
 const OTHER_GROUP: &str = "Other settings";
 
 /// The groups with their keys' schema rows, empty groups dropped.
 fn groups() -> Vec<(&'static str, Vec<&'static KeySpec>)> {
-    let mut out: Vec<(&'static str, Vec<&'static KeySpec>)> = GROUPS
-        .iter()
-        .map(|(title, names)| {
-            (
-                *title,
-                KEYS.iter().filter(|k| names.contains(&k.name)).collect(),
-            )
-        })
-        .collect();
-    let other: Vec<&'static KeySpec> = KEYS
-        .iter()
-        .filter(|k| !GROUPS.iter().any(|(_, names)| names.contains(&k.name)))
-        .collect();
+    let mut out: Vec<(&'static str, Vec<&'static KeySpec>)> =
+        GROUPS.iter().map(|(title, names)| (*title, KEYS.iter().filter(|k| names.contains(&k.name)).collect())).collect();
+    let other: Vec<&'static KeySpec> = KEYS.iter().filter(|k| !GROUPS.iter().any(|(_, names)| names.contains(&k.name))).collect();
     out.push((OTHER_GROUP, other));
     out.retain(|(_, keys)| !keys.is_empty());
     out
@@ -168,10 +120,7 @@ fn title(name: &str) -> String {
             "url" | "id" | "tls" | "ca" | "pem" | "mb" | "kb" => word.to_ascii_uppercase(),
             _ if i == 0 => {
                 let mut chars = word.chars();
-                chars
-                    .next()
-                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-                    .unwrap_or_default()
+                chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
             }
             _ => word.to_string(),
         })
@@ -213,9 +162,7 @@ fn choices(kind: KeyKind) -> Option<Vec<&'static str>> {
 
 /// Items of a comma-separated default or example.
 fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
+    text.split(',').map(str::trim).filter(|item| !item.is_empty())
 }
 
 /// Which console description is being written: Android cannot hold lists of free strings.
@@ -229,11 +176,7 @@ enum Target {
 /// required, the accepted range, list syntax, the default, and the credential warning.
 fn console_description(spec: &KeySpec, target: Target) -> String {
     let mut text = spec.description.to_string();
-    text.push_str(if spec.required {
-        " Required."
-    } else {
-        " Optional."
-    });
+    text.push_str(if spec.required { " Required." } else { " Optional." });
     if let KeyKind::Integer { min, max } = spec.kind {
         let _ = write!(text, " A whole number from {min} to {max}.");
     }
@@ -244,25 +187,17 @@ fn console_description(spec: &KeySpec, target: Target) -> String {
         text.push_str(" None selected means the default.");
     }
     if let Some(default) = spec.default {
-        let _ = write!(
-            text,
-            " Default: {}.",
-            split_list(default).collect::<Vec<_>>().join(", ")
-        );
+        let _ = write!(text, " Default: {}.", split_list(default).collect::<Vec<_>>().join(", "));
     }
     if spec.secret {
-        text.push_str(
-            " This is a credential: consoles show it as plain text, so limit who can view this configuration.",
-        );
+        text.push_str(" This is a credential: consoles show it as plain text, so limit who can view this configuration.");
     }
     text
 }
 
 /// Escapes text for XML element content.
 fn xml_text(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Escapes text for a double-quoted XML attribute (line breaks and tabs kept as references, so
@@ -356,11 +291,7 @@ fn specfile(bundle_id: &str, version: u32) -> String {
     let _ = writeln!(out, "  <presentation defaultLocale=\"{LOCALE}\">");
     for (group, keys) in groups() {
         out.push_str("    <fieldGroup>\n");
-        let _ = writeln!(
-            out,
-            "      <name><language value=\"{LOCALE}\">{}</language></name>",
-            xml_text(group)
-        );
+        let _ = writeln!(out, "      <name><language value=\"{LOCALE}\">{}</language></name>", xml_text(group));
         for spec in keys {
             write_specfile_field(&mut out, spec);
         }
@@ -377,12 +308,7 @@ pub fn specfile_element(kind: KeyKind) -> &'static str {
         KeyKind::Integer { .. } => "integer",
         KeyKind::Bool => "boolean",
         KeyKind::StringList | KeyKind::ChannelList | KeyKind::Pins => "stringArray",
-        KeyKind::String
-        | KeyKind::Text
-        | KeyKind::Url
-        | KeyKind::PublicKey
-        | KeyKind::Enum(_)
-        | KeyKind::Pem => "string",
+        KeyKind::String | KeyKind::Text | KeyKind::Url | KeyKind::PublicKey | KeyKind::Enum(_) | KeyKind::Pem => "string",
     }
 }
 
@@ -393,12 +319,7 @@ pub fn specfile_field_type(kind: KeyKind) -> &'static str {
         KeyKind::Enum(_) => "select",
         KeyKind::ChannelList => "multiselect",
         KeyKind::StringList | KeyKind::Pins => "list",
-        KeyKind::String
-        | KeyKind::Text
-        | KeyKind::Url
-        | KeyKind::PublicKey
-        | KeyKind::Integer { .. }
-        | KeyKind::Pem => "input",
+        KeyKind::String | KeyKind::Text | KeyKind::Url | KeyKind::PublicKey | KeyKind::Integer { .. } | KeyKind::Pem => "input",
     }
 }
 
@@ -417,23 +338,12 @@ fn write_specfile_key(out: &mut String, spec: &KeySpec) {
     let _ = writeln!(out, "    <{element} keyName=\"{}\">", xml_attr(spec.name));
 
     // defaultValue: a device variable, the schema default, or nothing.
-    let variable = SPECFILE_DEVICE_VARIABLES
-        .iter()
-        .find(|(key, _)| *key == spec.name)
-        .map(|(_, v)| *v);
+    let variable = SPECFILE_DEVICE_VARIABLES.iter().find(|(key, _)| *key == spec.name).map(|(_, v)| *v);
     if let Some(variable) = variable {
-        let _ = writeln!(
-            out,
-            "      <defaultValue><deviceVariable value=\"{}\"/></defaultValue>",
-            xml_attr(variable)
-        );
+        let _ = writeln!(out, "      <defaultValue><deviceVariable value=\"{}\"/></defaultValue>", xml_attr(variable));
     } else if let Some(default) = spec.default {
         out.push_str("      <defaultValue>\n");
-        let values: Vec<&str> = if spec.kind.is_list() {
-            split_list(default).collect()
-        } else {
-            vec![default.trim()]
-        };
+        let values: Vec<&str> = if spec.kind.is_list() { split_list(default).collect() } else { vec![default.trim()] };
         for value in values {
             let _ = writeln!(out, "        <value>{}</value>", xml_text(value));
         }
@@ -477,34 +387,18 @@ fn write_specfile_key(out: &mut String, spec: &KeySpec) {
 }
 
 fn write_specfile_field(out: &mut String, spec: &KeySpec) {
-    let _ = writeln!(
-        out,
-        "      <field keyName=\"{}\" type=\"{}\">",
-        xml_attr(spec.name),
-        specfile_field_type(spec.kind)
-    );
-    let _ = writeln!(
-        out,
-        "        <label><language value=\"{LOCALE}\">{}</language></label>",
-        xml_text(&title(spec.name))
-    );
+    let _ = writeln!(out, "      <field keyName=\"{}\" type=\"{}\">", xml_attr(spec.name), specfile_field_type(spec.kind));
+    let _ = writeln!(out, "        <label><language value=\"{LOCALE}\">{}</language></label>", xml_text(&title(spec.name)));
     let _ = writeln!(
         out,
         "        <description><language value=\"{LOCALE}\">{}</language></description>",
         xml_text(&console_description(spec, Target::Specfile))
     );
     if let Some(words) = choices(spec.kind) {
-        let defaults: Vec<&str> = spec
-            .default
-            .map(|d| split_list(d).collect())
-            .unwrap_or_default();
+        let defaults: Vec<&str> = spec.default.map(|d| split_list(d).collect()).unwrap_or_default();
         out.push_str("        <options>\n");
         for word in words {
-            let selected = if defaults.contains(&word) {
-                " selected=\"true\""
-            } else {
-                ""
-            };
+            let selected = if defaults.contains(&word) { " selected=\"true\"" } else { "" };
             let _ = writeln!(
                 out,
                 "          <option value=\"{}\"{selected}><language value=\"{LOCALE}\">{}</language></option>",
@@ -544,17 +438,11 @@ pub struct MdmVariable {
 /// The variables each sample uses.
 pub fn mdm_variables(console: Console) -> &'static [MdmVariable] {
     match console {
-        Console::Intune => &[MdmVariable {
-            key: "device_id",
-            variable: "{{deviceid}}",
-            meaning: "the Intune device ID (a GUID)",
-        }],
+        Console::Intune => {
+            &[MdmVariable { key: "device_id", variable: "{{deviceid}}", meaning: "the Intune device ID (a GUID)" }]
+        }
         Console::Jamf => &[
-            MdmVariable {
-                key: "device_id",
-                variable: "$SERIALNUMBER",
-                meaning: "the device's serial number",
-            },
+            MdmVariable { key: "device_id", variable: "$SERIALNUMBER", meaning: "the device's serial number" },
             MdmVariable {
                 key: "device_token",
                 variable: "$EXTENSIONATTRIBUTE_1",
@@ -597,11 +485,7 @@ pub fn sample_plist(console: Console) -> String {
              substitutes per device. Each device's token is issued for its device_id, which therefore comes \
              from a variable here. {per_device} Check your copy first with `verbatim policy check` after putting \
              a real value in place of each variable. Key reference: docs/policy-reference.md.",
-            variables
-                .iter()
-                .map(|v| v.variable)
-                .collect::<Vec<_>>()
-                .join(" and ")
+            variables.iter().map(|v| v.variable).collect::<Vec<_>>().join(" and ")
         ),
     );
     out.push_str("<dict>\n");
@@ -609,10 +493,7 @@ pub fn sample_plist(console: Console) -> String {
     for spec in KEYS {
         let variable = variables.iter().find(|v| v.key == spec.name);
         let (source, value) = match (variable, spec.required, spec.default) {
-            (Some(v), _, _) => (
-                format!("{name} variable {}, {}", v.variable, v.meaning),
-                v.variable,
-            ),
+            (Some(v), _, _) => (format!("{name} variable {}, {}", v.variable, v.meaning), v.variable),
             (None, true, _) => ("REPLACE the example".to_string(), spec.example),
             (None, false, Some(default)) => ("default shown".to_string(), default),
             (None, false, None) => {
@@ -626,11 +507,7 @@ pub fn sample_plist(console: Console) -> String {
             (false, true) => "optional, secret",
             (false, false) => "optional",
         };
-        write_comment(
-            &mut out,
-            "    ",
-            &format!("{} ({status}; {source}): {}", spec.name, spec.description),
-        );
+        write_comment(&mut out, "    ", &format!("{} ({status}; {source}): {}", spec.name, spec.description));
         let _ = writeln!(out, "    <key>{}</key>", xml_text(spec.name));
         write_plist_value(&mut out, spec.kind, value, variable.is_some());
     }
@@ -638,10 +515,7 @@ pub fn sample_plist(console: Console) -> String {
         write_comment(
             &mut out,
             "    ",
-            &format!(
-                "Optional keys left unset (see docs/policy-reference.md): {}.",
-                unset.join(", ")
-            ),
+            &format!("Optional keys left unset (see docs/policy-reference.md): {}.", unset.join(", ")),
         );
     }
     out.push_str("</dict>\n");
@@ -659,11 +533,7 @@ fn write_plist_value(out: &mut String, kind: KeyKind, text: &str, is_variable: b
             let _ = writeln!(out, "    <integer>{}</integer>", xml_text(text.trim()));
         }
         KeyKind::Bool => {
-            let tag = if matches!(text.trim(), "true" | "1") {
-                "<true/>"
-            } else {
-                "<false/>"
-            };
+            let tag = if matches!(text.trim(), "true" | "1") { "<true/>" } else { "<false/>" };
             let _ = writeln!(out, "    {tag}");
         }
         KeyKind::StringList | KeyKind::ChannelList | KeyKind::Pins => {
@@ -673,12 +543,7 @@ fn write_plist_value(out: &mut String, kind: KeyKind, text: &str, is_variable: b
             }
             out.push_str("    </array>\n");
         }
-        KeyKind::String
-        | KeyKind::Text
-        | KeyKind::Url
-        | KeyKind::PublicKey
-        | KeyKind::Enum(_)
-        | KeyKind::Pem => {
+        KeyKind::String | KeyKind::Text | KeyKind::Url | KeyKind::PublicKey | KeyKind::Enum(_) | KeyKind::Pem => {
             let _ = writeln!(out, "    <string>{}</string>", xml_text(text));
         }
     }
@@ -720,33 +585,20 @@ pub fn android_app_restrictions() -> (String, String) {
                   docs/policy-reference.md.";
     let mut restrictions = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     write_comment(&mut restrictions, "", header);
-    restrictions
-        .push_str("<restrictions xmlns:android=\"http://schemas.android.com/apk/res/android\">\n");
+    restrictions.push_str("<restrictions xmlns:android=\"http://schemas.android.com/apk/res/android\">\n");
     let mut strings = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
-    write_comment(
-        &mut strings,
-        "",
-        &format!("{header} Titles and descriptions for app_restrictions.xml."),
-    );
+    write_comment(&mut strings, "", &format!("{header} Titles and descriptions for app_restrictions.xml."));
     strings.push_str("<resources>\n");
 
     for spec in KEYS {
         let name = |what: &str| android_resource_name(spec.name, what);
         let mut attrs = vec![
             ("key", xml_attr(spec.name)),
-            (
-                "restrictionType",
-                android_restriction_type(spec.kind).to_string(),
-            ),
+            ("restrictionType", android_restriction_type(spec.kind).to_string()),
             ("title", format!("@string/{}", name("title"))),
             ("description", format!("@string/{}", name("description"))),
         ];
-        let _ = writeln!(
-            strings,
-            "    <string name=\"{}\">{}</string>",
-            name("title"),
-            android_string(&title(spec.name))
-        );
+        let _ = writeln!(strings, "    <string name=\"{}\">{}</string>", name("title"), android_string(&title(spec.name)));
         let _ = writeln!(
             strings,
             "    <string name=\"{}\">{}</string>",
@@ -783,11 +635,7 @@ pub fn android_app_restrictions() -> (String, String) {
 }
 
 fn write_string_array(out: &mut String, name: &str, items: &[String], translatable: bool) {
-    let attr = if translatable {
-        ""
-    } else {
-        " translatable=\"false\""
-    };
+    let attr = if translatable { "" } else { " translatable=\"false\"" };
     let _ = writeln!(out, "    <string-array name=\"{name}\"{attr}>");
     for item in items {
         let _ = writeln!(out, "        <item>{}</item>", android_string(item));
@@ -813,10 +661,7 @@ fn android_string(text: &str) -> String {
             c => escaped.push(c),
         }
     }
-    escaped
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    escaped.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -827,30 +672,17 @@ mod tests {
     /// SHA-256 of the specfile generated with version 0 and the placeholder bundle id. When the
     /// specfile changes, consoles must see a new `<version>`: the test below fails until
     /// [`SPECFILE_VERSION`] is bumped and this digest updated.
-    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (
-        2,
-        "78b0785331a1fb7fa327d3b9af79283a67d0a88c2b059ba7cca3fc24095e72b3",
-    );
+    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (2, "78b0785331a1fb7fa327d3b9af79283a67d0a88c2b059ba7cca3fc24095e72b3");
 
     #[test]
     fn specfile_version_is_bumped_when_the_specfile_changes() {
-        let digest = hex::encode(Sha256::digest(
-            specfile(PLACEHOLDER_BUNDLE_ID, 0).as_bytes(),
-        ));
+        let digest = hex::encode(Sha256::digest(specfile(PLACEHOLDER_BUNDLE_ID, 0).as_bytes()));
         let (version, recorded) = SPECFILE_DIGEST_AT_VERSION;
         assert!(
             version == SPECFILE_VERSION && recorded == digest,
             "the AppConfig specfile changed: set SPECFILE_VERSION to {} and SPECFILE_DIGEST_AT_VERSION to ({}, \"{digest}\")",
-            if recorded == digest {
-                SPECFILE_VERSION
-            } else {
-                version + 1
-            },
-            if recorded == digest {
-                SPECFILE_VERSION
-            } else {
-                version + 1
-            },
+            if recorded == digest { SPECFILE_VERSION } else { version + 1 },
+            if recorded == digest { SPECFILE_VERSION } else { version + 1 },
         );
     }
 
@@ -859,10 +691,7 @@ mod tests {
         let mut seen = Vec::new();
         for (_, names) in GROUPS {
             for name in *names {
-                assert!(
-                    KEYS.iter().any(|k| k.name == *name),
-                    "group lists unknown key {name}"
-                );
+                assert!(KEYS.iter().any(|k| k.name == *name), "group lists unknown key {name}");
                 assert!(!seen.contains(name), "{name} is in two groups");
                 seen.push(*name);
             }
@@ -871,10 +700,7 @@ mod tests {
 
     #[test]
     fn every_key_is_in_exactly_one_group() {
-        let grouped: Vec<&str> = groups()
-            .iter()
-            .flat_map(|(_, keys)| keys.iter().map(|k| k.name))
-            .collect();
+        let grouped: Vec<&str> = groups().iter().flat_map(|(_, keys)| keys.iter().map(|k| k.name)).collect();
         let mut sorted = grouped.clone();
         sorted.sort_unstable();
         let mut all: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
@@ -894,25 +720,14 @@ mod tests {
     fn bundle_ids() {
         assert!(is_valid_bundle_id(PLACEHOLDER_BUNDLE_ID));
         assert!(is_valid_bundle_id("com.acme.Messenger2"));
-        for bad in [
-            "com",
-            "com.",
-            ".com",
-            "com.acme-capital.app",
-            "com.acme_x.app",
-            "com..acme",
-            "",
-        ] {
+        for bad in ["com", "com.", ".com", "com.acme-capital.app", "com.acme_x.app", "com..acme", ""] {
             assert!(!is_valid_bundle_id(bad), "{bad}");
         }
     }
 
     #[test]
     fn android_strings_are_escaped() {
-        assert_eq!(
-            android_string("the firm's \"archive\""),
-            "the firm\\'s \\\"archive\\\""
-        );
+        assert_eq!(android_string("the firm's \"archive\""), "the firm\\'s \\\"archive\\\"");
         assert_eq!(android_string("@home"), "\\@home");
         assert_eq!(android_string("a@b?c"), "a@b?c");
         assert_eq!(android_string("a < b & c"), "a &lt; b &amp; c");
@@ -931,20 +746,13 @@ mod tests {
 
     #[test]
     fn output_is_deterministic() {
-        assert_eq!(
-            artifacts(PLACEHOLDER_BUNDLE_ID),
-            artifacts(PLACEHOLDER_BUNDLE_ID)
-        );
+        assert_eq!(artifacts(PLACEHOLDER_BUNDLE_ID), artifacts(PLACEHOLDER_BUNDLE_ID));
     }
 
     #[test]
     fn secret_keys_are_flagged_in_console_descriptions() {
         for spec in KEYS.iter().filter(|k| k.secret) {
-            assert!(
-                console_description(spec, Target::Specfile).contains("credential"),
-                "{}",
-                spec.name
-            );
+            assert!(console_description(spec, Target::Specfile).contains("credential"), "{}", spec.name);
         }
     }
 
@@ -954,14 +762,10 @@ mod tests {
             for v in mdm_variables(console) {
                 assert!(KEYS.iter().any(|k| k.name == v.key), "{}", v.key);
                 // The agent must refuse the variable if the console leaves it unsubstituted.
-                let tree =
-                    crate::policy::Value::dict([(v.key, crate::policy::Value::from(v.variable))]);
+                let tree = crate::policy::Value::dict([(v.key, crate::policy::Value::from(v.variable))]);
                 let rejected = crate::policy::parse(&tree).expect_err("incomplete policy");
                 assert!(
-                    rejected
-                        .problems
-                        .iter()
-                        .any(|p| p.key == v.key && p.detail.contains("MDM variable")),
+                    rejected.problems.iter().any(|p| p.key == v.key && p.detail.contains("MDM variable")),
                     "{} {}: {rejected}",
                     v.key,
                     v.variable

@@ -35,9 +35,7 @@ pub enum FormatError {
 impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FormatError::UnknownFormat => {
-                f.write_str("not a property list or JSON object (expected `<?xml`, `bplist` or `{`)")
-            }
+            FormatError::UnknownFormat => f.write_str("not a property list or JSON object (expected `<?xml`, `bplist` or `{`)"),
             FormatError::Plist(detail) => write!(f, "malformed property list: {detail}"),
             FormatError::Json(detail) => write!(f, "malformed JSON: {detail}"),
             FormatError::Unsupported { key, found } => {

@@ -3,14 +3,14 @@
 //! key: the parser, the CLI's template, the README reference and the MDM artifacts all read it.
 
 pub mod artifacts;
+#[cfg(feature = "policy-files")]
+pub mod file;
 mod parse;
 pub mod schema;
 pub mod stored;
 mod value;
-#[cfg(feature = "policy-files")]
-pub mod file;
 
-pub use parse::{parse, Parsed, Problem, ProblemKind, Rejected};
+pub use parse::{Parsed, Problem, ProblemKind, Rejected, parse};
 pub use value::Value;
 
 use std::collections::BTreeSet;

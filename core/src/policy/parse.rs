@@ -291,9 +291,9 @@ fn check_line(spec: &KeySpec, value: &Value) -> Result<String, Problem> {
 /// `{{deviceid}}` (Intune), `$SERIALNUMBER` (Jamf), `{DeviceUid}` (Workspace ONE): when the MDM
 /// does not know a variable it sends the placeholder itself, which must not become an id.
 fn looks_like_mdm_variable(text: &str) -> bool {
-    let dollar = text.strip_prefix('$').is_some_and(|rest| {
-        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-    });
+    let dollar = text
+        .strip_prefix('$')
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'));
     let braces = text.starts_with('{') && text.ends_with('}');
     dollar || braces || text.contains("{{") || text.contains("}}")
 }
@@ -313,8 +313,7 @@ fn check_text(spec: &KeySpec, value: &Value) -> Result<String, Problem> {
 fn check_url(spec: &KeySpec, value: &Value) -> Result<url::Url, Problem> {
     let text = string_of(spec, value)?;
     check_length(spec, text, schema::MAX_STRING_BYTES)?;
-    let url = url::Url::parse(text)
-        .map_err(|e| problem(spec, ProblemKind::InvalidValue, format!("not a valid URL ({e})")))?;
+    let url = url::Url::parse(text).map_err(|e| problem(spec, ProblemKind::InvalidValue, format!("not a valid URL ({e})")))?;
     if url.scheme() != "https" {
         let detail = format!("must use https, got {}", quote_bare(url.scheme()));
         return Err(problem(spec, ProblemKind::InsecureUrl, detail));

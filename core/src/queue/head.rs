@@ -54,7 +54,8 @@ impl Head {
                 },
             )
             .optional()?;
-        let Some(((tenant, device, stream), (last_seq, last_link, acked, acked_link), (count, bytes, epoch, last_ms))) = row else {
+        let Some(((tenant, device, stream), (last_seq, last_link, acked, acked_link), (count, bytes, epoch, last_ms))) = row
+        else {
             return Ok(None);
         };
         let number = |v: i64, what: &str| u64::try_from(v).map_err(|_| corrupt(&format!("{what} is out of range")));

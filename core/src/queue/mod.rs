@@ -83,9 +83,7 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
 
 /// The persisted policy tree (JSON) and its fingerprint, if a policy was ever applied.
 pub(crate) fn stored_policy(conn: &Connection) -> Result<Option<(String, String)>> {
-    Ok(conn
-        .query_row("SELECT tree, fingerprint FROM policy WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+    Ok(conn.query_row("SELECT tree, fingerprint FROM policy WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
 }
 
 /// Reads pending records for upload, on its own connection.
@@ -127,8 +125,12 @@ impl QueueReader {
         let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
         let link: Option<Vec<u8>> =
             conn.query_row("SELECT link FROM records WHERE seq = ?1", params![seq as i64], |r| r.get(0)).optional()?;
-        link.map(|l| l.as_slice().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {seq}: link is not 32 bytes"))))
-            .transpose()
+        link.map(|l| {
+            l.as_slice()
+                .try_into()
+                .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {seq}: link is not 32 bytes")))
+        })
+        .transpose()
     }
 
     /// The next batch after (`after`, `after_link`): records in sequence order until adding one
@@ -141,9 +143,8 @@ impl QueueReader {
         // 256 KiB instead of SQLite's 2 MiB keeps memory flat however long the queue. (Set
         // here, not at open, for the reason given there; it costs no I/O.)
         conn.pragma_update(None, "cache_size", -256)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, epoch, link, ciphertext FROM records WHERE seq > ?1 ORDER BY seq LIMIT 4096",
-        )?;
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, epoch, link, ciphertext FROM records WHERE seq > ?1 ORDER BY seq LIMIT 4096")?;
         let mut rows = stmt.query(params![after as i64])?;
         let mut records: Vec<WireRecord> = Vec::new();
         let mut size = 0usize;
@@ -163,7 +164,10 @@ impl QueueReader {
                 if !records.is_empty() {
                     break;
                 }
-                return Err(Error::new(ErrorKind::Corrupt, format!("queue record {}: {b}; it will not be sent", prev_seq.saturating_add(1))));
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("queue record {}: {b}; it will not be sent", prev_seq.saturating_add(1)),
+                ));
             }
             prev_seq = row.seq;
             prev_link = row.link;
@@ -179,10 +183,10 @@ impl QueueReader {
             if epochs.iter().any(|e| e.epoch == r.epoch) {
                 continue;
             }
-            let (archive_key_id, encapsulation): (String, Vec<u8>) = estmt
-                .query_row(params![r.epoch as i64], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?
-                .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("queue record {}: its epoch {} is missing", r.seq, r.epoch)))?;
+            let (archive_key_id, encapsulation): (String, Vec<u8>) =
+                estmt.query_row(params![r.epoch as i64], |row| Ok((row.get(0)?, row.get(1)?))).optional()?.ok_or_else(|| {
+                    Error::new(ErrorKind::Corrupt, format!("queue record {}: its epoch {} is missing", r.seq, r.epoch))
+                })?;
             epochs.push(EpochInfo { epoch: r.epoch, archive_key_id, encapsulation });
         }
         Ok(Some(Batch { stream: stream.clone(), epochs, records }))
@@ -237,10 +241,9 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
-            ErrorKind::Storage,
-            format!("another agent is using the data directory {}", dir.display()),
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(Error::new(ErrorKind::Storage, format!("another agent is using the data directory {}", dir.display())))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }

@@ -284,7 +284,8 @@ fn scan_wal(wal: &Path) -> Result<WalScan> {
         let commits = (0..frames).filter(|&i| is_current(i) && is_commit(i)).count();
         return Ok(WalScan {
             has_commits: false,
-            damage: (commits >= 2).then(|| format!("the log's header is damaged; SQLite would ignore {commits} committed transactions in it")),
+            damage: (commits >= 2)
+                .then(|| format!("the log's header is damaged; SQLite would ignore {commits} committed transactions in it")),
         });
     }
     let mut sum = (be32(&bytes[24..28]), be32(&bytes[28..32]));
@@ -447,7 +448,8 @@ pub fn recover_with(dir: &Path, options: RecoverOptions) -> Result<RecoveryRepor
         let mut salvage = read_salvage_from(&scratch.join(DB_FILE));
         if let Some(d) = &wal_scan.damage {
             salvage.damage.insert(0, format!("write-ahead log: {d}"));
-            salvage.maybe_lost_after = Some(salvage.kept.last().map(|(r, _)| r.seq).unwrap_or(salvage.first_seq.saturating_sub(1)));
+            salvage.maybe_lost_after =
+                Some(salvage.kept.last().map(|(r, _)| r.seq).unwrap_or(salvage.first_seq.saturating_sub(1)));
         }
         build(&db, &aside, lock, salvage, &options, now)
     })();
@@ -629,7 +631,10 @@ fn read_records(conn: &Connection, s: &mut Salvage) {
         let mut at = start_after;
         let mut misses = 0u32;
         loop {
-            match conn.query_row("SELECT seq FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1", [at as i64], |r| r.get::<_, i64>(0)).optional() {
+            match conn
+                .query_row("SELECT seq FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1", [at as i64], |r| r.get::<_, i64>(0))
+                .optional()
+            {
                 Ok(Some(n)) if n > at as i64 => {
                     upper = n as u64;
                     at = n as u64;
@@ -650,7 +655,8 @@ fn read_records(conn: &Connection, s: &mut Salvage) {
         s.maybe_lost_after = Some(upper);
     }
     if upper > s.first_seq.saturating_add(10_000_000) {
-        s.damage.push(format!("the highest sequence number held ({upper}) is implausible; scanning 10,000,000 from {}", s.first_seq));
+        s.damage
+            .push(format!("the highest sequence number held ({upper}) is implausible; scanning 10,000,000 from {}", s.first_seq));
         upper = s.first_seq + 10_000_000;
     }
     let held_epochs: std::collections::HashSet<u64> = s.epochs.iter().map(|(e, _, _)| e.epoch).collect();
@@ -705,7 +711,8 @@ fn read_records(conn: &Connection, s: &mut Salvage) {
     }
     if let Some(h) = &s.head {
         // The head's last link must be the last record's: otherwise records after it are lost.
-        let last_ok = s.kept.last().is_some_and(|(r, _)| r.seq == h.last_seq && r.link == h.last_link) || h.last_seq == h.acked_through;
+        let last_ok =
+            s.kept.last().is_some_and(|(r, _)| r.seq == h.last_seq && r.link == h.last_link) || h.last_seq == h.acked_through;
         if !last_ok && s.lost.last() != Some(&h.last_seq) {
             s.damage.push("the queue head does not match the last record held".into());
         }
@@ -758,7 +765,8 @@ pub fn read_salvage(bytes: &[u8]) -> Result<Vec<SalvageRun>> {
     };
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let header: serde_json::Value = serde_json::from_slice(&take(&mut rest)?).map_err(|e| bad(format!("entry header: {e}")))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&take(&mut rest)?).map_err(|e| bad(format!("entry header: {e}")))?;
         let batch = Batch::decode(&take(&mut rest)?).map_err(|e| bad(e.to_string()))?;
         let prev_link = match header["prev_link"].as_str() {
             Some(h) => Some(hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| bad("entry link".into()))?),
@@ -867,9 +875,7 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
         for (t, plaintext) in &s.deferred {
             tx.execute("INSERT INTO deferred_events (captured_ms, plaintext) VALUES (?1, ?2)", params![t, plaintext])?;
         }
-        if native
-            && let (Some(h), Some(stream)) = (head, &old_stream)
-        {
+        if native && let (Some(h), Some(stream)) = (head, &old_stream) {
             let mut bytes = 0u64;
             for (r, _) in &s.kept {
                 tx.execute(
@@ -931,14 +937,18 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
             Ok(())
         };
         for (r, a) in &s.kept {
-            let continues = run.last().is_some_and(|l| l.seq + 1 == r.seq) && matches!(a, Anchor::Verified(_)) && size < SALVAGE_BATCH_BYTES;
+            let continues =
+                run.last().is_some_and(|l| l.seq + 1 == r.seq) && matches!(a, Anchor::Verified(_)) && size < SALVAGE_BATCH_BYTES;
             if !continues {
                 flush(&mut run, run_anchor, &mut w)?;
                 size = 0;
-                run_anchor = (r.seq - 1, match a {
-                    Anchor::Verified(l) => Some(*l),
-                    Anchor::Unanchored => None,
-                });
+                run_anchor = (
+                    r.seq - 1,
+                    match a {
+                        Anchor::Verified(l) => Some(*l),
+                        Anchor::Unanchored => None,
+                    },
+                );
             }
             size += r.ciphertext.len() + 52;
             run.push(WireRecord { seq: r.seq, epoch: r.epoch, link: r.link, ciphertext: r.ciphertext.clone() });
@@ -1013,7 +1023,13 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
                 size,
             };
             let (tx, rx) = oneshot::channel();
-            writer.submit(Job::Attachment { lead: Vec::new(), header: Box::new(header), path: salvage_path.clone(), captured_ms: now, reply: tx })?;
+            writer.submit(Job::Attachment {
+                lead: Vec::new(),
+                header: Box::new(header),
+                path: salvage_path.clone(),
+                captured_ms: now,
+                reply: tx,
+            })?;
             wait(rx).map(|_| ())
         }
         (Ok(_), _, _) => Ok(()),
@@ -1084,6 +1100,9 @@ mod tests {
         // Two words: s0 = 0 + x0 + 0, s1 = 0 + x1 + s0 (big-endian words).
         assert_eq!(wal_checksum(true, &[0, 0, 0, 1, 0, 0, 0, 2], 0, 0), (1, 3));
         assert_eq!(wal_checksum(false, &[1, 0, 0, 0, 2, 0, 0, 0], 0, 0), (1, 3));
-        assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), [SeqRange { first: 1, last: 3 }, SeqRange { first: 7, last: 7 }, SeqRange { first: 9, last: 10 }]);
+        assert_eq!(
+            ranges(&[1, 2, 3, 7, 9, 10]),
+            [SeqRange { first: 1, last: 3 }, SeqRange { first: 7, last: 7 }, SeqRange { first: 9, last: 10 }]
+        );
     }
 }

@@ -80,20 +80,43 @@ pub struct Config {
 
 pub enum Job {
     /// Captured records; they count against the queue cap.
-    Capture { records: Vec<Pending>, reply: Reply },
+    Capture {
+        records: Vec<Pending>,
+        reply: Reply,
+    },
     /// Agent events; they bypass the cap (evidence about a full queue must still be written).
     /// Without a policy in force they wait, unsealed but content-free, in `deferred_events`.
     /// `meta` entries are saved in the same transaction (the agent's evidence state).
-    Agent { events: Vec<AgentEvent>, meta: Vec<(String, String)>, now_ms: i64, reply: Reply },
+    Agent {
+        events: Vec<AgentEvent>,
+        meta: Vec<(String, String)>,
+        now_ms: i64,
+        reply: Reply,
+    },
     /// An attachment streamed from a file, after `lead` records (e.g. the call it belongs to).
     /// The header is boxed: a capture moves a `Job` through the writer's channel, and an
     /// inline header would make every one of them 280 bytes.
-    Attachment { lead: Vec<Pending>, header: Box<AttachmentHeader>, path: PathBuf, captured_ms: i64, reply: Reply },
-    Configure { config: Box<Config>, now_ms: i64, reply: Reply },
+    Attachment {
+        lead: Vec<Pending>,
+        header: Box<AttachmentHeader>,
+        path: PathBuf,
+        captured_ms: i64,
+        reply: Reply,
+    },
+    Configure {
+        config: Box<Config>,
+        now_ms: i64,
+        reply: Reply,
+    },
     /// The archive holds everything through `through`: delete it.
-    Ack { through: u64, reply: Reply },
+    Ack {
+        through: u64,
+        reply: Reply,
+    },
     /// Record a clean shutdown and stop.
-    Shutdown { reply: Reply },
+    Shutdown {
+        reply: Reply,
+    },
 }
 
 /// The sender side, held by the agent.
@@ -268,10 +291,11 @@ impl Writer {
                 // The cap is checked outside the job's savepoint, so that the evidence of a full
                 // queue is kept although the capture itself is refused.
                 if let Some((incoming, now_ms)) = work.incoming_bytes()
-                    && let Err(e) = core.admit(&tx, incoming, now_ms) {
-                        replies.push((reply, Err(e)));
-                        continue;
-                    }
+                    && let Err(e) = core.admit(&tx, incoming, now_ms)
+                {
+                    replies.push((reply, Err(e)));
+                    continue;
+                }
                 let saved = core.saved_for(Some(&work));
                 job_savepoint(&tx, SAVEPOINT)?;
                 let outcome = core.perform(&tx, work);
@@ -311,7 +335,6 @@ impl Writer {
         }
         stop
     }
-
 }
 
 impl Core {
@@ -355,7 +378,8 @@ impl Core {
             Work::Capture(records) => self.capture(conn, records),
             Work::Agent(events, meta, now_ms) => {
                 for (key, value) in meta {
-                    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?.execute(params![key, value])?;
+                    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                        .execute(params![key, value])?;
                 }
                 self.agent_events(conn, events, now_ms)
             }
@@ -414,12 +438,19 @@ impl Core {
         tx.prepare_cached(
             "INSERT INTO epochs (epoch, archive_key_id, encapsulation, created_ms, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![epoch as i64, config.archive_key_id, encapsulation, now_ms, self.state.last_seq.saturating_add(1) as i64])?;
+        .execute(params![
+            epoch as i64,
+            config.archive_key_id,
+            encapsulation,
+            now_ms,
+            self.state.last_seq.saturating_add(1) as i64
+        ])?;
         let key_id = config.archive_key_id.clone();
         self.state.last_epoch = epoch;
         self.sealer = Some(Sealer { key, records: 0, started_ms: now_ms });
         self.rotate_reason = "agent started";
-        let event = Pending::agent(now_ms, AgentEvent::EpochRotated { epoch, reason: reason.to_string(), archive_key_id: key_id });
+        let event =
+            Pending::agent(now_ms, AgentEvent::EpochRotated { epoch, reason: reason.to_string(), archive_key_id: key_id });
         self.append_sealed(tx, &event)
     }
 
@@ -433,9 +464,12 @@ impl Core {
     fn append_sealed(&mut self, tx: &Connection, pending: &Pending) -> Result<()> {
         let stream = self.stream()?;
         let sealer = self.sealer.as_mut().ok_or_else(|| Error::new(ErrorKind::Internal, "no epoch key"))?;
-        let seq = self.state.last_seq.checked_add(1).filter(|s| *s <= i64::MAX as u64).ok_or_else(|| {
-            Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range")
-        })?;
+        let seq = self
+            .state
+            .last_seq
+            .checked_add(1)
+            .filter(|s| *s <= i64::MAX as u64)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range"))?;
         let ciphertext = sealer.key.seal(&stream, seq, &self.state.last_link, &pending.plaintext)?;
         let link = chain::link(&self.state.last_link, seq, sealer.key.epoch(), &ciphertext);
         tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -567,7 +601,8 @@ impl Core {
                 self.append(sp, &Pending::new(&chunk))?;
                 index += 1;
             }
-            let end = RecordBody::AttachmentEnd { attachment_id: id, size, sha256: hex::encode(hasher.finalize()), chunks: index };
+            let end =
+                RecordBody::AttachmentEnd { attachment_id: id, size, sha256: hex::encode(hasher.finalize()), chunks: index };
             let last = self.append(sp, &Pending::new(&Record::new(captured_ms, end)))?;
             Ok(Outcome { first_seq: first, last_seq: last })
         })();
@@ -577,15 +612,14 @@ impl Core {
     }
 
     fn configure(&mut self, tx: &Connection, config: Box<Config>, now_ms: i64) -> Result<Outcome> {
-        let same_stream = self
-            .state
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.tenant == config.tenant && s.device == config.device);
+        let same_stream = self.state.stream.as_ref().is_some_and(|s| s.tenant == config.tenant && s.device == config.device);
         if !same_stream {
             if self.state.pending_count > 0 {
                 let Some(old) = self.state.stream.as_ref() else {
-                    return Err(Error::new(ErrorKind::Corrupt, "queue head: records are pending but the stream identity is missing"));
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        "queue head: records are pending but the stream identity is missing",
+                    ));
                 };
                 return Err(Error::new(
                     ErrorKind::PolicyRejected,
@@ -699,8 +733,9 @@ fn forget_acknowledged_epochs(tx: &Connection, current: u64) -> Result<()> {
         if next == Some(epoch) {
             continue; // still in use
         }
-        let in_use: bool =
-            tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM records WHERE epoch = ?1)")?.query_row(params![epoch], |r| r.get(0))?;
+        let in_use: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM records WHERE epoch = ?1)")?
+            .query_row(params![epoch], |r| r.get(0))?;
         if !in_use {
             tx.prepare_cached("DELETE FROM epochs WHERE epoch = ?1")?.execute(params![epoch])?;
         }

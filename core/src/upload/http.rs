@@ -13,9 +13,14 @@ use crate::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, Cursor};
 pub enum Answer<T> {
     Ok(T),
     /// 409 gap: the archive expects this sequence number next.
-    Gap { expected_seq: u64 },
+    Gap {
+        expected_seq: u64,
+    },
     /// Worth another try later: 429, 5xx, timeouts, dropped connections, unreadable answers.
-    Retry { reason: String, retry_after: Option<Duration> },
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// 413: the archive takes smaller batches.
     TooLarge,
     /// Needs a person: credentials, tenant, conflicting data, malformed request, TLS trust.
@@ -105,7 +110,10 @@ impl Client {
                 None => Answer::Permanent(Error::new(ErrorKind::Rejected, format!("archive: {reason}, without expected_seq"))),
             },
             409 => Answer::Permanent(Error::new(ErrorKind::Conflict, format!("archive refused the batch: {reason}"))),
-            401 | 403 => Answer::Permanent(Error::new(ErrorKind::Unauthorized, format!("archive refused the credentials ({status}): {reason}"))),
+            401 | 403 => Answer::Permanent(Error::new(
+                ErrorKind::Unauthorized,
+                format!("archive refused the credentials ({status}): {reason}"),
+            )),
             413 => Answer::TooLarge,
             400..=499 if status != 408 && status != 429 => {
                 Answer::Permanent(Error::new(ErrorKind::Rejected, format!("archive refused the request ({status}): {reason}")))
@@ -118,7 +126,10 @@ impl Client {
         if self.pin_mismatch.swap(false, Ordering::SeqCst) {
             return Answer::Permanent(Error::new(
                 ErrorKind::PinMismatch,
-                format!("the archive's certificate does not match the policy's tls_pins ({})", self.base.host_str().unwrap_or("?")),
+                format!(
+                    "the archive's certificate does not match the policy's tls_pins ({})",
+                    self.base.host_str().unwrap_or("?")
+                ),
             ));
         }
         let text = describe(&e);

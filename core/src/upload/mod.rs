@@ -86,9 +86,10 @@ impl UploaderState {
         let fingerprint = policy.fingerprint_hex();
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((f, c)) = slot.as_ref()
-            && *f == fingerprint {
-                return Ok(c.clone());
-            }
+            && *f == fingerprint
+        {
+            return Ok(c.clone());
+        }
         let client = Arc::new(Client::new(policy)?);
         *slot = Some((fingerprint, client.clone()));
         self.cursor_checked.store(false, Ordering::SeqCst);

@@ -62,7 +62,12 @@ pub struct StoredRow {
 pub fn stored_rows(db: &Connection) -> Vec<StoredRow> {
     let mut stmt = db.prepare("SELECT seq, epoch, link, ciphertext FROM records ORDER BY seq").unwrap();
     stmt.query_map([], |r| {
-        Ok(StoredRow { seq: r.get::<_, i64>(0)? as u64, epoch: r.get::<_, i64>(1)? as u64, link: r.get(2)?, ciphertext: r.get(3)? })
+        Ok(StoredRow {
+            seq: r.get::<_, i64>(0)? as u64,
+            epoch: r.get::<_, i64>(1)? as u64,
+            link: r.get(2)?,
+            ciphertext: r.get(3)?,
+        })
     })
     .unwrap()
     .map(Result::unwrap)
@@ -77,15 +82,18 @@ pub fn stream_of(db: &Connection) -> StreamId {
 }
 
 pub fn acked_head(db: &Connection) -> (u64, Vec<u8>) {
-    db.query_row("SELECT acked_through, acked_link FROM chain_state", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))).unwrap()
+    db.query_row("SELECT acked_through, acked_link FROM chain_state", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .unwrap()
 }
 
 pub fn epochs(db: &Connection) -> Vec<EpochInfo> {
     let mut stmt = db.prepare("SELECT epoch, archive_key_id, encapsulation FROM epochs ORDER BY epoch").unwrap();
-    stmt.query_map([], |r| Ok(EpochInfo { epoch: r.get::<_, i64>(0)? as u64, archive_key_id: r.get(1)?, encapsulation: r.get(2)? }))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    stmt.query_map([], |r| {
+        Ok(EpochInfo { epoch: r.get::<_, i64>(0)? as u64, archive_key_id: r.get(1)?, encapsulation: r.get(2)? })
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
 
 fn lp(h: &mut Sha256, s: &str) {
@@ -147,7 +155,12 @@ pub fn open_all(setup: &Setup) -> Vec<(u64, Record)> {
         .into_iter()
         .map(|row| {
             let epoch = epochs.iter().find(|e| e.epoch == row.epoch).expect("epoch stored");
-            let wire = WireRecord { seq: row.seq, epoch: row.epoch, link: row.link.clone().try_into().unwrap(), ciphertext: row.ciphertext };
+            let wire = WireRecord {
+                seq: row.seq,
+                epoch: row.epoch,
+                link: row.link.clone().try_into().unwrap(),
+                ciphertext: row.ciphertext,
+            };
             let rec = opener.open(&stream, epoch, &wire, &prev).expect("record opens");
             prev = wire.link;
             (row.seq, rec)

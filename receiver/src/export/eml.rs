@@ -68,7 +68,8 @@ pub fn mime_param(name: &str, value: &str) -> String {
 
 /// A MIME type from the device if it looks like one, else `application/octet-stream`.
 pub fn safe_mime_type(raw: &str) -> String {
-    let token = |s: &str| !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+    let token =
+        |s: &str| !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
     match raw.trim().split_once('/') {
         Some((t, s)) if token(t) && token(s) => format!("{}/{}", t.to_ascii_lowercase(), s.to_ascii_lowercase()),
         _ => "application/octet-stream".to_string(),
@@ -111,7 +112,13 @@ pub struct FilePart<'a> {
 /// Writes one message: `headers` (name, already encoded value), a text body, and optionally a
 /// file as a second part. `boundary_seed` must be unique per message; the boundary starts
 /// with `=_`, which neither quoted-printable nor base64 output can contain.
-pub fn write(path: &Path, headers: &[(&str, String)], text: &str, file: Option<&FilePart<'_>>, boundary_seed: u64) -> std::io::Result<()> {
+pub fn write(
+    path: &Path,
+    headers: &[(&str, String)],
+    text: &str,
+    file: Option<&FilePart<'_>>,
+    boundary_seed: u64,
+) -> std::io::Result<()> {
     let mut w = BufWriter::new(File::create(path)?);
     for (name, value) in headers {
         write!(w, "{name}: {value}{CRLF}")?;

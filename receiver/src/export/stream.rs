@@ -215,7 +215,9 @@ impl StreamExporter {
                 self.attachment_chunk(seq, attachment_id, *index, &record.payload)?;
             }
             RecordBody::AttachmentEnd { attachment_id, size, sha256, chunks } => {
-                if let Some((file, verified, eml)) = self.attachment_end(seq, captured_ms, attachment_id, *size, sha256, *chunks)? {
+                if let Some((file, verified, eml)) =
+                    self.attachment_end(seq, captured_ms, attachment_id, *size, sha256, *chunks)?
+                {
                     line.file = Some(file);
                     line.sha256_verified = Some(verified);
                     line.eml = Some(eml);
@@ -252,7 +254,16 @@ impl StreamExporter {
         let file = BufWriter::new(File::create(&tmp).map_err(write_err("create", &tmp))?);
         self.partial.insert(
             h.attachment_id.clone(),
-            Partial { header: h.clone(), start_seq: seq, tmp, file, hasher: Sha256::new(), size: 0, next_index: 0, in_order: true },
+            Partial {
+                header: h.clone(),
+                start_seq: seq,
+                tmp,
+                file,
+                hasher: Sha256::new(),
+                size: 0,
+                next_index: 0,
+                in_order: true,
+            },
         );
         Ok(())
     }
@@ -277,7 +288,15 @@ impl StreamExporter {
 
     /// Completes an attachment: checks size, chunk count and SHA-256 against the end record,
     /// moves the file into place, writes its message. Returns (file, verified, eml).
-    fn attachment_end(&mut self, seq: u64, captured_ms: i64, id: &str, size: u64, sha256: &str, chunks: u32) -> Result<Option<(String, bool, String)>> {
+    fn attachment_end(
+        &mut self,
+        seq: u64,
+        captured_ms: i64,
+        id: &str,
+        size: u64,
+        sha256: &str,
+        chunks: u32,
+    ) -> Result<Option<(String, bool, String)>> {
         let Some(p) = self.partial.remove(id) else {
             self.error(format!("sequence {seq}: end of attachment {} that has not started", file_name(id)));
             return Ok(None);
@@ -297,7 +316,9 @@ impl StreamExporter {
         std::fs::rename(&tmp, &path).map_err(write_err("rename", &tmp))?;
         self.summary.attachments += 1;
         let eml = match self.calls.remove(id) {
-            Some(call) => self.call(call.seq, call.captured_ms, &call.call, Recording::Held { path: &path, header: &header, verified })?,
+            Some(call) => {
+                self.call(call.seq, call.captured_ms, &call.call, Recording::Held { path: &path, header: &header, verified })?
+            }
             None => self.attachment(start_seq, captured_ms, &header, &path, &digest, verified)?,
         };
         let _ = seq;
@@ -327,7 +348,14 @@ impl StreamExporter {
     // ---- messages ----
 
     /// The X-Verbatim-* headers every exported message carries.
-    fn verbatim_headers(&self, kind: &str, seq: u64, captured_ms: i64, meta: Option<&EventMeta>, dir: Option<Direction>) -> Vec<(&'static str, String)> {
+    fn verbatim_headers(
+        &self,
+        kind: &str,
+        seq: u64,
+        captured_ms: i64,
+        meta: Option<&EventMeta>,
+        dir: Option<Direction>,
+    ) -> Vec<(&'static str, String)> {
         let mut h = vec![("X-Verbatim-Type", kind.to_string())];
         if let Some(m) = meta {
             h.push(("X-Verbatim-Channel", m.channel.as_str().to_string()));
@@ -346,7 +374,15 @@ impl StreamExporter {
         h
     }
 
-    fn write_eml(&mut self, seq: u64, kind: &str, mut headers: Vec<(&'static str, String)>, extra: Vec<(&'static str, String)>, text: &str, file: Option<&FilePart<'_>>) -> Result<String> {
+    fn write_eml(
+        &mut self,
+        seq: u64,
+        kind: &str,
+        mut headers: Vec<(&'static str, String)>,
+        extra: Vec<(&'static str, String)>,
+        text: &str,
+        file: Option<&FilePart<'_>>,
+    ) -> Result<String> {
         headers.extend(extra);
         let rel = Self::eml_rel(seq, kind);
         let path = self.eml_dir.join(format!("{seq:010}-{kind}.eml"));
@@ -512,14 +548,24 @@ impl StreamExporter {
                 file = Some(FilePart { path, file_name: &header.file_name, mime_type: &header.mime_type });
             }
             Recording::Omitted(reason) => text.push_str(&format!("Recording: not captured ({reason}).\n")),
-            Recording::NotHeld if c.recording_id.is_some() => text.push_str("Recording: announced but not held by the archive.\n"),
+            Recording::NotHeld if c.recording_id.is_some() => {
+                text.push_str("Recording: announced but not held by the archive.\n")
+            }
             Recording::NotHeld => text.push_str("Recording: none.\n"),
         }
         let x = self.verbatim_headers("call", seq, captured_ms, Some(&c.meta), Some(c.direction));
         self.write_eml(seq, "call", h, x, &text, file.as_ref())
     }
 
-    fn attachment(&mut self, seq: u64, captured_ms: i64, a: &AttachmentHeader, path: &Path, sha256: &str, verified: bool) -> Result<String> {
+    fn attachment(
+        &mut self,
+        seq: u64,
+        captured_ms: i64,
+        a: &AttachmentHeader,
+        path: &Path,
+        sha256: &str,
+        verified: bool,
+    ) -> Result<String> {
         let ch = a.meta.channel.as_str();
         let mut h = vec![
             ("From", names::address(&a.sender, ch)),
@@ -584,9 +630,11 @@ impl StreamExporter {
             for (k, v) in obj.iter().filter(|(k, _)| *k != "event") {
                 let shown = match v {
                     serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Array(a) => {
-                        a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join(", ")
-                    }
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     other => other.to_string(),
                 };
                 text.push_str(&format!("{k}: {shown}\n"));

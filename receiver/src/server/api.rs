@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -236,7 +236,10 @@ async fn post_batch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Err(BodyError::Timeout) => {
             tracing::info!(status = 408, "batch refused: body not received in time");
             let reason = format!("request body not received within {} s", limits.body_timeout.as_secs());
-            return with_retry_after(api_error(StatusCode::REQUEST_TIMEOUT, "unavailable", &reason, None), limits.retry_after_secs);
+            return with_retry_after(
+                api_error(StatusCode::REQUEST_TIMEOUT, "unavailable", &reason, None),
+                limits.retry_after_secs,
+            );
         }
         Err(BodyError::Broken) => return api_error(StatusCode::BAD_REQUEST, "malformed", "request body could not be read", None),
     };
@@ -310,7 +313,14 @@ async fn get_cursor(State(st): State<Arc<AppState>>, path: Result<Path<String>, 
     };
     let stream = match path {
         Ok(Path(s)) if check_identifier("stream", &s).is_ok() => s,
-        _ => return api_error(StatusCode::BAD_REQUEST, "malformed", "stream id must be 1 to 256 bytes without control characters", None),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "stream id must be 1 to 256 bytes without control characters",
+                None,
+            );
+        }
     };
     let id = StreamId { tenant: identity.tenant, device: identity.device, stream };
     let store = st.store.clone();
@@ -318,7 +328,8 @@ async fn get_cursor(State(st): State<Arc<AppState>>, path: Result<Path<String>, 
     match tokio::task::spawn_blocking(move || store.cursor(&lookup)).await {
         Ok(Ok((acked_through, link))) => {
             tracing::debug!(status = 200, acked_through, "cursor");
-            let body = Cursor { tenant: id.tenant, device: id.device, stream: id.stream, acked_through, last_link: hex::encode(link) };
+            let body =
+                Cursor { tenant: id.tenant, device: id.device, stream: id.stream, acked_through, last_link: hex::encode(link) };
             (StatusCode::OK, axum::Json(body)).into_response()
         }
         Ok(Err(e)) => {

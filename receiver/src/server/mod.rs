@@ -125,9 +125,13 @@ impl Receiver {
         let tokens = Arc::new(TokenStore::open(&config.tokens_file)?);
         let data_dir = config.data_dir.clone();
         let storage_limit = config.limits.storage_limit_bytes;
-        let store =
-            Arc::new(tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, storage_limit)).await.map_err(|_| Error::Closed)??);
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("listen on {}", config.listen), e))?;
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, storage_limit))
+                .await
+                .map_err(|_| Error::Closed)??,
+        );
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("listen on {}", config.listen), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
 
         let state = Arc::new(AppState {
@@ -180,7 +184,8 @@ impl Receiver {
                 rt.block_on(async move {
                     match Receiver::start(config).await {
                         Ok(running) => {
-                            let info = (running.addr, running.ca_pem().map(str::to_string), running.ca_path().map(Path::to_path_buf));
+                            let info =
+                                (running.addr, running.ca_pem().map(str::to_string), running.ca_path().map(Path::to_path_buf));
                             let _ = ready_tx.send(Ok(info));
                             let _ = stop_rx.await;
                             running.shutdown().await;

@@ -15,8 +15,8 @@ use verbatim_core::chain::{Link, StreamId};
 use verbatim_core::wire::Batch;
 
 use crate::error::{Error, Result};
-pub use writer::{Mode, Outcome};
 pub use writer::{ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP};
+pub use writer::{Mode, Outcome};
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "archive.db";

@@ -42,9 +42,8 @@ pub fn cursor(conn: &Connection, id: &StreamId) -> Result<(u64, Link)> {
 /// Every stream held, in a stable order.
 pub fn streams(conn: &Connection) -> Result<Vec<(i64, StreamId)>> {
     let mut stmt = conn.prepare("SELECT id, tenant, device, stream FROM streams ORDER BY tenant, device, stream")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, StreamId { tenant: r.get(1)?, device: r.get(2)?, stream: r.get(3)? }))
-    })?;
+    let rows =
+        stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, StreamId { tenant: r.get(1)?, device: r.get(2)?, stream: r.get(3)? })))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -94,4 +93,3 @@ pub fn for_each_record(conn: &Connection, sid: i64, mut f: impl FnMut(WireRecord
     }
     Ok(())
 }
-

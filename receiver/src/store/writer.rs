@@ -29,9 +29,14 @@ pub enum Mode {
 pub enum Outcome {
     Stored(BatchAck),
     /// The batch starts past `expected`; nothing stored.
-    Gap { expected: u64 },
+    Gap {
+        expected: u64,
+    },
     /// The batch contradicts what is held (or does not chain); nothing stored, alert kept.
-    Conflict { expected: u64, reason: String },
+    Conflict {
+        expected: u64,
+        reason: String,
+    },
 }
 
 pub struct Job {
@@ -195,9 +200,11 @@ fn apply(conn: &Connection, batch: &Batch, now: i64) -> Result<Outcome> {
     // An epoch id must always mean the same encapsulation: a second one is equivocation.
     for e in &batch.epochs {
         let stored: Option<(String, Vec<u8>)> = conn
-            .query_row("SELECT key_id, encapsulation FROM epochs WHERE stream_id = ?1 AND epoch = ?2", params![sid, i(e.epoch)], |r| {
-                Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), bytes(r.get_ref(1)?)))
-            })
+            .query_row(
+                "SELECT key_id, encapsulation FROM epochs WHERE stream_id = ?1 AND epoch = ?2",
+                params![sid, i(e.epoch)],
+                |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), bytes(r.get_ref(1)?))),
+            )
             .optional()?;
         if let Some((key_id, enc)) = stored
             && (key_id != e.archive_key_id || enc != e.encapsulation)
@@ -219,9 +226,11 @@ fn apply(conn: &Connection, batch: &Batch, now: i64) -> Result<Outcome> {
     let mut duplicates = 0u64;
     for r in batch.records.iter().take_while(|r| r.seq <= held) {
         let stored: Option<(i64, Vec<u8>, Vec<u8>)> = conn
-            .query_row("SELECT epoch, link, ciphertext FROM records WHERE stream_id = ?1 AND seq = ?2", params![sid, i(r.seq)], |row| {
-                Ok((row.get(0)?, bytes(row.get_ref(1)?), bytes(row.get_ref(2)?)))
-            })
+            .query_row(
+                "SELECT epoch, link, ciphertext FROM records WHERE stream_id = ?1 AND seq = ?2",
+                params![sid, i(r.seq)],
+                |row| Ok((row.get(0)?, bytes(row.get_ref(1)?), bytes(row.get_ref(2)?))),
+            )
             .optional()?;
         let same = stored.is_some_and(|(epoch, link, ct)| epoch as u64 == r.epoch && link == r.link && ct == r.ciphertext);
         if !same {

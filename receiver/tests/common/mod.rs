@@ -9,7 +9,7 @@ use verbatim_core::model::{CallOutcome, Channel, Direction, Edit, EventMeta, Mes
 use verbatim_core::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use verbatim_core::seal::{self, ArchiveSecretKey, EpochKey};
 use verbatim_core::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, EpochInfo, WireRecord};
-use verbatim_receiver::{ReceiverConfig, Receiver, RunningReceiver};
+use verbatim_receiver::{Receiver, ReceiverConfig, RunningReceiver};
 
 pub struct Archive {
     pub secret: ArchiveSecretKey,
@@ -56,21 +56,25 @@ impl Device {
     /// Pushes `n` small agent records.
     pub fn push_n(&mut self, n: usize) {
         for i in 0..n {
-            self.push(&Record::new(1_700_000_000_000 + i as i64, RecordBody::Agent(AgentEvent::QueueCorrupt { detail: format!("test {i}") })));
+            self.push(&Record::new(
+                1_700_000_000_000 + i as i64,
+                RecordBody::Agent(AgentEvent::QueueCorrupt { detail: format!("test {i}") }),
+            ));
         }
     }
 
     /// The batch of held records `first..=last`.
     pub fn batch(&self, first: u64, last: u64) -> Batch {
-        Batch { stream: self.stream.clone(), epochs: vec![self.epoch.clone()], records: self.records[(first - 1) as usize..last as usize].to_vec() }
+        Batch {
+            stream: self.stream.clone(),
+            epochs: vec![self.epoch.clone()],
+            records: self.records[(first - 1) as usize..last as usize].to_vec(),
+        }
     }
 }
 
 pub fn client(ca_pem: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(verbatim_receiver::tls::client_config(ca_pem).unwrap())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().tls_backend_preconfigured(verbatim_receiver::tls::client_config(ca_pem).unwrap()).build().unwrap()
 }
 
 pub fn config(dir: &Path) -> ReceiverConfig {
@@ -103,7 +107,13 @@ impl Reply {
     }
 }
 
-pub async fn post_raw(client: &reqwest::Client, url: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> reqwest::Result<Reply> {
+pub async fn post_raw(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Result<Reply> {
     let mut req = client.post(format!("{url}/v1/batches")).header("content-type", content_type).body(body);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -126,7 +136,13 @@ pub async fn cursor(client: &reqwest::Client, url: &str, token: &str, stream: &s
 }
 
 fn meta(channel: Channel, source_id: &str, t: i64) -> EventMeta {
-    EventMeta { channel, line: "+15550100".into(), conversation_id: "conv-ü-1".into(), source_id: source_id.into(), source_time_ms: t }
+    EventMeta {
+        channel,
+        line: "+15550100".into(),
+        conversation_id: "conv-ü-1".into(),
+        source_id: source_id.into(),
+        source_time_ms: t,
+    }
 }
 
 /// A chunked attachment: start, chunks of `chunk` bytes, end with the right SHA-256.
@@ -142,7 +158,12 @@ pub fn attachment_records(header: AttachmentHeader, data: &[u8], chunk: usize, t
     }
     out.push(Record::new(
         t,
-        RecordBody::AttachmentEnd { attachment_id: id, size: data.len() as u64, sha256: hex::encode(Sha256::digest(data)), chunks: chunks.len() as u32 },
+        RecordBody::AttachmentEnd {
+            attachment_id: id,
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+            chunks: chunks.len() as u32,
+        },
     ));
     out
 }
@@ -162,7 +183,11 @@ pub fn every_kind() -> Vec<Record> {
         Record::new(t, RecordBody::Agent(AgentEvent::Started { agent_version: "1.0.0".into(), after_crash: false })),
         Record::new(
             t + 1,
-            RecordBody::Agent(AgentEvent::PolicyApplied { policy_version: "7".into(), fingerprint: "ab12".into(), archive_key_id: "k1".into() }),
+            RecordBody::Agent(AgentEvent::PolicyApplied {
+                policy_version: "7".into(),
+                fingerprint: "ab12".into(),
+                archive_key_id: "k1".into(),
+            }),
         ),
         Record::new(
             t + 2,
@@ -202,7 +227,12 @@ pub fn every_kind() -> Vec<Record> {
     ));
     out.push(Record::new(
         t + 5,
-        RecordBody::Edit(Edit { meta: meta(Channel::Whatsapp, "edit-1", t + 5), target_message_id: "msg-2".into(), editor: "+15550111".into(), new_text: "ok, agreed".into() }),
+        RecordBody::Edit(Edit {
+            meta: meta(Channel::Whatsapp, "edit-1", t + 5),
+            target_message_id: "msg-2".into(),
+            editor: "+15550111".into(),
+            new_text: "ok, agreed".into(),
+        }),
     ));
     out.push(Record::new(
         t + 6,
@@ -216,7 +246,11 @@ pub fn every_kind() -> Vec<Record> {
     ));
     out.push(Record::new(
         t + 7,
-        RecordBody::Unsend(Unsend { meta: meta(Channel::Whatsapp, "unsend-1", t + 7), target_message_id: "msg-2".into(), actor: "+15550111".into() }),
+        RecordBody::Unsend(Unsend {
+            meta: meta(Channel::Whatsapp, "unsend-1", t + 7),
+            target_message_id: "msg-2".into(),
+            actor: "+15550111".into(),
+        }),
     ));
     out.push(Record::new(
         t + 8,
@@ -257,7 +291,13 @@ pub fn every_kind() -> Vec<Record> {
             reason: "larger than attachment_max_mb".into(),
         },
     ));
-    out.push(Record::new(t + 11, RecordBody::Agent(AgentEvent::CaptureChannels { enabled: vec![Channel::Sms], disabled: vec![Channel::Wechat] })));
-    out.push(Record::new(t + 12, RecordBody::Agent(AgentEvent::ClockJumped { expected_ms: t, observed_ms: t + 3_600_000, delta_ms: 3_600_000 })));
+    out.push(Record::new(
+        t + 11,
+        RecordBody::Agent(AgentEvent::CaptureChannels { enabled: vec![Channel::Sms], disabled: vec![Channel::Wechat] }),
+    ));
+    out.push(Record::new(
+        t + 12,
+        RecordBody::Agent(AgentEvent::ClockJumped { expected_ms: t, observed_ms: t + 3_600_000, delta_ms: 3_600_000 }),
+    ));
     out
 }
