@@ -15,6 +15,11 @@ eval "$(bash scripts/install-tools.sh env)"
 stage "Rust: every crate's unit, integration and end-to-end tests"
 cargo test --workspace --locked
 
+stage "Rust style: rustfmt (rustfmt.toml) and clippy with warnings as errors"
+# Both ship with the Rust toolchain of this machine kind; their absence is a broken machine.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
 stage "Kotlin layer on the JVM (generated bindings + wrappers, against the host library)"
 bash scripts/test-kotlin.sh
 
