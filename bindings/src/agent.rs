@@ -271,6 +271,18 @@ impl Agent {
         runtime::spawn("upload", OnCancel::Abort, async move { shared.upload(Duration::from_millis(deadline_ms)).await }).await
     }
 
+    /// Stops the upload running now, if any, at its next wait; its `upload` call then returns a
+    /// report with `stopped` = `Cancelled`. Call it when the OS takes the background window
+    /// back (an iOS BGTask's expiration handler): Swift task cancellation does not reach Rust.
+    /// Safe: nothing is deleted before the archive acknowledged. From memory only; safe on the
+    /// main thread.
+    pub fn cancel_upload(&self) -> Result<()> {
+        runtime::guard("cancel_upload", || {
+            self.shared.core.cancel_upload();
+            Ok(())
+        })
+    }
+
     /// Everything about the agent, from memory only: no disk, no lock held across I/O, safe on
     /// the main thread. That is why it is the one synchronous call.
     pub fn status(&self) -> Result<AgentStatus> {

@@ -398,6 +398,9 @@ pub enum StopReason {
     NotAllowed,
     /// A failure that needs attention (see `error_kind`, `detail`).
     Error,
+    /// `cancel_upload` was called (the OS took the background window back); the rest waits
+    /// for the next window.
+    Cancelled,
 }
 
 impl From<CoreStop> for StopReason {
@@ -408,6 +411,7 @@ impl From<CoreStop> for StopReason {
             CoreStop::Offline => StopReason::Offline,
             CoreStop::NotAllowed => StopReason::NotAllowed,
             CoreStop::Error => StopReason::Error,
+            CoreStop::Cancelled => StopReason::Cancelled,
         }
     }
 }

@@ -595,6 +595,14 @@ impl Agent {
         crate::upload::run(self, &self.inner.uploader, options).await
     }
 
+    /// Stops the upload running now, if any, at its next wait; it then reports `Cancelled`.
+    /// For the OS taking a background window back (an iOS BGTask's expiration). Safe: nothing
+    /// is deleted before the archive acknowledged it. An upload started afterwards runs
+    /// normally. From memory only; safe on any thread.
+    pub fn cancel_upload(&self) {
+        self.inner.uploader.cancel();
+    }
+
     /// The host app let a communication through while capture was unavailable (possible only
     /// when the policy's `fail_closed` is false, or before any policy): record it, metadata
     /// only, so it is evidenced rather than silent.

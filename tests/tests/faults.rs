@@ -218,3 +218,38 @@ async fn receiver_restart_while_a_batch_is_in_flight() {
     world.assert_archive_complete(last_seq);
     world.export().assert_exactly_once(&captured);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_upload_stops_it_at_once_in_a_request_or_a_back_off_and_loses_nothing() {
+    let world = World::start().await;
+    // First session: the archive sits on the first batch (a request in flight). Second: the
+    // archive is overloaded and asks for a long wait (a back-off in progress).
+    world.plan().delay(Duration::from_secs(5)).status(503, Some(60));
+    let agent = world.device(&[]).await;
+    let captured = world.capture_batches(&agent, 36, 2).await;
+    let pending = agent.status().queue_records;
+    let long = || UploadOptions::new(Duration::from_secs(120), NetworkState::Unmetered);
+
+    for applied in [1, 2] {
+        let started = Instant::now();
+        let uploading = {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.upload(long()).await })
+        };
+        world.plan().wait_applied(applied).await;
+        agent.cancel_upload();
+        let report = uploading.await.unwrap();
+        assert_eq!(report.stopped, StopReason::Cancelled, "{report:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "stopped at once, not after the archive's answer or the back-off");
+        assert_eq!(agent.status().queue_records, pending, "nothing deleted without an acknowledgement");
+    }
+
+    // A cancel with nothing running does not touch the next session.
+    agent.cancel_upload();
+    let report = agent.upload(long()).await;
+    assert_eq!(report.stopped, StopReason::Done, "{report:?}");
+    let last_seq = agent.status().last_seq;
+    agent.close().await.unwrap();
+    world.assert_archive_complete(last_seq);
+    world.export().assert_exactly_once(&captured);
+}

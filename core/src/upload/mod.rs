@@ -8,8 +8,11 @@ pub mod network;
 pub mod retry;
 pub mod tls;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,6 +42,9 @@ pub enum StopReason {
     NotAllowed,
     /// A failure that needs attention (see `error`).
     Error,
+    /// [`Agent::cancel_upload`] was called (the OS took the background window back); the rest
+    /// waits for the next window.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,9 +85,20 @@ pub(crate) struct UploaderState {
     cursor_checked: AtomicBool,
     last_refusal: Mutex<Option<String>>,
     last_corrupt: Mutex<Option<String>>,
+    /// Bumped by [`UploaderState::cancel`]: a session started before the bump stops at its next
+    /// wait; one started after it runs normally.
+    cancel_generation: AtomicU64,
+    cancelled: tokio::sync::Notify,
 }
 
 impl UploaderState {
+    /// Stops the session running now, if any, at its next wait (a request, a back-off, the
+    /// cursor query). Safe at any of them: nothing is deleted before the archive acknowledged.
+    pub(crate) fn cancel(&self) {
+        self.cancel_generation.fetch_add(1, Ordering::SeqCst);
+        self.cancelled.notify_waiters();
+    }
+
     fn client(&self, policy: &Policy) -> Result<Arc<Client>, Error> {
         let fingerprint = policy.fingerprint_hex();
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,6 +116,9 @@ impl UploaderState {
 
 struct Session<'a> {
     agent: &'a Agent,
+    state: &'a UploaderState,
+    /// The cancel generation when this session started.
+    generation: u64,
     opts: UploadOptions,
     start_ms: i64,
     margin: Duration,
@@ -113,6 +133,36 @@ impl Session<'_> {
     /// Time left for work, keeping a margin so the report is back well before the deadline.
     fn remaining(&self) -> Duration {
         self.opts.deadline.saturating_sub(self.elapsed()).saturating_sub(self.margin)
+    }
+
+    /// Resolves once [`UploaderState::cancel`] was called after this session started.
+    async fn cancelled(&self) {
+        loop {
+            // Registered before the check, so a cancel between the two is not missed.
+            let mut notified = pin!(self.state.cancelled.notified());
+            notified.as_mut().enable();
+            if self.state.cancel_generation.load(Ordering::SeqCst) != self.generation {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// `work`'s output, or `None` when the session is cancelled first (`work` is dropped).
+    async fn unless_cancelled<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = pin!(work);
+        let mut cancelled = pin!(self.cancelled());
+        std::future::poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+
+    fn cancel(self) -> UploadReport {
+        self.finish(StopReason::Cancelled, Some("cancelled by the app".into()), None)
     }
 
     fn finish(mut self, stopped: StopReason, detail: Option<String>, error: Option<&Error>) -> UploadReport {
@@ -134,6 +184,8 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
     let margin = (opts.deadline / 10).max(Duration::from_millis(100));
     let mut session = Session {
         agent,
+        state,
+        generation: state.cancel_generation.load(Ordering::SeqCst),
         start_ms: agent.clock().monotonic_ms(),
         margin,
         opts,
@@ -179,10 +231,11 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         Err(e) => return refused(session, state, e).await,
     };
     if !state.cursor_checked.load(Ordering::SeqCst) {
-        if let Err(e) = catch_up_with_archive(&session, &client).await {
-            return refused(session, state, e).await;
+        match session.unless_cancelled(catch_up_with_archive(&session, &client)).await {
+            None => return session.cancel(),
+            Some(Err(e)) => return refused(session, state, e).await,
+            Some(Ok(())) => state.cursor_checked.store(true, Ordering::SeqCst),
         }
-        state.cursor_checked.store(true, Ordering::SeqCst);
     }
 
     let mut max_bytes = policy.max_batch_kb as usize * 1024;
@@ -217,7 +270,10 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         };
         let first = batch.records.first().map_or(0, |r| r.seq);
         let last = batch.records.last().map_or(0, |r| r.seq);
-        match client.post_batch(&batch, remaining.min(MAX_REQUEST)).await {
+        let Some(answer) = session.unless_cancelled(client.post_batch(&batch, remaining.min(MAX_REQUEST))).await else {
+            return session.cancel();
+        };
+        match answer {
             Answer::Ok(ack) => {
                 if ack.acked_through + 1 < first {
                     // The archive says it holds less than what we just continued from: it lost
@@ -279,7 +335,9 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 if delay >= session.remaining() {
                     return session.finish(StopReason::Deadline, Some(format!("{reason}; next try after the deadline")), None);
                 }
-                session.opts.pause.pause(delay).await;
+                if session.unless_cancelled(session.opts.pause.pause(delay)).await.is_none() {
+                    return session.cancel();
+                }
             }
             Answer::Permanent(e) => return refused(session, state, e).await,
         }

@@ -311,6 +311,11 @@ uint64_t uniffi_verbatim_ffi_fn_constructor_agent_open(RustBuffer data_dir, uint
 uint64_t uniffi_verbatim_ffi_fn_method_agent_apply_policy(uint64_t ptr, RustBuffer tree
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_CANCEL_UPLOAD
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_CANCEL_UPLOAD
+void uniffi_verbatim_ffi_fn_method_agent_cancel_upload(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_CAPTURE_ATTACHMENT
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_CAPTURE_ATTACHMENT
 uint64_t uniffi_verbatim_ffi_fn_method_agent_capture_attachment(uint64_t ptr, RustBuffer event
@@ -748,6 +753,12 @@ uint16_t uniffi_verbatim_ffi_checksum_func_set_log_sink(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_APPLY_POLICY
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_APPLY_POLICY
 uint16_t uniffi_verbatim_ffi_checksum_method_agent_apply_policy(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_CANCEL_UPLOAD
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_CANCEL_UPLOAD
+uint16_t uniffi_verbatim_ffi_checksum_method_agent_cancel_upload(void
     
 );
 #endif

@@ -124,10 +124,9 @@ public final class BackgroundUpload: Sendable {
 
     /// One window: runs `work` in a Task; when iOS expires the window, cancels that Task and
     /// completes the BGTask at once (`success: false`), so iOS does not kill the app for
-    /// overrunning. The Swift Task is cancelled, but an upload already inside Rust runs on to
-    /// its own deadline (UniFFI 0.32's Swift bindings do not propagate cancellation,
-    /// uniffi-rs#2771) or until iOS suspends the app; either is safe, nothing is deleted before
-    /// the archive acknowledged it.
+    /// overrunning. Cancelling the Task reaches the upload inside Rust through
+    /// `VerbatimAgent.upload`'s cancellation handler, which stops it at its next wait; safe,
+    /// nothing is deleted before the archive acknowledged it.
     static func run(_ task: BGTask, deadline: TimeInterval, work: @escaping Work) {
         let window = Window(task)
         task.expirationHandler = { window.expire() }

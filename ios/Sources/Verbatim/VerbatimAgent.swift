@@ -117,13 +117,22 @@ public final class VerbatimAgent: Sendable {
     /// Uploads within `deadline` seconds on the network the provider reports. Network and
     /// archive trouble is in the report (`stopped`), not thrown.
     ///
-    /// Cancelling the calling Task does not stop the Rust upload: UniFFI 0.32's Swift bindings
-    /// do not pass cancellation to Rust (uniffi-rs#2771), so the call returns when the upload
-    /// ends, at the latest at its deadline. Choose the deadline inside the time you have. An
-    /// upload cut short at any point is safe: nothing is deleted before the archive
-    /// acknowledged it.
+    /// Cancelling the calling Task stops the Rust upload at its next wait (UniFFI 0.32's Swift
+    /// bindings do not pass cancellation to Rust, uniffi-rs#2771, so this asks the agent to
+    /// cancel); the call then returns a report with `stopped == .cancelled`. An upload cut
+    /// short at any point is safe: nothing is deleted before the archive acknowledged it.
     public func upload(deadline: TimeInterval) async throws -> UploadReport {
-        try await ffi.upload(deadlineMs: Self.milliseconds(deadline))
+        try await withTaskCancellationHandler {
+            try await ffi.upload(deadlineMs: Self.milliseconds(deadline))
+        } onCancel: { [ffi] in
+            try? ffi.cancelUpload()
+        }
+    }
+
+    /// Stops the upload running now, if any, at its next wait. From memory: safe on the main
+    /// thread.
+    public func cancelUpload() throws {
+        try ffi.cancelUpload()
     }
 
     /// Records what is due (heartbeat, stale-pending alert). Background tasks call it.

@@ -602,6 +602,15 @@ public protocol AgentProtocol: AnyObject, Sendable {
     func applyPolicy(tree: PolicyValue) async throws  -> [PolicyProblem]
     
     /**
+     * Stops the upload running now, if any, at its next wait; its `upload` call then returns a
+     * report with `stopped` = `Cancelled`. Call it when the OS takes the background window
+     * back (an iOS BGTask's expiration handler): Swift task cancellation does not reach Rust.
+     * Safe: nothing is deleted before the archive acknowledged. From memory only; safe on the
+     * main thread.
+     */
+    func cancelUpload() throws 
+    
+    /**
      * Captures an attachment, streaming the file at `event.path`.
      */
     func captureAttachment(event: AttachmentEvent) async throws  -> CaptureOutcome
@@ -787,6 +796,21 @@ open func applyPolicy(tree: PolicyValue)async throws  -> [PolicyProblem]  {
             liftFunc: FfiConverterSequenceTypePolicyProblem.lift,
             errorHandler: FfiConverterTypeVerbatimError_lift
         )
+}
+    
+    /**
+     * Stops the upload running now, if any, at its next wait; its `upload` call then returns a
+     * report with `stopped` = `Cancelled`. Call it when the OS takes the background window
+     * back (an iOS BGTask's expiration handler): Swift task cancellation does not reach Rust.
+     * Safe: nothing is deleted before the archive acknowledged. From memory only; safe on the
+     * main thread.
+     */
+open func cancelUpload()throws   {try rustCallWithError(FfiConverterTypeVerbatimError_lift) {
+        uniffiCallStatus in
+    uniffi_verbatim_ffi_fn_method_agent_cancel_upload(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
 }
     
     /**
@@ -4426,6 +4450,11 @@ public enum StopReason: Equatable, Hashable {
      * A failure that needs attention (see `error_kind`, `detail`).
      */
     case error
+    /**
+     * `cancel_upload` was called (the OS took the background window back); the rest waits
+     * for the next window.
+     */
+    case cancelled
 
 
 
@@ -4457,6 +4486,8 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case 5: return .error
         
+        case 6: return .cancelled
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -4483,6 +4514,10 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case .error:
             writeInt(&buf, Int32(5))
+        
+        
+        case .cancelled:
+            writeInt(&buf, Int32(6))
         
         }
     }

@@ -42,6 +42,7 @@ import kotlin.time.Duration.Companion.seconds
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
+import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 
@@ -381,6 +382,23 @@ suspend fun testUploadCancellation() {
     }
 }
 
+/** cancelUpload() (what iOS's expiration handler calls) stops a running upload with CANCELLED. */
+suspend fun testCancelUpload() = coroutineScope {
+    openAgent().use { agent ->
+        // Nothing listens on 127.0.0.1:9: the upload retries with back-off until its deadline.
+        agent.applyPolicy(policy(extra = mapOf("archive_url" to "https://127.0.0.1:9/", "archive_ca_pem" to null)))
+        agent.capture(message("cancel-me-too"))
+        val uploading = async { agent.upload(60.seconds) }
+        // The session has started once it records its attempt (no event says so).
+        while (agent.status().upload.lastAttemptMs == null) kotlinx.coroutines.delay(5)
+        agent.cancelUpload()
+        val report = uploading.await()
+        assertEquals(StopReason.CANCELLED, report.stopped, "$report")
+        assertTrue(agent.status().queueRecords >= 1u, "nothing was acknowledged, nothing deleted")
+        agent.shutdown()
+    }
+}
+
 suspend fun testFullUpload() {
     val archive = ARCHIVE ?: fail("no receiver: VERBATIM_ARCHIVE_URL is not set (scripts/test-kotlin.sh starts one)")
     val network = FakeNetwork(NetworkState.OFFLINE)
@@ -597,6 +615,7 @@ fun main() {
         "network offline / metered / roaming: nothing sent" to ::testNetworkOfflineAndNotAllowed,
         "full upload to the receiver over TLS" to ::testFullUpload,
         "cancelled upload stops; the next one runs" to ::testUploadCancellation,
+        "cancelUpload() stops a running upload: CANCELLED" to ::testCancelUpload,
         "log sink: level filter, no content, no secrets" to ::testLogSinkFiltering,
         "Kotlin callbacks throwing: typed errors, no crash" to ::testCallbacksThrowing,
         "panics become typed errors" to ::testPanicsAreTyped,

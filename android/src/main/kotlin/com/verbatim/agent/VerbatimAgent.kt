@@ -90,6 +90,12 @@ class VerbatimAgent private constructor(
     suspend fun upload(deadline: Duration): UploadReport =
         ffi.upload(deadline.inWholeMilliseconds.coerceAtLeast(0L).toULong())
 
+    /**
+     * Stops the upload running now, if any, at its next wait; its [upload] then returns a report
+     * with `stopped` = CANCELLED. Cancelling the upload's coroutine does the same.
+     */
+    fun cancelUpload() = ffi.cancelUpload()
+
     /** Everything about the agent, from memory: safe on the main thread. */
     fun status(): AgentStatus = ffi.status()
 
