@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::policy::Policy;
-use crate::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, Cursor};
+use crate::wire::{ApiError, BatchAck, CONTENT_TYPE, Cursor};
 
 /// What the archive answered, as the uploader must act on it.
 #[derive(Debug)]
@@ -57,7 +57,8 @@ impl Client {
         self.base.join(path).map_err(|e| Error::new(ErrorKind::Internal, format!("archive URL: {e}")))
     }
 
-    pub async fn post_batch(&self, batch: &Batch, timeout: Duration) -> Answer<BatchAck> {
+    /// Sends an encoded batch ([`crate::wire::Batch::encode`]).
+    pub async fn post_batch(&self, body: Vec<u8>, timeout: Duration) -> Answer<BatchAck> {
         let url = match self.url("v1/batches") {
             Ok(u) => u,
             Err(e) => return Answer::Permanent(e),
@@ -68,7 +69,7 @@ impl Client {
             .bearer_auth(self.token.expose())
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(timeout)
-            .body(batch.encode());
+            .body(body);
         self.answer(request).await
     }
 

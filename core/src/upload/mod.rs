@@ -246,7 +246,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
             return session.finish(StopReason::Deadline, Some("deadline reached".into()), None);
         }
         let reader = agent.clone();
-        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_bytes)).await {
+        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_bytes).map(|b| b.map(Encoded::from))).await {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => return session.finish(StopReason::Done, None, None),
             Ok(Err(e)) if e.kind == ErrorKind::Corrupt => {
@@ -268,9 +268,9 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
             }
         };
-        let first = batch.records.first().map_or(0, |r| r.seq);
-        let last = batch.records.last().map_or(0, |r| r.seq);
-        let Some(answer) = session.unless_cancelled(client.post_batch(&batch, remaining.min(MAX_REQUEST))).await else {
+        let Encoded { first, last, records, body } = batch;
+        let body_len = body.len();
+        let Some(answer) = session.unless_cancelled(client.post_batch(body, remaining.min(MAX_REQUEST))).await else {
             return session.cancel();
         };
         match answer {
@@ -289,8 +289,8 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                     return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
                 }
                 session.report.batches += 1;
-                session.report.records_sent += batch.records.len() as u64;
-                session.report.bytes_sent += batch.encoded_len() as u64;
+                session.report.records_sent += records;
+                session.report.bytes_sent += body_len as u64;
                 session.report.duplicates += ack.duplicates;
                 schedule = retry::RetrySchedule::new(random_seed());
                 let now = agent.clock().now_ms();
@@ -317,11 +317,11 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 }
             }
             Answer::TooLarge => {
-                if batch.records.len() == 1 {
+                if records == 1 {
                     let e = Error::new(ErrorKind::Rejected, format!("archive refuses record {first} as too large"));
                     return refused(session, state, e).await;
                 }
-                max_bytes = (batch.encoded_len() / 2).max(1);
+                max_bytes = (body_len / 2).max(1);
             }
             Answer::Retry { reason, retry_after } => {
                 session.report.retries += 1;
@@ -340,6 +340,29 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 }
             }
             Answer::Permanent(e) => return refused(session, state, e).await,
+        }
+    }
+}
+
+/// A batch as sent: its body and what the session needs to know of it.
+struct Encoded {
+    first: u64,
+    last: u64,
+    records: u64,
+    body: Vec<u8>,
+}
+
+impl From<crate::wire::Batch> for Encoded {
+    /// Encoded on the thread that read the batch, which frees the records there: the large
+    /// transient buffers of upload then come from one thread's allocator arena, not from every
+    /// thread the session's task visits (with glibc that kept peak memory growing with the
+    /// length of a long upload).
+    fn from(batch: crate::wire::Batch) -> Encoded {
+        Encoded {
+            first: batch.records.first().map_or(0, |r| r.seq),
+            last: batch.records.last().map_or(0, |r| r.seq),
+            records: batch.records.len() as u64,
+            body: batch.encode(),
         }
     }
 }
