@@ -687,3 +687,32 @@ async fn a_second_agent_on_the_same_directory_is_refused() {
     drop(agent);
     s.open();
 }
+
+#[tokio::test]
+async fn the_wal_file_shrinks_back_after_a_large_attachment() {
+    let s = Setup::new();
+    let agent = s.open();
+    agent.apply_policy(&s.policy(&[("max_attachment_mb", Value::Integer(20))])).await.unwrap();
+    let big = s.files.path().join("deck.pdf");
+    std::fs::write(&big, vec![7u8; 12 * 1024 * 1024]).unwrap();
+    agent
+        .capture(Event::Attachment(Attachment {
+            meta: meta("deck", 1),
+            message_id: None,
+            direction: Direction::Inbound,
+            sender: "+442079460001".into(),
+            file_name: "deck.pdf".into(),
+            mime_type: "application/pdf".into(),
+            path: big,
+        }))
+        .await
+        .unwrap();
+    let wal = s.dir.path().join(format!("{}-wal", verbatim_core::queue::DB_FILE));
+    let after_attachment = std::fs::metadata(&wal).unwrap().len();
+    assert!(after_attachment > 12 * 1024 * 1024, "the attachment went through the WAL: {after_attachment}");
+    // The commit checkpointed it; the next transaction restarts the WAL and cuts the file back.
+    agent.capture(message(2, "after the deck")).await.unwrap();
+    let after_next = std::fs::metadata(&wal).unwrap().len();
+    assert!(after_next <= verbatim_core::queue::WAL_SIZE_LIMIT as u64, "WAL still {after_next} bytes");
+    agent.close().await.unwrap();
+}

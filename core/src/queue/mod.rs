@@ -58,6 +58,11 @@ pub struct Snapshot {
     pub deferred_events: u64,
 }
 
+/// Bytes the WAL file is cut back to once its content is checkpointed. SQLite checkpoints at
+/// about 4 MB of WAL; twice that leaves ordinary group commits alone (cutting the file back
+/// every time would make each next commit grow it again) and catches large attachments.
+pub const WAL_SIZE_LIMIT: i64 = 8 * 1024 * 1024;
+
 pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -77,6 +82,9 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
         // Zero what a write removes from a page it rewrites anyway (no extra I/O): the bytes of
         // a replaced policy row do not linger beside the new one.
         conn.pragma_update(None, "secure_delete", "FAST")?;
+        // A large attachment is one transaction, and the WAL file would otherwise keep its
+        // size for as long as the agent runs: truncated back to this when it restarts.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     }
     Ok(conn)
 }
