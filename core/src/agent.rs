@@ -256,12 +256,12 @@ impl Agent {
     /// applied the managed configuration again. Keeps the stored fingerprint, so that the same
     /// configuration applied again is recognised as unchanged.
     fn restore_policy(&self, tree_json: &str, fingerprint: &str) -> Result<()> {
-        let Some(restored) = policy::stored::parse_stored(tree_json) else {
+        let Some((restored, kept_json)) = policy::stored::parse_stored(tree_json) else {
             *lock(&self.inner.not_configured_reason) =
                 "the stored policy is unreadable or no longer validates; push the policy again".into();
             return Ok(());
         };
-        let mut config = self.config_for(&restored, policy::stored::persistable_json_str(tree_json), Vec::new());
+        let mut config = self.config_for(&restored, kept_json, Vec::new());
         config.fingerprint = fingerprint.to_string();
         let now = self.inner.clock.now_ms();
         block_on(submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }))?;

@@ -29,18 +29,16 @@ pub fn persistable_json(tree: &Value) -> String {
     serde_json::to_string(&persistable(tree)).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// A persisted tree (JSON) made persistable again: what an older version kept, secrets
-/// included, loses them at the first start of this one.
-pub fn persistable_json_str(tree_json: &str) -> String {
-    serde_json::from_str::<Value>(tree_json).map(|tree| persistable_json(&tree)).unwrap_or_else(|_| "{}".to_string())
-}
-
 /// Parses a persisted tree back into the policy in force, with an empty device token (see
-/// [`Policy::device_token`]); any secret an older version persisted is ignored. `None` when
-/// the JSON is unreadable or no longer validates (e.g. after an upgrade tightened a rule).
-pub fn parse_stored(tree_json: &str) -> Option<Policy> {
+/// [`Policy::device_token`]), and the tree to persist again: any secret an older version kept
+/// is ignored and goes at the first start of this one. `None` when the JSON is unreadable or
+/// no longer validates (e.g. after an upgrade tightened a rule).
+pub fn parse_stored(tree_json: &str) -> Option<(Policy, String)> {
     let tree: Value = serde_json::from_str(tree_json).ok()?;
-    parse_with(&persistable(&tree), Secrets::Absent).ok().map(|parsed| parsed.policy)
+    let kept = persistable(&tree);
+    let policy = parse_with(&kept, Secrets::Absent).ok()?.policy;
+    let json = serde_json::to_string(&kept).ok()?;
+    Some((policy, json))
 }
 
 #[cfg(test)]
@@ -55,7 +53,8 @@ mod tests {
         assert!(!json.contains("tok-persist-never"), "{json}");
         assert!(!json.contains("device_token"), "{json}");
         let full = super::super::parse(&tree).unwrap().policy;
-        let restored = parse_stored(&json).expect("the kept tree parses");
+        let (restored, kept) = parse_stored(&json).expect("the kept tree parses");
+        assert_eq!(kept, json, "persisting again changes nothing");
         assert!(restored.device_token.is_empty());
         assert_eq!(Policy { device_token: full.device_token.clone(), ..restored }, full);
     }
@@ -69,8 +68,9 @@ mod tests {
         assert!(!persistable_json(&tree).contains("hunter2"));
         // An older store kept the whole tree, token included.
         let old_json = serde_json::to_string(&tree).unwrap();
-        let restored = parse_stored(&old_json).expect("parses");
+        let (restored, kept) = parse_stored(&old_json).expect("parses");
         assert!(restored.device_token.is_empty());
+        assert!(!kept.contains("tok-old-version") && !kept.contains("hunter2"), "{kept}");
         assert!(parse_stored("{not json").is_none());
         assert!(parse_stored("{}").is_none(), "required non-secret keys are still required");
     }

@@ -168,16 +168,7 @@ fn probe_open_path(db: &Path) -> Result<Vec<String>> {
 fn quick_check(db: &Path) -> Result<Vec<String>> {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let mut stmt = conn.prepare("PRAGMA quick_check(10)")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let line = row?;
-        if line != "ok" {
-            out.push(line);
-        }
-    }
-    Ok(out)
+    quick_check_conn(&conn)
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -793,9 +784,9 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
             (Some(p), Some(crate::policy::stored::persistable_json(tree)), fingerprint)
         }
         (None, Some((tree, fingerprint))) => {
-            let p = crate::policy::stored::parse_stored(tree)
+            let (p, kept) = crate::policy::stored::parse_stored(tree)
                 .ok_or_else(|| Error::new(ErrorKind::PolicyRejected, "the stored policy is unreadable or no longer validates"))?;
-            (Some(p), Some(crate::policy::stored::persistable_json_str(tree)), fingerprint.clone())
+            (Some(p), Some(kept), fingerprint.clone())
         }
         (None, None) => (None, None, String::new()),
     };
