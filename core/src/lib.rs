@@ -19,6 +19,8 @@ pub mod record;
 pub mod seal;
 pub mod secret;
 pub mod synth;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upload;
 pub mod wire;
 

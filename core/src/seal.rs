@@ -1,9 +1,17 @@
 //! Sealing: each epoch gets a fresh data key, created with HPKE (RFC 9180, base mode,
 //! X25519 + HKDF-SHA256 + AES-256-GCM) to the archive's public key. The key lives in memory
 //! only; just the HPKE encapsulation is stored. Records are sealed with AES-256-GCM under the
-//! epoch key; the nonce is the record's sequence number (unique per stream, and every epoch has
-//! its own random key, so a nonce never repeats under one key), and the associated data binds
-//! tenant, device, stream, sequence number, epoch and the previous chain link.
+//! epoch key; the nonce is the record's sequence number, and the associated data binds tenant,
+//! device, stream, sequence number, epoch and the previous chain link.
+//!
+//! **A key never seals two plaintexts under one nonce.** Every epoch has its own random key,
+//! and an [`EpochKey`] seals only strictly increasing sequence numbers: asked for a sequence
+//! number at or below one it already sealed, it refuses. That matters because a sealed record
+//! can be rolled back after it reached the disk (a failed transaction's pages may already be in
+//! the write-ahead log): re-sealing its sequence number with other content under the same key
+//! would let anyone holding both ciphertexts XOR them into the plaintexts. The queue writer
+//! therefore retires an epoch whenever sealed records are rolled back, and this refusal makes
+//! any path that forgot to do so fail loudly instead of leaking.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -81,6 +89,11 @@ const EXPORT_LABEL: &[u8] = b"verbatim/epoch-key/v1";
 pub struct EpochKey {
     epoch: u64,
     cipher: Aes256Gcm,
+    /// The highest sequence number this key sealed (0: none). Sealing only moves it up.
+    sealed_through: u64,
+    /// Distinguishes key instances in the seal log of the `testing` feature.
+    #[cfg(feature = "testing")]
+    instance: u64,
 }
 
 impl std::fmt::Debug for EpochKey {
@@ -92,7 +105,13 @@ impl std::fmt::Debug for EpochKey {
 impl EpochKey {
     fn from_exported(epoch: u64, key: &Zeroizing<[u8; 32]>) -> Self {
         let cipher = Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key is valid for AES-256");
-        EpochKey { epoch, cipher }
+        EpochKey {
+            epoch,
+            cipher,
+            sealed_through: 0,
+            #[cfg(feature = "testing")]
+            instance: crate::testing::seal_log::next_instance(),
+        }
     }
 
     /// Creates a new epoch key for `stream` sealed to `archive_public`; returns the key and
@@ -118,11 +137,33 @@ impl EpochKey {
         self.epoch
     }
 
-    pub fn seal(&self, stream: &StreamId, seq: u64, prev: &Link, plaintext: &[u8]) -> Result<Vec<u8>> {
+    /// The highest sequence number this key sealed (0: none).
+    pub fn sealed_through(&self) -> u64 {
+        self.sealed_through
+    }
+
+    /// Seals `plaintext` as record `seq`. Refuses a `seq` at or below one this key already
+    /// sealed (see the module docs): its nonce was used, whether or not that record was kept.
+    pub fn seal(&mut self, stream: &StreamId, seq: u64, prev: &Link, plaintext: &[u8]) -> Result<Vec<u8>> {
+        if seq <= self.sealed_through {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "refusing to seal sequence {seq} under epoch {}: its key already sealed through {}",
+                    self.epoch, self.sealed_through
+                ),
+            ));
+        }
         let aad = associated_data(stream, seq, self.epoch, prev);
-        self.cipher
+        let sealed = self
+            .cipher
             .encrypt(&nonce(seq), Payload { msg: plaintext, aad: &aad })
-            .map_err(|_| Error::new(ErrorKind::Crypto, format!("sealing sequence {seq} failed")))
+            .map_err(|_| Error::new(ErrorKind::Crypto, format!("sealing sequence {seq} failed")))?;
+        // The nonce counts as used once the cipher ran, whatever happens to the record.
+        self.sealed_through = seq;
+        #[cfg(feature = "testing")]
+        crate::testing::seal_log::record(stream, self.epoch, self.instance, seq);
+        Ok(sealed)
     }
 
     pub fn open_record(&self, stream: &StreamId, seq: u64, prev: &Link, ciphertext: &[u8]) -> Result<Vec<u8>> {
@@ -184,7 +225,7 @@ mod tests {
     fn a_sealed_record_opens_only_with_the_archive_key_and_its_own_binding() {
         let (sk, pk) = generate_archive_keypair();
         assert_eq!(public_key_of(&sk).unwrap(), pk);
-        let (key, enc) = EpochKey::create(&pk, &stream(), 7).unwrap();
+        let (mut key, enc) = EpochKey::create(&pk, &stream(), 7).unwrap();
         let prev = [9u8; 32];
         let ct = key.seal(&stream(), 42, &prev, b"hello archive").unwrap();
         assert!(!ct.windows(5).any(|w| w == b"hello"));
@@ -207,11 +248,27 @@ mod tests {
     #[test]
     fn each_epoch_gets_a_fresh_key() {
         let (_, pk) = generate_archive_keypair();
-        let (k1, e1) = EpochKey::create(&pk, &stream(), 1).unwrap();
-        let (k2, e2) = EpochKey::create(&pk, &stream(), 1).unwrap();
+        let (mut k1, e1) = EpochKey::create(&pk, &stream(), 1).unwrap();
+        let (mut k2, e2) = EpochKey::create(&pk, &stream(), 1).unwrap();
         assert_ne!(e1, e2);
         let prev = [0u8; 32];
         assert_ne!(k1.seal(&stream(), 1, &prev, b"x").unwrap(), k2.seal(&stream(), 1, &prev, b"x").unwrap());
+    }
+
+    #[test]
+    fn a_key_refuses_to_seal_a_sequence_number_at_or_below_one_it_sealed() {
+        let (_, pk) = generate_archive_keypair();
+        let (mut key, _) = EpochKey::create(&pk, &stream(), 1).unwrap();
+        let prev = [0u8; 32];
+        key.seal(&stream(), 5, &prev, b"first").unwrap();
+        for seq in [5, 4, 1] {
+            let err = key.seal(&stream(), seq, &prev, b"other content").unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Internal);
+            assert_eq!(err.detail, format!("refusing to seal sequence {seq} under epoch 1: its key already sealed through 5"));
+        }
+        assert_eq!(key.sealed_through(), 5);
+        key.seal(&stream(), 6, &prev, b"next").unwrap();
+        assert_eq!(key.sealed_through(), 6);
     }
 
     #[test]

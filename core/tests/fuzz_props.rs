@@ -639,7 +639,7 @@ fn sealed_batch(
     prev: Link,
     records: &[Record],
 ) -> Batch {
-    let (key, encapsulation) = EpochKey::create(archive_public, stream, epoch).unwrap();
+    let (mut key, encapsulation) = EpochKey::create(archive_public, stream, epoch).unwrap();
     let mut prev = prev;
     let wire = records
         .iter()

@@ -148,6 +148,9 @@ struct Sealer {
     started_ms: i64,
 }
 
+/// Why an epoch rotates after sealed records were rolled back (recorded in the chain).
+const ROLLED_BACK: &str = "sealed records were rolled back";
+
 /// Rotation bounds: a fresh epoch key after this many records or this much time.
 pub const EPOCH_MAX_RECORDS: u64 = 100_000;
 pub const EPOCH_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
@@ -293,12 +296,26 @@ impl Writer {
                 if let Some((incoming, now_ms)) = work.incoming_bytes()
                     && let Err(e) = core.admit(&tx, incoming, now_ms)
                 {
+                    // Recording that evidence can itself fail so badly that SQLite rolls back
+                    // the whole transaction: then the group failed, for this reason.
+                    if tx.is_autocommit() {
+                        replies.push((reply, Err(e.clone())));
+                        return Err(e);
+                    }
                     replies.push((reply, Err(e)));
                     continue;
                 }
                 let saved = core.saved_for(Some(&work));
                 job_savepoint(&tx, SAVEPOINT)?;
-                let outcome = core.perform(&tx, work);
+                // A panic inside a job (a bug) fails that job like any error: its records are
+                // rolled back and, above all, their epoch is retired (see `restore`).
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.perform(&tx, work))).unwrap_or_else(|_| {
+                        Err(Error::new(
+                            ErrorKind::Internal,
+                            "the queue writer failed inside a job; nothing of the job was stored",
+                        ))
+                    });
                 match &outcome {
                     Ok(_) => release_job(&tx)?,
                     Err(e) => {
@@ -353,7 +370,6 @@ impl Core {
             full_reported: self.full_reported,
             deferred: self.deferred,
             oldest_pending_ms: self.oldest_pending_ms,
-            sealed_in_epoch: self.sealer.as_ref().map(|s| s.records),
             config: config_may_change.then(|| self.config.clone()),
         }
     }
@@ -367,10 +383,7 @@ impl Core {
         if let Some(config) = saved.config {
             self.config = config;
         }
-        if let (Some(s), Some(n)) = (self.sealer.as_mut(), saved.sealed_in_epoch) {
-            s.records = n;
-        }
-        self.drop_sealer_if_unsaved();
+        self.retire_epoch_if_rolled_back();
     }
 
     fn perform(&mut self, conn: &Connection, work: Work) -> Result<Outcome> {
@@ -389,10 +402,26 @@ impl Core {
         }
     }
 
-    /// An epoch created in a rolled-back transaction has no stored encapsulation: forget its key.
-    fn drop_sealer_if_unsaved(&mut self) {
-        if self.sealer.as_ref().is_some_and(|s| s.key.epoch() > self.state.last_epoch) {
+    /// After a rollback, the epoch key must not seal again when it sealed records that were
+    /// rolled back: their nonces (sequence numbers) are used, and their ciphertexts may already
+    /// be on disk (a large transaction spills pages into the write-ahead log before it commits).
+    /// Sealing those sequence numbers again with other content under the same key would let
+    /// anyone with both ciphertexts recover the plaintexts. Nor can an epoch created in the
+    /// rolled-back transaction continue: its encapsulation was not stored. Either way the key is
+    /// dropped and the next record opens a new epoch with a fresh key, numbered above every
+    /// epoch this process created (the head keeps that number from the next commit on), and
+    /// the rotation event tells the archive why an epoch number was skipped.
+    fn retire_epoch_if_rolled_back(&mut self) {
+        let Some(sealer) = &self.sealer else { return };
+        let epoch = sealer.key.epoch();
+        let sealed_rolled_back = sealer.key.sealed_through() > self.state.last_seq;
+        if sealed_rolled_back || epoch > self.state.last_epoch {
+            self.state.last_epoch = self.state.last_epoch.max(epoch);
             self.sealer = None;
+            if sealed_rolled_back {
+                self.rotate_reason = ROLLED_BACK;
+            }
+            tracing::debug!(epoch, sealed_rolled_back, "queue: epoch retired after a rollback");
         }
     }
 
@@ -428,12 +457,16 @@ impl Core {
         let config = self.config.as_ref().ok_or_else(|| Error::new(ErrorKind::NotConfigured, "no policy in force"))?;
         let reason = match &self.sealer {
             None => self.rotate_reason,
+            // Sealed records were lost without a rollback reaching `restore` (a failed insert
+            // outside a job's savepoint): retire the key all the same.
+            Some(s) if s.key.sealed_through() > self.state.last_seq => ROLLED_BACK,
             Some(s) if s.records >= EPOCH_MAX_RECORDS => "record limit reached",
             Some(s) if now_ms - s.started_ms >= EPOCH_MAX_AGE_MS => "age limit reached",
             Some(_) => return Ok(()),
         };
         let stream = self.stream()?;
-        let epoch = self.state.last_epoch + 1;
+        let current = self.sealer.as_ref().map_or(0, |s| s.key.epoch());
+        let epoch = self.state.last_epoch.max(current) + 1;
         let (key, encapsulation) = EpochKey::create(&config.archive_public_key, &stream, epoch)?;
         tx.prepare_cached(
             "INSERT INTO epochs (epoch, archive_key_id, encapsulation, created_ms, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -471,6 +504,8 @@ impl Core {
             .filter(|s| *s <= i64::MAX as u64)
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range"))?;
         let ciphertext = sealer.key.seal(&stream, seq, &self.state.last_link, &pending.plaintext)?;
+        #[cfg(feature = "testing")]
+        crate::testing::faults::after_seal(&stream.device, seq);
         let link = chain::link(&self.state.last_link, seq, sealer.key.epoch(), &ciphertext);
         tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![seq as i64, sealer.key.epoch() as i64, pending.captured_ms, &link[..], &ciphertext])?;
@@ -816,7 +851,6 @@ struct Saved {
     full_reported: bool,
     deferred: u64,
     oldest_pending_ms: Option<i64>,
-    sealed_in_epoch: Option<u64>,
     /// `None` when the work could not change it.
     config: Option<Option<Box<Config>>>,
 }
