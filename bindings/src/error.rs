@@ -45,6 +45,9 @@ pub enum ErrorKind {
     Rejected,
     /// The archive holds different data for a sequence number (tampering or equivocation).
     Conflict,
+    /// The archive does not accept the archive key the records are sealed to: a configuration
+    /// fault (the policy's `archive_public_key`). Every record is kept.
+    UnknownArchiveKey,
     /// The agent was closed.
     Closed,
     /// A bug in the agent (including a caught panic).
@@ -71,6 +74,7 @@ impl From<CoreKind> for ErrorKind {
             CoreKind::Unauthorized => ErrorKind::Unauthorized,
             CoreKind::Rejected => ErrorKind::Rejected,
             CoreKind::Conflict => ErrorKind::Conflict,
+            CoreKind::UnknownArchiveKey => ErrorKind::UnknownArchiveKey,
             CoreKind::Closed => ErrorKind::Closed,
             CoreKind::Internal => ErrorKind::Internal,
         }
@@ -78,7 +82,7 @@ impl From<CoreKind> for ErrorKind {
 }
 
 /// Every core kind, to map the uploader's `error_kind` string back to a kind.
-const CORE_KINDS: [CoreKind; 17] = [
+const CORE_KINDS: [CoreKind; 18] = [
     CoreKind::NotConfigured,
     CoreKind::PolicyRejected,
     CoreKind::InvalidEvent,
@@ -94,6 +98,7 @@ const CORE_KINDS: [CoreKind; 17] = [
     CoreKind::Unauthorized,
     CoreKind::Rejected,
     CoreKind::Conflict,
+    CoreKind::UnknownArchiveKey,
     CoreKind::Closed,
     CoreKind::Internal,
 ];
@@ -206,6 +211,9 @@ pub enum VerbatimError {
     Conflict {
         detail: String,
     },
+    UnknownArchiveKey {
+        detail: String,
+    },
     Closed {
         detail: String,
     },
@@ -236,6 +244,7 @@ impl VerbatimError {
             ErrorKind::Unauthorized => VerbatimError::Unauthorized { detail },
             ErrorKind::Rejected => VerbatimError::Rejected { detail },
             ErrorKind::Conflict => VerbatimError::Conflict { detail },
+            ErrorKind::UnknownArchiveKey => VerbatimError::UnknownArchiveKey { detail },
             ErrorKind::Closed => VerbatimError::Closed { detail },
             ErrorKind::Internal => VerbatimError::Internal { detail },
             ErrorKind::Callback => VerbatimError::Callback { detail },
@@ -267,6 +276,7 @@ impl VerbatimError {
             | VerbatimError::Unauthorized { detail }
             | VerbatimError::Rejected { detail }
             | VerbatimError::Conflict { detail }
+            | VerbatimError::UnknownArchiveKey { detail }
             | VerbatimError::Closed { detail }
             | VerbatimError::Internal { detail }
             | VerbatimError::Callback { detail } => detail,
@@ -290,6 +300,7 @@ impl VerbatimError {
             VerbatimError::Unauthorized { .. } => ErrorKind::Unauthorized,
             VerbatimError::Rejected { .. } => ErrorKind::Rejected,
             VerbatimError::Conflict { .. } => ErrorKind::Conflict,
+            VerbatimError::UnknownArchiveKey { .. } => ErrorKind::UnknownArchiveKey,
             VerbatimError::Closed { .. } => ErrorKind::Closed,
             VerbatimError::Internal { .. } => ErrorKind::Internal,
             VerbatimError::Callback { .. } => ErrorKind::Callback,

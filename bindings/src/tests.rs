@@ -173,7 +173,13 @@ fn feedback_marks_what_needs_the_admin() {
         acked_through: 0,
         epoch: None,
         counters: CaptureCounters { captured: 0, out_of_scope: 0, invalid: 0, refused_not_configured: 0, refused_queue_full: 0 },
-        upload: UploadState { last_attempt_ms: None, last_success_ms: None, last_error: None, next_retry_ms: None },
+        upload: UploadState {
+            last_attempt_ms: None,
+            last_success_ms: None,
+            last_error: None,
+            next_retry_ms: None,
+            archive_key_refused: false,
+        },
     };
     let sev = |s: &AgentStatus, key: &str| feedback_items(s, 0).into_iter().find(|i| i.key == key).map(|i| i.severity);
     assert_eq!(sev(&s, "verbatim.configured"), Some(FeedbackSeverity::Error));
@@ -192,6 +198,9 @@ fn feedback_marks_what_needs_the_admin() {
     assert_eq!(sev(&s, "verbatim.oldest_pending_hours"), Some(FeedbackSeverity::Error));
     s.unavailable = vec!["disk_full".into()];
     assert_eq!(sev(&s, "verbatim.unavailable"), Some(FeedbackSeverity::Error));
+    assert_eq!(sev(&s, "verbatim.archive_key_refused"), None);
+    s.upload.archive_key_refused = true;
+    assert_eq!(sev(&s, "verbatim.archive_key_refused"), Some(FeedbackSeverity::Error));
     let keys: Vec<String> = feedback_items(&s, 0).into_iter().map(|i| i.key).collect();
     assert!(keys.iter().all(|k| k.starts_with("verbatim.")), "{keys:?}");
     assert!(keys.contains(&"verbatim.updated_at".to_string()));

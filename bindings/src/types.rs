@@ -488,6 +488,9 @@ pub struct UploadState {
     pub last_success_ms: Option<i64>,
     pub last_error: Option<String>,
     pub next_retry_ms: Option<i64>,
+    /// The archive refused the archive key the queued records are sealed to: uploads wait,
+    /// every record is kept, the admin must correct the policy (or the archive add the key).
+    pub archive_key_refused: bool,
 }
 
 /// Everything about the agent, read from memory (safe on the main thread).
@@ -574,6 +577,7 @@ impl AgentStatus {
                 last_success_ms: s.upload.last_success_ms,
                 last_error: s.upload.last_error,
                 next_retry_ms: s.upload.next_retry_ms,
+                archive_key_refused: s.upload.archive_key_refused,
             },
         }
     }
@@ -672,6 +676,14 @@ pub(crate) fn feedback_items(s: &AgentStatus, now_ms: i64) -> Vec<FeedbackItem> 
     }
     if let Some(t) = s.upload.last_success_ms {
         push("last_upload_success", Info, format!("last upload acknowledged at {}", rfc3339(t)), rfc3339(t));
+    }
+    if s.upload.archive_key_refused {
+        push(
+            "archive_key_refused",
+            Error,
+            "the archive refuses the archive key in the policy: correct archive_public_key; every record is kept".into(),
+            "true".into(),
+        );
     }
     match &s.upload.last_error {
         Some(error) => push("last_error", Error, format!("last upload failed: {error}"), error.clone()),

@@ -82,6 +82,9 @@ pub struct UploadStatus {
     pub last_success_ms: Option<i64>,
     pub last_error: Option<String>,
     pub next_retry_ms: Option<i64>,
+    /// The archive refused the archive key the queued records are sealed to (see
+    /// [`crate::ErrorKind::UnknownArchiveKey`]): uploads wait, every record is kept.
+    pub archive_key_refused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     Rejected,
     /// The archive reported it held different data for a sequence (tampering or equivocation).
     Conflict,
+    /// The archive does not accept the archive key the records are sealed to (a wrong
+    /// `archive_public_key` in the policy, or a key the archive does not hold): a configuration
+    /// fault. Every record is kept; uploads wait until the archive accepts the key.
+    UnknownArchiveKey,
     /// The agent was closed.
     Closed,
     /// A bug: an invariant of ours did not hold.
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Rejected => "rejected",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::UnknownArchiveKey => "unknown_archive_key",
             ErrorKind::Closed => "closed",
             ErrorKind::Internal => "internal",
         }

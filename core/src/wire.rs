@@ -248,13 +248,16 @@ pub struct Cursor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Machine-readable code: `malformed`, `unauthorized`, `forbidden`, `gap`, `conflict`,
-    /// `too_large`, `rate_limited`, `unavailable`, `not_found`.
+    /// `unknown_archive_key`, `too_large`, `rate_limited`, `unavailable`, `not_found`.
     pub error: String,
     /// What was wrong, for a person.
     pub reason: String,
     /// With `gap` (and `conflict`): the sequence number the archive expects next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_seq: Option<u64>,
+    /// With `unknown_archive_key`: the archive key id of the epoch it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_key_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -111,6 +111,23 @@ impl Client {
                 None => Answer::Permanent(Error::new(ErrorKind::Rejected, format!("archive: {reason}, without expected_seq"))),
             },
             409 => Answer::Permanent(Error::new(ErrorKind::Conflict, format!("archive refused the batch: {reason}"))),
+            422 if api.as_ref().is_some_and(|a| a.error == "unknown_archive_key") => {
+                // Echoed by the archive: shown only as a plain short id.
+                let id: String = api
+                    .and_then(|a| a.archive_key_id)
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    .take(64)
+                    .collect();
+                Answer::Permanent(Error::new(
+                    ErrorKind::UnknownArchiveKey,
+                    format!(
+                        "the archive does not accept archive key id {id}: the records are sealed to a key it does not hold \
+                         (check archive_public_key in the managed configuration); every record is kept"
+                    ),
+                ))
+            }
             401 | 403 => Answer::Permanent(Error::new(
                 ErrorKind::Unauthorized,
                 format!("archive refused the credentials ({status}): {reason}"),

@@ -29,6 +29,12 @@ use http::{Answer, Client};
 /// Longest single request, whatever the deadline.
 const MAX_REQUEST: Duration = Duration::from_secs(30);
 
+/// After the archive refused the key the records are sealed to, sessions within this time
+/// stop at once without asking again: a configuration fault is fixed by a person (a corrected
+/// policy, or the archive adding the key), not by the next background window, and asking every
+/// window would only spend the phone's radio and battery. A new policy ends the wait at once.
+pub const ARCHIVE_KEY_REFUSAL_WAIT: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -85,13 +91,29 @@ pub(crate) struct UploaderState {
     cursor_checked: AtomicBool,
     last_refusal: Mutex<Option<String>>,
     last_corrupt: Mutex<Option<String>>,
+    /// The archive's refusal of the archive key: when (monotonic ms), under which policy.
+    key_refusal: Mutex<Option<KeyRefusal>>,
     /// Bumped by [`UploaderState::cancel`]: a session started before the bump stops at its next
     /// wait; one started after it runs normally.
     cancel_generation: AtomicU64,
     cancelled: tokio::sync::Notify,
 }
 
+struct KeyRefusal {
+    error: Error,
+    at_ms: i64,
+    policy_fingerprint: String,
+}
+
 impl UploaderState {
+    /// The archive's recent refusal of the archive key, while sessions should not ask again.
+    fn key_refusal_in_force(&self, policy: &Policy, now_ms: i64) -> Option<Error> {
+        let slot = self.key_refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let r = slot.as_ref()?;
+        let recent = now_ms - r.at_ms < ARCHIVE_KEY_REFUSAL_WAIT.as_millis() as i64;
+        (recent && r.policy_fingerprint == policy.fingerprint_hex()).then(|| r.error.clone())
+    }
+
     /// Stops the session running now, if any, at its next wait (a request, a back-off, the
     /// cursor query). Safe at any of them: nothing is deleted before the archive acknowledged.
     pub(crate) fn cancel(&self) {
@@ -210,6 +232,10 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         let e = Error::new(ErrorKind::NotConfigured, "no policy in force");
         return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
     };
+    if let Some(e) = state.key_refusal_in_force(&policy, agent.clock().monotonic_ms()) {
+        tracing::debug!("upload: waiting, the archive refused the archive key recently");
+        return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
+    }
     if policy.device_token.is_empty() {
         let e = Error::new(
             ErrorKind::NotConfigured,
@@ -298,8 +324,10 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                     s.last_success_ms = Some(now);
                     s.last_error = None;
                     s.next_retry_ms = None;
+                    s.archive_key_refused = false;
                 });
                 *state.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *state.key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
             Answer::Gap { expected_seq } => {
                 let held = expected_seq.saturating_sub(1);
@@ -416,6 +444,14 @@ async fn refused(session: Session<'_>, state: &UploaderState, e: Error) -> Uploa
         *last = Some(e.detail.clone());
         new
     };
+    if e.kind == ErrorKind::UnknownArchiveKey
+        && let Some(policy) = agent.policy()
+    {
+        let refusal =
+            KeyRefusal { error: e.clone(), at_ms: agent.clock().monotonic_ms(), policy_fingerprint: policy.fingerprint_hex() };
+        *state.key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal);
+        agent.update_upload_status(|s| s.archive_key_refused = true);
+    }
     if first_time {
         let event = match e.kind {
             ErrorKind::PinMismatch => AgentEvent::TlsPinMismatch {

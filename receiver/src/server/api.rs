@@ -52,7 +52,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 fn api_error(status: StatusCode, error: &str, reason: &str, expected_seq: Option<u64>) -> Response {
-    let body = ApiError { error: error.to_string(), reason: reason.to_string(), expected_seq };
+    let body = ApiError { error: error.to_string(), reason: reason.to_string(), expected_seq, archive_key_id: None };
     (status, axum::Json(body)).into_response()
 }
 
