@@ -209,6 +209,7 @@ impl Agent {
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
+        tracing::debug!(after_crash = info.after_crash, stored_policy = info.stored_policy.is_some(), "agent: store opened");
         if let Some((tree_json, fingerprint)) = &info.stored_policy {
             agent.restore_policy(tree_json, fingerprint)?;
         }
@@ -312,6 +313,8 @@ impl Agent {
         let parsed = match policy::parse(tree) {
             Ok(parsed) => parsed,
             Err(rejected) => {
+                // Keys and kinds only: a problem's detail could quote a value.
+                tracing::info!(problems = rejected.problems.len(), "policy: rejected; the policy in force stays");
                 let problems = rejected.problems.iter().map(|p| format!("{}: {:?}", p.key, p.kind)).collect();
                 self.record_agent_events(vec![AgentEvent::PolicyRejected { problems }]).await?;
                 self.note_rejection(rejected.problems.len());
@@ -339,6 +342,7 @@ impl Agent {
         let config = self.config_for(&new, policy::stored::persistable_json(tree), events);
         match submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }).await {
             Ok(_) => {
+                tracing::info!(fingerprint = &fingerprint[..16], unchanged, warnings = parsed.warnings.len(), "policy: applied");
                 let channels = new.capture_channels.clone();
                 *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(new));
                 self.evidence_after_policy(old.as_deref(), &channels, now).await?;
@@ -409,11 +413,13 @@ impl Agent {
         };
         let now = self.inner.clock.now_ms();
         if let Err(e) = validate(&event, now) {
+            tracing::debug!(kind = event.kind(), error = e.kind.as_str(), "capture: invalid event refused");
             counters.invalid.fetch_add(1, Ordering::Relaxed);
             lock(&self.inner.evidence).tally.refused += 1;
             return Err(e);
         }
         if !in_scope(&policy, &event) {
+            tracing::trace!(kind = event.kind(), channel = event.meta().channel.as_str(), "capture: out of scope, dropped");
             counters.out_of_scope.fetch_add(1, Ordering::Relaxed);
             let mut ev = lock(&self.inner.evidence);
             ev.tally.out_of_scope += 1;
@@ -424,10 +430,19 @@ impl Agent {
             self.record_agent_events(vec![jump]).await?;
         }
         self.tick().await?;
+        let kind = event.kind();
+        let started = std::time::Instant::now();
         let job = build_job(&policy, event, now)?;
         let result = submit(&self.inner.writer, job).await;
         match result {
             Ok(o) => {
+                tracing::trace!(
+                    kind,
+                    first_seq = o.first_seq,
+                    last_seq = o.last_seq,
+                    micros = started.elapsed().as_micros() as u64,
+                    "capture: durable"
+                );
                 counters.captured.fetch_add(1, Ordering::Relaxed);
                 let closed = {
                     let mut ev = lock(&self.inner.evidence);
@@ -440,6 +455,7 @@ impl Agent {
                 Ok(CaptureOutcome::Captured { first_seq: o.first_seq, last_seq: o.last_seq })
             }
             Err(e) => {
+                tracing::debug!(kind, error = e.kind.as_str(), "capture: failed");
                 let cause = match e.kind {
                     ErrorKind::QueueFull => Some(evidence::QUEUE_FULL),
                     ErrorKind::DiskFull => Some(evidence::DISK_FULL),

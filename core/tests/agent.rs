@@ -716,3 +716,41 @@ async fn the_wal_file_shrinks_back_after_a_large_attachment() {
     assert!(after_next <= verbatim_core::queue::WAL_SIZE_LIMIT as u64, "WAL still {after_next} bytes");
     agent.close().await.unwrap();
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_is_readable_by_its_owner_only_and_older_stores_are_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    let dir = s.dir.path().join("agent-data");
+    let agent = verbatim_core::Agent::open(&dir, Default::default()).unwrap();
+    agent.apply_policy(&s.policy(&[])).await.unwrap();
+    agent.capture(message(1, "hello")).await.unwrap();
+    let files = ["queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm", "agent.lock"];
+    assert_eq!(mode(&dir), 0o700, "data directory");
+    for f in files {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    agent.close().await.unwrap();
+    drop(agent);
+
+    // A store made before the rule (0755 / 0644) is tightened when it opens.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["queue.sqlite3", "agent.lock"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let agent = verbatim_core::Agent::open(&dir, Default::default()).unwrap();
+    agent.apply_policy(&s.policy(&[])).await.unwrap();
+    agent.capture(message(2, "again")).await.unwrap();
+    assert_eq!(mode(&dir), 0o700, "data directory");
+    for f in files {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    agent.close().await.unwrap();
+}

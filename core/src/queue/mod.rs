@@ -3,6 +3,7 @@
 //! captures; readers use their own connection and never block it.
 
 mod head;
+mod private_files;
 pub mod recover;
 mod schema;
 mod writer;
@@ -222,10 +223,11 @@ pub(crate) fn open(
     now_ms: i64,
     storage_limit_bytes: Option<u64>,
 ) -> Result<(WriterHandle, QueueReader, Arc<Mutex<Snapshot>>, OpenInfo)> {
-    std::fs::create_dir_all(dir)?;
+    private_files::dir(dir)?;
     let lock = lock_dir(dir)?;
     let path = dir.join(DB_FILE);
     recover::preflight(&path)?; // damage found before anything writes: a clear Corrupt error
+    make_store_files_private(&path)?;
     let mut conn = open_connection(&path, false)?;
     if let Some(limit) = storage_limit_bytes {
         // SQLite then fails writes with SQLITE_FULL exactly as on a full disk.
@@ -245,7 +247,20 @@ pub const STORE_FILES: [&str; 4] = [DB_FILE, "queue.sqlite3-wal", "queue.sqlite3
 pub const LOCK_FILE: &str = "agent.lock";
 
 /// Two agents writing one store would fork its chain: the second is refused.
+/// The database file made (or tightened) owner-only before SQLite opens it, and its log files
+/// tightened when an older store left them readable.
+fn make_store_files_private(db: &Path) -> Result<()> {
+    private_files::file(db)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        private_files::tighten_if_present(Path::new(&p))?;
+    }
+    Ok(())
+}
+
 fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    private_files::file(&dir.join(LOCK_FILE))?;
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
     match file.try_lock() {
         Ok(()) => Ok(file),

@@ -427,7 +427,7 @@ pub fn recover_with(dir: &Path, options: RecoverOptions) -> Result<RecoveryRepor
     let now = now_ms();
     let aside = dir.join(format!("damaged-{now}"));
     let scratch = dir.join(format!(".recover-scratch-{now}"));
-    fs::create_dir_all(&scratch)?;
+    super::private_files::dir(&scratch)?;
     let result = (|| {
         // Read from a copy: SQLite would otherwise replay (and then delete) the damaged log.
         let wal_scan = scan_wal(&wal_path(&db))?;
@@ -836,7 +836,7 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
     }
 
     // Move the damaged files aside; from here on the directory holds no store.
-    fs::create_dir_all(aside)?;
+    super::private_files::dir(aside)?;
     for from in [db.to_path_buf(), wal_path(db), shm_path(db)] {
         if from.exists() {
             let name = from.file_name().expect("store files have names");
@@ -847,6 +847,7 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
     report.damaged_store = Some(aside.to_path_buf());
     let aside_name = aside.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
 
+    super::make_store_files_private(db)?;
     let mut conn = super::open_connection(db, false)?;
     super::schema::migrate(&mut conn)?;
     {
@@ -903,6 +904,7 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
             device: policy.as_ref().and_then(device_of).unwrap_or_default(),
             stream: "unknown".into(),
         });
+        super::private_files::file(&salvage_path)?;
         let mut w = SalvageWriter { out: BufWriter::new(File::create(&salvage_path)?), bytes: 0 };
         w.out.write_all(SALVAGE_MAGIC)?;
         w.bytes += SALVAGE_MAGIC.len() as u64;

@@ -334,11 +334,13 @@ impl Writer {
             }
             core.state.save(&tx)?;
             tx.commit()?;
+            tracing::trace!(jobs = replies.len(), last_seq = core.state.last_seq, "queue: group committed");
             GROUPS_COMMITTED.fetch_add(1, Ordering::Relaxed);
             JOBS_COMMITTED.fetch_add(replies.len() as u64, Ordering::Relaxed);
             Ok(())
         })();
         if let Err(e) = &result {
+            tracing::debug!(jobs = replies.len(), error = e.kind.as_str(), "queue: group failed, nothing of it stored");
             // Nothing of this group is durable: restore the head and fail every job.
             core.restore(before);
             for (_, outcome) in replies.iter_mut() {
@@ -479,6 +481,7 @@ impl Core {
             self.state.last_seq.saturating_add(1) as i64
         ])?;
         let key_id = config.archive_key_id.clone();
+        tracing::debug!(epoch, reason, first_seq = self.state.last_seq + 1, "queue: epoch opened");
         self.state.last_epoch = epoch;
         self.sealer = Some(Sealer { key, records: 0, started_ms: now_ms });
         self.rotate_reason = "agent started";
@@ -729,6 +732,7 @@ impl Core {
         tx.prepare_cached("DELETE FROM records WHERE seq <= ?1")?.execute(params![through as i64])?;
         let current = self.sealer.as_ref().map_or(self.state.last_epoch, |s| s.key.epoch());
         forget_acknowledged_epochs(tx, current)?;
+        tracing::debug!(through, deleted = count, "queue: acknowledged records deleted");
         self.state.acked_through = through;
         self.state.acked_link = Link::try_from(link.as_slice())
             .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {through}: link is not 32 bytes")))?;

@@ -188,6 +188,15 @@ impl Session<'_> {
     }
 
     fn finish(mut self, stopped: StopReason, detail: Option<String>, error: Option<&Error>) -> UploadReport {
+        tracing::debug!(
+            stopped = ?stopped,
+            error = error.map(|e| e.kind.as_str()),
+            batches = self.report.batches,
+            records = self.report.records_sent,
+            bytes = self.report.bytes_sent,
+            retries = self.report.retries,
+            "upload: session ended"
+        );
         self.report.stopped = stopped;
         self.report.detail = detail;
         self.report.error_kind = error.map(|e| e.kind.as_str().to_string());
@@ -296,6 +305,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         };
         let Encoded { first, last, records, body } = batch;
         let body_len = body.len();
+        tracing::trace!(first, last, bytes = body_len, "upload: sending batch");
         let Some(answer) = session.unless_cancelled(client.post_batch(body, remaining.min(MAX_REQUEST))).await else {
             return session.cancel();
         };
@@ -330,6 +340,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 *state.key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
             Answer::Gap { expected_seq } => {
+                tracing::debug!(expected_seq, "upload: the archive holds more than the device knew");
                 let held = expected_seq.saturating_sub(1);
                 let snap = agent.snapshot();
                 if held < snap.acked_through {
@@ -345,6 +356,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 }
             }
             Answer::TooLarge => {
+                tracing::debug!(first, bytes = body_len, "upload: batch too large for the archive, halving");
                 if records == 1 {
                     let e = Error::new(ErrorKind::Rejected, format!("archive refuses record {first} as too large"));
                     return refused(session, state, e).await;
@@ -354,6 +366,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
             Answer::Retry { reason, retry_after } => {
                 session.report.retries += 1;
                 let delay = schedule.next_delay(retry_after);
+                tracing::debug!(first, delay_ms = delay.as_millis() as u64, "upload: retry after a passing failure");
                 let now = agent.clock().now_ms();
                 let next = now + delay.as_millis() as i64;
                 agent.update_upload_status(|s| {
