@@ -80,7 +80,7 @@ fn acknowledged_captures_survive_kill_9_at_many_points() {
     let mut ids = Vec::new();
     let mut crashes = 0;
     let mut epochs = HashSet::new();
-    while let Some(batch) = agent.read_batch_after(seq, link, 1 << 20).unwrap() {
+    while let Some(batch) = agent.queue().read_batch_after(seq, link, 1 << 20).unwrap() {
         for (s, record) in opener.open_batch(&batch, seq, link).expect("chain verifies and every record opens") {
             match record.body {
                 RecordBody::Message(m) => ids.push(m.meta.source_id),

@@ -1,5 +1,7 @@
-//! The agent: the one object the app talks to. It decides scope, validates events, and hands
-//! records to the queue's writer; it owns the policy in force and reports status.
+//! The agent: the one object the app talks to. It applies the policy in force, checks each
+//! event and its scope (rules in [`crate::model`]), turns it into records for the [`Queue`],
+//! keeps the compliance evidence, starts upload sessions (the uploader sees only the queue, the
+//! policy and the clock) and reports status.
 //!
 //! Threading: `open` and `read_batch` do disk I/O and are background-only. `capture`,
 //! `apply_policy`, `acknowledge` and `close` are async: they wait for the writer thread without
@@ -10,25 +12,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::block_on::block_on;
 use crate::chain::StreamId;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::evidence::{self, EvidenceState};
-use crate::model::{self, Channel, Event};
+use crate::model::{self, Channel, Event, in_scope, validate};
 use crate::policy::{self, Policy, Value};
-use crate::queue::{self, Config, Job, Outcome, Pending, QueueReader, Snapshot, WriterHandle};
+use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use crate::wire::Batch;
 
 /// A wall clock that moves this much more or less than the monotonic clock has jumped.
 pub const CLOCK_JUMP_TOLERANCE_MS: i64 = 60_000;
-/// Source times further ahead of the device clock than this are refused as invalid.
-pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
-/// Identifiers and handles longer than this are refused (they would bloat every record).
-pub const MAX_ID_LEN: usize = 1024;
 
 pub struct AgentOptions {
     pub clock: Arc<dyn Clock>,
@@ -75,17 +72,7 @@ pub struct Counters {
     pub refused_queue_full: u64,
 }
 
-/// The uploader's view, kept here so one status shows everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct UploadStatus {
-    pub last_attempt_ms: Option<i64>,
-    pub last_success_ms: Option<i64>,
-    pub last_error: Option<String>,
-    pub next_retry_ms: Option<i64>,
-    /// The archive refused the archive key the queued records are sealed to (see
-    /// [`crate::ErrorKind::UnknownArchiveKey`]): uploads wait, every record is kept.
-    pub archive_key_refused: bool,
-}
+pub use crate::upload::UploadStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -139,16 +126,13 @@ struct ClockWatch {
 
 struct Inner {
     dir: PathBuf,
-    writer: WriterHandle,
-    reader: QueueReader,
-    snapshot: Arc<Mutex<Snapshot>>,
+    queue: Queue,
     policy: RwLock<Option<Arc<Policy>>>,
     not_configured_reason: Mutex<String>,
     generated_device_id: String,
     clock: Arc<dyn Clock>,
     clock_watch: Mutex<ClockWatch>,
     counters: AtomicCounters,
-    upload: Mutex<UploadStatus>,
     uploader: crate::upload::UploaderState,
     evidence: Mutex<EvidenceState>,
     closed: AtomicBool,
@@ -159,11 +143,7 @@ impl Drop for Inner {
         // The last handle is gone: record a clean stop and wait for the writer to release the
         // store, so the directory can be opened again at once. The writer answers in
         // milliseconds; this waits on a thread park, safe inside any async runtime.
-        let (reply, done) = oneshot::channel();
-        if self.writer.submit(Job::Shutdown { reply }).is_ok() {
-            let _ = block_on(done);
-        }
-        self.writer.join();
+        self.queue.shut_down_blocking();
     }
 }
 
@@ -177,12 +157,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn submit(writer: &WriterHandle, make: impl FnOnce(queue::Reply) -> Job) -> Result<Outcome> {
-    let (tx, rx) = oneshot::channel();
-    writer.submit(make(tx))?;
-    rx.await.map_err(|_| Error::new(ErrorKind::Closed, "the queue writer stopped"))?
-}
-
 impl Agent {
     /// Opens (or creates) the agent's store in `dir` and re-applies the stored policy, which
     /// has no device token: capture works at once; upload once the platform layer has applied
@@ -191,19 +165,16 @@ impl Agent {
     pub fn open(dir: &Path, options: AgentOptions) -> Result<Agent> {
         let clock = options.clock;
         let now = clock.now_ms();
-        let (writer, reader, snapshot, info) = queue::open(dir, now, options.storage_limit_bytes)?;
+        let (queue, info) = queue::open(dir, now, options.storage_limit_bytes)?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
-            writer,
-            reader,
-            snapshot,
+            queue,
             policy: RwLock::new(None),
             not_configured_reason: Mutex::new("no policy has been applied".into()),
             generated_device_id: info.generated_device_id.clone(),
             clock_watch: Mutex::new(ClockWatch { wall_ms: now, mono_ms: clock.monotonic_ms() }),
             clock,
             counters: AtomicCounters::default(),
-            upload: Mutex::new(UploadStatus::default()),
             uploader: Default::default(),
             evidence: Mutex::new(EvidenceState::load(info.evidence_json.as_deref(), now)),
             closed: AtomicBool::new(false),
@@ -237,7 +208,7 @@ impl Agent {
         let now = self.inner.clock.now_ms();
         let json = lock(&self.inner.evidence).to_json();
         let meta = vec![(queue::EVIDENCE_META_KEY.to_string(), json)];
-        submit(&self.inner.writer, |reply| Job::Agent { events, meta, now_ms: now, reply }).await.map(|_| ())
+        self.inner.queue.record(events, meta, now).await.map(|_| ())
     }
 
     /// Gives the agent its chance to record what is due: the heartbeat, and the alert for
@@ -247,7 +218,7 @@ impl Agent {
         self.check_open()?;
         let Some(policy) = self.policy() else { return Ok(()) };
         let now = self.inner.clock.now_ms();
-        let oldest = lock(&self.inner.snapshot).oldest_pending_ms;
+        let oldest = self.inner.queue.snapshot().oldest_pending_ms;
         let events = lock(&self.inner.evidence).due(&policy, oldest, now);
         if events.is_empty() {
             return Ok(());
@@ -268,7 +239,7 @@ impl Agent {
         let mut config = self.config_for(&restored, kept_json, Vec::new());
         config.fingerprint = fingerprint.to_string();
         let now = self.inner.clock.now_ms();
-        block_on(submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }))?;
+        block_on(self.inner.queue.configure(config, now))?;
         *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(restored));
         Ok(())
     }
@@ -324,7 +295,7 @@ impl Agent {
         let new = parsed.policy;
         let old = self.policy();
         let fingerprint = hex::encode(new.fingerprint());
-        let unchanged = lock(&self.inner.snapshot).policy_fingerprint.as_deref() == Some(fingerprint.as_str());
+        let unchanged = self.inner.queue.snapshot().policy_fingerprint.as_deref() == Some(fingerprint.as_str());
         let mut events = Vec::new();
         if !unchanged {
             events.push(AgentEvent::PolicyApplied {
@@ -340,7 +311,7 @@ impl Agent {
             }
         }
         let config = self.config_for(&new, policy::stored::persistable_json(tree), events);
-        match submit(&self.inner.writer, |reply| Job::Configure { config: Box::new(config), now_ms: now, reply }).await {
+        match self.inner.queue.configure(config, now).await {
             Ok(_) => {
                 tracing::info!(fingerprint = &fingerprint[..16], unchanged, warnings = parsed.warnings.len(), "policy: applied");
                 let channels = new.capture_channels.clone();
@@ -394,7 +365,7 @@ impl Agent {
     /// Records agent events in the chain (or, before any policy, in the deferred table).
     pub async fn record_agent_events(&self, events: Vec<AgentEvent>) -> Result<()> {
         let now = self.inner.clock.now_ms();
-        submit(&self.inner.writer, |reply| Job::Agent { events, meta: Vec::new(), now_ms: now, reply }).await.map(|_| ())
+        self.inner.queue.record(events, Vec::new(), now).await.map(|_| ())
     }
 
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
@@ -432,8 +403,8 @@ impl Agent {
         self.tick().await?;
         let kind = event.kind();
         let started = std::time::Instant::now();
-        let job = build_job(&policy, event, now)?;
-        let result = submit(&self.inner.writer, job).await;
+        let records = records_of(&policy, event, now)?;
+        let result = self.inner.queue.append(records).await;
         match result {
             Ok(o) => {
                 tracing::trace!(
@@ -503,56 +474,29 @@ impl Agent {
     /// The archive acknowledged everything through `through`: delete it from the queue.
     pub async fn acknowledge(&self, through: u64) -> Result<()> {
         self.check_open()?;
-        submit(&self.inner.writer, |reply| Job::Ack { through, reply }).await.map(|_| ())
+        self.inner.queue.acknowledge(through).await
     }
 
     /// The next batch to upload after what was acknowledged, at most `max_bytes` (but always at
     /// least one record). Background-only: it reads the database.
     pub fn read_batch(&self, max_bytes: usize) -> Result<Option<Batch>> {
         self.check_open()?;
-        let (stream, after, link) = {
-            let snap = lock(&self.inner.snapshot);
-            match &snap.stream {
-                Some(s) => (s.clone(), snap.acked_through, snap.acked_link),
-                None => return Ok(None),
-            }
-        };
-        self.inner.reader.read_batch(&stream, after, link, max_bytes)
+        self.inner.queue.read_batch(max_bytes)
     }
 
-    /// Reads a batch after an arbitrary point of the chain (the uploader continues past what it
-    /// has sent but not yet seen acknowledged).
-    pub fn read_batch_after(&self, after: u64, after_link: crate::chain::Link, max_bytes: usize) -> Result<Option<Batch>> {
-        self.check_open()?;
-        let stream = lock(&self.inner.snapshot).stream.clone();
-        match stream {
-            Some(s) => self.inner.reader.read_batch(&s, after, after_link, max_bytes),
-            None => Ok(None),
-        }
-    }
-
-    /// The link this device holds for `seq`: the acknowledged head, or a pending record.
-    /// Background-only (reads the database).
-    pub fn link_of(&self, seq: u64) -> Result<Option<crate::chain::Link>> {
-        let snap = self.snapshot();
-        if seq == snap.acked_through {
-            return Ok(Some(snap.acked_link));
-        }
-        self.inner.reader.link_of(seq)
+    /// The queue, for reading it as the archive will receive it (tools and tests); the app
+    /// needs only the agent's own methods.
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
     }
 
     /// The stream this agent writes, once a policy is in force.
     pub fn stream(&self) -> Option<StreamId> {
-        lock(&self.inner.snapshot).stream.clone()
+        self.inner.queue.stream()
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        lock(&self.inner.snapshot).clone()
-    }
-
-    /// Lets the uploader keep its part of the status.
-    pub fn update_upload_status(&self, f: impl FnOnce(&mut UploadStatus)) {
-        f(&mut lock(&self.inner.upload));
+        self.inner.queue.snapshot()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -571,7 +515,7 @@ impl Agent {
             let ev = lock(&self.inner.evidence);
             (ev.pending_alert_raised, ev.windows.keys().cloned().collect(), ev.last_heartbeat_ms)
         };
-        let upload = lock(&self.inner.upload).clone();
+        let upload = self.inner.uploader.status();
         let not_configured_reason = (!configured).then(|| lock(&self.inner.not_configured_reason).clone());
         Status {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -611,7 +555,15 @@ impl Agent {
     /// Uploads pending records to the archive within `options.deadline` on the network the
     /// platform reports. Must run inside a tokio runtime (the bindings and CLI provide one).
     pub async fn upload(&self, options: crate::upload::UploadOptions) -> crate::upload::UploadReport {
-        crate::upload::run(self, &self.inner.uploader, options).await
+        if let Err(e) = self.check_open() {
+            return crate::upload::UploadReport::failed(&e);
+        }
+        // Upload is the OS's regular chance to run: record what is due (the heartbeat) first,
+        // so it goes out now if the network allows.
+        let _ = self.tick().await;
+        let outbox =
+            crate::upload::Outbox { queue: self.inner.queue.clone(), policy: self.policy(), clock: self.inner.clock.clone() };
+        crate::upload::run(&outbox, &self.inner.uploader, options).await
     }
 
     /// Stops the upload running now, if any, at its next wait; it then reports `Cancelled`.
@@ -628,7 +580,11 @@ impl Agent {
     pub async fn report_uncaptured(&self, meta: &model::EventMeta, direction: model::Direction, reason: &str) -> Result<()> {
         self.check_open()?;
         let field = |name: &str, v: &str| {
-            if v.trim().is_empty() { Err(invalid(format!("uncaptured report: {name} is empty"))) } else { Ok(()) }
+            if v.trim().is_empty() {
+                Err(Error::new(ErrorKind::InvalidEvent, format!("uncaptured report: {name} is empty")))
+            } else {
+                Ok(())
+            }
         };
         field("conversation_id", &meta.conversation_id)?;
         field("source_id", &meta.source_id)?;
@@ -675,7 +631,7 @@ impl Agent {
         let (channel, conversation) = (meta.channel, meta.conversation_id.clone());
         let body = RecordBody::DisclaimerShown { meta, mode: policy.disclaimer_mode, text };
         let records = vec![Pending::new(&Record::new(now, body))];
-        let o = submit(&self.inner.writer, |reply| Job::Capture { records, reply }).await?;
+        let o = self.inner.queue.append(NewRecords::Records(records)).await?;
         lock(&self.inner.evidence).disclaimer_shown(channel, &conversation, now);
         self.save_evidence(Vec::new()).await?;
         Ok(CaptureOutcome::Captured { first_seq: o.first_seq, last_seq: o.last_seq })
@@ -689,12 +645,12 @@ impl Agent {
     /// send that fact. After a shred the agent is closed.
     pub async fn unenroll(&self, options: crate::upload::UploadOptions, force: bool) -> Result<UnenrollReport> {
         self.check_open()?;
-        let pending = lock(&self.inner.snapshot).pending_count;
+        let pending = self.inner.queue.snapshot().pending_count;
         if self.policy().is_some() {
             self.record_agent_events(vec![AgentEvent::Unenrolling { forced: force, pending_records: pending }]).await?;
         }
         let upload = if self.policy().is_some() { Some(self.upload(options).await) } else { None };
-        let left = lock(&self.inner.snapshot).pending_count;
+        let left = self.inner.queue.snapshot().pending_count;
         if left > 0 && !force {
             return Ok(UnenrollReport { shredded: false, forced: false, unsent_records: left, upload });
         }
@@ -718,103 +674,9 @@ impl Agent {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        submit(&self.inner.writer, |reply| Job::Shutdown { reply }).await?;
-        self.inner.writer.join();
+        self.inner.queue.shut_down().await?;
         Ok(())
     }
-}
-
-/// Only events on a business line, on a channel the policy captures, are business.
-fn in_scope(policy: &Policy, event: &Event) -> bool {
-    let meta = event.meta();
-    policy.capture_channels.contains(&meta.channel) && policy.business_lines.contains(&model::normalize_handle(&meta.line))
-}
-
-fn invalid(detail: String) -> Error {
-    Error::new(ErrorKind::InvalidEvent, detail)
-}
-
-/// Checks an event's shape. Details name fields, never their values (they may be personal).
-pub fn validate(event: &Event, now_ms: i64) -> Result<()> {
-    let kind = event.kind();
-    let field = |name: &str, value: &str| -> Result<()> {
-        if value.trim().is_empty() {
-            return Err(invalid(format!("{kind}: {name} is empty")));
-        }
-        if value.len() > MAX_ID_LEN {
-            return Err(invalid(format!("{kind}: {name} is longer than {MAX_ID_LEN} bytes")));
-        }
-        Ok(())
-    };
-    let meta = event.meta();
-    field("line", &meta.line)?;
-    field("conversation_id", &meta.conversation_id)?;
-    field("source_id", &meta.source_id)?;
-    let time = |name: &str, t: i64| -> Result<()> {
-        if t <= 0 {
-            return Err(invalid(format!("{kind}: {name} must be a positive Unix time in milliseconds")));
-        }
-        if t - now_ms > MAX_FUTURE_SKEW_MS {
-            return Err(invalid(format!("{kind}: {name} is {} s ahead of the device clock", (t - now_ms) / 1000)));
-        }
-        Ok(())
-    };
-    time("source_time_ms", meta.source_time_ms)?;
-    let line = model::normalize_handle(&meta.line);
-    match event {
-        Event::Message(m) => {
-            field("sender", &m.sender)?;
-            if m.recipients.is_empty() {
-                return Err(invalid(format!("{kind}: recipients is empty")));
-            }
-            for r in &m.recipients {
-                field("recipients[]", r)?;
-            }
-            if m.text.is_empty() && m.attachment_ids.is_empty() {
-                return Err(invalid(format!("{kind}: neither text nor attachments")));
-            }
-            let parties = std::iter::once(&m.sender).chain(&m.recipients);
-            if !parties.map(|p| model::normalize_handle(p)).any(|p| p == line) {
-                return Err(invalid(format!("{kind}: no business party: line is neither the sender nor a recipient")));
-            }
-        }
-        Event::Edit(e) => {
-            field("target_message_id", &e.target_message_id)?;
-            field("editor", &e.editor)?;
-        }
-        Event::Unsend(u) => {
-            field("target_message_id", &u.target_message_id)?;
-            field("actor", &u.actor)?;
-        }
-        Event::Reaction(r) => {
-            field("target_message_id", &r.target_message_id)?;
-            field("actor", &r.actor)?;
-            field("reaction", &r.reaction)?;
-        }
-        Event::Attachment(a) => {
-            field("sender", &a.sender)?;
-            field("file_name", &a.file_name)?;
-            field("mime_type", &a.mime_type)?;
-            if a.path.as_os_str().is_empty() {
-                return Err(invalid(format!("{kind}: path is empty")));
-            }
-        }
-        Event::Call(c) => {
-            if c.participants.is_empty() {
-                return Err(invalid(format!("{kind}: participants is empty")));
-            }
-            for p in &c.participants {
-                field("participants[]", p)?;
-            }
-            time("started_ms", c.started_ms)?;
-            if let Some(end) = c.ended_ms
-                && end < c.started_ms
-            {
-                return Err(invalid(format!("{kind}: ended_ms is before started_ms")));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Why an attachment is archived as metadata only, or None when it is captured in full.
@@ -834,8 +696,8 @@ fn omission_reason(policy: &Policy, enabled: bool, disabled_reason: &str, path: 
     Ok(size)
 }
 
-/// Turns an in-scope, valid event into the writer job that stores it.
-fn build_job(policy: &Policy, event: Event, now: i64) -> Result<impl FnOnce(queue::Reply) -> Job> {
+/// Turns an in-scope, valid event into the records that store it.
+fn records_of(policy: &Policy, event: Event, now: i64) -> Result<NewRecords> {
     let simple = |body: RecordBody| vec![Pending::new(&Record::new(now, body))];
     enum Plan {
         Records(Vec<Pending>),
@@ -909,8 +771,8 @@ fn build_job(policy: &Policy, event: Event, now: i64) -> Result<impl FnOnce(queu
             }
         }
     };
-    Ok(move |reply| match plan {
-        Plan::Records(records) => Job::Capture { records, reply },
-        Plan::Attachment(lead, header, path) => Job::Attachment { lead, header, path, captured_ms: now, reply },
+    Ok(match plan {
+        Plan::Records(records) => NewRecords::Records(records),
+        Plan::Attachment(lead, header, path) => NewRecords::Attachment { lead, header, path, captured_ms: now },
     })
 }

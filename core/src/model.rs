@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, ErrorKind, Result};
+use crate::policy::Policy;
+
 /// A messaging channel the firm may capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -210,4 +213,103 @@ impl Event {
             Event::Call(_) => "call",
         }
     }
+}
+
+// --------------------------------------------------------------- validation and scope
+
+/// Identifiers and handles longer than this are refused (they would bloat every record).
+pub const MAX_ID_LEN: usize = 1024;
+/// Source times further ahead of the device clock than this are refused as invalid.
+pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
+/// Only events on a business line, on a channel the policy captures, are business.
+pub fn in_scope(policy: &Policy, event: &Event) -> bool {
+    let meta = event.meta();
+    policy.capture_channels.contains(&meta.channel) && policy.business_lines.contains(&normalize_handle(&meta.line))
+}
+
+fn invalid(detail: String) -> Error {
+    Error::new(ErrorKind::InvalidEvent, detail)
+}
+
+/// Checks an event's shape. Details name fields, never their values (they may be personal).
+pub fn validate(event: &Event, now_ms: i64) -> Result<()> {
+    let kind = event.kind();
+    let field = |name: &str, value: &str| -> Result<()> {
+        if value.trim().is_empty() {
+            return Err(invalid(format!("{kind}: {name} is empty")));
+        }
+        if value.len() > MAX_ID_LEN {
+            return Err(invalid(format!("{kind}: {name} is longer than {MAX_ID_LEN} bytes")));
+        }
+        Ok(())
+    };
+    let meta = event.meta();
+    field("line", &meta.line)?;
+    field("conversation_id", &meta.conversation_id)?;
+    field("source_id", &meta.source_id)?;
+    let time = |name: &str, t: i64| -> Result<()> {
+        if t <= 0 {
+            return Err(invalid(format!("{kind}: {name} must be a positive Unix time in milliseconds")));
+        }
+        if t - now_ms > MAX_FUTURE_SKEW_MS {
+            return Err(invalid(format!("{kind}: {name} is {} s ahead of the device clock", (t - now_ms) / 1000)));
+        }
+        Ok(())
+    };
+    time("source_time_ms", meta.source_time_ms)?;
+    let line = normalize_handle(&meta.line);
+    match event {
+        Event::Message(m) => {
+            field("sender", &m.sender)?;
+            if m.recipients.is_empty() {
+                return Err(invalid(format!("{kind}: recipients is empty")));
+            }
+            for r in &m.recipients {
+                field("recipients[]", r)?;
+            }
+            if m.text.is_empty() && m.attachment_ids.is_empty() {
+                return Err(invalid(format!("{kind}: neither text nor attachments")));
+            }
+            let parties = std::iter::once(&m.sender).chain(&m.recipients);
+            if !parties.map(|p| normalize_handle(p)).any(|p| p == line) {
+                return Err(invalid(format!("{kind}: no business party: line is neither the sender nor a recipient")));
+            }
+        }
+        Event::Edit(e) => {
+            field("target_message_id", &e.target_message_id)?;
+            field("editor", &e.editor)?;
+        }
+        Event::Unsend(u) => {
+            field("target_message_id", &u.target_message_id)?;
+            field("actor", &u.actor)?;
+        }
+        Event::Reaction(r) => {
+            field("target_message_id", &r.target_message_id)?;
+            field("actor", &r.actor)?;
+            field("reaction", &r.reaction)?;
+        }
+        Event::Attachment(a) => {
+            field("sender", &a.sender)?;
+            field("file_name", &a.file_name)?;
+            field("mime_type", &a.mime_type)?;
+            if a.path.as_os_str().is_empty() {
+                return Err(invalid(format!("{kind}: path is empty")));
+            }
+        }
+        Event::Call(c) => {
+            if c.participants.is_empty() {
+                return Err(invalid(format!("{kind}: participants is empty")));
+            }
+            for p in &c.participants {
+                field("participants[]", p)?;
+            }
+            time("started_ms", c.started_ms)?;
+            if let Some(end) = c.ended_ms
+                && end < c.started_ms
+            {
+                return Err(invalid(format!("{kind}: ended_ms is before started_ms")));
+            }
+        }
+    }
+    Ok(())
 }

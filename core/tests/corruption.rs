@@ -105,7 +105,7 @@ fn read_all(s: &Setup, agent: &Agent) -> (StreamId, Vec<(u64, Record)>) {
     let (mut seq, mut link) = (snap.acked_through, snap.acked_link);
     let mut opener = Opener::new(s.secret_key());
     let mut out = Vec::new();
-    while let Some(batch) = agent.read_batch_after(seq, link, 1 << 20).unwrap() {
+    while let Some(batch) = agent.queue().read_batch_after(seq, link, 1 << 20).unwrap() {
         out.extend(opener.open_batch(&batch, seq, link).expect("the chain verifies and every record opens"));
         seq = batch.records.last().unwrap().seq;
         link = batch.records.last().unwrap().link;
@@ -376,7 +376,7 @@ fn a_record_with_damaged_content_is_lost_alone_and_its_successor_still_opens() {
     let err = {
         let mut after = (0, chain::genesis(&agent.stream().unwrap()));
         loop {
-            match agent.read_batch_after(after.0, after.1, 1 << 20) {
+            match agent.queue().read_batch_after(after.0, after.1, 1 << 20) {
                 Ok(Some(b)) => after = (b.records.last().unwrap().seq, b.records.last().unwrap().link),
                 Ok(None) => panic!("the damaged record was read past"),
                 Err(e) => break (after.0, e),

@@ -1071,7 +1071,7 @@ fn queue_rows_changed_on_disk_give_typed_errors_never_a_panic_never_a_silent_ski
         let (mut after, mut link) = (snap.acked_through, snap.acked_link);
         let mut outcome = Ok(None);
         for _ in 0..10_000 {
-            outcome = agent.read_batch_after(after, link, max_bytes);
+            outcome = agent.queue().read_batch_after(after, link, max_bytes);
             let Ok(Some(batch)) = &outcome else { break };
             // Every record returned continues the chain and is what the agent wrote.
             for r in &batch.records {

@@ -71,7 +71,7 @@ fn open_everything(agent: &Agent, s: &Setup) -> Vec<verbatim_core::record::Recor
     }
     let mut opener = Opener::new(s.secret_key());
     let mut out = Vec::new();
-    while let Some(batch) = agent.read_batch_after(seq, link, 1 << 20).unwrap() {
+    while let Some(batch) = agent.queue().read_batch_after(seq, link, 1 << 20).unwrap() {
         out.extend(opener.open_batch(&batch, seq, link).expect("chain verifies, every record opens").into_iter().map(|(_, r)| r));
         seq = batch.records.last().unwrap().seq;
         link = batch.records.last().unwrap().link;

@@ -1,24 +1,140 @@
 //! The durable queue: sealed records in SQLite (WAL), one contiguous, hash-chained sequence per
 //! device stream. A single writer thread owns every change and group-commits concurrent
-//! captures; readers use their own connection and never block it.
+//! captures; readers use their own connection and never block it. [`Queue`] is the one handle
+//! the rest of the core uses.
+//!
+//! Files: `writer.rs` (sealing, chaining, group commit, the cap), `reader.rs` (batches for
+//! upload), `head.rs` (the chain head row), `schema.rs` (migrations), `recover.rs` (damage
+//! detection and rebuild), `private_files.rs` (owner-only files).
 
 mod head;
 mod private_files;
+mod reader;
 pub mod recover;
 mod schema;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::oneshot;
 
-use crate::chain::{self, ChainedRecord, Link, StreamId};
+use crate::block_on::block_on;
+use crate::chain::{Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
-use crate::wire::{Batch, EpochInfo, WIRE_RECORD_OVERHEAD, WireRecord};
+use crate::record::{AgentEvent, AttachmentHeader};
+use crate::wire::Batch;
+use reader::QueueReader;
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
-pub(crate) use writer::{Config, Job, Outcome, Pending, Reply, WriterHandle};
+pub(crate) use writer::{Config, Outcome, Pending};
+use writer::{Job, WriterHandle};
+
+/// The queue as the agent, the uploader and recovery use it. Changes go to the single writer
+/// thread and each async method returns once its change is durable (or refused); batches are
+/// read on a connection of their own; [`Queue::snapshot`] is the state as of the last commit,
+/// from memory. Cheap to clone: clones share one queue.
+#[derive(Clone)]
+pub struct Queue {
+    writer: WriterHandle,
+    reader: Arc<QueueReader>,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+/// New records for the queue: ready plaintexts, or an attachment streamed from its file in
+/// sealed chunks after `lead` records (the call a recording belongs to).
+pub(crate) enum NewRecords {
+    Records(Vec<Pending>),
+    Attachment { lead: Vec<Pending>, header: Box<AttachmentHeader>, path: PathBuf, captured_ms: i64 },
+}
+
+impl Queue {
+    /// Seals, chains and stores captured records; they count against the queue's cap.
+    pub(crate) async fn append(&self, records: NewRecords) -> Result<Outcome> {
+        self.ask(|reply| match records {
+            NewRecords::Records(records) => Job::Capture { records, reply },
+            NewRecords::Attachment { lead, header, path, captured_ms } => {
+                Job::Attachment { lead, header, path, captured_ms, reply }
+            }
+        })
+        .await
+    }
+
+    /// Records agent events in the chain (before any policy, in the deferred table), and saves
+    /// `meta` entries (the agent's evidence state) in the same commit. Not capped: evidence of a
+    /// full queue must still be written.
+    pub(crate) async fn record(&self, events: Vec<AgentEvent>, meta: Vec<(String, String)>, now_ms: i64) -> Result<Outcome> {
+        self.ask(|reply| Job::Agent { events, meta, now_ms, reply }).await
+    }
+
+    /// Puts a policy's settings in force (identity, archive key, cap) and records its events.
+    pub(crate) async fn configure(&self, config: Config, now_ms: i64) -> Result<Outcome> {
+        self.ask(|reply| Job::Configure { config: Box::new(config), now_ms, reply }).await
+    }
+
+    /// The archive holds everything through `through`: delete it.
+    pub async fn acknowledge(&self, through: u64) -> Result<()> {
+        self.ask(|reply| Job::Ack { through, reply }).await.map(|_| ())
+    }
+
+    /// Records a clean stop and waits until the writer has released the store.
+    pub(crate) async fn shut_down(&self) -> Result<()> {
+        let result = self.ask(|reply| Job::Shutdown { reply }).await;
+        self.writer.join();
+        result.map(|_| ())
+    }
+
+    /// [`Queue::shut_down`] on the calling thread, for `Drop` and blocking callers; errors
+    /// ignored (a writer already stopped has nothing left to record).
+    pub(crate) fn shut_down_blocking(&self) {
+        let _ = block_on(self.shut_down());
+    }
+
+    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<Outcome>>) -> Job) -> Result<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.submit(make(tx))?;
+        rx.await.map_err(|_| Error::new(ErrorKind::Closed, "the queue writer stopped"))?
+    }
+
+    /// The queue's state as of the last commit. Memory only.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The stream written, once a policy named the device.
+    pub fn stream(&self) -> Option<StreamId> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).stream.clone()
+    }
+
+    /// The next batch after what the archive acknowledged, at most `max_bytes` (at least one
+    /// record). Background-only: it reads the database.
+    pub fn read_batch(&self, max_bytes: usize) -> Result<Option<Batch>> {
+        let snap = self.snapshot();
+        match snap.stream {
+            Some(stream) => self.reader.read_batch(&stream, snap.acked_through, snap.acked_link, max_bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// A batch after any point of the chain (`after` and its link). Background-only.
+    pub fn read_batch_after(&self, after: u64, after_link: Link, max_bytes: usize) -> Result<Option<Batch>> {
+        match self.stream() {
+            Some(stream) => self.reader.read_batch(&stream, after, after_link, max_bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// The link this device holds for `seq`: the acknowledged head's, or a pending record's.
+    /// Background-only (reads the database).
+    pub fn link_of(&self, seq: u64) -> Result<Option<Link>> {
+        let snap = self.snapshot();
+        if seq == snap.acked_through {
+            return Ok(Some(snap.acked_link));
+        }
+        self.reader.link_of(seq)
+    }
+}
 
 /// Group commits of every queue in this process since it started (see [`commit_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,134 +211,8 @@ pub(crate) fn stored_policy(conn: &Connection) -> Result<Option<(String, String)
     Ok(conn.query_row("SELECT tree, fingerprint FROM policy WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
 }
 
-/// Reads pending records for upload, on its own connection.
-pub struct QueueReader {
-    conn: Mutex<Connection>,
-}
-
-struct Row {
-    seq: u64,
-    epoch: u64,
-    link: Link,
-    ciphertext: Vec<u8>,
-}
-
-impl ChainedRecord for Row {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-    fn ciphertext(&self) -> &[u8] {
-        &self.ciphertext
-    }
-    fn link(&self) -> &Link {
-        &self.link
-    }
-}
-
-impl QueueReader {
-    pub(crate) fn open(path: &Path) -> Result<QueueReader> {
-        // Opening runs no statement: a reader that never reads does not join the WAL, so the
-        // writer, closing last, checkpoints and removes it.
-        Ok(QueueReader { conn: Mutex::new(open_connection(path, true)?) })
-    }
-
-    /// The stored link of a pending record, if the queue still holds it.
-    pub fn link_of(&self, seq: u64) -> Result<Option<Link>> {
-        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
-        let link: Option<Vec<u8>> =
-            conn.query_row("SELECT link FROM records WHERE seq = ?1", params![seq as i64], |r| r.get(0)).optional()?;
-        link.map(|l| {
-            l.as_slice()
-                .try_into()
-                .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {seq}: link is not 32 bytes")))
-        })
-        .transpose()
-    }
-
-    /// The next batch after (`after`, `after_link`): records in sequence order until adding one
-    /// more would pass `max_bytes` (at least one record). Every record's chain link is checked
-    /// against its predecessor, so a damaged row is reported, never sent.
-    /// Memory is bounded by `max_bytes` plus one record, whatever the queue holds.
-    pub fn read_batch(&self, stream: &StreamId, after: u64, after_link: Link, max_bytes: usize) -> Result<Option<Batch>> {
-        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
-        // Upload reads each record once, in order: a page cache only holds what was sent.
-        // 256 KiB instead of SQLite's 2 MiB keeps memory flat however long the queue. (Set
-        // here, not at open, for the reason given there; it costs no I/O.)
-        conn.pragma_update(None, "cache_size", -256)?;
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, epoch, link, ciphertext FROM records WHERE seq > ?1 ORDER BY seq LIMIT 4096")?;
-        let mut rows = stmt.query(params![after as i64])?;
-        let mut records: Vec<WireRecord> = Vec::new();
-        let mut size = 0usize;
-        let (mut prev_seq, mut prev_link) = (after, after_link);
-        while let Some(row) = rows.next()? {
-            let row = match decode_row(row) {
-                Ok(row) => row,
-                Err(_) if !records.is_empty() => break,
-                Err(e) => return Err(e),
-            };
-            if !records.is_empty() && size + WIRE_RECORD_OVERHEAD + row.ciphertext.len() > max_bytes {
-                break;
-            }
-            if let Err(b) = chain::verify_run(prev_seq, prev_link, [&row]) {
-                // Send what is intact before the damage; the damaged record itself is reported
-                // (when it comes first) and never sent.
-                if !records.is_empty() {
-                    break;
-                }
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!("queue record {}: {b}; it will not be sent", prev_seq.saturating_add(1)),
-                ));
-            }
-            prev_seq = row.seq;
-            prev_link = row.link;
-            size += WIRE_RECORD_OVERHEAD + row.ciphertext.len();
-            records.push(WireRecord { seq: row.seq, epoch: row.epoch, link: row.link, ciphertext: row.ciphertext });
-        }
-        if records.is_empty() {
-            return Ok(None);
-        }
-        let mut epochs: Vec<EpochInfo> = Vec::new();
-        let mut estmt = conn.prepare_cached("SELECT archive_key_id, encapsulation FROM epochs WHERE epoch = ?1")?;
-        for r in &records {
-            if epochs.iter().any(|e| e.epoch == r.epoch) {
-                continue;
-            }
-            let (archive_key_id, encapsulation): (String, Vec<u8>) =
-                estmt.query_row(params![r.epoch as i64], |row| Ok((row.get(0)?, row.get(1)?))).optional()?.ok_or_else(|| {
-                    Error::new(ErrorKind::Corrupt, format!("queue record {}: its epoch {} is missing", r.seq, r.epoch))
-                })?;
-            epochs.push(EpochInfo { epoch: r.epoch, archive_key_id, encapsulation });
-        }
-        Ok(Some(Batch { stream: stream.clone(), epochs, records }))
-    }
-}
-
-fn decode_row(row: &rusqlite::Row<'_>) -> Result<Row> {
-    let seq: i64 = row.get(0)?;
-    let epoch: i64 = row.get(1)?;
-    let link: Vec<u8> = row.get(2)?;
-    let ciphertext: Vec<u8> = row.get(3)?;
-    let link: Link = link
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {seq}: link is {} bytes, not 32", link.len())))?;
-    if seq <= 0 || epoch <= 0 {
-        return Err(Error::new(ErrorKind::Corrupt, format!("queue record {seq}: invalid sequence or epoch")));
-    }
-    Ok(Row { seq: seq as u64, epoch: epoch as u64, link, ciphertext })
-}
-
 /// Opens (creating if needed) the queue in `dir`: migrates, loads the head, starts the writer.
-pub(crate) fn open(
-    dir: &Path,
-    now_ms: i64,
-    storage_limit_bytes: Option<u64>,
-) -> Result<(WriterHandle, QueueReader, Arc<Mutex<Snapshot>>, OpenInfo)> {
+pub(crate) fn open(dir: &Path, now_ms: i64, storage_limit_bytes: Option<u64>) -> Result<(Queue, OpenInfo)> {
     private_files::dir(dir)?;
     let lock = lock_dir(dir)?;
     let path = dir.join(DB_FILE);
@@ -235,9 +225,15 @@ pub(crate) fn open(
         conn.pragma_update(None, "max_page_count", (limit / page_size.max(1)).max(1) as i64)?;
     }
     schema::migrate(&mut conn)?;
-    let (handle, snapshot, info) = writer::start(conn, lock, now_ms)?;
-    let reader = QueueReader::open(&path)?;
-    Ok((handle, reader, snapshot, info))
+    let (queue, info) = start(conn, lock, &path, now_ms)?;
+    Ok((queue, info))
+}
+
+/// Starts the writer on an open, migrated store and opens its reader.
+fn start(conn: Connection, lock: std::fs::File, db: &Path, now_ms: i64) -> Result<(Queue, OpenInfo)> {
+    let (writer, snapshot, info) = writer::start(conn, lock, now_ms)?;
+    let reader = Arc::new(QueueReader::open(db)?);
+    Ok((Queue { writer, reader, snapshot }, info))
 }
 
 /// Files of the store, for unenroll's shredding.

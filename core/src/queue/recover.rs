@@ -48,12 +48,12 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::block_on::block_on;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use super::head::Head;
-use super::writer::{Config, Job, Outcome};
+use super::{Config, NewRecords};
 use super::{DB_FILE, ROW_OVERHEAD};
 use crate::chain::{self, Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
@@ -769,10 +769,6 @@ pub fn read_salvage(bytes: &[u8]) -> Result<Vec<SalvageRun>> {
     Ok(out)
 }
 
-fn wait(rx: oneshot::Receiver<Result<Outcome>>) -> Result<Outcome> {
-    crate::block_on::block_on(rx).map_err(|_| Error::new(ErrorKind::Closed, "the queue writer stopped"))?
-}
-
 /// Moves the damaged store aside and builds the new one.
 fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptions, now: i64) -> Result<RecoveryReport> {
     // The policy for the new store, its tree to persist (no secrets) and its fingerprint: the
@@ -974,9 +970,8 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
     })
     .to_string();
     let events = vec![AgentEvent::QueueCorrupt { detail }];
-    let (writer, _snapshot, info) = super::writer::start(conn, lock, now)?;
-    let (tx, rx) = oneshot::channel();
-    match &policy {
+    let (queue, info) = super::start(conn, lock, db, now)?;
+    let configured = match &policy {
         Some(p) => {
             let salvage_bytes = report.salvage_bytes;
             let config = Config {
@@ -991,11 +986,10 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
                 fingerprint: fingerprint.clone(),
                 events,
             };
-            writer.submit(Job::Configure { config: Box::new(config), now_ms: now, reply: tx })?;
+            block_on(queue.configure(config, now))
         }
-        None => writer.submit(Job::Agent { events, meta: Vec::new(), now_ms: now, reply: tx })?,
-    }
-    let configured = wait(rx);
+        None => block_on(queue.record(events, Vec::new(), now)),
+    };
     let attached = match (&configured, &salvage_id, &policy) {
         (Ok(_), Some(id), Some(p)) => {
             let size = fs::metadata(&salvage_path)?.len();
@@ -1015,23 +1009,18 @@ fn build(db: &Path, aside: &Path, lock: File, s: Salvage, options: &RecoverOptio
                 mime_type: SALVAGE_MIME.into(),
                 size,
             };
-            let (tx, rx) = oneshot::channel();
-            writer.submit(Job::Attachment {
+            let salvage = NewRecords::Attachment {
                 lead: Vec::new(),
                 header: Box::new(header),
                 path: salvage_path.clone(),
                 captured_ms: now,
-                reply: tx,
-            })?;
-            wait(rx).map(|_| ())
+            };
+            block_on(queue.append(salvage)).map(|_| ())
         }
         (Ok(_), _, _) => Ok(()),
         (Err(e), _, _) => Err(e.clone()),
     };
-    let (tx, rx) = oneshot::channel();
-    let _ = writer.submit(Job::Shutdown { reply: tx });
-    let _ = wait(rx);
-    writer.join();
+    queue.shut_down_blocking();
     attached?;
     configured?;
     Ok(report)

@@ -157,15 +157,16 @@ pub const EPOCH_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 
 struct Writer {
     conn: Connection,
-    core: Core,
+    st: WriterState,
     /// The data directory's exclusive lock: one agent per store. Released when the thread ends.
     _lock: std::fs::File,
 }
 
-/// Everything the writer knows besides its connection (split so a transaction on the
+/// Everything the writer knows besides its connection: the chain head, the policy's settings,
+/// the epoch key and the queue-cap flags (split from `Writer` so a transaction on the
 /// connection and changes to this state can be borrowed at once).
-struct Core {
-    state: Head,
+struct WriterState {
+    head: Head,
     config: Option<Box<Config>>,
     sealer: Option<Sealer>,
     oldest_pending_ms: Option<i64>,
@@ -178,12 +179,12 @@ struct Core {
 }
 
 pub fn start(mut conn: Connection, lock: std::fs::File, now_ms: i64) -> Result<(WriterHandle, Arc<Mutex<Snapshot>>, OpenInfo)> {
-    let (state, info) = load(&mut conn, now_ms)?;
+    let (head, info) = load(&mut conn, now_ms)?;
     let deferred: u64 = conn.query_row("SELECT count(*) FROM deferred_events", [], |r| r.get::<_, i64>(0))? as u64;
     let oldest = oldest_pending(&conn)?;
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-    let core = Core {
-        state,
+    let st = WriterState {
+        head,
         config: None,
         sealer: None,
         oldest_pending_ms: oldest,
@@ -193,8 +194,8 @@ pub fn start(mut conn: Connection, lock: std::fs::File, now_ms: i64) -> Result<(
         snapshot: snapshot.clone(),
         rotate_reason: "agent started",
     };
-    core.publish();
-    let writer = Writer { conn, core, _lock: lock };
+    st.publish();
+    let writer = Writer { conn, st, _lock: lock };
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("verbatim-writer".into())
@@ -269,8 +270,8 @@ impl Writer {
     /// Applies every job in one transaction, each inside its own savepoint so that one failing
     /// job leaves the others (and the head) intact. Returns true when the writer must stop.
     fn commit_group(&mut self, jobs: Vec<Job>) -> bool {
-        let Writer { conn, core, .. } = self;
-        let before = core.saved();
+        let Writer { conn, st, .. } = self;
+        let before = st.saved();
         let mut replies: Vec<(Reply, Result<Outcome>)> = Vec::with_capacity(jobs.len());
         let mut stop = false;
         let result = (|| -> Result<()> {
@@ -294,7 +295,7 @@ impl Writer {
                 // The cap is checked outside the job's savepoint, so that the evidence of a full
                 // queue is kept although the capture itself is refused.
                 if let Some((incoming, now_ms)) = work.incoming_bytes()
-                    && let Err(e) = core.admit(&tx, incoming, now_ms)
+                    && let Err(e) = st.admit(&tx, incoming, now_ms)
                 {
                     // Recording that evidence can itself fail so badly that SQLite rolls back
                     // the whole transaction: then the group failed, for this reason.
@@ -305,12 +306,12 @@ impl Writer {
                     replies.push((reply, Err(e)));
                     continue;
                 }
-                let saved = core.saved_for(Some(&work));
+                let saved = st.saved_for(Some(&work));
                 job_savepoint(&tx, SAVEPOINT)?;
                 // A panic inside a job (a bug) fails that job like any error: its records are
                 // rolled back and, above all, their epoch is retired (see `restore`).
                 let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.perform(&tx, work))).unwrap_or_else(|_| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.perform(&tx, work))).unwrap_or_else(|_| {
                         Err(Error::new(
                             ErrorKind::Internal,
                             "the queue writer failed inside a job; nothing of the job was stored",
@@ -320,7 +321,7 @@ impl Writer {
                     Ok(_) => release_job(&tx)?,
                     Err(e) => {
                         roll_back_job(&tx);
-                        core.restore(saved);
+                        st.restore(saved);
                         // Some errors (SQLITE_FULL above all) make SQLite roll back the whole
                         // transaction: then the group as a whole failed, for this reason.
                         if tx.is_autocommit() {
@@ -332,9 +333,9 @@ impl Writer {
                 }
                 replies.push((reply, outcome));
             }
-            core.state.save(&tx)?;
+            st.head.save(&tx)?;
             tx.commit()?;
-            tracing::trace!(jobs = replies.len(), last_seq = core.state.last_seq, "queue: group committed");
+            tracing::trace!(jobs = replies.len(), last_seq = st.head.last_seq, "queue: group committed");
             GROUPS_COMMITTED.fetch_add(1, Ordering::Relaxed);
             JOBS_COMMITTED.fetch_add(replies.len() as u64, Ordering::Relaxed);
             Ok(())
@@ -342,13 +343,13 @@ impl Writer {
         if let Err(e) = &result {
             tracing::debug!(jobs = replies.len(), error = e.kind.as_str(), "queue: group failed, nothing of it stored");
             // Nothing of this group is durable: restore the head and fail every job.
-            core.restore(before);
+            st.restore(before);
             for (_, outcome) in replies.iter_mut() {
                 *outcome = Err(e.clone());
             }
         }
         // Publish before answering, so a caller that reads status right after sees its change.
-        core.publish();
+        st.publish();
         for (reply, outcome) in replies {
             let _ = reply.send(outcome);
         }
@@ -356,7 +357,7 @@ impl Writer {
     }
 }
 
-impl Core {
+impl WriterState {
     fn saved(&self) -> Saved {
         self.saved_for(None)
     }
@@ -367,7 +368,7 @@ impl Core {
     fn saved_for(&self, work: Option<&Work>) -> Saved {
         let config_may_change = work.is_none_or(|w| matches!(w, Work::Configure(..)));
         Saved {
-            state: self.state.clone(),
+            head: self.head.clone(),
             alert_raised: self.alert_raised,
             full_reported: self.full_reported,
             deferred: self.deferred,
@@ -377,7 +378,7 @@ impl Core {
     }
 
     fn restore(&mut self, saved: Saved) {
-        self.state = saved.state;
+        self.head = saved.head;
         self.alert_raised = saved.alert_raised;
         self.full_reported = saved.full_reported;
         self.deferred = saved.deferred;
@@ -416,9 +417,9 @@ impl Core {
     fn retire_epoch_if_rolled_back(&mut self) {
         let Some(sealer) = &self.sealer else { return };
         let epoch = sealer.key.epoch();
-        let sealed_rolled_back = sealer.key.sealed_through() > self.state.last_seq;
-        if sealed_rolled_back || epoch > self.state.last_epoch {
-            self.state.last_epoch = self.state.last_epoch.max(epoch);
+        let sealed_rolled_back = sealer.key.sealed_through() > self.head.last_seq;
+        if sealed_rolled_back || epoch > self.head.last_epoch {
+            self.head.last_epoch = self.head.last_epoch.max(epoch);
             self.sealer = None;
             if sealed_rolled_back {
                 self.rotate_reason = ROLLED_BACK;
@@ -433,12 +434,12 @@ impl Core {
             Err(p) => p.into_inner(),
         };
         *snap = Snapshot {
-            stream: self.state.stream.clone(),
-            last_seq: self.state.last_seq,
-            acked_through: self.state.acked_through,
-            acked_link: self.state.acked_link,
-            pending_count: self.state.pending_count,
-            pending_bytes: self.state.pending_bytes,
+            stream: self.head.stream.clone(),
+            last_seq: self.head.last_seq,
+            acked_through: self.head.acked_through,
+            acked_link: self.head.acked_link,
+            pending_count: self.head.pending_count,
+            pending_bytes: self.head.pending_bytes,
             oldest_pending_ms: self.oldest_pending_ms,
             epoch: self.sealer.as_ref().map(|s| s.key.epoch()),
             queue_max_bytes: self.config.as_ref().map_or(0, |c| c.queue_max_bytes),
@@ -450,7 +451,7 @@ impl Core {
     }
 
     fn stream(&self) -> Result<StreamId> {
-        self.state.stream.clone().ok_or_else(|| Error::new(ErrorKind::NotConfigured, "no policy in force"))
+        self.head.stream.clone().ok_or_else(|| Error::new(ErrorKind::NotConfigured, "no policy in force"))
     }
 
     /// Starts a new epoch when none is open in this process, the archive key changed, or the
@@ -461,14 +462,14 @@ impl Core {
             None => self.rotate_reason,
             // Sealed records were lost without a rollback reaching `restore` (a failed insert
             // outside a job's savepoint): retire the key all the same.
-            Some(s) if s.key.sealed_through() > self.state.last_seq => ROLLED_BACK,
+            Some(s) if s.key.sealed_through() > self.head.last_seq => ROLLED_BACK,
             Some(s) if s.records >= EPOCH_MAX_RECORDS => "record limit reached",
             Some(s) if now_ms - s.started_ms >= EPOCH_MAX_AGE_MS => "age limit reached",
             Some(_) => return Ok(()),
         };
         let stream = self.stream()?;
         let current = self.sealer.as_ref().map_or(0, |s| s.key.epoch());
-        let epoch = self.state.last_epoch.max(current) + 1;
+        let epoch = self.head.last_epoch.max(current) + 1;
         let (key, encapsulation) = EpochKey::create(&config.archive_public_key, &stream, epoch)?;
         tx.prepare_cached(
             "INSERT INTO epochs (epoch, archive_key_id, encapsulation, created_ms, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -478,11 +479,11 @@ impl Core {
             config.archive_key_id,
             encapsulation,
             now_ms,
-            self.state.last_seq.saturating_add(1) as i64
+            self.head.last_seq.saturating_add(1) as i64
         ])?;
         let key_id = config.archive_key_id.clone();
-        tracing::debug!(epoch, reason, first_seq = self.state.last_seq + 1, "queue: epoch opened");
-        self.state.last_epoch = epoch;
+        tracing::debug!(epoch, reason, first_seq = self.head.last_seq + 1, "queue: epoch opened");
+        self.head.last_epoch = epoch;
         self.sealer = Some(Sealer { key, records: 0, started_ms: now_ms });
         self.rotate_reason = "agent started";
         let event =
@@ -494,30 +495,30 @@ impl Core {
     fn append(&mut self, tx: &Connection, pending: &Pending) -> Result<u64> {
         self.ensure_epoch(tx, pending.captured_ms)?;
         self.append_sealed(tx, pending)?;
-        Ok(self.state.last_seq)
+        Ok(self.head.last_seq)
     }
 
     fn append_sealed(&mut self, tx: &Connection, pending: &Pending) -> Result<()> {
         let stream = self.stream()?;
         let sealer = self.sealer.as_mut().ok_or_else(|| Error::new(ErrorKind::Internal, "no epoch key"))?;
         let seq = self
-            .state
+            .head
             .last_seq
             .checked_add(1)
             .filter(|s| *s <= i64::MAX as u64)
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range"))?;
-        let ciphertext = sealer.key.seal(&stream, seq, &self.state.last_link, &pending.plaintext)?;
+        let ciphertext = sealer.key.seal(&stream, seq, &self.head.last_link, &pending.plaintext)?;
         #[cfg(feature = "testing")]
         crate::testing::faults::after_seal(&stream.device, seq);
-        let link = chain::link(&self.state.last_link, seq, sealer.key.epoch(), &ciphertext);
+        let link = chain::link(&self.head.last_link, seq, sealer.key.epoch(), &ciphertext);
         tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![seq as i64, sealer.key.epoch() as i64, pending.captured_ms, &link[..], &ciphertext])?;
         sealer.records += 1;
-        self.state.last_seq = seq;
-        self.state.last_link = link;
-        self.state.pending_count += 1;
-        self.state.pending_bytes += ciphertext.len() as u64 + ROW_OVERHEAD;
-        self.state.last_captured_ms = self.state.last_captured_ms.max(pending.captured_ms);
+        self.head.last_seq = seq;
+        self.head.last_link = link;
+        self.head.pending_count += 1;
+        self.head.pending_bytes += ciphertext.len() as u64 + ROW_OVERHEAD;
+        self.head.last_captured_ms = self.head.last_captured_ms.max(pending.captured_ms);
         if self.oldest_pending_ms.is_none() {
             self.oldest_pending_ms = Some(pending.captured_ms);
         }
@@ -531,11 +532,11 @@ impl Core {
     /// Refuses `incoming` bytes when the queue would pass its cap, recording the first refusal.
     fn admit(&mut self, tx: &Connection, incoming: u64, now_ms: i64) -> Result<()> {
         let max = self.max_bytes();
-        if self.state.pending_bytes + incoming <= max {
+        if self.head.pending_bytes + incoming <= max {
             return Ok(());
         }
         if !self.full_reported && self.config.is_some() {
-            let used = self.state.pending_bytes;
+            let used = self.head.pending_bytes;
             self.agent_events(tx, vec![AgentEvent::QueueFull { used_bytes: used, max_bytes: max }], now_ms)?;
             self.full_reported = true;
         }
@@ -543,7 +544,7 @@ impl Core {
             ErrorKind::QueueFull,
             format!(
                 "queue full: {} of {} bytes used; capture resumes once the archive acknowledges uploads",
-                self.state.pending_bytes, max
+                self.head.pending_bytes, max
             ),
         ))
     }
@@ -552,10 +553,10 @@ impl Core {
     fn check_alert(&mut self, tx: &Connection, now_ms: i64) -> Result<()> {
         let Some(config) = &self.config else { return Ok(()) };
         let (max, percent) = (config.queue_max_bytes, config.alert_percent);
-        let over = self.state.pending_bytes.saturating_mul(100) >= max.saturating_mul(percent as u64);
+        let over = self.head.pending_bytes.saturating_mul(100) >= max.saturating_mul(percent as u64);
         if over && !self.alert_raised {
             self.alert_raised = true;
-            let used = self.state.pending_bytes;
+            let used = self.head.pending_bytes;
             self.agent_events(tx, vec![AgentEvent::QueueAlert { used_bytes: used, max_bytes: max, percent }], now_ms)?;
         }
         Ok(())
@@ -650,10 +651,10 @@ impl Core {
     }
 
     fn configure(&mut self, tx: &Connection, config: Box<Config>, now_ms: i64) -> Result<Outcome> {
-        let same_stream = self.state.stream.as_ref().is_some_and(|s| s.tenant == config.tenant && s.device == config.device);
+        let same_stream = self.head.stream.as_ref().is_some_and(|s| s.tenant == config.tenant && s.device == config.device);
         if !same_stream {
-            if self.state.pending_count > 0 {
-                let Some(old) = self.state.stream.as_ref() else {
+            if self.head.pending_count > 0 {
+                let Some(old) = self.head.stream.as_ref() else {
                     return Err(Error::new(
                         ErrorKind::Corrupt,
                         "queue head: records are pending but the stream identity is missing",
@@ -663,18 +664,18 @@ impl Core {
                     ErrorKind::PolicyRejected,
                     format!(
                         "tenant_id/device_id: the queue still holds {} records for tenant {} device {}; they must be uploaded before the identity changes",
-                        self.state.pending_count, old.tenant, old.device
+                        self.head.pending_count, old.tenant, old.device
                     ),
                 ));
             }
             // A new identity starts a new stream with its own chain.
             let stream = StreamId { tenant: config.tenant.clone(), device: config.device.clone(), stream: random_hex(16)? };
             let genesis = chain::genesis(&stream);
-            self.state.stream = Some(stream);
-            self.state.last_seq = 0;
-            self.state.last_link = genesis;
-            self.state.acked_through = 0;
-            self.state.acked_link = genesis;
+            self.head.stream = Some(stream);
+            self.head.last_seq = 0;
+            self.head.last_link = genesis;
+            self.head.acked_through = 0;
+            self.head.acked_link = genesis;
             self.sealer = None;
             self.rotate_reason = "new device stream";
         }
@@ -713,38 +714,38 @@ impl Core {
     }
 
     fn ack(&mut self, tx: &Connection, through: u64) -> Result<Outcome> {
-        if through > self.state.last_seq {
+        if through > self.head.last_seq {
             return Err(Error::new(
                 ErrorKind::Rejected,
-                format!("acknowledgement through {through} is beyond the last sequence number {}", self.state.last_seq),
+                format!("acknowledgement through {through} is beyond the last sequence number {}", self.head.last_seq),
             ));
         }
-        if through <= self.state.acked_through {
+        if through <= self.head.acked_through {
             return Ok(Outcome::default()); // already acknowledged: idempotent
         }
         let (count, bytes, link): (i64, i64, Option<Vec<u8>>) = tx.query_row(
             "SELECT count(*), coalesce(sum(length(ciphertext)), 0), (SELECT link FROM records WHERE seq = ?2)
              FROM records WHERE seq > ?1 AND seq <= ?2",
-            params![self.state.acked_through as i64, through as i64],
+            params![self.head.acked_through as i64, through as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let link = link.ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("queue record {through} is missing")))?;
         tx.prepare_cached("DELETE FROM records WHERE seq <= ?1")?.execute(params![through as i64])?;
-        let current = self.sealer.as_ref().map_or(self.state.last_epoch, |s| s.key.epoch());
+        let current = self.sealer.as_ref().map_or(self.head.last_epoch, |s| s.key.epoch());
         forget_acknowledged_epochs(tx, current)?;
         tracing::debug!(through, deleted = count, "queue: acknowledged records deleted");
-        self.state.acked_through = through;
-        self.state.acked_link = Link::try_from(link.as_slice())
+        self.head.acked_through = through;
+        self.head.acked_link = Link::try_from(link.as_slice())
             .map_err(|_| Error::new(ErrorKind::Corrupt, format!("queue record {through}: link is not 32 bytes")))?;
-        self.state.pending_count -= count as u64;
-        self.state.pending_bytes -= bytes as u64 + count as u64 * ROW_OVERHEAD;
+        self.head.pending_count -= count as u64;
+        self.head.pending_bytes -= bytes as u64 + count as u64 * ROW_OVERHEAD;
         self.oldest_pending_ms = oldest_pending(tx)?;
         let max = self.max_bytes();
         let percent = self.config.as_ref().map_or(100, |c| c.alert_percent) as u64;
-        if self.state.pending_bytes.saturating_mul(100) < max.saturating_mul(percent) {
+        if self.head.pending_bytes.saturating_mul(100) < max.saturating_mul(percent) {
             self.alert_raised = false;
         }
-        if self.state.pending_bytes < max {
+        if self.head.pending_bytes < max {
             self.full_reported = false;
         }
         Ok(Outcome { first_seq: 0, last_seq: through })
@@ -850,7 +851,7 @@ impl Work {
 
 /// What a failed job or group must put back.
 struct Saved {
-    state: Head,
+    head: Head,
     alert_raised: bool,
     full_reported: bool,
     deferred: u64,

@@ -20,9 +20,10 @@ use serde::Serialize;
 pub use network::NetworkState;
 pub use retry::{Pause, tokio_pause};
 
-use crate::agent::Agent;
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::policy::Policy;
+use crate::queue::Queue;
 use crate::record::AgentEvent;
 use http::{Answer, Client};
 
@@ -70,6 +71,24 @@ pub struct UploadReport {
     pub elapsed_ms: u64,
 }
 
+impl UploadReport {
+    /// The report of a session that could not start.
+    pub(crate) fn failed(e: &Error) -> UploadReport {
+        UploadReport {
+            stopped: StopReason::Error,
+            detail: Some(e.detail.clone()),
+            error_kind: Some(e.kind.as_str().to_string()),
+            records_sent: 0,
+            bytes_sent: 0,
+            batches: 0,
+            duplicates: 0,
+            retries: 0,
+            acked_through: 0,
+            elapsed_ms: 0,
+        }
+    }
+}
+
 pub struct UploadOptions {
     /// Time the OS granted; the report comes back before it runs out.
     pub deadline: Duration,
@@ -83,9 +102,39 @@ impl UploadOptions {
     }
 }
 
+/// What a session works with, and all the uploader knows of the agent: the queue (batches to
+/// read, acknowledgements to make, refusals to record), the policy in force when the session
+/// started, the clock.
+pub(crate) struct Outbox {
+    pub queue: Queue,
+    pub policy: Option<Arc<Policy>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Outbox {
+    /// Records agent events (a refusal, damage found) in the chain, so the archive learns of
+    /// them once uploads resume.
+    async fn record(&self, events: Vec<AgentEvent>) {
+        let _ = self.queue.record(events, Vec::new(), self.clock.now_ms()).await;
+    }
+}
+
+/// The uploader's part of the agent's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UploadStatus {
+    pub last_attempt_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_retry_ms: Option<i64>,
+    /// The archive refused the archive key the queued records are sealed to (see
+    /// [`crate::ErrorKind::UnknownArchiveKey`]): uploads wait, every record is kept.
+    pub archive_key_refused: bool,
+}
+
 /// What the uploader keeps between sessions.
 #[derive(Default)]
 pub(crate) struct UploaderState {
+    status: Mutex<UploadStatus>,
     client: Mutex<Option<(String, Arc<Client>)>>,
     session: tokio::sync::Mutex<()>,
     cursor_checked: AtomicBool,
@@ -106,6 +155,14 @@ struct KeyRefusal {
 }
 
 impl UploaderState {
+    pub(crate) fn status(&self) -> UploadStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut UploadStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// The archive's recent refusal of the archive key, while sessions should not ask again.
     fn key_refusal_in_force(&self, policy: &Policy, now_ms: i64) -> Option<Error> {
         let slot = self.key_refusal.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,7 +194,7 @@ impl UploaderState {
 }
 
 struct Session<'a> {
-    agent: &'a Agent,
+    outbox: &'a Outbox,
     state: &'a UploaderState,
     /// The cancel generation when this session started.
     generation: u64,
@@ -149,7 +206,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn elapsed(&self) -> Duration {
-        Duration::from_millis((self.agent.clock().monotonic_ms() - self.start_ms).max(0) as u64)
+        Duration::from_millis((self.outbox.clock.monotonic_ms() - self.start_ms).max(0) as u64)
     }
 
     /// Time left for work, keeping a margin so the report is back well before the deadline.
@@ -200,24 +257,24 @@ impl Session<'_> {
         self.report.stopped = stopped;
         self.report.detail = detail;
         self.report.error_kind = error.map(|e| e.kind.as_str().to_string());
-        self.report.acked_through = self.agent.snapshot().acked_through;
+        self.report.acked_through = self.outbox.queue.snapshot().acked_through;
         self.report.elapsed_ms = self.elapsed().as_millis() as u64;
         if let Some(e) = error {
             let text = e.to_string();
-            self.agent.update_upload_status(|s| s.last_error = Some(text));
+            self.state.update_status(|s| s.last_error = Some(text));
         }
         self.report
     }
 }
 
 /// Runs one upload session. Never panics, never returns early without a report.
-pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOptions) -> UploadReport {
+pub(crate) async fn run(outbox: &Outbox, state: &UploaderState, opts: UploadOptions) -> UploadReport {
     let margin = (opts.deadline / 10).max(Duration::from_millis(100));
     let mut session = Session {
-        agent,
+        outbox,
         state,
         generation: state.cancel_generation.load(Ordering::SeqCst),
-        start_ms: agent.clock().monotonic_ms(),
+        start_ms: outbox.clock.monotonic_ms(),
         margin,
         opts,
         report: UploadReport {
@@ -237,11 +294,11 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         let e = Error::new(ErrorKind::Rejected, "an upload is already running");
         return session.finish(StopReason::Error, Some(e.detail.clone()), None);
     };
-    let Some(policy) = agent.policy() else {
+    let Some(policy) = outbox.policy.clone() else {
         let e = Error::new(ErrorKind::NotConfigured, "no policy in force");
         return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
     };
-    if let Some(e) = state.key_refusal_in_force(&policy, agent.clock().monotonic_ms()) {
+    if let Some(e) = state.key_refusal_in_force(&policy, outbox.clock.monotonic_ms()) {
         tracing::debug!("upload: waiting, the archive refused the archive key recently");
         return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
     }
@@ -252,23 +309,20 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         );
         return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
     }
-    // Upload is the OS's regular chance to run: record what is due (the heartbeat) first, so it
-    // goes out now if the network allows.
-    let _ = agent.tick().await;
     if let Some(why) = network::refusal(&policy, session.opts.network) {
         let stop = if session.opts.network == NetworkState::Offline { StopReason::Offline } else { StopReason::NotAllowed };
         return session.finish(stop, Some(why.to_string()), None);
     }
-    let now = agent.clock().now_ms();
-    agent.update_upload_status(|s| s.last_attempt_ms = Some(now));
+    let now = outbox.clock.now_ms();
+    state.update_status(|s| s.last_attempt_ms = Some(now));
     let client = match state.client(&policy) {
         Ok(c) => c,
-        Err(e) => return refused(session, state, e).await,
+        Err(e) => return refused(session, state, &policy, e).await,
     };
     if !state.cursor_checked.load(Ordering::SeqCst) {
         match session.unless_cancelled(catch_up_with_archive(&session, &client)).await {
             None => return session.cancel(),
-            Some(Err(e)) => return refused(session, state, e).await,
+            Some(Err(e)) => return refused(session, state, &policy, e).await,
             Some(Ok(())) => state.cursor_checked.store(true, Ordering::SeqCst),
         }
     }
@@ -280,8 +334,8 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
         if remaining.is_zero() {
             return session.finish(StopReason::Deadline, Some("deadline reached".into()), None);
         }
-        let reader = agent.clone();
-        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(max_bytes).map(|b| b.map(Encoded::from))).await {
+        let queue = outbox.queue.clone();
+        let batch = match tokio::task::spawn_blocking(move || queue.read_batch(max_bytes).map(|b| b.map(Encoded::from))).await {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => return session.finish(StopReason::Done, None, None),
             Ok(Err(e)) if e.kind == ErrorKind::Corrupt => {
@@ -293,7 +347,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                     new
                 };
                 if new {
-                    let _ = agent.record_agent_events(vec![AgentEvent::QueueCorrupt { detail: e.detail.clone() }]).await;
+                    outbox.record(vec![AgentEvent::QueueCorrupt { detail: e.detail.clone() }]).await;
                 }
                 return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
             }
@@ -318,10 +372,10 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                         ErrorKind::Conflict,
                         format!("archive acknowledged through {} but the batch continued from {}", ack.acked_through, first - 1),
                     );
-                    return refused(session, state, e).await;
+                    return refused(session, state, &policy, e).await;
                 }
                 let through = ack.acked_through.min(last);
-                if let Err(e) = agent.acknowledge(through).await {
+                if let Err(e) = outbox.queue.acknowledge(through).await {
                     return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
                 }
                 session.report.batches += 1;
@@ -329,8 +383,8 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 session.report.bytes_sent += body_len as u64;
                 session.report.duplicates += ack.duplicates;
                 schedule = retry::RetrySchedule::new(random_seed());
-                let now = agent.clock().now_ms();
-                agent.update_upload_status(|s| {
+                let now = outbox.clock.now_ms();
+                state.update_status(|s| {
                     s.last_success_ms = Some(now);
                     s.last_error = None;
                     s.next_retry_ms = None;
@@ -342,16 +396,16 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
             Answer::Gap { expected_seq } => {
                 tracing::debug!(expected_seq, "upload: the archive holds more than the device knew");
                 let held = expected_seq.saturating_sub(1);
-                let snap = agent.snapshot();
+                let snap = outbox.queue.snapshot();
                 if held < snap.acked_through {
                     let e = Error::new(
                         ErrorKind::Conflict,
                         format!("archive expects sequence {expected_seq} but acknowledged through {} before", snap.acked_through),
                     );
-                    return refused(session, state, e).await;
+                    return refused(session, state, &policy, e).await;
                 }
                 // The archive already holds more than we knew: skip what it has.
-                if let Err(e) = agent.acknowledge(held.min(snap.last_seq)).await {
+                if let Err(e) = outbox.queue.acknowledge(held.min(snap.last_seq)).await {
                     return session.finish(StopReason::Error, Some(e.detail.clone()), Some(&e));
                 }
             }
@@ -359,7 +413,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 tracing::debug!(first, bytes = body_len, "upload: batch too large for the archive, halving");
                 if records == 1 {
                     let e = Error::new(ErrorKind::Rejected, format!("archive refuses record {first} as too large"));
-                    return refused(session, state, e).await;
+                    return refused(session, state, &policy, e).await;
                 }
                 max_bytes = (body_len / 2).max(1);
             }
@@ -367,9 +421,9 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                 session.report.retries += 1;
                 let delay = schedule.next_delay(retry_after);
                 tracing::debug!(first, delay_ms = delay.as_millis() as u64, "upload: retry after a passing failure");
-                let now = agent.clock().now_ms();
+                let now = outbox.clock.now_ms();
                 let next = now + delay.as_millis() as i64;
-                agent.update_upload_status(|s| {
+                state.update_status(|s| {
                     s.last_error = Some(reason.clone());
                     s.next_retry_ms = Some(next);
                 });
@@ -380,7 +434,7 @@ pub(crate) async fn run(agent: &Agent, state: &UploaderState, opts: UploadOption
                     return session.cancel();
                 }
             }
-            Answer::Permanent(e) => return refused(session, state, e).await,
+            Answer::Permanent(e) => return refused(session, state, &policy, e).await,
         }
     }
 }
@@ -411,11 +465,11 @@ impl From<crate::wire::Batch> for Encoded {
 /// Learns where the archive stands for this stream (once per process and policy), so that a
 /// device that crashed between the archive's commit and its own delete does not resend.
 async fn catch_up_with_archive(session: &Session<'_>, client: &Client) -> Result<(), Error> {
-    let agent = session.agent;
-    let Some(stream) = agent.stream() else { return Ok(()) };
+    let queue = &session.outbox.queue;
+    let Some(stream) = queue.stream() else { return Ok(()) };
     match client.cursor(&stream.stream, session.remaining().min(MAX_REQUEST)).await {
         Answer::Ok(cursor) => {
-            let snap = agent.snapshot();
+            let snap = queue.snapshot();
             if cursor.acked_through > snap.last_seq {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -429,7 +483,7 @@ async fn catch_up_with_archive(session: &Session<'_>, client: &Client) -> Result
             // different record there (this store was tampered with or restored), and deleting
             // through it would destroy the only copy of what we captured.
             if cursor.acked_through >= snap.acked_through && cursor.acked_through > 0 {
-                let ours = agent.link_of(cursor.acked_through)?;
+                let ours = queue.link_of(cursor.acked_through)?;
                 if ours.map(hex::encode).as_deref() != Some(cursor.last_link.as_str()) {
                     return Err(Error::new(
                         ErrorKind::Conflict,
@@ -438,7 +492,7 @@ async fn catch_up_with_archive(session: &Session<'_>, client: &Client) -> Result
                 }
             }
             if cursor.acked_through > snap.acked_through {
-                agent.acknowledge(cursor.acked_through).await?;
+                queue.acknowledge(cursor.acked_through).await?;
             }
             Ok(())
         }
@@ -449,30 +503,28 @@ async fn catch_up_with_archive(session: &Session<'_>, client: &Client) -> Result
 }
 
 /// Stops on a failure that needs a person, recording it once as an agent event.
-async fn refused(session: Session<'_>, state: &UploaderState, e: Error) -> UploadReport {
-    let agent = session.agent;
+async fn refused(session: Session<'_>, state: &UploaderState, policy: &Policy, e: Error) -> UploadReport {
+    let outbox = session.outbox;
     let first_time = {
         let mut last = state.last_refusal.lock().unwrap_or_else(|p| p.into_inner());
         let new = last.as_deref() != Some(e.detail.as_str());
         *last = Some(e.detail.clone());
         new
     };
-    if e.kind == ErrorKind::UnknownArchiveKey
-        && let Some(policy) = agent.policy()
-    {
+    if e.kind == ErrorKind::UnknownArchiveKey {
         let refusal =
-            KeyRefusal { error: e.clone(), at_ms: agent.clock().monotonic_ms(), policy_fingerprint: policy.fingerprint_hex() };
+            KeyRefusal { error: e.clone(), at_ms: outbox.clock.monotonic_ms(), policy_fingerprint: policy.fingerprint_hex() };
         *state.key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal);
-        agent.update_upload_status(|s| s.archive_key_refused = true);
+        state.update_status(|s| s.archive_key_refused = true);
     }
     if first_time {
         let event = match e.kind {
-            ErrorKind::PinMismatch => AgentEvent::TlsPinMismatch {
-                host: agent.policy().and_then(|p| p.archive_url.host_str().map(str::to_string)).unwrap_or_default(),
-            },
+            ErrorKind::PinMismatch => {
+                AgentEvent::TlsPinMismatch { host: policy.archive_url.host_str().map(str::to_string).unwrap_or_default() }
+            }
             _ => AgentEvent::UploadRefused { reason: e.to_string() },
         };
-        let _ = agent.record_agent_events(vec![event]).await;
+        outbox.record(vec![event]).await;
     }
     let detail = e.detail.clone();
     session.finish(StopReason::Error, Some(detail), Some(&e))
