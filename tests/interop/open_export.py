@@ -192,18 +192,24 @@ def decode_plaintext(plaintext):
 CHUNK_SIZE = 65536
 
 
+SALVAGE_MIME = "application/vnd.verbatim.salvage.v1"
+
+
 class Attachments:
-    """Reassembles attachments by id (hashing as chunks arrive) and checks their end records."""
+    """Reassembles attachments by id (hashing as chunks arrive) and checks their end records.
+    Keeps the bytes only of salvage containers, which are opened in turn."""
 
     def __init__(self):
         self.open = {}
         self.verified = 0
         self.problems = []
 
-    def start(self, seq, attachment_id):
+    def start(self, seq, body):
+        attachment_id = body["attachment_id"]
         if attachment_id in self.open:
             self.problems.append(f"seq {seq}: attachment started twice")
-        self.open[attachment_id] = {"next": 0, "size": 0, "sha": hashlib.sha256(), "short": False}
+        keep = body["mime_type"] == SALVAGE_MIME
+        self.open[attachment_id] = {"next": 0, "size": 0, "sha": hashlib.sha256(), "short": False, "bytes": [] if keep else None}
 
     def chunk(self, seq, attachment_id, index, payload):
         a = self.open.get(attachment_id)
@@ -220,17 +226,21 @@ class Attachments:
         a["next"] = index + 1
         a["size"] += len(payload)
         a["sha"].update(payload)
+        if a["bytes"] is not None:
+            a["bytes"].append(payload)
 
     def end(self, seq, body):
+        """Checks the attachment against its end record; returns a salvage container's bytes."""
         a = self.open.pop(body["attachment_id"], None)
         if a is None:
             self.problems.append(f"seq {seq}: end of an attachment not started")
-            return
+            return None
         ok = a["next"] == body["chunks"] and a["size"] == body["size"] and a["sha"].hexdigest() == body["sha256"]
-        if ok:
-            self.verified += 1
-        else:
+        if not ok:
             self.problems.append(f"seq {seq}: attachment does not match its end record")
+            return None
+        self.verified += 1
+        return b"".join(a["bytes"]) if a["bytes"] is not None else None
 
     def finish(self):
         for _ in self.open:
@@ -238,90 +248,177 @@ class Attachments:
         self.open = {}
 
 
-# --- One stream -------------------------------------------------------------------------------
+# --- Batches and salvage containers -----------------------------------------------------------
+
+
+class Cursor:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated")
+        part = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return part
+
+    def uint(self, n):
+        return int.from_bytes(self.take(n), "big")
+
+    def text(self):
+        return self.take(self.uint(2)).decode("utf-8")
+
+    def done(self):
+        return self.pos == len(self.data)
+
+
+def decode_batch(data):
+    c = Cursor(data)
+    if c.take(4) != b"VBT1":
+        raise ValueError("not a batch")
+    tenant, device, stream = c.text(), c.text(), c.text()
+    epochs = {}
+    for _ in range(c.uint(2)):
+        epoch, kid = c.uint(8), c.text()
+        epochs[epoch] = (kid, c.take(c.uint(2)))
+    records = []
+    for _ in range(c.uint(4)):
+        seq, epoch, record_link = c.uint(8), c.uint(8), c.take(32)
+        records.append((seq, epoch, record_link, c.take(c.uint(4))))
+    if not c.done():
+        raise ValueError("bytes after the last record")
+    return (tenant, device, stream), epochs, records
+
+
+def decode_salvage(data):
+    magic = b"verbatim-salvage/v1\n"
+    if not data.startswith(magic):
+        raise ValueError("not a salvage container")
+    c = Cursor(data[len(magic) :])
+    runs = []
+    while not c.done():
+        header = json.loads(c.take(c.uint(4)).decode("utf-8"))
+        prev_link = None if header["prev_link"] is None else bytes.fromhex(header["prev_link"])
+        runs.append((header["prev_seq"], prev_link, decode_batch(c.take(c.uint(4)))))
+    return runs
+
+
+# --- Verifying and opening a run of records ---------------------------------------------------
+
+
+class Opener:
+    """Verifies a stream's records in order and, with the key, opens and tallies them."""
+
+    def __init__(self, ids, epochs, key):
+        self.ids, self.epochs, self.key, self.keys = ids, epochs, key, {}
+        self.report = {"records": 0, "contiguous_through": 0, "chain_verified": True, "problems": []}
+        if key is not None:
+            self.report.update(opened=0, unreadable=[], kinds={}, agent_events={}, messages=[], salvage=[])
+            self.report["key_id_mismatches"] = sum(1 for kid, _ in epochs.values() if kid != key_id(key[1]))
+        self.attachments = Attachments()
+
+    def run(self, records, prev_seq, prev_link):
+        """Records continuing the chain after (prev_seq, prev_link); prev_link None: the first
+        record's predecessor is lost, so it only anchors the rest and cannot be opened."""
+        report = self.report
+        for seq, epoch, stored_link, ciphertext in records:
+            report["records"] += 1
+            if seq != prev_seq + 1:
+                report["chain_verified"] = False
+                report["problems"].append(f"gap: expected {prev_seq + 1}, found {seq}")
+            elif prev_link is not None and link(prev_link, seq, epoch, ciphertext) != stored_link:
+                report["chain_verified"] = False
+                report["problems"].append(f"seq {seq}: link does not verify")
+            elif report["chain_verified"]:
+                report["contiguous_through"] = seq
+            if self.key is not None:
+                if prev_link is None:
+                    report["unreadable"].append(seq)
+                else:
+                    self.open(seq, epoch, prev_link, ciphertext)
+            # The seal binds the predecessor's link as held.
+            prev_seq, prev_link = seq, stored_link
+
+    def open(self, seq, epoch, prev_link, ciphertext):
+        report = self.report
+        tenant, device, stream = self.ids
+        try:
+            if epoch not in self.epochs:
+                raise ValueError(f"epoch {epoch} not held")
+            if epoch not in self.keys:
+                private_key, public_key = self.key
+                enc = self.epochs[epoch][1]
+                epoch_key = derive_epoch_key(private_key, public_key, enc, epoch_info(tenant, device, stream, epoch))
+                self.keys[epoch] = AESGCM(epoch_key)
+            ad = associated_data(tenant, device, stream, seq, epoch, prev_link)
+            header, payload = decode_plaintext(self.keys[epoch].decrypt(nonce(seq), ciphertext, ad))
+        except (InvalidTag, ValueError) as e:
+            report["unreadable"].append(seq)
+            report["problems"].append(f"seq {seq}: does not open ({type(e).__name__})")
+            return
+        report["opened"] += 1
+        body = header["body"]
+        kind = body["type"]
+        report["kinds"][kind] = report["kinds"].get(kind, 0) + 1
+        try:
+            if kind == "message":
+                text_sha = hashlib.sha256(utf8(body["text"])).hexdigest()
+                report["messages"].append({"seq": seq, "source_id": body["meta"]["source_id"], "text_sha256": text_sha})
+            elif kind == "agent":
+                report["agent_events"][body["event"]] = report["agent_events"].get(body["event"], 0) + 1
+            elif kind == "attachment_start":
+                self.attachments.start(seq, body)
+            elif kind == "attachment_chunk":
+                self.attachments.chunk(seq, body["attachment_id"], body["index"], payload)
+            elif kind == "attachment_end":
+                container = self.attachments.end(seq, body)
+                if container is not None:
+                    report["salvage"].append(open_salvage(body["attachment_id"], container, self.key))
+        except (KeyError, TypeError):
+            report["problems"].append(f"seq {seq}: a {kind} body lacks a documented field")
+
+    def finish(self):
+        if self.key is not None:
+            self.attachments.finish()
+            self.report["problems"].extend(self.attachments.problems)
+            self.report["attachments_verified"] = self.attachments.verified
+        return self.report
+
+
+def open_salvage(attachment_id, container, key):
+    """Verifies and opens the records a recovered store carried from its old stream."""
+    try:
+        runs = decode_salvage(container)
+    except (ValueError, KeyError, TypeError) as e:
+        return {"attachment_id": attachment_id, "problems": [f"salvage container does not decode ({type(e).__name__})"]}
+    opener = None
+    for prev_seq, prev_link, (ids, epochs, records) in runs:
+        if opener is None:
+            opener = Opener(ids, {}, key)
+        opener.epochs.update(epochs)
+        if opener.ids != ids:
+            opener.report["problems"].append("salvage runs of different streams")
+        opener.run(records, prev_seq, prev_link)
+    if opener is None:
+        return {"attachment_id": attachment_id, "problems": ["empty salvage container"]}
+    report = opener.finish()
+    report.pop("key_id_mismatches", None)
+    report.pop("contiguous_through", None)
+    tenant, device, stream = opener.ids
+    report.update(attachment_id=attachment_id, runs=len(runs), old_stream={"tenant": tenant, "device": device, "stream": stream})
+    return report
 
 
 def open_stream(db, row, key):
     sid, tenant, device, stream = row
-    report = {
-        "tenant": tenant,
-        "device": device,
-        "stream": stream,
-        "records": 0,
-        "contiguous_through": 0,
-        "chain_verified": True,
-        "problems": [],
-    }
     epochs = {}
     for epoch, kid, enc in db.execute("SELECT epoch, key_id, encapsulation FROM epochs WHERE stream_id = ?", (sid,)):
         epochs[epoch] = (kid, bytes(enc))
-
-    keys, opened, unreadable, kinds, events, messages = {}, 0, [], {}, {}, []
-    attachments = Attachments()
-    if key is not None:
-        private_key, public_key = key
-        report["key_id_mismatches"] = sum(1 for kid, _ in epochs.values() if kid != key_id(public_key))
-
-    prev_seq, prev_link = 0, genesis(tenant, device, stream)
-    for seq, epoch, stored_link, ciphertext in db.execute(
-        "SELECT seq, epoch, link, ciphertext FROM records WHERE stream_id = ? ORDER BY seq", (sid,)
-    ):
-        stored_link, ciphertext = bytes(stored_link), bytes(ciphertext)
-        report["records"] += 1
-        if seq != prev_seq + 1:
-            report["chain_verified"] = False
-            report["problems"].append(f"gap: expected {prev_seq + 1}, found {seq}")
-        elif link(prev_link, seq, epoch, ciphertext) != stored_link:
-            report["chain_verified"] = False
-            report["problems"].append(f"seq {seq}: link does not verify")
-        elif report["chain_verified"]:
-            report["contiguous_through"] = seq
-
-        if key is not None:
-            try:
-                if epoch not in epochs:
-                    raise ValueError(f"epoch {epoch} not held")
-                if epoch not in keys:
-                    info = epoch_info(tenant, device, stream, epoch)
-                    keys[epoch] = AESGCM(derive_epoch_key(private_key, public_key, epochs[epoch][1], info))
-                ad = associated_data(tenant, device, stream, seq, epoch, prev_link)
-                header, payload = decode_plaintext(keys[epoch].decrypt(nonce(seq), ciphertext, ad))
-            except (InvalidTag, ValueError) as e:
-                unreadable.append(seq)
-                report["problems"].append(f"seq {seq}: does not open ({type(e).__name__})")
-            else:
-                opened += 1
-                body = header["body"]
-                kind = body["type"]
-                kinds[kind] = kinds.get(kind, 0) + 1
-                try:
-                    if kind == "message":
-                        text_sha = hashlib.sha256(utf8(body["text"])).hexdigest()
-                        messages.append({"seq": seq, "source_id": body["meta"]["source_id"], "text_sha256": text_sha})
-                    elif kind == "agent":
-                        events[body["event"]] = events.get(body["event"], 0) + 1
-                    elif kind == "attachment_start":
-                        attachments.start(seq, body["attachment_id"])
-                    elif kind == "attachment_chunk":
-                        attachments.chunk(seq, body["attachment_id"], body["index"], payload)
-                    elif kind == "attachment_end":
-                        attachments.end(seq, body)
-                except (KeyError, TypeError):
-                    report["problems"].append(f"seq {seq}: a {kind} body lacks a documented field")
-        # The seal binds the predecessor's link as held.
-        prev_seq, prev_link = seq, stored_link
-
-    if key is not None:
-        attachments.finish()
-        report["problems"].extend(attachments.problems)
-        report.update(
-            opened=opened,
-            unreadable=unreadable,
-            kinds=kinds,
-            agent_events=events,
-            attachments_verified=attachments.verified,
-            messages=messages,
-        )
+    opener = Opener((tenant, device, stream), epochs, key)
+    records = db.execute("SELECT seq, epoch, link, ciphertext FROM records WHERE stream_id = ? ORDER BY seq", (sid,))
+    opener.run(((seq, epoch, bytes(lk), bytes(ct)) for seq, epoch, lk, ct in records), 0, genesis(tenant, device, stream))
+    report = {"tenant": tenant, "device": device, "stream": stream}
+    report.update(opener.finish())
     return report
 
 
@@ -352,7 +449,8 @@ def main():
     except (Unusable, OSError, sqlite3.Error) as e:
         print(json.dumps({"error": str(e)}))
         return 2
-    ok = all(r["chain_verified"] and not r["problems"] for r in reports)
+    sound = lambda r: r.get("chain_verified", False) and not r["problems"]  # noqa: E731
+    ok = all(sound(r) and all(sound(c) for c in r.get("salvage", [])) for r in reports)
     print(json.dumps({"decrypt": decrypt, "ok": ok, "streams": reports}))
     return 0 if ok else 1
 

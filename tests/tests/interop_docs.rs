@@ -1,6 +1,7 @@
 //! The documentation is enough to build an archive-side opener: `tests/interop/open_export.py`,
 //! written from `docs/record-format.md` alone, verifies and opens what the reference receiver
-//! stored from a real device, and catches a record altered in the store.
+//! stored from a real device, the records a recovered device carried in a salvage container,
+//! and catches a record altered in the store.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,9 @@ use std::process::Command;
 use base64::Engine;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+use verbatim_core::CaptureOutcome;
 use verbatim_core::model::Event;
+use verbatim_core::queue::recover;
 use verbatim_tests::*;
 
 fn script() -> PathBuf {
@@ -156,4 +159,76 @@ async fn the_docs_opener_reports_a_record_altered_in_the_store() {
     if report["decrypt"] == "yes" {
         assert_eq!(stream["unreadable"], Json::Array(vec![target.into()]), "only the altered record fails to open");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_opener_verifies_and_opens_the_records_a_recovered_store_carried() {
+    if !python_available() {
+        return;
+    }
+    let mut world = World::start().await;
+    let agent = world.device(&[]).await;
+    let captured = world.capture(&agent, 99, 40).await;
+    agent.close().await.unwrap();
+
+    // A message in the middle of the queue is damaged on disk; recovery carries every intact
+    // record of the old stream into a new one, in a salvage container.
+    let message_seqs: Vec<(u64, &verbatim_core::model::Message)> = captured
+        .in_scope()
+        .filter_map(|e| match (&e.event, e.outcome) {
+            (Event::Message(m), CaptureOutcome::Captured { first_seq, .. }) => Some((first_seq, m)),
+            _ => None,
+        })
+        .collect();
+    let victim = message_seqs[message_seqs.len() / 2].0;
+    tamper_queue_record(&world.device_dir(), victim, Tamper::Naive);
+    let recovery = recover::recover(&world.device_dir()).expect("recovery runs");
+    assert!(recovery.new_stream, "{recovery:?}");
+    assert_eq!(recovery.lost, [recover::SeqRange { first: victim, last: victim }], "{recovery:?}");
+    let salvage_id = recovery.salvage_attachment.clone().expect("a salvage container");
+    let carried: u64 = recovery.recovered.iter().map(|r| r.last - r.first + 1).sum();
+
+    let agent = world.reopen().await;
+    upload_until_done(&agent, 2).await;
+    let last_seq = agent.status().last_seq;
+    agent.close().await.unwrap();
+    world.assert_archive_complete(last_seq);
+    world.receiver.stop().await;
+
+    let key_file = world.dir.path().join("archive-private.key");
+    write_private_key(&world.key, &key_file);
+    let (status, report) = run_opener(&world.archive_dir(), &key_file);
+    assert_eq!(status, 0, "{report:#}");
+    if report["decrypt"] != "yes" {
+        eprintln!("NOTE: the salvage container was not opened: decryption is {}", report["decrypt"]);
+        return;
+    }
+    let stream = &report["streams"][0];
+    assert_eq!(stream["opened"], last_seq, "the new stream opens whole: {:#}", stream["problems"]);
+    let salvage = stream["salvage"].as_array().expect("salvage reports");
+    assert_eq!(salvage.len(), 1, "{report:#}");
+    let salvage = &salvage[0];
+    assert_eq!(salvage["attachment_id"], salvage_id.as_str());
+    assert_eq!(salvage["old_stream"]["tenant"], TENANT);
+    assert_eq!(salvage["old_stream"]["device"], DEVICE);
+    assert_eq!(salvage["chain_verified"], true, "every carried run verifies from its anchor: {salvage:#}");
+    assert_eq!(salvage["problems"], Json::Array(vec![]), "{salvage:#}");
+    assert_eq!(salvage["records"], carried);
+    let unopenable: Vec<u64> = recovery.unopenable.iter().flat_map(|r| r.first..=r.last).collect();
+    assert_eq!(salvage["unreadable"], serde_json::json!(unopenable));
+    assert_eq!(salvage["opened"], carried - unopenable.len() as u64);
+
+    // Every message but the damaged one is carried, with the text the app gave.
+    let expected: HashMap<String, String> = message_seqs
+        .iter()
+        .filter(|(seq, _)| *seq != victim)
+        .map(|(_, m)| (m.meta.source_id.clone(), sha256_hex(&m.text)))
+        .collect();
+    let opened: HashMap<String, String> = salvage["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| (m["source_id"].as_str().unwrap().to_string(), m["text_sha256"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(opened, expected, "the carried messages are exactly the intact ones");
 }
