@@ -232,3 +232,60 @@ async fn the_docs_opener_verifies_and_opens_the_records_a_recovered_store_carrie
         .collect();
     assert_eq!(opened, expected, "the carried messages are exactly the intact ones");
 }
+
+/// The `### Test vector` block of docs/record-format.md, as name → bytes.
+fn documented_test_vector() -> HashMap<String, Vec<u8>> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/record-format.md")).expect("the doc");
+    let section = doc.split("### Test vector").nth(1).expect("the doc has a test vector");
+    let block = section.split("```text").nth(1).and_then(|b| b.split("```").next()).expect("its text block");
+    block
+        .lines()
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .map(|(name, value)| (name.to_string(), hex::decode(value.trim()).unwrap_or_else(|_| panic!("{name} is hex"))))
+        .collect()
+}
+
+#[test]
+fn the_documented_test_vector_is_what_the_core_computes() {
+    use verbatim_core::chain::{self, StreamId};
+    use verbatim_core::record::{AgentEvent, Record, RecordBody};
+    use verbatim_core::seal::{self, ArchiveSecretKey, EpochKey};
+
+    let v = documented_test_vector();
+    let get = |name: &str| v.get(name).unwrap_or_else(|| panic!("the vector gives {name}")).clone();
+    let stream = StreamId { tenant: "acme".into(), device: "dev-1".into(), stream: "0123456789abcdef0123456789abcdef".into() };
+    let secret = ArchiveSecretKey::from_bytes(&get("archive_private_key")).unwrap();
+    let public = seal::public_key_of(&secret).unwrap();
+    assert_eq!(public.to_vec(), get("archive_public_key"));
+    assert_eq!(seal::key_id(&public), hex::encode(get("key_id")));
+    let ephemeral = ArchiveSecretKey::from_bytes(&get("ephemeral_private_key")).unwrap();
+    assert_eq!(seal::public_key_of(&ephemeral).unwrap().to_vec(), get("encapsulation"), "enc is the ephemeral public key");
+
+    // HPKE: info and the exporter, through the derived key.
+    let epoch_key = seal::derive_epoch_key(&secret, &get("encapsulation"), &stream, 1).unwrap();
+    assert_eq!(epoch_key.to_vec(), get("epoch_key"));
+    let ids: Vec<u8> = [&stream.tenant, &stream.device, &stream.stream]
+        .iter()
+        .flat_map(|part| [(part.len() as u32).to_be_bytes().to_vec(), part.as_bytes().to_vec()].concat())
+        .collect();
+    let info = [&b"verbatim/epoch/v1"[..], &ids, &1u64.to_be_bytes()].concat();
+    assert_eq!(info, get("info"), "the documented info layout");
+
+    // The chain and the record seal: AES-GCM is deterministic given key, nonce and aad, so
+    // equal ciphertexts prove the documented nonce and associated data.
+    let genesis = chain::genesis(&stream);
+    assert_eq!(genesis.to_vec(), get("genesis"));
+    let key = EpochKey::open(&secret, &get("encapsulation"), &stream, 1).unwrap();
+    assert_eq!(key.seal(&stream, 1, &genesis, &get("plaintext")).unwrap(), get("ciphertext"));
+    assert_eq!(key.open_record(&stream, 1, &genesis, &get("ciphertext")).unwrap(), get("plaintext"));
+    assert_eq!(chain::link(&genesis, 1, 1, &get("ciphertext")).to_vec(), get("link"));
+    assert_eq!([&[0u8; 4][..], &1u64.to_be_bytes()].concat(), get("nonce"));
+    let aad = [&b"verbatim/record/v1"[..], &ids, &1u64.to_be_bytes(), &1u64.to_be_bytes(), &genesis].concat();
+    assert_eq!(aad, get("aad"), "the documented associated data layout");
+
+    // The plaintext is exactly what the core encodes for that event.
+    let record =
+        Record::new(1751364000000, RecordBody::Agent(AgentEvent::Started { agent_version: "0.1.0".into(), after_crash: false }));
+    assert_eq!(record.encode(), get("plaintext"));
+    assert_eq!(Record::decode(&get("plaintext")).unwrap(), record);
+}
