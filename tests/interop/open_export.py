@@ -422,6 +422,10 @@ def open_stream(db, row, key):
     return report
 
 
+def sound(report):
+    return report.get("chain_verified", False) and not report["problems"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the receiver's data directory (holds archive.db)")
@@ -449,7 +453,6 @@ def main():
     except (Unusable, OSError, sqlite3.Error) as e:
         print(json.dumps({"error": str(e)}))
         return 2
-    sound = lambda r: r.get("chain_verified", False) and not r["problems"]  # noqa: E731
     ok = all(sound(r) and all(sound(c) for c in r.get("salvage", [])) for r in reports)
     print(json.dumps({"decrypt": decrypt, "ok": ok, "streams": reports}))
     return 0 if ok else 1
