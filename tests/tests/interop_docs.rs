@@ -289,3 +289,36 @@ fn the_documented_test_vector_is_what_the_core_computes() {
     assert_eq!(record.encode(), get("plaintext"));
     assert_eq!(Record::decode(&get("plaintext")).unwrap(), record);
 }
+
+#[test]
+fn the_documented_worked_example_is_what_the_core_encodes() {
+    use verbatim_core::model::{Channel, Direction, EventMeta, Message};
+    use verbatim_core::record::{Record, RecordBody};
+
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/record-format.md")).expect("the doc");
+    let section = doc.split("### Worked example").nth(1).expect("the doc has a worked example");
+    let block = section.split("```json").nth(1).and_then(|b| b.split("```").next()).expect("its JSON block");
+    // Shown on several lines for reading; one line without the indentation in the record.
+    let header: String = block.lines().map(str::trim).collect();
+    assert_eq!(header.len(), 306, "the documented header length");
+
+    let meta = EventMeta {
+        channel: Channel::Whatsapp,
+        line: "+15550100".into(),
+        conversation_id: "conv-1".into(),
+        source_id: "msg-1".into(),
+        source_time_ms: 1751364000000,
+    };
+    let message = Message {
+        meta,
+        direction: Direction::Outbound,
+        sender: "+15550100".into(),
+        recipients: vec!["+15550111".into()],
+        text: "Bonjour".into(),
+        attachment_ids: vec![],
+        reply_to: None,
+    };
+    let encoded = Record::new(1751364000002, RecordBody::Message(message)).encode();
+    assert_eq!(encoded[..5], [0x01, 0x00, 0x00, 0x01, 0x32], "version and header length as documented");
+    assert_eq!(std::str::from_utf8(&encoded[5..]).unwrap(), header, "the header byte for byte");
+}
