@@ -15,8 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 
 const CRLF: &str = "\r\n";
 
+/// Printable ASCII that a mail reader shows as is: not holding `=?`, which would start what
+/// a reader decodes as an encoded word (a device could spell a line break that way).
 fn is_plain(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    s.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !s.contains("=?")
 }
 
 /// RFC 2047 `B` encoded words for `value`, each at most 75 characters, split on character
@@ -249,7 +251,8 @@ mod tests {
 
     #[test]
     fn decoded_headers_hold_no_line_break_or_control_character() {
-        let hostile = ["Zoë\r\nBcc: x@y", "a\nb", "a\rb", "tab\there", "nul\0", "del\u{7f}", "c1\u{85}", "ls\u{2028}", "\u{202e}fdp.exe"];
+        let hostile =
+            ["Zoë\r\nBcc: x@y", "a\nb", "a\rb", "tab\there", "nul\0", "del\u{7f}", "c1\u{85}", "ls\u{2028}", "\u{202e}fdp.exe"];
         for v in hostile {
             for s in [unstructured(v), phrase(v)] {
                 let d = decoded(s.trim_matches('"'));
@@ -261,6 +264,9 @@ mod tests {
         assert_eq!(decoded(&phrase("Zoë\r\nBcc: x@y")), "Zoë\u{fffd}\u{fffd}Bcc: x@y");
         assert_eq!(unstructured("a\nb"), "=?UTF-8?B?Ye+/vWI=?=");
         assert_eq!(header_safe("plain text"), "plain text");
+        // Text that spells an encoded word is itself encoded: it reads back as typed.
+        assert_eq!(unstructured("=?UTF-8?B?Cg==?="), "=?UTF-8?B?PT9VVEYtOD9CP0NnPT0/PQ==?=");
+        assert_eq!(decoded(&phrase("=?UTF-8?B?Cg==?=")), "=?UTF-8?B?Cg==?=");
         assert_eq!(mime_param("filename", "a\r\n.pdf"), "filename*=UTF-8''a%EF%BF%BD%EF%BF%BD.pdf");
         assert_eq!(mime_param("filename", "r\u{e9}sum\u{e9}.pdf"), "filename*=UTF-8''r%C3%A9sum%C3%A9.pdf");
         assert_eq!(safe_mime_type("image/PNG"), "image/png");

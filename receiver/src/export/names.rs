@@ -91,10 +91,8 @@ impl PathClaims {
 /// removed, at most 150 bytes (keeping a short extension), `attachment` when nothing is left.
 pub fn safe_base_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last
-        .chars()
-        .map(|c| if super::eml::is_unsafe_in_header(c) || ":*?\"<>|".contains(c) { '_' } else { c })
-        .collect();
+    let cleaned: String =
+        last.chars().map(|c| if super::eml::is_unsafe_in_header(c) || ":*?\"<>|".contains(c) { '_' } else { c }).collect();
     let trimmed = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']);
     if trimmed.is_empty() {
         return "attachment".to_string();
@@ -174,12 +172,66 @@ mod tests {
     /// with every case variant that matters on a case-insensitive file system.
     fn hostile_ids() -> Vec<String> {
         let bases = [
-            "x", "x.jsonl", "x.JSONL", "x.jsonl.jsonl", "x.partial", "x.incomplete", ".", "..", "...", "a/b", "a\\b", "a_b",
-            "a-b", "a b", "a/../b", "../../etc/passwd", "/abs", "~", "~root", "x~0123", "-rf", "_x", ".hidden", "con",
-            "CON", "con.txt", "nul", "com1", "lpt9", "com10", "attachments", "eml", "records.jsonl", "Pixel-7",
-            "pixel-7", "PIXEL-7", "E621E1F8-C36C-495A-93FC-0C247A3E6E5F", "e621e1f8-c36c-495a-93fc-0c247a3e6e5f",
-            "café", "cafe\u{301}", "CAFÉ", "İstanbul", "istanbul", "ß", "ss", "SS", "ﬀ", "ff", "Ω", "ω", "Ω",
-            "🙂", "日本", "\u{202e}fdp.exe", "a:b", "a*b", "a?b", "a\"b", "a<b>", "a|b",
+            "x",
+            "x.jsonl",
+            "x.JSONL",
+            "x.jsonl.jsonl",
+            "x.partial",
+            "x.incomplete",
+            ".",
+            "..",
+            "...",
+            "a/b",
+            "a\\b",
+            "a_b",
+            "a-b",
+            "a b",
+            "a/../b",
+            "../../etc/passwd",
+            "/abs",
+            "~",
+            "~root",
+            "x~0123",
+            "-rf",
+            "_x",
+            ".hidden",
+            "con",
+            "CON",
+            "con.txt",
+            "nul",
+            "com1",
+            "lpt9",
+            "com10",
+            "attachments",
+            "eml",
+            "records.jsonl",
+            "Pixel-7",
+            "pixel-7",
+            "PIXEL-7",
+            "E621E1F8-C36C-495A-93FC-0C247A3E6E5F",
+            "e621e1f8-c36c-495a-93fc-0c247a3e6e5f",
+            "café",
+            "cafe\u{301}",
+            "CAFÉ",
+            "İstanbul",
+            "istanbul",
+            "ß",
+            "ss",
+            "SS",
+            "ﬀ",
+            "ff",
+            "Ω",
+            "ω",
+            "Ω",
+            "🙂",
+            "日本",
+            "\u{202e}fdp.exe",
+            "a:b",
+            "a*b",
+            "a?b",
+            "a\"b",
+            "a<b>",
+            "a|b",
         ];
         let mut ids: Vec<String> = bases.iter().map(|s| s.to_string()).collect();
         for b in bases {

@@ -112,7 +112,10 @@ struct Partial {
 enum EpochState {
     Open(EpochKey),
     /// No key for it, or it is not held: `problem` is reported once, with `records`.
-    Unavailable { problem: String, records: u64 },
+    Unavailable {
+        problem: String,
+        records: u64,
+    },
 }
 
 struct PendingCall {
