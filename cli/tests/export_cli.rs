@@ -12,8 +12,11 @@ use verbatim_receiver::store::{Mode, Outcome, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
+/// An archive key pair: public key, key id, private key file.
+type Key = ([u8; 32], String, std::path::PathBuf);
+
 /// A key pair made by `verbatim_receiver::keygen` (as `verbatim keygen` does) in `dir`.
-fn key(dir: &Path) -> ([u8; 32], String, std::path::PathBuf) {
+fn key(dir: &Path) -> Key {
     use base64::Engine as _;
     let info = verbatim_receiver::keygen(dir).unwrap();
     let public = base64::engine::general_purpose::STANDARD.decode(&info.public_b64).unwrap().try_into().unwrap();
@@ -22,7 +25,7 @@ fn key(dir: &Path) -> ([u8; 32], String, std::path::PathBuf) {
 
 /// A batch of `counts.len()` epochs, epoch `e` holding `counts[e].1` records sealed to
 /// `counts[e].0` (a public key and its id).
-fn stream(device: &str, name: &str, counts: &[(&([u8; 32], String, std::path::PathBuf), usize)]) -> Batch {
+fn stream(device: &str, name: &str, counts: &[(&Key, usize)]) -> Batch {
     let id = StreamId { tenant: "acme".into(), device: device.into(), stream: name.into() };
     let mut prev = chain::genesis(&id);
     let (mut epochs, mut records) = (Vec::new(), Vec::new());

@@ -97,9 +97,12 @@ impl ExportSummary {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for s in &self.streams {
+            // Ids come from devices: nothing in them may steer the terminal or reorder the line.
+            let (tenant, device, stream) =
+                (eml::header_safe(&s.tenant), eml::header_safe(&s.device), eml::header_safe(&s.stream));
             out.push_str(&format!(
                 "{}/{}/{}: {} records, {} messages, {} edits, {} unsends, {} reactions, {} calls, {} attachments ({} omitted), {} agent events, {} .eml, {} unreadable -> {}\n",
-                s.tenant, s.device, s.stream, s.records, s.messages, s.edits, s.unsends, s.reactions, s.calls,
+                tenant, device, stream, s.records, s.messages, s.edits, s.unsends, s.reactions, s.calls,
                 s.attachments, s.attachments_omitted, s.agent_events, s.eml_files, s.unreadable, s.jsonl
             ));
             for e in &s.errors {
@@ -123,7 +126,9 @@ impl ExportSummary {
         if !self.complete() {
             out.push_str(&format!("export INCOMPLETE: {} stream(s) failed:\n", self.failed_streams));
             for s in self.streams.iter().filter(|s| s.failure.is_some()) {
-                out.push_str(&format!("    {}/{}/{}\n", s.tenant, s.device, s.stream));
+                let (tenant, device, stream) =
+                    (eml::header_safe(&s.tenant), eml::header_safe(&s.device), eml::header_safe(&s.stream));
+                out.push_str(&format!("    {tenant}/{device}/{stream}\n"));
             }
         }
         out

@@ -110,7 +110,7 @@ struct Partial {
 
 /// What one epoch of the stream opens with.
 enum EpochState {
-    Open(EpochKey),
+    Open(Box<EpochKey>),
     /// No key for it, or it is not held: `problem` is reported once, with `records`.
     Unavailable {
         problem: String,
@@ -184,7 +184,7 @@ fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &KeyRi
         return unavailable(format!("epoch {epoch}: no private key for archive key id {key_id}"));
     };
     match EpochKey::open(secret, &info.encapsulation, id, epoch) {
-        Ok(key) => EpochState::Open(key),
+        Ok(key) => EpochState::Open(Box::new(key)),
         // The core's detail already names the epoch.
         Err(e) => unavailable(format!("{} (archive key id {key_id})", e.detail)),
     }
