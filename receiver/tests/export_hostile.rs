@@ -177,16 +177,22 @@ fn hostile_ids_get_distinct_paths_inside_the_output_directory() {
     let summary = export(&data, &archive.secret, &out).unwrap();
     assert!(summary.ok() && summary.complete(), "{}", summary.to_text());
     assert_eq!(summary.streams.len(), sealers.len());
+    let exported: BTreeSet<StreamId> = summary
+        .streams
+        .iter()
+        .map(|s| StreamId { tenant: s.tenant.clone(), device: s.device.clone(), stream: s.stream.clone() })
+        .collect();
+    assert_eq!(exported, sealers.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>());
     let mut seen = BTreeSet::new();
-    for (s, sealer) in summary.streams.iter().zip(sealers.iter().map(|s| &s.id).collect::<BTreeSet<_>>()) {
-        assert_eq!((&s.tenant, &s.device, &s.stream), (&sealer.tenant, &sealer.device, &sealer.stream));
+    for s in &summary.streams {
         assert!(seen.insert(s.jsonl.to_lowercase()), "{} shared", s.jsonl);
         let dir_of_stream = s.jsonl.trim_end_matches(".jsonl").to_lowercase();
         assert!(seen.insert(dir_of_stream.clone()), "{dir_of_stream} shared");
         // Written where the summary says, inside the output directory.
         let path = out.join(&s.jsonl).canonicalize().unwrap();
         assert!(path.starts_with(out.canonicalize().unwrap()), "{}", path.display());
-        let wanted = sealers.iter().find(|x| x.id.stream == s.stream && x.id.device == s.device).unwrap().records.len();
+        let wanted = sealers.iter().find(|x| (&x.id.tenant, &x.id.device, &x.id.stream) == (&s.tenant, &s.device, &s.stream));
+        let wanted = wanted.unwrap().records.len();
         assert_eq!(lines(&out, &s.jsonl).len(), wanted, "{}", s.jsonl);
     }
     assert!(!dir.path().join("tmp").exists() && !Path::new("/tmp/escape").exists());
