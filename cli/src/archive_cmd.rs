@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 the check found problems (verify: a gap, a chain failure or an
 //! alert; export: records that did not open or attachments that did not match); 2 the
-//! command could not run (bad arguments, unreadable files, port in use).
+//! command could not run (bad arguments, unreadable files, port in use); 3 (export only) a
+//! partial export: some streams could not be exported, every other one was.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -196,13 +197,20 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Exit status:
+  0  everything exported, no error
+  1  everything exported; the summary lists errors (records that did not open, attachments
+     that did not match their SHA-256)
+  2  could not run (key file missing or readable by others, no database, output not writable)
+  3  partial export: the streams listed as FAILED could not be exported; every other stream was")]
 pub struct ExportArgs {
     /// The receiver's data directory.
     #[arg(long)]
     data: PathBuf,
-    /// The archive private key file (from `verbatim keygen`).
-    #[arg(long)]
-    key: PathBuf,
+    /// An archive private key file (from `verbatim keygen`). Repeat it for the keys of
+    /// earlier rotations: each epoch opens with the key whose id it names.
+    #[arg(long, required = true)]
+    key: Vec<PathBuf>,
     /// Output directory (created if missing; an earlier export's files are overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -211,19 +219,31 @@ pub struct ExportArgs {
     json: bool,
 }
 
+/// Exit status of `verbatim export` for a partial export (see [`ExportArgs`]).
+pub const EXIT_PARTIAL_EXPORT: u8 = 3;
+
 pub fn export(args: ExportArgs) -> ExitCode {
-    let secret = match verbatim_receiver::load_secret(&args.key) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    match verbatim_receiver::export(&args.data, &secret, &args.out) {
+    let mut secrets = Vec::with_capacity(args.key.len());
+    for path in &args.key {
+        match verbatim_receiver::load_secret(path) {
+            Ok(s) => secrets.push(s),
+            Err(e) => return fail(e),
+        }
+    }
+    match verbatim_receiver::export_with_keys(&args.data, &secrets, &args.out) {
         Ok(summary) => {
             if args.json {
                 println!("{}", summary.to_json());
             } else {
                 print!("{}", summary.to_text());
             }
-            if summary.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if !summary.complete() {
+                ExitCode::from(EXIT_PARTIAL_EXPORT)
+            } else if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => fail(e),
     }

@@ -19,7 +19,7 @@ pub mod tokens;
 pub mod verify;
 
 pub use error::{Error, Result};
-pub use export::{ExportSummary, export, source_ids};
+pub use export::{ExportSummary, KeyRing, export, export_with_keys, source_ids};
 pub use faults::{Fault, FaultPlan};
 pub use keys::{KeyInfo, keygen, load_secret};
 pub use server::{BackgroundReceiver, Limits, Receiver, ReceiverConfig, RunningReceiver};

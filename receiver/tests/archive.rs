@@ -282,10 +282,16 @@ async fn export_reports_a_wrong_sha256_and_records_that_do_not_open() {
     assert_eq!(summary.errors, 1);
     assert!(summary.streams[0].errors[0].contains("does not match"), "{:?}", summary.streams[0].errors);
 
-    // Another archive's key opens nothing; every record is listed, none is written as content.
+    // Another archive's key opens nothing: one error for the epoch (not one per record), every
+    // record counted unreadable and still a line, none written as content.
     let (other, _) = verbatim_core::seal::generate_archive_keypair();
     let summary = export(&data, &other, &dir.path().join("out2")).unwrap();
-    assert_eq!(summary.errors as usize, recs.len());
+    assert_eq!(summary.errors, 1);
+    assert_eq!(summary.unreadable as usize, recs.len());
+    assert_eq!(
+        summary.streams[0].errors,
+        [format!("epoch 1: no private key for archive key id {} ({} records unreadable)", archive.key_id, recs.len())]
+    );
     let jsonl = std::fs::read_to_string(dir.path().join("out2").join(&summary.streams[0].jsonl)).unwrap();
     assert!(jsonl.lines().all(|l| l.contains("\"type\":\"unreadable\"")));
 }

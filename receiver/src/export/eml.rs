@@ -1,6 +1,10 @@
 //! Writing RFC 5322 / MIME messages: CRLF line endings, RFC 2047 encoded words for headers
 //! that are not plain ASCII, UTF-8 text bodies in quoted-printable, files as base64 parts
 //! streamed from disk (memory stays bounded whatever the file size).
+//!
+//! Header values come from the device, so they are sanitised before they are encoded: an
+//! encoded word decodes back to whatever it holds, and a CR or LF in a decoded address makes
+//! mail parsers refuse the whole message (and, in a less careful one, starts a new header).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -11,8 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 
 const CRLF: &str = "\r\n";
 
+/// Printable ASCII that a mail reader shows as is: not holding `=?`, which would start what
+/// a reader decodes as an encoded word (a device could spell a line break that way).
 fn is_plain(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    s.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !s.contains("=?")
 }
 
 /// RFC 2047 `B` encoded words for `value`, each at most 75 characters, split on character
@@ -33,25 +39,49 @@ fn encoded_words(value: &str) -> String {
     words.join("\r\n ")
 }
 
-/// An unstructured header value (Subject, X-Verbatim-*): as is when plain ASCII and short,
-/// encoded words otherwise (which also neutralises any line break a device put in it).
-pub fn unstructured(value: &str) -> String {
-    if is_plain(value) && value.len() <= 900 { value.to_string() } else { encoded_words(value) }
+/// Characters no header value may hold, even once decoded: control characters (C0 with CR,
+/// LF and tab, DEL, C1), the Unicode line and paragraph separators, and the invisible
+/// direction marks and overrides that make a text read differently from what it is.
+pub fn is_unsafe_in_header(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// A display name: a quoted string when plain ASCII, encoded words otherwise.
-pub fn phrase(value: &str) -> String {
-    if is_plain(value) && value.len() <= 200 {
-        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{escaped}\"")
+/// `value` with every character of [`is_unsafe_in_header`] replaced by U+FFFD (the
+/// replacement character), so the header shows that something was there. The JSON Lines keep
+/// the value as captured.
+pub fn header_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().any(is_unsafe_in_header) {
+        value.chars().map(|c| if is_unsafe_in_header(c) { '\u{fffd}' } else { c }).collect::<String>().into()
     } else {
-        encoded_words(value)
+        value.into()
     }
 }
 
-/// A MIME parameter (`name="value"`, or RFC 2231 `name*=UTF-8''...` when not plain).
+/// An unstructured header value (Subject, X-Verbatim-*), sanitised ([`header_safe`]): as is
+/// when plain ASCII and short, encoded words otherwise.
+pub fn unstructured(value: &str) -> String {
+    let value = header_safe(value);
+    if is_plain(&value) && value.len() <= 900 { value.into_owned() } else { encoded_words(&value) }
+}
+
+/// A display name, sanitised ([`header_safe`]): a quoted string when plain ASCII, encoded
+/// words otherwise.
+pub fn phrase(value: &str) -> String {
+    let value = header_safe(value);
+    if is_plain(&value) && value.len() <= 200 {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    } else {
+        encoded_words(&value)
+    }
+}
+
+/// A MIME parameter (`name="value"`, or RFC 2231 `name*=UTF-8''...` when not plain),
+/// sanitised ([`header_safe`]).
 pub fn mime_param(name: &str, value: &str) -> String {
-    if is_plain(value) && !value.contains(['"', '\\']) && value.len() <= 200 {
+    let value = header_safe(value);
+    if is_plain(&value) && !value.contains(['"', '\\']) && value.len() <= 200 {
         format!("{name}=\"{value}\"")
     } else {
         let mut enc = String::new();
@@ -136,8 +166,11 @@ pub fn write(
             write!(w, "This is a MIME message.{CRLF}--{boundary}{CRLF}{text_headers}{CRLF}")?;
             w.write_all(quoted_printable(text).as_bytes())?;
             write!(w, "--{boundary}{CRLF}")?;
-            write!(w, "Content-Type: {}; {}{CRLF}", safe_mime_type(part.mime_type), mime_param("name", part.file_name))?;
-            write!(w, "Content-Disposition: attachment; {}{CRLF}", mime_param("filename", part.file_name))?;
+            // The name a mail client saves the file under: never a path (the JSON Lines keep
+            // the name as captured).
+            let base = super::names::safe_base_name(part.file_name);
+            write!(w, "Content-Type: {}; {}{CRLF}", safe_mime_type(part.mime_type), mime_param("name", &base))?;
+            write!(w, "Content-Disposition: attachment; {}{CRLF}", mime_param("filename", &base))?;
             write!(w, "Content-Transfer-Encoding: base64{CRLF}{CRLF}")?;
             write_base64(&mut w, part.path)?;
             write!(w, "--{boundary}--{CRLF}")?;
@@ -202,6 +235,39 @@ mod tests {
             }
         }
         assert_eq!(phrase("a\"b"), "\"a\\\"b\"");
+    }
+
+    /// Decodes the encoded words of a header value (what a mail reader shows).
+    fn decoded(value: &str) -> String {
+        let mut out = String::new();
+        for word in value.split("\r\n ") {
+            match word.strip_prefix("=?UTF-8?B?").and_then(|w| w.strip_suffix("?=")) {
+                Some(b64) => out.push_str(std::str::from_utf8(&STANDARD.decode(b64).unwrap()).unwrap()),
+                None => out.push_str(word),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn decoded_headers_hold_no_line_break_or_control_character() {
+        let hostile =
+            ["Zoë\r\nBcc: x@y", "a\nb", "a\rb", "tab\there", "nul\0", "del\u{7f}", "c1\u{85}", "ls\u{2028}", "\u{202e}fdp.exe"];
+        for v in hostile {
+            for s in [unstructured(v), phrase(v)] {
+                let d = decoded(s.trim_matches('"'));
+                assert!(!d.chars().any(is_unsafe_in_header), "{v:?} -> {s} -> {d:?}");
+                assert!(d.contains('\u{fffd}'), "{v:?}: the replacement shows: {d:?}");
+            }
+            assert!(!mime_param("filename", v).contains(['\r', '\n']));
+        }
+        assert_eq!(decoded(&phrase("Zoë\r\nBcc: x@y")), "Zoë\u{fffd}\u{fffd}Bcc: x@y");
+        assert_eq!(unstructured("a\nb"), "=?UTF-8?B?Ye+/vWI=?=");
+        assert_eq!(header_safe("plain text"), "plain text");
+        // Text that spells an encoded word is itself encoded: it reads back as typed.
+        assert_eq!(unstructured("=?UTF-8?B?Cg==?="), "=?UTF-8?B?PT9VVEYtOD9CP0NnPT0/PQ==?=");
+        assert_eq!(decoded(&phrase("=?UTF-8?B?Cg==?=")), "=?UTF-8?B?Cg==?=");
+        assert_eq!(mime_param("filename", "a\r\n.pdf"), "filename*=UTF-8''a%EF%BF%BD%EF%BF%BD.pdf");
         assert_eq!(mime_param("filename", "r\u{e9}sum\u{e9}.pdf"), "filename*=UTF-8''r%C3%A9sum%C3%A9.pdf");
         assert_eq!(safe_mime_type("image/PNG"), "image/png");
         assert_eq!(safe_mime_type("text/html\r\nX: y"), "application/octet-stream");

@@ -1,7 +1,10 @@
-//! Export: opens every held record with the archive private key and writes, per stream,
+//! Export: opens every held record with the archive private keys and writes, per stream,
 //! JSON Lines (one object per record), reassembled attachment files, and one RFC 5322
 //! message per conversation event (docs/export-formats.md). Streams records one at a time:
 //! memory stays bounded by one record and one attachment chunk.
+//!
+//! Streams are exported independently: one stream that cannot be written (or read) is
+//! reported as failed and every other stream is still exported.
 
 mod eml;
 mod names;
@@ -10,9 +13,11 @@ mod stream;
 
 pub use source_ids::source_ids;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
+use verbatim_core::chain::StreamId;
 use verbatim_core::seal::ArchiveSecretKey;
 
 use crate::error::{Error, Result};
@@ -37,9 +42,27 @@ pub struct StreamExport {
     pub attachments_omitted: u64,
     pub agent_events: u64,
     pub eml_files: u64,
-    /// Records that did not open, attachments that did not reassemble or whose SHA-256 did
-    /// not match, files that could not be written. Never content.
+    /// Records that did not open (each still has an `unreadable` line).
+    pub unreadable: u64,
+    /// Records that did not open (one line per record whose own seal failed, one per epoch
+    /// that no key opens), attachments that did not reassemble or whose SHA-256 did not
+    /// match. Never content.
     pub errors: Vec<String>,
+    /// Why this stream's export stopped before its end (its output is incomplete); `None`
+    /// when it was exported in full.
+    pub failure: Option<String>,
+}
+
+impl StreamExport {
+    fn new(id: &StreamId, paths: &stream::StreamPaths) -> StreamExport {
+        StreamExport {
+            tenant: id.tenant.clone(),
+            device: id.device.clone(),
+            stream: id.stream.clone(),
+            jsonl: paths.jsonl.clone(),
+            ..StreamExport::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -50,12 +73,21 @@ pub struct ExportSummary {
     pub attachments: u64,
     pub agent_events: u64,
     pub eml_files: u64,
+    pub unreadable: u64,
     pub errors: u64,
+    /// Streams whose export stopped before their end (see [`StreamExport::failure`]).
+    pub failed_streams: u64,
 }
 
 impl ExportSummary {
+    /// Everything exported, nothing to report.
     pub fn ok(&self) -> bool {
-        self.errors == 0
+        self.errors == 0 && self.failed_streams == 0
+    }
+
+    /// Every stream was exported to its end (records may still have been reported).
+    pub fn complete(&self) -> bool {
+        self.failed_streams == 0
     }
 
     pub fn to_json(&self) -> String {
@@ -65,55 +97,147 @@ impl ExportSummary {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for s in &self.streams {
+            // Ids come from devices: nothing in them may steer the terminal or reorder the line.
+            let (tenant, device, stream) =
+                (eml::header_safe(&s.tenant), eml::header_safe(&s.device), eml::header_safe(&s.stream));
             out.push_str(&format!(
-                "{}/{}/{}: {} records, {} messages, {} edits, {} unsends, {} reactions, {} calls, {} attachments ({} omitted), {} agent events, {} .eml -> {}\n",
-                s.tenant, s.device, s.stream, s.records, s.messages, s.edits, s.unsends, s.reactions, s.calls,
-                s.attachments, s.attachments_omitted, s.agent_events, s.eml_files, s.jsonl
+                "{}/{}/{}: {} records, {} messages, {} edits, {} unsends, {} reactions, {} calls, {} attachments ({} omitted), {} agent events, {} .eml, {} unreadable -> {}\n",
+                tenant, device, stream, s.records, s.messages, s.edits, s.unsends, s.reactions, s.calls,
+                s.attachments, s.attachments_omitted, s.agent_events, s.eml_files, s.unreadable, s.jsonl
             ));
             for e in &s.errors {
                 out.push_str(&format!("    error: {e}\n"));
             }
+            if let Some(f) = &s.failure {
+                out.push_str(&format!("    FAILED: {f} (this stream's export is incomplete)\n"));
+            }
         }
         out.push_str(&format!(
-            "{} stream(s): {} records, {} messages, {} attachments, {} agent events, {} .eml files; {} error(s)\n",
+            "{} stream(s): {} records, {} messages, {} attachments, {} agent events, {} .eml files, {} unreadable; {} error(s)\n",
             self.streams.len(),
             self.records,
             self.messages,
             self.attachments,
             self.agent_events,
             self.eml_files,
+            self.unreadable,
             self.errors
         ));
+        if !self.complete() {
+            out.push_str(&format!("export INCOMPLETE: {} stream(s) failed:\n", self.failed_streams));
+            for s in self.streams.iter().filter(|s| s.failure.is_some()) {
+                let (tenant, device, stream) =
+                    (eml::header_safe(&s.tenant), eml::header_safe(&s.device), eml::header_safe(&s.stream));
+                out.push_str(&format!("    {tenant}/{device}/{stream}\n"));
+            }
+        }
         out
+    }
+
+    fn add(&mut self, s: StreamExport) {
+        self.records += s.records;
+        self.messages += s.messages;
+        self.attachments += s.attachments;
+        self.agent_events += s.agent_events;
+        self.eml_files += s.eml_files;
+        self.unreadable += s.unreadable;
+        self.errors += s.errors.len() as u64;
+        self.failed_streams += u64::from(s.failure.is_some());
+        self.streams.push(s);
     }
 }
 
-/// Exports everything held in `data_dir` into `out_dir` (created if missing; files of an
-/// earlier export are overwritten). Per-record problems are listed in the summary and the
-/// export goes on; only a failure to read the store or write the output stops it.
+/// The archive private keys an export may use, by key id (the id devices name in each epoch:
+/// `verbatim_core::seal::key_id` of the public key). Several keys serve key rotation.
+pub struct KeyRing {
+    keys: HashMap<String, ArchiveSecretKey>,
+}
+
+impl KeyRing {
+    pub fn new(secrets: &[ArchiveSecretKey]) -> Result<KeyRing> {
+        let mut keys = HashMap::new();
+        for secret in secrets {
+            keys.insert(crate::keys::key_id_of(secret)?, ArchiveSecretKey::from_bytes(secret.as_bytes())?);
+        }
+        Ok(KeyRing { keys })
+    }
+
+    fn get(&self, key_id: &str) -> Option<&ArchiveSecretKey> {
+        self.keys.get(key_id)
+    }
+}
+
+/// A device-supplied archive key id, fit for a report: as is when it looks like a key id,
+/// else shortened and with anything but printable ASCII escaped.
+fn shown_key_id(raw: &str) -> String {
+    let plain = raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        return raw.to_string();
+    }
+    let mut shown: String = raw.chars().take(64).flat_map(char::escape_default).collect();
+    if raw.chars().count() > 64 {
+        shown.push_str("...");
+    }
+    format!("\"{shown}\"")
+}
+
+/// Exports everything held in `data_dir` into `out_dir` with one archive private key; see
+/// [`export_with_keys`].
 pub fn export(data_dir: &Path, secret: &ArchiveSecretKey, out_dir: &Path) -> Result<ExportSummary> {
+    export_with_keys(data_dir, std::slice::from_ref(secret), out_dir)
+}
+
+/// Exports everything held in `data_dir` into `out_dir` (created if missing; files of an
+/// earlier export are overwritten), opening each epoch with the key of `secrets` whose id it
+/// names. Per-record problems are listed in the summary and the export goes on; a stream
+/// that cannot be read or written is listed as failed and the other streams are exported.
+/// Only failing to open the store, list its streams or create `out_dir` stops it.
+pub fn export_with_keys(data_dir: &Path, secrets: &[ArchiveSecretKey], out_dir: &Path) -> Result<ExportSummary> {
+    let keys = KeyRing::new(secrets)?;
     crate::fsutil::create_dir(out_dir)?;
     let mut conn = read::open_read_only(data_dir)?;
     let tx = conn.transaction()?; // one consistent snapshot
     let mut summary = ExportSummary::default();
+    let mut claims = names::PathClaims::default();
     for (sid, id) in read::streams(&tx)? {
-        let epochs = read::epochs(&tx, sid)?;
-        let key = ArchiveSecretKey::from_bytes(secret.as_bytes())?;
-        let mut exporter = stream::StreamExporter::create(out_dir, &id, epochs, key)?;
-        read::for_each_record(&tx, sid, |r| {
-            exporter.record(r)?;
-            Ok(true)
-        })?;
-        let s = exporter.finish()?;
-        summary.records += s.records;
-        summary.messages += s.messages;
-        summary.attachments += s.attachments;
-        summary.agent_events += s.agent_events;
-        summary.eml_files += s.eml_files;
-        summary.errors += s.errors.len() as u64;
-        summary.streams.push(s);
+        summary.add(export_stream(&tx, sid, &id, out_dir, &keys, &mut claims));
     }
     Ok(summary)
+}
+
+/// One stream's export; whatever stops it is the stream's failure, never the export's.
+fn export_stream(
+    conn: &rusqlite::Connection,
+    sid: i64,
+    id: &StreamId,
+    out_dir: &Path,
+    keys: &KeyRing,
+    claims: &mut names::PathClaims,
+) -> StreamExport {
+    let paths = stream::StreamPaths::of(id);
+    let failed = |why: String| StreamExport { failure: Some(why), ..StreamExport::new(id, &paths) };
+    // Distinct ids get distinct paths unless SHA-256 collides; should someone find such a
+    // pair, the second stream is refused rather than allowed to overwrite the first.
+    let owner = serde_json::to_string(id).unwrap_or_default();
+    if claims.claim(&paths.dir, &owner).is_err() {
+        return failed(format!("export path {} is already taken by another stream", paths.dir));
+    }
+    let epochs = match read::epochs(conn, sid) {
+        Ok(e) => e,
+        Err(e) => return failed(e.to_string()),
+    };
+    let mut exporter = match stream::StreamExporter::create(out_dir, id, &paths, epochs, keys) {
+        Ok(x) => x,
+        Err(e) => return failed(e.to_string()),
+    };
+    let read = read::for_each_record(conn, sid, |r| {
+        exporter.record(r)?;
+        Ok(true)
+    });
+    match read {
+        Ok(()) => exporter.finish(),
+        Err(e) => exporter.abandon(&e),
+    }
 }
 
 pub(crate) fn write_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {

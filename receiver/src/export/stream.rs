@@ -1,6 +1,10 @@
 //! Export of one stream: a state machine fed records in sequence order. Attachments are
 //! reassembled chunk by chunk into files (hashing as they go); a call's recording arrives
 //! after the call, so the call's message waits for it (or for the end of the stream).
+//!
+//! Each epoch's key is derived once, with the private key whose id the epoch names: an epoch
+//! no key opens is one error for the epoch (with its count of unreadable records), not one
+//! per record.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,16 +13,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use verbatim_core::archive::Opener;
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::model::{Direction, Edit, EventMeta, Message, Reaction, Unsend};
 use verbatim_core::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
-use verbatim_core::seal::ArchiveSecretKey;
+use verbatim_core::seal::EpochKey;
 use verbatim_core::wire::{EpochInfo, WireRecord};
 
 use super::eml::{self, FilePart};
-use super::names::{self, atext, file_name};
-use super::{StreamExport, write_err};
+use super::names::{self, PathClaims, atext, file_name};
+use super::{KeyRing, StreamExport, write_err};
 use crate::error::Result;
 use crate::time::{rfc3339, rfc5322};
 
@@ -32,7 +35,7 @@ struct Line<'a> {
     seq: u64,
     captured: String,
     #[serde(flatten)]
-    body: &'a RecordBody,
+    body: LineBody<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_bytes: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +44,49 @@ struct Line<'a> {
     sha256_verified: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     eml: Option<String>,
+}
+
+/// The record's own fields in its line. A field whose name the line already uses for
+/// something else is renamed, so that no line holds a key twice (most JSON parsers keep the
+/// last of two and lose the first): the heartbeat's `captured` counter is `captured_count`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum LineBody<'a> {
+    Record(&'a RecordBody),
+    Heartbeat(HeartbeatFields),
+}
+
+/// A heartbeat's fields, `captured` renamed (see [`LineBody`]).
+#[derive(Serialize)]
+struct HeartbeatFields {
+    r#type: &'static str,
+    event: &'static str,
+    interval_hours: u32,
+    since_ms: i64,
+    captured_count: u64,
+    out_of_scope: u64,
+    refused: u64,
+}
+
+impl<'a> LineBody<'a> {
+    fn of(body: &'a RecordBody) -> LineBody<'a> {
+        match body {
+            // Every field named, none skipped: a field added to the heartbeat fails to compile
+            // here rather than going missing from the export.
+            &RecordBody::Agent(AgentEvent::Heartbeat { interval_hours, since_ms, captured, out_of_scope, refused }) => {
+                LineBody::Heartbeat(HeartbeatFields {
+                    r#type: "agent",
+                    event: "heartbeat",
+                    interval_hours,
+                    since_ms,
+                    captured_count: captured,
+                    out_of_scope,
+                    refused,
+                })
+            }
+            other => LineBody::Record(other),
+        }
+    }
 }
 
 /// The line for a record that could not be opened.
@@ -62,6 +108,16 @@ struct Partial {
     in_order: bool,
 }
 
+/// What one epoch of the stream opens with.
+enum EpochState {
+    Open(Box<EpochKey>),
+    /// No key for it, or it is not held: `problem` is reported once, with `records`.
+    Unavailable {
+        problem: String,
+        records: u64,
+    },
+}
+
 struct PendingCall {
     seq: u64,
     captured_ms: i64,
@@ -75,19 +131,63 @@ enum Recording<'a> {
     NotHeld,
 }
 
-pub struct StreamExporter {
+pub struct StreamExporter<'k> {
     id: StreamId,
     att_dir: PathBuf,
     eml_dir: PathBuf,
     jsonl_path: PathBuf,
     jsonl: BufWriter<File>,
-    opener: Opener,
+    keys: &'k KeyRing,
     epochs: HashMap<u64, EpochInfo>,
+    epoch_keys: HashMap<u64, EpochState>,
     prev: Link,
     prev_seq: u64,
     partial: HashMap<String, Partial>,
+    /// Attachment file names given in this stream, each with its attachment id.
+    attachment_names: PathClaims,
     calls: HashMap<String, PendingCall>,
     summary: StreamExport,
+}
+
+/// Where one stream's export goes, relative to the output directory:
+/// `<tenant>/<device>/<stream>.jsonl` and `<tenant>/<device>/<stream>/`, each part a
+/// [`file_name`] (no dot in it, so the `.jsonl` file never meets a stream's directory).
+pub struct StreamPaths {
+    /// `<tenant>/<device>/<stream>`: the stream's directory, and its claim in the output.
+    pub dir: String,
+    pub jsonl: String,
+}
+
+impl StreamPaths {
+    pub fn of(id: &StreamId) -> StreamPaths {
+        let dir = format!("{}/{}/{}", file_name(&id.tenant), file_name(&id.device), file_name(&id.stream));
+        StreamPaths { jsonl: format!("{dir}.jsonl"), dir }
+    }
+}
+
+/// Why a record did not open, and whether that is its own problem (reported per record) or
+/// its epoch's (reported once for the epoch).
+struct Unopened {
+    error: String,
+    per_record: bool,
+}
+
+/// Finds the key for an epoch by the archive key id the device sealed it to, and derives the
+/// epoch's key once.
+fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &KeyRing) -> EpochState {
+    let unavailable = |problem: String| EpochState::Unavailable { problem, records: 0 };
+    let Some(info) = info else {
+        return unavailable(format!("epoch {epoch} is not held"));
+    };
+    let key_id = super::shown_key_id(&info.archive_key_id);
+    let Some(secret) = keys.get(&info.archive_key_id) else {
+        return unavailable(format!("epoch {epoch}: no private key for archive key id {key_id}"));
+    };
+    match EpochKey::open(secret, &info.encapsulation, id, epoch) {
+        Ok(key) => EpochState::Open(Box::new(key)),
+        // The core's detail already names the epoch.
+        Err(e) => unavailable(format!("{} (archive key id {key_id})", e.detail)),
+    }
 }
 
 fn direction(d: Direction) -> &'static str {
@@ -97,17 +197,15 @@ fn direction(d: Direction) -> &'static str {
     }
 }
 
-impl StreamExporter {
-    pub fn create(out_dir: &Path, id: &StreamId, epochs: Vec<EpochInfo>, key: ArchiveSecretKey) -> Result<StreamExporter> {
-        let (t, d, s) = (file_name(&id.tenant), file_name(&id.device), file_name(&id.stream));
-        let device_dir = out_dir.join(&t).join(&d);
-        let stream_dir = device_dir.join(&s);
+impl<'k> StreamExporter<'k> {
+    pub fn create(out_dir: &Path, id: &StreamId, paths: &StreamPaths, epochs: Vec<EpochInfo>, keys: &'k KeyRing) -> Result<Self> {
+        let stream_dir = out_dir.join(&paths.dir);
         let att_dir = stream_dir.join("attachments");
         let eml_dir = stream_dir.join("eml");
         for dir in [&att_dir, &eml_dir] {
             crate::fsutil::create_dir(dir)?;
         }
-        let jsonl_path = device_dir.join(format!("{s}.jsonl"));
+        let jsonl_path = out_dir.join(&paths.jsonl);
         let jsonl = BufWriter::new(File::create(&jsonl_path).map_err(write_err("create", &jsonl_path))?);
         Ok(StreamExporter {
             id: id.clone(),
@@ -115,19 +213,15 @@ impl StreamExporter {
             eml_dir,
             jsonl_path,
             jsonl,
-            opener: Opener::new(key),
+            keys,
             epochs: epochs.into_iter().map(|e| (e.epoch, e)).collect(),
+            epoch_keys: HashMap::new(),
             prev: chain::genesis(id),
             prev_seq: 0,
             partial: HashMap::new(),
+            attachment_names: PathClaims::default(),
             calls: HashMap::new(),
-            summary: StreamExport {
-                tenant: id.tenant.clone(),
-                device: id.device.clone(),
-                stream: id.stream.clone(),
-                jsonl: format!("{t}/{d}/{s}.jsonl"),
-                ..StreamExport::default()
-            },
+            summary: StreamExport::new(id, paths),
         })
     }
 
@@ -152,18 +246,55 @@ impl StreamExporter {
         // The seal binds the previous link: the held predecessor's link is the one to use.
         let prev = std::mem::replace(&mut self.prev, r.link);
         self.prev_seq = r.seq;
-        let opened = match self.epochs.get(&r.epoch) {
-            None => Err(format!("epoch {} is not held", r.epoch)),
-            Some(epoch) => self.opener.open(&self.id, epoch, &r, &prev).map_err(|e| e.detail),
-        };
-        match opened {
+        match self.open(&r, &prev) {
             Ok(record) => self.handle(r.seq, record),
-            Err(detail) => {
-                let msg = format!("sequence {}: {detail}", r.seq);
-                self.error(msg.clone());
-                self.write_line(&Unreadable { seq: r.seq, r#type: "unreadable", error: &msg })
+            Err(Unopened { error, per_record }) => {
+                self.summary.unreadable += 1;
+                if per_record {
+                    self.error(error.clone());
+                }
+                self.write_line(&Unreadable { seq: r.seq, r#type: "unreadable", error: &error })
             }
         }
+    }
+
+    /// Opens one record. Each error names its context once: the sequence number for a
+    /// record's own problem, the epoch for a problem of its whole epoch.
+    fn open(&mut self, r: &WireRecord, prev: &Link) -> std::result::Result<Record, Unopened> {
+        let (id, epochs, keys) = (&self.id, &self.epochs, self.keys);
+        let state = self.epoch_keys.entry(r.epoch).or_insert_with(|| epoch_state(id, epochs.get(&r.epoch), r.epoch, keys));
+        let key = match state {
+            EpochState::Open(key) => key,
+            EpochState::Unavailable { problem, records } => {
+                *records += 1;
+                return Err(Unopened { error: problem.clone(), per_record: false });
+            }
+        };
+        let per_record = |detail: String| Unopened { error: format!("sequence {}: {detail}", r.seq), per_record: true };
+        // The core's own text repeats the sequence number; this one states it once.
+        let plaintext = key
+            .open_record(&self.id, r.seq, prev, &r.ciphertext)
+            .map_err(|_| per_record("record does not open (altered, or another key)".to_string()))?;
+        Record::decode(&plaintext).map_err(|e| per_record(e.detail))
+    }
+
+    /// One error per epoch that opened nothing, with how many records it held.
+    fn report_unavailable_epochs(&mut self) {
+        let mut problems: Vec<(u64, String)> = self
+            .epoch_keys
+            .iter()
+            .filter_map(|(epoch, state)| match state {
+                EpochState::Unavailable { problem, records } => {
+                    Some((*epoch, format!("{problem} ({records} record{} unreadable)", if *records == 1 { "" } else { "s" })))
+                }
+                EpochState::Open(_) => None,
+            })
+            .collect();
+        problems.sort();
+        for (_, p) in problems {
+            self.error(p);
+        }
+        self.epoch_keys.clear();
     }
 
     fn eml_rel(seq: u64, kind: &str) -> String {
@@ -175,7 +306,7 @@ impl StreamExporter {
         let mut line = Line {
             seq,
             captured: rfc3339(captured_ms),
-            body: &record.body,
+            body: LineBody::of(&record.body),
             payload_bytes: None,
             file: None,
             sha256_verified: None,
@@ -250,7 +381,12 @@ impl StreamExporter {
             self.error(format!("sequence {seq}: too many attachments open at once; attachment skipped"));
             return Ok(());
         }
-        let tmp = self.att_dir.join(format!("{}.partial", file_name(&h.attachment_id)));
+        let name = file_name(&h.attachment_id);
+        if self.attachment_names.claim(&name, &h.attachment_id).is_err() {
+            self.error(format!("sequence {seq}: attachment {name}: its file name is taken by another attachment; skipped"));
+            return Ok(());
+        }
+        let tmp = self.att_dir.join(format!("{name}.partial"));
         let file = BufWriter::new(File::create(&tmp).map_err(write_err("create", &tmp))?);
         self.partial.insert(
             h.attachment_id.clone(),
@@ -325,8 +461,30 @@ impl StreamExporter {
         Ok(Some((format!("attachments/{name}"), verified, eml)))
     }
 
-    /// Ends the stream: incomplete attachments and calls still waiting for a recording.
-    pub fn finish(mut self) -> Result<StreamExport> {
+    /// Ends the stream: incomplete attachments and calls still waiting for a recording. A
+    /// failure here leaves the stream failed, with everything counted so far.
+    pub fn finish(mut self) -> StreamExport {
+        self.report_unavailable_epochs();
+        if let Err(e) = self.finish_files() {
+            self.summary.failure = Some(e.to_string());
+        }
+        self.summary
+    }
+
+    /// Gives up on the stream after `failure`: what was written stays (the summary says the
+    /// stream is incomplete), files still being reassembled are removed.
+    pub fn abandon(mut self, failure: &crate::Error) -> StreamExport {
+        self.report_unavailable_epochs();
+        for (_, p) in self.partial.drain() {
+            drop(p.file);
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+        let _ = self.jsonl.flush();
+        self.summary.failure = Some(failure.to_string());
+        self.summary
+    }
+
+    fn finish_files(&mut self) -> Result<()> {
         let partial: Vec<(String, Partial)> = self.partial.drain().collect();
         for (id, p) in partial {
             let name = file_name(&id);
@@ -341,8 +499,7 @@ impl StreamExporter {
         }
         let path = self.jsonl_path.clone();
         self.jsonl.flush().map_err(write_err("write", &path))?;
-        self.jsonl.get_ref().sync_all().map_err(write_err("write", &path))?;
-        Ok(self.summary)
+        self.jsonl.get_ref().sync_all().map_err(write_err("write", &path))
     }
 
     // ---- messages ----
