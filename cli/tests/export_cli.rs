@@ -31,7 +31,7 @@ fn stream(device: &str, name: &str, counts: &[(&Key, usize)]) -> Batch {
     let (mut epochs, mut records) = (Vec::new(), Vec::new());
     for (e, ((public, key_id, _), n)) in counts.iter().enumerate() {
         let epoch = e as u64 + 1;
-        let (key, encapsulation) = EpochKey::create(public, &id, epoch).unwrap();
+        let (mut key, encapsulation) = EpochKey::create(public, &id, epoch).unwrap();
         epochs.push(EpochInfo { epoch, archive_key_id: key_id.clone(), encapsulation });
         for _ in 0..*n {
             let seq = records.len() as u64 + 1;

@@ -47,7 +47,7 @@ impl Sealer {
     /// as an alteration the chain cannot show and only the seal can.
     fn push_with(&mut self, record: &Record, damage: bool) -> &mut Self {
         let seq = self.records.len() as u64 + 1;
-        let key = self.key.as_ref().expect("an epoch");
+        let key = self.key.as_mut().expect("an epoch");
         let mut ciphertext = key.seal(&self.id, seq, &self.prev, &record.encode()).unwrap();
         if damage {
             ciphertext[0] ^= 1;

@@ -275,7 +275,7 @@ fn the_documented_test_vector_is_what_the_core_computes() {
     // equal ciphertexts prove the documented nonce and associated data.
     let genesis = chain::genesis(&stream);
     assert_eq!(genesis.to_vec(), get("genesis"));
-    let key = EpochKey::open(&secret, &get("encapsulation"), &stream, 1).unwrap();
+    let mut key = EpochKey::open(&secret, &get("encapsulation"), &stream, 1).unwrap();
     assert_eq!(key.seal(&stream, 1, &genesis, &get("plaintext")).unwrap(), get("ciphertext"));
     assert_eq!(key.open_record(&stream, 1, &genesis, &get("ciphertext")).unwrap(), get("plaintext"));
     assert_eq!(chain::link(&genesis, 1, 1, &get("ciphertext")).to_vec(), get("link"));
