@@ -57,9 +57,15 @@ pub fn check_private_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` (and missing parents) readable by its owner only (0700). An existing
-/// directory's mode is left as it is (see [`restrict_dir`]).
+/// Creates `path` and missing parents with the default mode (export output).
 pub fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io_path("create directory", path, e))
+}
+
+/// Creates `path` (and missing parents) readable by its owner only (0700): the receiver's data
+/// directory and the archive key directory. An existing directory's mode is left as it is (see
+/// [`restrict_dir`]).
+pub fn create_private_dir(path: &Path) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

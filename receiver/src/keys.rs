@@ -33,7 +33,7 @@ pub struct KeyInfo {
 /// Generates a key pair into `dir` (created if missing). Refuses to overwrite either file:
 /// losing an archive private key makes every record sealed to it unreadable.
 pub fn keygen(dir: &Path) -> Result<KeyInfo> {
-    fsutil::create_dir(dir)?;
+    fsutil::create_private_dir(dir)?;
     let private_path = dir.join(PRIVATE_KEY_FILE);
     let public_path = dir.join(PUBLIC_KEY_FILE);
     for p in [&private_path, &public_path] {

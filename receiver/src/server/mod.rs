@@ -142,7 +142,7 @@ impl Receiver {
         if config.archive_keys.is_empty() {
             return Err(Error::Config("at least one archive key must be accepted".into()));
         }
-        crate::fsutil::create_dir(&config.data_dir)?;
+        crate::fsutil::create_private_dir(&config.data_dir)?;
         let (server_config, self_signed) = match &config.tls {
             TlsSource::SelfSigned => {
                 let ss = tls::ensure_self_signed(&config.data_dir)?;

@@ -61,7 +61,7 @@ impl Store {
         }
         // Owner only: the directory 0700, the lock, the database and its WAL files 0600.
         // Created so, and narrowed if an older receiver (or a umask) left them wider.
-        crate::fsutil::create_dir(data_dir)?;
+        crate::fsutil::create_private_dir(data_dir)?;
         crate::fsutil::restrict_dir(data_dir)?;
         let lock_path = data_dir.join(LOCK_FILE);
         crate::fsutil::create_private_file(&lock_path)?;
