@@ -272,12 +272,16 @@ mod tests {
         let attacker: IpAddr = "203.0.113.66".parse().unwrap();
         let id = token.expose().split('.').nth(1).unwrap().to_string();
         let wrong = format!("vbt1.{id}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        // (Forgiveness runs at one per 5 s: on a slow machine a few more Argon2 runs may pass.)
         let mut answers = Vec::new();
-        for _ in 0..7 {
+        while answers.len() < 20 && !matches!(answers.last(), Some(Err(Refusal::Throttled { .. }))) {
             answers.push(gate.authenticate(&headers(&wrong), Some(attacker)).await);
         }
         assert!(answers[..5].iter().all(|a| matches!(a, Err(Refusal::Unauthorized { .. }))), "{answers:?}");
-        assert!(answers[5..].iter().all(|a| matches!(a, Err(Refusal::Throttled { retry_after_secs }) if *retry_after_secs >= 1)));
+        assert!(
+            matches!(answers.last(), Some(Err(Refusal::Throttled { retry_after_secs })) if *retry_after_secs >= 1),
+            "{answers:?}"
+        );
         // The real token is cached: never throttled, even from the throttled address.
         assert_eq!(gate.authenticate(&headers(token.expose()), Some(attacker)).await.unwrap().device, "dev-1");
     }
