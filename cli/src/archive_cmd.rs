@@ -141,6 +141,11 @@ fn serve(a: ServeArgs) -> ExitCode {
     if a.archive_keys.is_empty() {
         return fail("receive needs --archive-key FILE (archive-public.key from `verbatim keygen`; repeat it for several keys)");
     }
+    if a.archive_keys.iter().any(|f| f.file_name().is_some_and(|n| n == verbatim_receiver::keys::PRIVATE_KEY_FILE)) {
+        eprintln!(
+            "warning: an archive private key was given to receive; only its public key is used. Give archive-public.key and keep the private key off this host."
+        );
+    }
     let archive_keys = match AcceptedKeys::load(&a.archive_keys) {
         Ok(k) => k,
         Err(e) => return fail(e),

@@ -53,10 +53,11 @@ fn receive_accepts_several_keys_and_prints_their_ids() {
         &["--archive-key".as_ref(), a.public_path.as_os_str(), "--archive-key".as_ref(), b.private_path.as_os_str()],
     )
     .stdout(Stdio::piped())
-    .stderr(Stdio::null())
+    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let _running = Running(child);
     let line = BufReader::new(stdout)
         .lines()
@@ -66,4 +67,8 @@ fn receive_accepts_several_keys_and_prints_their_ids() {
     let mut want = [a.key_id.as_str(), b.key_id.as_str()];
     want.sort();
     assert_eq!(line, format!("accepting archive key id(s): {}", want.join(", ")));
+    // The private key works, with a warning to keep it off the receiving host.
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.starts_with("warning: an archive private key was given"), "{first}");
 }
