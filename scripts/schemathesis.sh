@@ -52,7 +52,12 @@ trap cleanup EXIT
 
 # --- the receiver
 token=$("$BIN" receive add-device --tokens "$work/tokens.jsonl" --tenant "$TENANT" --device "$DEVICE" 2>/dev/null)
+# The archive key: generated batches announce its id, so that well-formed ones are stored.
+key_id=$("$BIN" keygen --out "$work/keys" 2>/dev/null | sed -n 's/^archive_key_id: //p')
+[[ -n "$key_id" ]] || { echo "keygen did not print the key id" >&2; exit 2; }
+# Every generated batch opens a new stream of the one device: no stream cap in the way.
 "$BIN" receive --listen 127.0.0.1:0 --data "$work/data" --tokens "$work/tokens.jsonl" --self-signed \
+  --archive-key "$work/keys/archive-public.key" --max-streams-per-device 1000000000 \
   --read-timeout-secs 10 >"$work/receiver.out" 2>"$work/receiver.log" &
 rx_pid=$!
 url=
@@ -80,6 +85,7 @@ from schemathesis.generation.modes import GenerationMode
 
 TENANT = os.environ["VERBATIM_ST_TENANT"].encode()
 DEVICE = os.environ["VERBATIM_ST_DEVICE"].encode()
+KEY_ID = os.environ["VERBATIM_ST_KEY_ID"].encode()
 _counter = [0]
 
 
@@ -115,7 +121,7 @@ def valid_batch(seed: bytes) -> bytes:
     n = 1 + digest[12] % 4
     epoch = 1
     out = b"VBT1" + _short(TENANT) + _short(DEVICE) + _short(stream)
-    out += struct.pack(">H", 1) + struct.pack(">Q", epoch) + _short(b"st-key") + _short(hashlib.sha256(digest).digest())
+    out += struct.pack(">H", 1) + struct.pack(">Q", epoch) + _short(KEY_ID) + _short(hashlib.sha256(digest).digest())
     out += struct.pack(">I", n)
     prev = genesis(TENANT, DEVICE, stream)
     for seq in range(1, n + 1):
@@ -144,7 +150,7 @@ st_rc=0
 (
   cd "$work"
   PYTHONPATH="$work/hooks" SCHEMATHESIS_HOOKS=verbatim_st_hooks \
-    VERBATIM_ST_TENANT="$TENANT" VERBATIM_ST_DEVICE="$DEVICE" \
+    VERBATIM_ST_TENANT="$TENANT" VERBATIM_ST_DEVICE="$DEVICE" VERBATIM_ST_KEY_ID="$key_id" \
     "$SCHEMATHESIS" run "$ROOT/docs/upload-api.yaml" \
       --url "$url" \
       --tls-verify "$work/data/ca.pem" \

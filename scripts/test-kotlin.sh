@@ -138,7 +138,8 @@ start_receiver() {
   # The token is printed once, alone on the last line (it exists nowhere else).
   token=$("$VERBATIM" receive add-device --tokens "$tokens" --tenant "$TENANT" --device "$DEVICE" 2>/dev/null | tail -n1 | tr -d ' \r')
   [[ -n "$token" ]] || return 1
-  "$VERBATIM" receive --listen 127.0.0.1:0 --data "$data" --tokens "$tokens" --self-signed >"$log" 2>&1 &
+  "$VERBATIM" receive --listen 127.0.0.1:0 --data "$data" --tokens "$tokens" --archive-key "$keys/archive-public.key" \
+    --self-signed >"$log" 2>&1 &
   RECEIVER_PID=$!
   # Ready when it prints its address; bounded wait (30 s), no fixed sleep.
   url=""

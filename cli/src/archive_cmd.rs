@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use verbatim_receiver::{ReceiverConfig, TlsSource};
+use verbatim_receiver::{AcceptedKeys, ReceiverConfig, TlsSource};
 
 #[derive(clap::Args)]
 pub struct KeygenArgs {
@@ -59,6 +59,16 @@ struct ServeArgs {
     /// Device token file (see `verbatim receive add-device`).
     #[arg(long)]
     tokens: Option<PathBuf>,
+    /// An archive key epochs may be sealed to: archive-public.key from `verbatim keygen` (or
+    /// archive-private.key, whose public key is derived; better kept off this host). Required;
+    /// repeat it to accept several keys during a rotation. An epoch sealed to any other key is
+    /// refused with 422 unknown_archive_key and nothing of it is stored.
+    #[arg(long = "archive-key", value_name = "FILE")]
+    archive_keys: Vec<PathBuf>,
+    /// Streams one device may open (one per app install or store recovery); a batch for one
+    /// more gets 422 stream_limit.
+    #[arg(long, default_value_t = verbatim_receiver::store::DEFAULT_MAX_STREAMS_PER_DEVICE)]
+    max_streams_per_device: u64,
     /// PEM certificate chain served to devices.
     #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
     tls_cert: Option<PathBuf>,
@@ -127,17 +137,31 @@ fn add_device(a: AddDeviceArgs) -> ExitCode {
 
 fn serve(a: ServeArgs) -> ExitCode {
     let (Some(listen), Some(data), Some(tokens)) = (a.listen, a.data, a.tokens) else {
-        return fail("receive needs --listen, --data and --tokens (or the add-device subcommand)");
+        return fail("receive needs --listen, --data, --tokens and --archive-key (or the add-device subcommand)");
+    };
+    if a.archive_keys.is_empty() {
+        return fail("receive needs --archive-key FILE (archive-public.key from `verbatim keygen`; repeat it for several keys)");
+    }
+    if a.archive_keys.iter().any(|f| f.file_name().is_some_and(|n| n == verbatim_receiver::keys::PRIVATE_KEY_FILE)) {
+        eprintln!(
+            "warning: an archive private key was given to receive; only its public key is used. Give archive-public.key and keep the private key off this host."
+        );
+    }
+    let archive_keys = match AcceptedKeys::load(&a.archive_keys) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
     };
     let tls = match (a.tls_cert, a.tls_key, a.self_signed) {
         (Some(cert), Some(key), false) => TlsSource::Files { cert, key },
         (None, None, true) => TlsSource::SelfSigned,
         _ => return fail("give either --tls-cert and --tls-key, or --self-signed"),
     };
-    if a.max_concurrent == 0 || a.max_body_mib == 0 || a.read_timeout_secs == 0 {
-        return fail("--max-concurrent, --max-body-mib and --read-timeout-secs must be at least 1");
+    if a.max_concurrent == 0 || a.max_body_mib == 0 || a.read_timeout_secs == 0 || a.max_streams_per_device == 0 {
+        return fail("--max-concurrent, --max-body-mib, --read-timeout-secs and --max-streams-per-device must be at least 1");
     }
-    let mut config = ReceiverConfig::new(listen, data, tokens, tls);
+    let key_ids: Vec<String> = archive_keys.ids().map(str::to_string).collect();
+    let mut config = ReceiverConfig::new(listen, data, tokens, archive_keys, tls);
+    config.limits.max_streams_per_device = a.max_streams_per_device;
     config.limits.max_body_bytes = a.max_body_mib.saturating_mul(1024 * 1024);
     config.limits.max_concurrent_requests = a.max_concurrent;
     config.limits.header_timeout = Duration::from_secs(a.read_timeout_secs);
@@ -154,6 +178,7 @@ fn serve(a: ServeArgs) -> ExitCode {
         if let Some(ca) = running.ca_path() {
             println!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
         }
+        println!("accepting archive key id(s): {}", key_ids.join(", "));
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });

@@ -885,7 +885,10 @@ fn bench_upload(report: &mut Report, plan: &Plan, base: &Path, batch_kb: u32) ->
     let text = message_text();
     let (_, public) = verbatim_core::seal::generate_archive_keypair();
     let archive_dir = dir.join("archive");
-    let config = verbatim_receiver::ReceiverConfig::local_self_signed(&archive_dir);
+    let config = verbatim_receiver::ReceiverConfig::local_self_signed(
+        &archive_dir,
+        verbatim_receiver::AcceptedKeys::from_public_keys([&public]),
+    );
     let tokens = config.tokens_file.clone();
     // The receiver runs on its own thread and runtime, as a separate server would.
     let receiver = verbatim_receiver::Receiver::start_in_background(config).map_err(|e| format!("receiver: {e}"))?;
@@ -944,13 +947,20 @@ struct ReceiverChild {
 }
 
 impl ReceiverChild {
-    fn start(dir: &Path) -> BenchResult<ReceiverChild> {
+    /// A receiver in `dir` accepting epochs sealed to `public`.
+    fn start(dir: &Path, public: &[u8; 32]) -> BenchResult<ReceiverChild> {
         let tokens = dir.join("tokens.jsonl");
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let key_file = dir.join(verbatim_receiver::keys::PUBLIC_KEY_FILE);
+        let key_line = format!("{}\n", base64::engine::general_purpose::STANDARD.encode(public));
+        std::fs::write(&key_file, key_line).map_err(|e| format!("{}: {e}", key_file.display()))?;
         let mut child = Command::new(exe()?)
             .args(["receive", "--listen", "127.0.0.1:0", "--self-signed", "--data"])
             .arg(dir)
             .arg("--tokens")
             .arg(&tokens)
+            .arg("--archive-key")
+            .arg(&key_file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -991,8 +1001,8 @@ impl Drop for ReceiverChild {
 
 fn bench_memory(report: &mut Report, plan: &Plan, base: &Path, batch_kb: u32) -> BenchResult<()> {
     let dir = fresh_dir(base, "memory")?;
-    let receiver = ReceiverChild::start(&dir.join("archive"))?;
     let (_, public) = verbatim_core::seal::generate_archive_keypair();
+    let receiver = ReceiverChild::start(&dir.join("archive"), &public)?;
     let public_b64 = base64::engine::general_purpose::STANDARD.encode(public);
     let mut results = Vec::new();
     for (label, events) in [("small", plan.memory_small), ("large", plan.memory_large)] {

@@ -232,6 +232,8 @@ struct World {
     state: PathBuf,
     policy: PathBuf,
     key: PathBuf,
+    /// The archive public key file the receiver accepts epochs for.
+    public_key: PathBuf,
     receiver: Option<Proc>,
     acked: Vec<String>,
     restarts: u64,
@@ -261,7 +263,8 @@ impl World {
             tokens,
             state: dir.join("device"),
             policy: dir.join("policy.json"),
-            key: key_dir.join("archive-private.key"),
+            key: key_dir.join(verbatim_receiver::keys::PRIVATE_KEY_FILE),
+            public_key: key_dir.join(verbatim_receiver::keys::PUBLIC_KEY_FILE),
             dir,
             receiver: None,
             acked: Vec::new(),
@@ -321,6 +324,8 @@ impl World {
             a(&self.data),
             a("--tokens"),
             a(&self.tokens),
+            a("--archive-key"),
+            a(&self.public_key),
             a("--self-signed"),
         ];
         let p = Proc::spawn(&self.exe, &args, &self.dir.join("receiver.log"))?;

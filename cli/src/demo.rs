@@ -14,7 +14,7 @@ use serde::Serialize;
 use verbatim_core::synth::{self, SynthEvent, Workload, WorkloadOptions};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions, UploadReport};
 use verbatim_core::{Agent, AgentOptions, CaptureOutcome, Value};
-use verbatim_receiver::{FaultPlan, Receiver, ReceiverConfig};
+use verbatim_receiver::{AcceptedKeys, FaultPlan, Receiver, ReceiverConfig};
 
 const TENANT: &str = "acme-securities";
 const DEVICE: &str = "demo-iphone-01";
@@ -128,7 +128,7 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
         .ok_or("archive public key")?;
     let faults = FaultPlan::new();
     let archive_dir = dir.join("archive");
-    let mut config = ReceiverConfig::local_self_signed(&archive_dir);
+    let mut config = ReceiverConfig::local_self_signed(&archive_dir, AcceptedKeys::from_public_keys([&public]));
     config.faults = Some(faults.clone());
     let tokens_file = config.tokens_file.clone();
     let receiver = Receiver::start(config).await.map_err(|e| format!("receiver: {e}"))?;

@@ -118,6 +118,8 @@ fn run(devices: u64, events: u64, text_bytes: usize, wave: usize) -> Figures {
         .arg(&data)
         .arg("--tokens")
         .arg(&tokens)
+        .arg("--archive-key")
+        .arg(&key.public_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -22,7 +22,7 @@ use verbatim_core::record::RecordBody;
 use verbatim_core::synth::{BUSINESS_LINE, sample_policy};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
 use verbatim_core::{Agent, AgentOptions, CaptureOutcome, ErrorKind, Value};
-use verbatim_receiver::{Receiver, ReceiverConfig, RunningReceiver};
+use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig, RunningReceiver};
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 const TENANT: &str = "acme-securities";
@@ -39,8 +39,13 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let key = verbatim_receiver::keygen(&dir.path().join("key")).unwrap();
         let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
-        let public = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
-        let receiver = Receiver::start(ReceiverConfig::local_self_signed(dir.path().join("data"))).await.unwrap();
+        let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
+        let receiver = Receiver::start(ReceiverConfig::local_self_signed(
+            dir.path().join("data"),
+            AcceptedKeys::from_public_keys([&public]),
+        ))
+        .await
+        .unwrap();
         World { dir, receiver, public, secret }
     }
 

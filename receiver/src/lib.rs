@@ -21,7 +21,7 @@ pub mod verify;
 pub use error::{Error, Result};
 pub use export::{ExportSummary, KeyRing, export, export_with_keys, source_ids};
 pub use faults::{Fault, FaultPlan};
-pub use keys::{KeyInfo, keygen, load_secret};
+pub use keys::{AcceptedKeys, KeyInfo, keygen, load_public, load_secret};
 pub use server::{BackgroundReceiver, Limits, Receiver, ReceiverConfig, RunningReceiver};
 pub use tls::TlsSource;
 pub use tokens::add_device;

@@ -48,7 +48,7 @@ fn tls_err(what: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
 
 /// Returns the self-signed CA and server certificate in `data_dir`, making them if absent.
 pub fn ensure_self_signed(data_dir: &Path) -> Result<SelfSigned> {
-    fsutil::create_dir(data_dir)?;
+    fsutil::create_private_dir(data_dir)?;
     let ca_path = data_dir.join(CA_FILE);
     let cert_path = data_dir.join(SERVER_CERT_FILE);
     let key_path = data_dir.join(SERVER_KEY_FILE);

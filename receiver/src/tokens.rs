@@ -4,7 +4,10 @@
 //! the secret, never the token itself, so a stolen file lets nobody upload.
 //!
 //! Argon2 is deliberately slow, too slow to pay on every upload of 200 devices: a successful
-//! verification is cached in memory, keyed by the SHA-256 of the whole token. The file is
+//! verification is cached in memory, keyed by an HMAC (random per-process key) of the whole
+//! token, so that a cache hit still proves possession of the secret. A token whose id the file
+//! does not hold is refused without any hashing ([`TokenStore::lookup`]); only a known id's
+//! secret costs an Argon2 run, which the server budgets separately (`server::auth`). The file is
 //! re-read whenever it changes (size, modification time or inode), checked on every
 //! authentication with one `stat`: `add-device` takes effect at once on a running receiver,
 //! and deleting a line revokes that token.
@@ -13,17 +16,19 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use verbatim_core::secret::Secret;
 use verbatim_core::wire::MAX_ID_LEN;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
@@ -138,10 +143,17 @@ struct Known {
     hash: String,
 }
 
+/// Verified tokens remembered at most. Entries exist only for tokens that verified, so a real
+/// fleet stays far below it; beyond it an arbitrary entry is dropped (that device pays one
+/// more Argon2 run).
+const MAX_CACHED: usize = 10_000;
+
 #[derive(Default)]
 struct State {
     by_id: HashMap<String, Known>,
-    /// SHA-256 of a whole token that verified → its token id. Bounded by the number of ids.
+    /// HMAC-SHA256 of a whole token that verified (under [`TokenStore::cache_key`]) → its token
+    /// id. Only the presented token itself hashes to the same value, so a hit proves possession
+    /// of the secret as the Argon2 run did; the token is not kept.
     verified: HashMap<[u8; 32], String>,
     sig: Option<FileSig>,
 }
@@ -150,14 +162,42 @@ struct State {
 pub struct TokenStore {
     path: PathBuf,
     state: Mutex<State>,
-    dummy_hash: OnceLock<String>,
+    /// Random per process: the cache's keys mean nothing outside it, and a memory dump does not
+    /// give a fast test of guessed tokens.
+    cache_key: Zeroizing<[u8; 32]>,
+}
+
+/// What a presented token is, decided without Argon2 (see [`TokenStore::lookup`]).
+pub enum Lookup {
+    /// A token that verified before: the keyed hash of the presented token matched.
+    Cached(DeviceIdentity),
+    /// Missing, malformed, or a token id the file does not hold: refused, nothing hashed.
+    Refused,
+    /// A known token id whose secret must be checked with Argon2 ([`TokenStore::verify`]).
+    Verify(PendingVerification),
+}
+
+/// A known token id and the presented secret, waiting for its Argon2 run.
+pub struct PendingVerification {
+    token_id: String,
+    secret: Secret,
+    hash: String,
+    identity: DeviceIdentity,
+    cache_digest: [u8; 32],
+}
+
+impl std::fmt::Debug for PendingVerification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingVerification([redacted])")
+    }
 }
 
 impl TokenStore {
     /// Loads `path`. A missing file is an empty set of devices (every request gets 401) until
     /// it is created.
     pub fn open(path: &Path) -> Result<TokenStore> {
-        let store = TokenStore { path: path.to_path_buf(), state: Mutex::new(State::default()), dummy_hash: OnceLock::new() };
+        let store =
+            TokenStore { path: path.to_path_buf(), state: Mutex::new(State::default()), cache_key: Zeroizing::new(random()?) };
         if path.exists() {
             std::fs::File::open(path).map_err(|e| Error::io_path("open", path, e))?;
         }
@@ -174,8 +214,19 @@ impl TokenStore {
         self.len() == 0
     }
 
+    /// Number of verified tokens remembered.
+    pub fn cached(&self) -> usize {
+        self.lock().verified.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cache_digest(&self, token: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key[..]).expect("HMAC takes any key length");
+        mac.update(token.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Re-reads the file if it changed since it was last read.
@@ -228,41 +279,57 @@ impl TokenStore {
         state.sig = sig;
     }
 
-    /// Who `token` belongs to, or `None` for a missing, malformed, unknown or wrong token,
-    /// indistinguishably (an unknown id still costs one Argon2 run). Blocking: call it off the
-    /// async executor.
-    pub fn authenticate(&self, token: &str) -> Option<DeviceIdentity> {
+    /// The cheap part of authentication: the token file's current state, the token's shape,
+    /// its id, the cache. Never runs Argon2, so a flood of made-up tokens costs a hash-map
+    /// lookup each. (Token ids are 128 random bits: answering an unknown one faster tells an
+    /// attacker nothing usable.)
+    pub fn lookup(&self, token: &str) -> Lookup {
         self.refresh();
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let candidate = {
-            let state = self.lock();
-            if let Some(k) = state.verified.get(&digest).and_then(|id| state.by_id.get(id)) {
-                return Some(k.identity.clone());
-            }
-            parse(token).and_then(|(id, secret)| {
-                state.by_id.get(id).map(|k| (id.to_string(), secret, k.hash.clone(), k.identity.clone()))
-            })
-        };
-        match candidate {
-            Some((id, secret, hash, identity)) => {
-                let ok = verify_secret(secret.as_bytes(), &hash);
-                if !ok {
-                    return None;
-                }
-                self.lock().verified.insert(digest, id);
-                Some(identity)
-            }
-            None => {
-                self.dummy_verify(token);
-                None
-            }
+        let digest = self.cache_digest(token);
+        let state = self.lock();
+        if let Some(k) = state.verified.get(&digest).and_then(|id| state.by_id.get(id)) {
+            return Lookup::Cached(k.identity.clone());
+        }
+        match parse(token).and_then(|(id, secret)| state.by_id.get(id).map(|k| (id, secret, k))) {
+            Some((id, secret, k)) => Lookup::Verify(PendingVerification {
+                token_id: id.to_string(),
+                secret: Secret::new(secret),
+                hash: k.hash.clone(),
+                identity: k.identity.clone(),
+                cache_digest: digest,
+            }),
+            None => Lookup::Refused,
         }
     }
 
-    /// Spends the time of a real verification so that unknown ids answer no faster.
-    fn dummy_verify(&self, token: &str) {
-        let hash = self.dummy_hash.get_or_init(|| hash_secret("verbatim-dummy-secret").unwrap_or_default());
-        let _ = verify_secret(token.as_bytes(), hash);
+    /// The Argon2 check of a known token id's secret; a success is cached. Blocking and
+    /// deliberately slow: call it off the async executor, within a verification budget.
+    pub fn verify(&self, pending: PendingVerification) -> Option<DeviceIdentity> {
+        if !verify_secret(pending.secret.expose().as_bytes(), &pending.hash) {
+            return None;
+        }
+        let mut state = self.lock();
+        // Revoked or replaced while it was being verified: refused, and not cached.
+        if state.by_id.get(&pending.token_id).is_none_or(|k| k.hash != pending.hash) {
+            return None;
+        }
+        if state.verified.len() >= MAX_CACHED
+            && let Some(evict) = state.verified.keys().next().copied()
+        {
+            state.verified.remove(&evict);
+        }
+        state.verified.insert(pending.cache_digest, pending.token_id.clone());
+        Some(pending.identity.clone())
+    }
+
+    /// Who `token` belongs to, or `None` for a missing, malformed, unknown or wrong token
+    /// ([`TokenStore::lookup`], then [`TokenStore::verify`] if needed). Blocking.
+    pub fn authenticate(&self, token: &str) -> Option<DeviceIdentity> {
+        match self.lookup(token) {
+            Lookup::Cached(identity) => Some(identity),
+            Lookup::Refused => None,
+            Lookup::Verify(pending) => self.verify(pending),
+        }
     }
 }
 
@@ -330,6 +397,36 @@ mod tests {
         std::fs::write(&file, kept).unwrap();
         assert_eq!(store.authenticate(t1.expose()), None);
         assert_eq!(store.authenticate(t2.expose()).unwrap().device, "dev-2");
+    }
+
+    #[test]
+    fn only_a_known_token_id_costs_a_verification_and_the_cache_needs_the_whole_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens.jsonl");
+        let token = add_device(&file, "acme", "dev-1").unwrap();
+        let store = TokenStore::open(&file).unwrap();
+        let id = token.expose().split('.').nth(1).unwrap().to_string();
+        let made_up = "vbt1.00112233445566778899aabbccddeeff.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        // Unknown ids and malformed tokens are refused before any Argon2 run.
+        for t in [made_up, "", "vbt1.x.y", "Bearer", &format!("vbt1.{}.short", id)] {
+            assert!(matches!(store.lookup(t), Lookup::Refused), "{t}");
+        }
+        // A known id with a wrong secret needs Argon2, and fails it.
+        let wrong = format!("vbt1.{id}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        let Lookup::Verify(pending) = store.lookup(&wrong) else { panic!("a known id must be verified") };
+        assert_eq!(format!("{pending:?}"), "PendingVerification([redacted])");
+        assert_eq!(store.verify(pending), None);
+        assert_eq!(store.cached(), 0);
+        // The right one verifies once, then is recognised by its keyed hash only.
+        let Lookup::Verify(pending) = store.lookup(token.expose()) else { panic!("first use is verified") };
+        assert_eq!(store.verify(pending).unwrap().device, "dev-1");
+        assert!(matches!(store.lookup(token.expose()), Lookup::Cached(_)));
+        assert!(matches!(store.lookup(&wrong), Lookup::Verify(_)), "a cache hit needs the whole token");
+        assert_eq!(store.cached(), 1);
+        // Revoked: the cached entry goes with the line.
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(store.lookup(token.expose()), Lookup::Refused));
+        assert_eq!(store.cached(), 0);
     }
 
     #[test]

@@ -24,10 +24,16 @@ pub struct SeqRange {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AlertInfo {
-    /// RFC 3339, receiver clock.
+    /// RFC 3339, receiver clock: the first alert of this kind on the stream.
     pub at: String,
     pub kind: String,
+    /// The first alert's detail.
     pub detail: String,
+    /// How many alerts of this kind the stream raised, the first included.
+    pub count: u64,
+    /// The latest one (the first when `count` is 1): when, and its detail.
+    pub last_at: String,
+    pub last_detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,6 +145,9 @@ impl Report {
             }
             for a in &s.alerts {
                 out.push_str(&format!("    alert {} {}: {}\n", a.at, a.kind, a.detail));
+                if a.count > 1 {
+                    out.push_str(&format!("      repeated: {} in all, last {}: {}\n", a.count, a.last_at, a.last_detail));
+                }
             }
         }
         for d in &self.silent_devices {
@@ -223,8 +232,17 @@ pub fn verify_with(data_dir: &Path, options: &VerifyOptions) -> Result<Report> {
         s.chain_verified = s.gaps.is_empty() && s.chain_break_count == 0;
         s.last_received_ms = read::last_received_ms(&tx, sid)?;
         s.last_received = s.last_received_ms.map(rfc3339);
-        s.alerts =
-            read::alerts(&tx, sid)?.into_iter().map(|(at, kind, detail)| AlertInfo { at: rfc3339(at), kind, detail }).collect();
+        s.alerts = read::alert_list(&tx, sid)?
+            .into_iter()
+            .map(|a| AlertInfo {
+                at: rfc3339(a.at_ms),
+                kind: a.kind,
+                detail: a.detail,
+                count: a.count,
+                last_at: rfc3339(a.last_ms),
+                last_detail: a.last_detail,
+            })
+            .collect();
         streams.push(s);
     }
     let totals = Totals {

@@ -260,8 +260,10 @@ async fn a_restart_keeps_records_tokens_and_the_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_devices_at_once_all_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let rx = start(config(dir.path())).await;
+    let mut cfg = config(dir.path());
     // One device token, 200 installs (streams): the load is in the requests, not in Argon2.
+    cfg.limits.max_streams_per_device = 200;
+    let rx = start(cfg).await;
     let token = add_device(&tokens_path(dir.path()), "acme", "fleet").unwrap();
     let client = client(rx.ca_pem().unwrap());
     let archive = archive_keys();

@@ -8,11 +8,13 @@ use std::path::Path;
 use base64::Engine as _;
 use common::*;
 use verbatim_core::record::{Record, RecordBody};
-use verbatim_receiver::{add_device, export, keygen, load_secret, verify};
+use verbatim_receiver::{AcceptedKeys, add_device, export, keygen, load_secret, verify};
 
 /// Uploads `records` as one stream through a real receiver, in batches of `per`.
 async fn upload(dir: &Path, archive: &Archive, stream: &str, records: &[Record], per: usize) -> Device {
-    let rx = start(config(dir)).await;
+    let mut cfg = config(dir);
+    cfg.archive_keys = AcceptedKeys::from_public_keys([&archive.public]);
+    let rx = start(cfg).await;
     let token = add_device(&tokens_path(dir), "acme", &format!("dev-{stream}")).unwrap();
     let client = client(rx.ca_pem().unwrap());
     let mut dev = Device::new(archive, "acme", &format!("dev-{stream}"), stream);

@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, EpochInfo, WireRecord};
-use verbatim_receiver::store::{Mode, Outcome, Store};
-use verbatim_receiver::{add_device, verify};
+use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};
+use verbatim_receiver::{AcceptedKeys, add_device, verify};
 
 fn fail(msg: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(msg.into())
@@ -52,6 +52,11 @@ impl Held {
             {
                 return Outcome::Conflict { expected, reason: String::new() };
             }
+        }
+        // An epoch not held yet must be sealed to the archive's key.
+        let accepted = archive_keys().key_id;
+        if let Some(e) = batch.epochs.iter().find(|e| !self.epochs.contains_key(&e.epoch) && e.archive_key_id != accepted) {
+            return Outcome::UnknownArchiveKey { epoch: e.epoch, key_id: e.archive_key_id.clone() };
         }
         let first = batch.records[0].seq;
         if first > expected {
@@ -90,6 +95,9 @@ fn same_outcome(got: &Outcome, want: &Outcome) -> bool {
         (Outcome::Stored(a), Outcome::Stored(b)) => a == b,
         (Outcome::Gap { expected: a }, Outcome::Gap { expected: b }) => a == b,
         (Outcome::Conflict { expected: a, .. }, Outcome::Conflict { expected: b, .. }) => a == b,
+        (Outcome::UnknownArchiveKey { epoch: a, key_id: ka }, Outcome::UnknownArchiveKey { epoch: b, key_id: kb }) => {
+            a == b && ka == kb
+        }
         _ => false,
     }
 }
@@ -110,11 +118,12 @@ impl Honest {
         let id = StreamId { tenant: tenant.into(), device: device.into(), stream: stream.into() };
         let mut prev = chain::genesis(&id);
         let mut epochs = Vec::new();
+        let key_id = archive_keys().key_id;
         let records = (1..=n)
             .map(|seq| {
                 let epoch = 1 + (seq - 1) / 5;
                 if epochs.last().map(|e: &EpochInfo| e.epoch) != Some(epoch) {
-                    epochs.push(EpochInfo { epoch, archive_key_id: "k1".into(), encapsulation: [epoch as u8; 32].to_vec() });
+                    epochs.push(EpochInfo { epoch, archive_key_id: key_id.clone(), encapsulation: [epoch as u8; 32].to_vec() });
                 }
                 let ciphertext: Vec<u8> = (0..(seq % 7) * 9 + 16).map(|i| (i * 31 + seq) as u8).collect();
                 prev = chain::link(&prev, seq, epoch, &ciphertext);
@@ -154,6 +163,8 @@ enum Twist {
     },
     /// An announced epoch with another encapsulation.
     Reannounce,
+    /// An announced epoch sealed to a key the archive does not hold.
+    ForeignKey,
     /// Renumber the whole batch to start elsewhere (links recomputed from genesis).
     Renumber(u64),
 }
@@ -165,6 +176,7 @@ fn twist() -> impl Strategy<Value = Twist> {
         1 => (any::<usize>(), any::<usize>()).prop_map(|(rec, at)| Twist::FlipCiphertext { rec, at }),
         1 => (any::<usize>(), 0usize..32).prop_map(|(rec, at)| Twist::FlipLink { rec, at }),
         1 => Just(Twist::Reannounce),
+        1 => Just(Twist::ForeignKey),
         1 => prop_oneof![Just(u64::MAX - 3), Just(i64::MAX as u64), Just(1u64 << 63), 2u64..40].prop_map(Twist::Renumber),
     ]
 }
@@ -191,6 +203,7 @@ fn apply_twist(mut b: Batch, t: &Twist, prev_of_first: Link) -> Batch {
         }
         Twist::FlipLink { rec, at } => b.records[rec % n].link[at] ^= 0x80,
         Twist::Reannounce => b.epochs[0].encapsulation[0] ^= 0xff,
+        Twist::ForeignKey => b.epochs[0].archive_key_id = "attacker-key-id".into(),
         Twist::Renumber(start) => {
             let start = start.min(u64::MAX - n as u64 + 1);
             let mut p = chain::genesis(&b.stream);
@@ -218,7 +231,8 @@ fn the_store_answers_every_decoded_batch_as_the_api_promises() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     props::check("store_model", 64, proptest::collection::vec(step(), 1..40), |steps| {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).map_err(|e| fail(e.to_string()))?;
+        let rules = StoreRules::new(AcceptedKeys::from_public_keys([&archive_keys().public]));
+        let store = Store::open(dir.path(), rules).map_err(|e| fail(e.to_string()))?;
         let devices: Vec<Honest> = (0..3).map(|i| Honest::new("acme", "dev-1", &format!("s-{i}"), 48)).collect();
         let mut models: Vec<Held> = vec![Held::default(); 3];
         for (k, (s, first, len, t)) in steps.iter().enumerate() {
@@ -251,7 +265,13 @@ fn the_store_answers_every_decoded_batch_as_the_api_promises() {
 fn documented(status: u16, error: &str) -> bool {
     matches!(
         (status, error),
-        (400, "malformed") | (403, "forbidden") | (409, "gap") | (409, "conflict") | (413, "too_large") | (415, "malformed")
+        (400, "malformed")
+            | (403, "forbidden")
+            | (409, "gap")
+            | (409, "conflict")
+            | (413, "too_large")
+            | (415, "malformed")
+            | (422, "unknown_archive_key")
     )
 }
 
@@ -306,7 +326,11 @@ fn the_batch_endpoint_answers_every_body_as_documented_and_never_5xx() {
             Ok(b) if b.stream.tenant != "acme" || b.stream.device != "dev-1" => (403, None),
             Ok(b) => {
                 let outcome = models.borrow_mut().entry(b.stream.clone()).or_default().expect(&b);
-                let status = if matches!(outcome, Outcome::Stored(_)) { 200 } else { 409 };
+                let status = match outcome {
+                    Outcome::Stored(_) => 200,
+                    Outcome::UnknownArchiveKey { .. } => 422,
+                    _ => 409,
+                };
                 (status, Some(outcome))
             }
         };
@@ -329,6 +353,11 @@ fn the_batch_endpoint_answers_every_body_as_documented_and_never_5xx() {
                 Some(Outcome::Gap { expected }) => prop_assert_eq!((e.error.as_str(), e.expected_seq), ("gap", Some(*expected))),
                 Some(Outcome::Conflict { expected, .. }) => {
                     prop_assert_eq!((e.error.as_str(), e.expected_seq), ("conflict", Some(*expected)))
+                }
+                Some(Outcome::UnknownArchiveKey { .. }) => {
+                    prop_assert_eq!((e.error.as_str(), e.expected_seq), ("unknown_archive_key", None));
+                    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+                    prop_assert!(v["archive_key_id"].is_string(), "422 without the key id: {}", reply.body);
                 }
                 _ => prop_assert_eq!(e.expected_seq, None),
             }

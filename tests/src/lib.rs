@@ -40,7 +40,7 @@ use verbatim_core::upload::{NetworkState, Pause, StopReason, UploadOptions, Uplo
 use verbatim_core::wire::{Batch, CONTENT_TYPE, EpochInfo, WireRecord};
 use verbatim_core::{Agent, AgentOptions};
 use verbatim_receiver::export::StreamExport;
-use verbatim_receiver::{ExportSummary, FaultPlan, Receiver, ReceiverConfig, Report, RunningReceiver};
+use verbatim_receiver::{AcceptedKeys, ExportSummary, FaultPlan, Receiver, ReceiverConfig, Report, RunningReceiver};
 
 /// The tenant of `synth::sample_policy`.
 pub const TENANT: &str = "acme-securities";
@@ -81,19 +81,22 @@ pub struct TestReceiver {
     running: Option<RunningReceiver>,
     pub plan: FaultPlan,
     pub data_dir: PathBuf,
+    /// The archive keys it accepts epochs for.
+    archive_keys: AcceptedKeys,
     addr: SocketAddr,
     ca_pem: String,
 }
 
 impl TestReceiver {
-    /// Starts on 127.0.0.1 with a free port.
-    pub async fn start(data_dir: &Path, plan: FaultPlan) -> TestReceiver {
-        Self::start_at(data_dir, plan, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    /// Starts on 127.0.0.1 with a free port, accepting epochs sealed to `archive_keys`.
+    pub async fn start(data_dir: &Path, plan: FaultPlan, archive_keys: AcceptedKeys) -> TestReceiver {
+        Self::start_at(data_dir, plan, archive_keys, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    async fn start_at(data_dir: &Path, plan: FaultPlan, addr: SocketAddr) -> TestReceiver {
-        let running = Self::launch(data_dir, &plan, addr).await;
+    async fn start_at(data_dir: &Path, plan: FaultPlan, archive_keys: AcceptedKeys, addr: SocketAddr) -> TestReceiver {
+        let running = Self::launch(data_dir, &plan, &archive_keys, addr).await;
         TestReceiver {
+            archive_keys,
             addr: running.addr(),
             ca_pem: running.ca_pem().expect("self-signed receiver has a CA").to_string(),
             running: Some(running),
@@ -102,8 +105,8 @@ impl TestReceiver {
         }
     }
 
-    async fn launch(data_dir: &Path, plan: &FaultPlan, addr: SocketAddr) -> RunningReceiver {
-        let mut cfg = ReceiverConfig::local_self_signed(data_dir);
+    async fn launch(data_dir: &Path, plan: &FaultPlan, archive_keys: &AcceptedKeys, addr: SocketAddr) -> RunningReceiver {
+        let mut cfg = ReceiverConfig::local_self_signed(data_dir, archive_keys.clone());
         cfg.listen = addr;
         cfg.faults = Some(plan.clone());
         // Requests held by a Delay fault must not hold a test's end for the default 5 s.
@@ -164,7 +167,7 @@ impl TestReceiver {
     /// Starts a stopped receiver again on its address and data directory.
     pub async fn start_again(&mut self) {
         assert!(self.running.is_none(), "the receiver is running");
-        let running = Self::launch(&self.data_dir, &self.plan, self.addr).await;
+        let running = Self::launch(&self.data_dir, &self.plan, &self.archive_keys, self.addr).await;
         assert_eq!(running.addr(), self.addr, "restarted on the same address");
         assert_eq!(running.ca_pem(), Some(self.ca_pem.as_str()), "the CA is kept across restarts");
         self.running = Some(running);
@@ -249,17 +252,11 @@ impl World {
     pub async fn with_faults(plan: FaultPlan) -> World {
         let watchdog = Watchdog::arm(Watchdog::LIMIT);
         let dir = tempfile::tempdir().expect("temp dir");
-        let receiver = TestReceiver::start(&dir.path().join("archive"), plan).await;
+        let key = ArchiveKey::generate();
+        let receiver =
+            TestReceiver::start(&dir.path().join("archive"), plan, AcceptedKeys::from_public_keys([&key.public])).await;
         let token = receiver.issue_token(TENANT, DEVICE);
-        World {
-            dir,
-            key: ArchiveKey::generate(),
-            receiver,
-            token,
-            exports: AtomicUsize::new(0),
-            overrides: Default::default(),
-            _watchdog: watchdog,
-        }
+        World { dir, key, receiver, token, exports: AtomicUsize::new(0), overrides: Default::default(), _watchdog: watchdog }
     }
 
     pub fn plan(&self) -> &FaultPlan {

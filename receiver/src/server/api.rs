@@ -2,6 +2,7 @@
 //! body. Logs carry status codes, sizes and sequence numbers only: never a token, an
 //! identifier from the body, or ciphertext.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,20 +14,22 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
-use tokio::sync::{Notify, Semaphore};
+use serde::Serialize;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use verbatim_core::chain::StreamId;
-use verbatim_core::secret::Secret;
 use verbatim_core::wire::{ApiError, Batch, CONTENT_TYPE, Cursor};
 
 use super::Limits;
+use super::auth::{AuthGate, Refusal};
 use crate::faults::{Fault, FaultPlan};
 use crate::store::{Mode, Outcome, Store};
-use crate::tokens::{DeviceIdentity, TokenStore, check_identifier};
+use crate::tokens::{DeviceIdentity, check_identifier};
 
 pub(crate) struct AppState {
     pub store: Arc<Store>,
-    pub tokens: Arc<TokenStore>,
-    /// Requests being handled at once; beyond it, 503 + Retry-After rather than a queue.
+    pub auth: AuthGate,
+    /// Authenticated requests being handled at once; beyond it, 503 + Retry-After rather than
+    /// a queue. Taken only after authentication: a refused request never holds one.
     pub permits: Arc<Semaphore>,
     pub limits: Limits,
     pub faults: Option<FaultPlan>,
@@ -36,6 +39,11 @@ pub(crate) struct AppState {
 /// without an answer (fault injection only).
 #[derive(Clone)]
 pub(crate) struct ConnKill(pub Arc<Notify>);
+
+/// Put in every request by the connection task: the client's address (for throttling repeated
+/// authentication failures; never logged).
+#[derive(Clone, Copy)]
+pub(crate) struct Peer(pub Option<SocketAddr>);
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -81,19 +89,69 @@ fn store_unavailable() -> Response {
     with_retry_after(api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive store is unavailable", None), 5)
 }
 
-/// Who the request's bearer token belongs to. Argon2 runs off the executor.
-async fn authenticate(tokens: &Arc<TokenStore>, headers: &HeaderMap) -> Option<DeviceIdentity> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+/// The answer to a request refused at authentication, sent after any delay the gate asks for.
+async fn refusal(refused: Refusal, limits: &Limits) -> Response {
+    match refused {
+        Refusal::Unauthorized { delay } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            unauthorized()
+        }
+        Refusal::Throttled { retry_after_secs } => with_retry_after(
+            api_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this address; retry after the given delay",
+                None,
+            ),
+            retry_after_secs,
+        ),
+        Refusal::Busy => with_retry_after(
+            api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive is busy; retry after the given delay", None),
+            limits.retry_after_secs,
+        ),
     }
-    let token = Secret::new(token.trim());
-    if token.is_empty() || token.expose().len() > 256 {
-        return None;
+}
+
+/// Authenticates, then takes a request slot: `Err` is the answer to send.
+async fn admit(
+    st: &AppState,
+    headers: &HeaderMap,
+    peer: Option<Peer>,
+) -> Result<(DeviceIdentity, OwnedSemaphorePermit), Response> {
+    let ip = peer.and_then(|p| p.0).map(|a| a.ip());
+    let identity = match st.auth.authenticate(headers, ip).await {
+        Ok(identity) => identity,
+        Err(refused) => {
+            tracing::info!(status = refusal_status(refused), "request refused: not authenticated");
+            return Err(refusal(refused, &st.limits).await);
+        }
+    };
+    match st.permits.clone().try_acquire_owned() {
+        Ok(permit) => Ok((identity, permit)),
+        Err(_) => {
+            tracing::info!(status = 503, "request refused: over the concurrency limit");
+            Err(overloaded(&st.limits))
+        }
     }
-    let tokens = tokens.clone();
-    tokio::task::spawn_blocking(move || tokens.authenticate(token.expose())).await.ok().flatten()
+}
+
+fn refusal_status(r: Refusal) -> u16 {
+    match r {
+        Refusal::Unauthorized { .. } => 401,
+        Refusal::Throttled { .. } => 429,
+        Refusal::Busy => 503,
+    }
+}
+
+/// The 422 body for an epoch sealed to an archive key this archive does not accept: the
+/// `ApiError` fields plus the key id, so the device can report exactly which key it used.
+#[derive(Serialize)]
+struct UnknownArchiveKeyError<'a> {
+    error: &'static str,
+    reason: &'a str,
+    archive_key_id: &'a str,
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -188,13 +246,10 @@ async fn post_batch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let kill = parts.extensions.get::<ConnKill>().cloned();
     let limits = &st.limits;
 
-    let Ok(_permit) = st.permits.clone().try_acquire_owned() else {
-        tracing::info!(status = 503, "batch refused: over the concurrency limit");
-        return drain_then(body, limits, overloaded(limits)).await;
-    };
-    let Some(identity) = authenticate(&st.tokens, &parts.headers).await else {
-        tracing::info!(status = 401, "batch refused: not authenticated");
-        return drain_then(body, limits, unauthorized()).await;
+    let peer = parts.extensions.get::<Peer>().copied();
+    let (identity, _permit) = match admit(&st, &parts.headers, peer).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return drain_then(body, limits, resp).await,
     };
     if !is_batch_content_type(&parts.headers) {
         let reason = format!("Content-Type must be {CONTENT_TYPE}");
@@ -291,6 +346,19 @@ async fn post_batch(State(st): State<Arc<AppState>>, req: Request) -> Response {
             tracing::warn!(status = 409, first_seq, last_seq, expected, "batch refused: conflict");
             api_error(StatusCode::CONFLICT, "conflict", &reason, Some(expected))
         }
+        Ok(Outcome::UnknownArchiveKey { epoch, key_id }) => {
+            tracing::warn!(status = 422, epoch, "batch refused: epoch sealed to an archive key this archive does not accept");
+            let reason = crate::store::writer::unknown_key_reason(epoch, &key_id);
+            let body = UnknownArchiveKeyError { error: "unknown_archive_key", reason: &reason, archive_key_id: &key_id };
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+        }
+        Ok(Outcome::StreamLimit { limit }) => {
+            tracing::warn!(status = 422, limit, "batch refused: the device has as many streams as the archive accepts");
+            let reason = format!(
+                "this device already has {limit} streams, the most this archive accepts per device; an administrator must raise the limit"
+            );
+            api_error(StatusCode::UNPROCESSABLE_ENTITY, "stream_limit", &reason, None)
+        }
         Err(e) => {
             tracing::error!(error = %e, "archive store failed");
             store_unavailable()
@@ -303,13 +371,15 @@ async fn post_batch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     resp
 }
 
-async fn get_cursor(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
-    let Ok(_permit) = st.permits.clone().try_acquire_owned() else {
-        return overloaded(&st.limits);
-    };
-    let Some(identity) = authenticate(&st.tokens, &headers).await else {
-        tracing::info!(status = 401, "cursor refused: not authenticated");
-        return unauthorized();
+async fn get_cursor(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    let (identity, _permit) = match admit(&st, &headers, peer.map(|p| p.0)).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return resp,
     };
     let stream = match path {
         Ok(Path(s)) if check_identifier("stream", &s).is_ok() => s,

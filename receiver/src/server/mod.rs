@@ -1,8 +1,9 @@
 //! The receiver process: an accept loop we control (TLS handshake timeout, connection cap,
 //! graceful shutdown, fault-injected connection drops) serving the axum routes of [`api`]
-//! over HTTP/1.1 on rustls.
+//! over HTTP/1.1 on rustls. Authentication ([`auth`]) comes before a request slot is taken.
 
 mod api;
+mod auth;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,19 +18,28 @@ use tower_service::Service as _;
 
 use crate::error::{Error, Result};
 use crate::faults::FaultPlan;
-use crate::store::Store;
+use crate::keys::AcceptedKeys;
+use crate::store::{Store, StoreRules};
 use crate::tls::{self, TlsSource};
 use crate::tokens::TokenStore;
-use api::{AppState, ConnKill};
+use api::{AppState, ConnKill, Peer};
 
 /// Bounds that keep memory and slots bounded whatever clients do.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest batch body accepted (413 beyond). Default 17 MiB: a 16 MiB batch plus framing.
     pub max_body_bytes: usize,
-    /// Requests handled at once; more get 503 + Retry-After. Peak memory is about twice
-    /// `max_body_bytes` per request (the body, then the decoded batch).
+    /// Authenticated requests handled at once; more get 503 + Retry-After. Peak memory is
+    /// about twice `max_body_bytes` per request (the body, then the decoded batch).
     pub max_concurrent_requests: usize,
+    /// Argon2 token verifications at once (each 19 MiB and tens of milliseconds of one core),
+    /// a budget of their own: only a known token id not verified yet needs one.
+    pub max_concurrent_verifications: usize,
+    /// How long a request waits for a verification slot before 503 + Retry-After.
+    pub verification_wait: Duration,
+    /// Streams one device (tenant, device) may open; a batch for one more gets 422
+    /// `stream_limit`.
+    pub max_streams_per_device: u64,
     /// Open connections; more are closed on accept.
     pub max_connections: usize,
     pub handshake_timeout: Duration,
@@ -53,6 +63,9 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 17 * 1024 * 1024,
             max_concurrent_requests: 16,
+            max_concurrent_verifications: 1,
+            verification_wait: Duration::from_secs(2),
+            max_streams_per_device: crate::store::DEFAULT_MAX_STREAMS_PER_DEVICE,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
@@ -72,6 +85,8 @@ pub struct ReceiverConfig {
     pub data_dir: PathBuf,
     /// The device token file (see [`crate::tokens`]).
     pub tokens_file: PathBuf,
+    /// The archive key ids epochs may be sealed to (see [`AcceptedKeys`]).
+    pub archive_keys: AcceptedKeys,
     pub tls: TlsSource,
     pub limits: Limits,
     /// Fault injection; `None` (the default) in production.
@@ -79,11 +94,18 @@ pub struct ReceiverConfig {
 }
 
 impl ReceiverConfig {
-    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>, tokens_file: impl Into<PathBuf>, tls: TlsSource) -> Self {
+    pub fn new(
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        tokens_file: impl Into<PathBuf>,
+        archive_keys: AcceptedKeys,
+        tls: TlsSource,
+    ) -> Self {
         ReceiverConfig {
             listen,
             data_dir: data_dir.into(),
             tokens_file: tokens_file.into(),
+            archive_keys,
             tls,
             limits: Limits::default(),
             faults: None,
@@ -92,10 +114,10 @@ impl ReceiverConfig {
 
     /// Self-signed TLS on 127.0.0.1 with a free port, tokens in `<data_dir>/tokens.jsonl`:
     /// what tests and the demo use.
-    pub fn local_self_signed(data_dir: impl Into<PathBuf>) -> Self {
+    pub fn local_self_signed(data_dir: impl Into<PathBuf>, archive_keys: AcceptedKeys) -> Self {
         let data_dir = data_dir.into();
         let tokens = data_dir.join("tokens.jsonl");
-        ReceiverConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, tokens, TlsSource::SelfSigned)
+        ReceiverConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, tokens, archive_keys, TlsSource::SelfSigned)
     }
 }
 
@@ -111,10 +133,16 @@ impl Receiver {
     /// Opens the store, loads tokens and TLS, binds and starts serving on the current tokio
     /// runtime (multi-threaded). Returns once the socket is listening.
     pub async fn start(config: ReceiverConfig) -> Result<RunningReceiver> {
-        if config.limits.max_concurrent_requests == 0 || config.limits.max_connections == 0 {
-            return Err(Error::Config("max_concurrent_requests and max_connections must be at least 1".into()));
+        let l = &config.limits;
+        if l.max_concurrent_requests == 0 || l.max_connections == 0 || l.max_concurrent_verifications == 0 {
+            return Err(Error::Config(
+                "max_concurrent_requests, max_concurrent_verifications and max_connections must be at least 1".into(),
+            ));
         }
-        crate::fsutil::create_dir(&config.data_dir)?;
+        if config.archive_keys.is_empty() {
+            return Err(Error::Config("at least one archive key must be accepted".into()));
+        }
+        crate::fsutil::create_private_dir(&config.data_dir)?;
         let (server_config, self_signed) = match &config.tls {
             TlsSource::SelfSigned => {
                 let ss = tls::ensure_self_signed(&config.data_dir)?;
@@ -125,8 +153,12 @@ impl Receiver {
         let tokens = Arc::new(TokenStore::open(&config.tokens_file)?);
         let data_dir = config.data_dir.clone();
         let storage_limit = config.limits.storage_limit_bytes;
+        let rules = StoreRules {
+            accepted_keys: config.archive_keys.clone(),
+            max_streams_per_device: config.limits.max_streams_per_device,
+        };
         let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, storage_limit))
+            tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, rules, storage_limit))
                 .await
                 .map_err(|_| Error::Closed)??,
         );
@@ -136,7 +168,7 @@ impl Receiver {
 
         let state = Arc::new(AppState {
             store: store.clone(),
-            tokens,
+            auth: auth::AuthGate::new(tokens, config.limits.max_concurrent_verifications, config.limits.verification_wait),
             permits: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             limits: config.limits.clone(),
             faults: config.faults.clone(),
@@ -395,14 +427,17 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<u8>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let peer = tcp.peer_addr().ok();
     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         _ => return, // failed or stalled handshake: nothing to answer
     };
     let kill = Arc::new(Notify::new());
     let ctx = ConnKill(kill.clone());
+    let peer = Peer(peer);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ctx.clone());
+        req.extensions_mut().insert(peer);
         let mut router = router.clone();
         async move { router.call(req).await }
     });

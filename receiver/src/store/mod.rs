@@ -15,8 +15,8 @@ use verbatim_core::chain::{Link, StreamId};
 use verbatim_core::wire::Batch;
 
 use crate::error::{Error, Result};
-pub use writer::{ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP};
-pub use writer::{Mode, Outcome};
+pub use writer::{ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP, ALERT_UNKNOWN_ARCHIVE_KEY};
+pub use writer::{DEFAULT_MAX_STREAMS_PER_DEVICE, Mode, Outcome, StoreRules};
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "archive.db";
@@ -29,6 +29,13 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
+/// `archive.db-wal`, `archive.db-shm`.
+fn sqlite_side_file(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 pub struct Store {
     db: PathBuf,
     tx: Mutex<Option<mpsc::Sender<writer::Job>>>,
@@ -38,16 +45,27 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `data_dir`, takes the directory's lock and
-    /// starts the writer thread.
-    pub fn open(data_dir: &Path) -> Result<Store> {
-        Store::open_with_limit(data_dir, None)
+    /// starts the writer thread, which applies `rules` to every batch.
+    pub fn open(data_dir: &Path, rules: StoreRules) -> Result<Store> {
+        Store::open_with_limit(data_dir, rules, None)
     }
 
     /// [`Store::open`] with the database capped at `storage_limit_bytes` (see
     /// `Limits::storage_limit_bytes`): an emulated full disk for tests.
-    pub fn open_with_limit(data_dir: &Path, storage_limit_bytes: Option<u64>) -> Result<Store> {
-        crate::fsutil::create_dir(data_dir)?;
+    pub fn open_with_limit(data_dir: &Path, rules: StoreRules, storage_limit_bytes: Option<u64>) -> Result<Store> {
+        if rules.accepted_keys.is_empty() {
+            return Err(Error::Config("the archive store needs at least one accepted archive key".into()));
+        }
+        if rules.max_streams_per_device == 0 {
+            return Err(Error::Config("max_streams_per_device must be at least 1".into()));
+        }
+        // Owner only: the directory 0700, the lock, the database and its WAL files 0600.
+        // Created so, and narrowed if an older receiver (or a umask) left them wider.
+        crate::fsutil::create_private_dir(data_dir)?;
+        crate::fsutil::restrict_dir(data_dir)?;
         let lock_path = data_dir.join(LOCK_FILE);
+        crate::fsutil::create_private_file(&lock_path)?;
+        crate::fsutil::restrict_file(&lock_path)?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -60,6 +78,11 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io_path("lock", &lock_path, e)),
         }
         let db = db_path(data_dir);
+        // SQLite gives its -wal and -shm files the database file's mode.
+        crate::fsutil::create_private_file(&db)?;
+        for file in [db.clone(), sqlite_side_file(&db, "-wal"), sqlite_side_file(&db, "-shm")] {
+            crate::fsutil::restrict_file(&file)?;
+        }
         let mut conn = Connection::open(&db)?;
         schema::prepare_writer(&mut conn)?;
         if let Some(limit) = storage_limit_bytes {
@@ -73,7 +96,7 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("verbatim-archive-writer".into())
-            .spawn(move || writer::run(conn, rx, lock))
+            .spawn(move || writer::run(conn, rx, lock, rules))
             .map_err(|e| Error::io("start the writer thread", e))?;
         Ok(Store { db, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers: Mutex::new(Vec::new()) })
     }

@@ -60,16 +60,49 @@ pub fn epochs(conn: &Connection, sid: i64) -> Result<Vec<EpochInfo>> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Alerts of a stream, oldest first: (at_ms, kind, detail).
 /// When the newest record of a stream was received (receiver clock, ms).
 pub fn last_received_ms(conn: &Connection, sid: i64) -> Result<Option<i64>> {
     Ok(conn.query_row("SELECT max(received_ms) FROM records WHERE stream_id = ?1", [sid], |r| r.get(0))?)
 }
 
-pub fn alerts(conn: &Connection, sid: i64) -> Result<Vec<(i64, String, String)>> {
-    let mut stmt = conn.prepare("SELECT at_ms, kind, detail FROM alerts WHERE stream_id = ?1 ORDER BY id")?;
-    let rows = stmt.query_map([sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+/// One alert of a stream: the first of its kind as it was recorded, and how often that kind
+/// came again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: String,
+    /// Occurrences in all, the first included.
+    pub count: u64,
+    /// When the latest occurrence was recorded and its detail (the first's when `count` is 1).
+    pub last_ms: i64,
+    pub last_detail: String,
+}
+
+/// Alerts of a stream, oldest first.
+pub fn alert_list(conn: &Connection, sid: i64) -> Result<Vec<Alert>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.at_ms, a.kind, a.detail, r.repeats, r.last_ms, r.last_detail
+         FROM alerts a LEFT JOIN alert_repeats r ON r.alert_id = a.id WHERE a.stream_id = ?1 ORDER BY a.id",
+    )?;
+    let rows = stmt.query_map([sid], |r| {
+        let (at_ms, detail): (i64, String) = (r.get(0)?, r.get(2)?);
+        let repeats: Option<i64> = r.get(3)?;
+        Ok(Alert {
+            at_ms,
+            kind: r.get(1)?,
+            count: 1 + repeats.unwrap_or(0).max(0) as u64,
+            last_ms: r.get::<_, Option<i64>>(4)?.unwrap_or(at_ms),
+            last_detail: r.get::<_, Option<String>>(5)?.unwrap_or_else(|| detail.clone()),
+            detail,
+        })
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Alerts of a stream, oldest first: (at_ms, kind, detail) of the first of each kind.
+pub fn alerts(conn: &Connection, sid: i64) -> Result<Vec<(i64, String, String)>> {
+    Ok(alert_list(conn, sid)?.into_iter().map(|a| (a.at_ms, a.kind, a.detail)).collect())
 }
 
 /// Calls `f` with every record of a stream in sequence order, one row at a time: memory stays

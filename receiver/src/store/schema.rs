@@ -1,6 +1,8 @@
 //! The archive database schema and its migrations (`PRAGMA user_version` counts the ones
 //! applied). Records, epochs and alerts are append-only: triggers refuse UPDATE and DELETE,
-//! so even a bug in this crate cannot rewrite history through SQL.
+//! so even a bug in this crate cannot rewrite history through SQL. The one mutable table,
+//! `alert_repeats`, only counts up: its triggers refuse DELETE and any UPDATE that does not
+//! raise the count.
 
 use rusqlite::Connection;
 
@@ -49,6 +51,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER epochs_append_only_d BEFORE DELETE ON epochs BEGIN SELECT RAISE(ABORT, 'epochs are append-only'); END;
     CREATE TRIGGER alerts_append_only_u BEFORE UPDATE ON alerts BEGIN SELECT RAISE(ABORT, 'alerts are append-only'); END;
     CREATE TRIGGER alerts_append_only_d BEFORE DELETE ON alerts BEGIN SELECT RAISE(ABORT, 'alerts are append-only'); END;
+    ",
+    // 2: repeated alerts are counted, not added. The first alert of a kind on a stream keeps
+    // its own row in `alerts`; later ones of that kind raise `repeats` of that row and set when
+    // the last came and its detail. Finding the first row of a kind needs the index.
+    "
+    CREATE INDEX alerts_by_kind ON alerts (stream_id, kind, id);
+    CREATE TABLE alert_repeats (
+        alert_id     INTEGER PRIMARY KEY REFERENCES alerts(id),
+        repeats      INTEGER NOT NULL CHECK (repeats > 0),
+        last_ms      INTEGER NOT NULL,
+        last_detail  TEXT NOT NULL
+    );
+    CREATE TRIGGER alert_repeats_only_grow BEFORE UPDATE ON alert_repeats
+        WHEN NEW.alert_id IS NOT OLD.alert_id OR NEW.repeats <= OLD.repeats
+        BEGIN SELECT RAISE(ABORT, 'alert counts only grow'); END;
+    CREATE TRIGGER alert_repeats_kept BEFORE DELETE ON alert_repeats BEGIN SELECT RAISE(ABORT, 'alert counts are never deleted'); END;
     ",
 ];
 

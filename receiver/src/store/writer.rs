@@ -2,6 +2,10 @@
 //! order. Whatever batches arrived together are applied in one transaction, each inside its
 //! own savepoint, and committed with one fsync (group commit): 200 devices uploading at once
 //! do not each pay a sync. Answers go out only after the COMMIT returned.
+//!
+//! Besides continuity the writer enforces [`StoreRules`]: epochs only for archive keys the
+//! archive holds, and a bounded number of streams per device. Alerts are one row per stream and
+//! kind, its repeats counted beside it, so a device cannot grow the tables without bound.
 
 use std::sync::mpsc;
 
@@ -12,7 +16,27 @@ use verbatim_core::chain::{self, ChainBreak, Link, StreamId};
 use verbatim_core::wire::{Batch, BatchAck, WireRecord};
 
 use crate::error::{Error, Result};
+use crate::keys::AcceptedKeys;
 use crate::time::now_ms;
+
+/// Streams one device may open unless configured otherwise: a new stream per app install or
+/// store recovery, so a real device needs a handful over its life.
+pub const DEFAULT_MAX_STREAMS_PER_DEVICE: u64 = 100;
+
+/// What every batch is held to besides continuity.
+#[derive(Debug, Clone)]
+pub struct StoreRules {
+    /// Archive key ids a new epoch may be sealed to.
+    pub accepted_keys: AcceptedKeys,
+    /// New streams beyond this many for one (tenant, device) are refused.
+    pub max_streams_per_device: u64,
+}
+
+impl StoreRules {
+    pub fn new(accepted_keys: AcceptedKeys) -> StoreRules {
+        StoreRules { accepted_keys, max_streams_per_device: DEFAULT_MAX_STREAMS_PER_DEVICE }
+    }
+}
 
 /// Most batches committed in one transaction.
 const MAX_GROUP: usize = 64;
@@ -37,6 +61,16 @@ pub enum Outcome {
         expected: u64,
         reason: String,
     },
+    /// A new epoch is sealed to an archive key this archive does not accept; nothing stored,
+    /// alert kept.
+    UnknownArchiveKey {
+        epoch: u64,
+        key_id: String,
+    },
+    /// The batch would open a new stream for a device that has `limit` already; nothing stored.
+    StreamLimit {
+        limit: u64,
+    },
 }
 
 pub struct Job {
@@ -50,8 +84,9 @@ pub const ALERT_EQUIVOCATION: &str = "equivocation";
 pub const ALERT_EPOCH_CONFLICT: &str = "epoch_conflict";
 pub const ALERT_CHAIN_BREAK: &str = "chain_break";
 pub const ALERT_GAP: &str = "gap";
+pub const ALERT_UNKNOWN_ARCHIVE_KEY: &str = "unknown_archive_key";
 
-pub fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, _lock: std::fs::File) {
+pub fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, _lock: std::fs::File, rules: StoreRules) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -64,19 +99,19 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, _lock: std::fs::File) 
         let mut batch: Vec<Job> = Vec::new();
         for job in group {
             if job.mode == Mode::RollBack {
-                commit_group(&mut conn, std::mem::take(&mut batch));
-                roll_back_one(&mut conn, job);
+                commit_group(&mut conn, std::mem::take(&mut batch), &rules);
+                roll_back_one(&mut conn, job, &rules);
             } else {
                 batch.push(job);
             }
         }
-        commit_group(&mut conn, batch);
+        commit_group(&mut conn, batch, &rules);
     }
     // Every sender is gone: the receiver is shutting down. The connection closes here (a
     // clean WAL checkpoint) and the data directory lock is released.
 }
 
-fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
+fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &StoreRules) {
     if jobs.is_empty() {
         return;
     }
@@ -95,7 +130,7 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
     let mut tx = tx;
     for job in jobs {
         let result = match tx.savepoint() {
-            Ok(sp) => match apply(&sp, &job.batch, now) {
+            Ok(sp) => match apply(&sp, &job.batch, now, rules) {
                 Ok(outcome) => sp.commit().map(|_| outcome).map_err(Error::from),
                 Err(e) => Err(e), // the savepoint rolls back on drop
             },
@@ -119,9 +154,9 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
     }
 }
 
-fn roll_back_one(conn: &mut Connection, job: Job) {
+fn roll_back_one(conn: &mut Connection, job: Job, rules: &StoreRules) {
     let result = conn.transaction().map_err(Error::from).and_then(|tx| {
-        let r = apply(&tx, &job.batch, now_ms());
+        let r = apply(&tx, &job.batch, now_ms(), rules);
         tx.rollback()?;
         r
     });
@@ -147,16 +182,23 @@ pub(crate) fn bytes(v: ValueRef<'_>) -> Vec<u8> {
     }
 }
 
-fn stream_row(conn: &Connection, id: &StreamId, now: i64) -> Result<i64> {
+/// The stream's row, created if the device may open another stream; `None` if it may not.
+fn stream_row(conn: &Connection, id: &StreamId, now: i64, max_streams_per_device: u64) -> Result<Option<i64>> {
+    if let Some(sid) = super::read::stream_row(conn, id)? {
+        return Ok(Some(sid));
+    }
+    let held: i64 =
+        conn.query_row("SELECT count(*) FROM streams WHERE tenant = ?1 AND device = ?2", params![id.tenant, id.device], |r| {
+            r.get(0)
+        })?;
+    if held as u64 >= max_streams_per_device {
+        return Ok(None);
+    }
     conn.execute(
-        "INSERT OR IGNORE INTO streams (tenant, device, stream, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO streams (tenant, device, stream, created_ms) VALUES (?1, ?2, ?3, ?4)",
         params![id.tenant, id.device, id.stream, now],
     )?;
-    Ok(conn.query_row(
-        "SELECT id FROM streams WHERE tenant = ?1 AND device = ?2 AND stream = ?3",
-        params![id.tenant, id.device, id.stream],
-        |r| r.get(0),
-    )?)
+    Ok(Some(conn.last_insert_rowid()))
 }
 
 /// Last held sequence and its link (0 and the genesis link when nothing is held).
@@ -174,30 +216,73 @@ pub(crate) fn head(conn: &Connection, stream_row: Option<i64>, id: &StreamId) ->
     }
 }
 
+/// Records an alert: the first of its kind on a stream is a row of its own, kept as it was
+/// written; every later one of that kind is counted beside it (how many, when the last was,
+/// its detail), so a device repeating a refused batch cannot grow the table and no alert
+/// disappears into another's text.
 fn alert(conn: &Connection, sid: i64, now: i64, kind: &str, detail: &str) -> Result<()> {
-    // A device retrying the same refused batch must not grow the table: skip a repeat of the
-    // stream's latest alert.
-    let last: Option<(String, String)> = conn
-        .query_row("SELECT kind, detail FROM alerts WHERE stream_id = ?1 ORDER BY id DESC LIMIT 1", [sid], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+    let first: Option<i64> = conn
+        .query_row("SELECT id FROM alerts WHERE stream_id = ?1 AND kind = ?2 ORDER BY id LIMIT 1", params![sid, kind], |r| {
+            r.get(0)
         })
         .optional()?;
-    if last.as_ref().is_some_and(|(k, d)| k == kind && d == detail) {
-        return Ok(());
+    match first {
+        None => {
+            conn.execute(
+                "INSERT INTO alerts (stream_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![sid, now, kind, detail],
+            )?;
+            tracing::warn!(kind, "stream alert recorded");
+        }
+        Some(id) => {
+            conn.execute(
+                "INSERT INTO alert_repeats (alert_id, repeats, last_ms, last_detail) VALUES (?1, 1, ?2, ?3)
+                 ON CONFLICT (alert_id) DO UPDATE SET repeats = repeats + 1, last_ms = excluded.last_ms,
+                                                      last_detail = excluded.last_detail",
+                params![id, now, detail],
+            )?;
+            tracing::warn!(kind, "stream alert repeated");
+        }
     }
-    conn.execute("INSERT INTO alerts (stream_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)", params![sid, now, kind, detail])?;
-    tracing::warn!(kind, "stream alert recorded");
     Ok(())
 }
 
+/// Why an epoch announcement contradicts the one held, or `None` if it is the same.
+fn epoch_difference(
+    epoch: u64,
+    held_key_id: &str,
+    held_enc: &[u8],
+    announced: &verbatim_core::wire::EpochInfo,
+) -> Option<String> {
+    let key_differs = held_key_id != announced.archive_key_id;
+    let enc_differs = held_enc != announced.encapsulation.as_slice();
+    let what = match (key_differs, enc_differs) {
+        (false, false) => return None,
+        (true, false) => "a different archive key id (same encapsulation)",
+        (false, true) => "a different encapsulation (same archive key id)",
+        (true, true) => "a different archive key id and encapsulation",
+    };
+    Some(format!("epoch {epoch} re-announced with {what}"))
+}
+
+/// The `reason` of a refusal for an epoch sealed to an unknown archive key.
+pub fn unknown_key_reason(epoch: u64, key_id: &str) -> String {
+    format!("epoch {epoch} is sealed to archive key id {key_id}, which this archive does not accept")
+}
+
 /// Applies one batch: duplicates, continuity, chain, epochs, then the new records.
-fn apply(conn: &Connection, batch: &Batch, now: i64) -> Result<Outcome> {
-    let sid = stream_row(conn, &batch.stream, now)?;
+fn apply(conn: &Connection, batch: &Batch, now: i64, rules: &StoreRules) -> Result<Outcome> {
+    let Some(sid) = stream_row(conn, &batch.stream, now, rules.max_streams_per_device)? else {
+        return Ok(Outcome::StreamLimit { limit: rules.max_streams_per_device });
+    };
     let (held, held_link) = head(conn, Some(sid), &batch.stream)?;
     // Saturating: a tampered row could hold any number; nothing here may overflow on it.
     let expected = held.saturating_add(1);
 
-    // An epoch id must always mean the same encapsulation: a second one is equivocation.
+    // An epoch id must always mean the same key id and encapsulation: another is equivocation.
+    // Epochs not held yet must be sealed to a key the archive holds, or nobody could ever open
+    // their records (epochs already held are not re-checked: a retired key stays readable).
+    let mut new_epochs = Vec::new();
     for e in &batch.epochs {
         let stored: Option<(String, Vec<u8>)> = conn
             .query_row(
@@ -206,13 +291,19 @@ fn apply(conn: &Connection, batch: &Batch, now: i64) -> Result<Outcome> {
                 |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), bytes(r.get_ref(1)?))),
             )
             .optional()?;
-        if let Some((key_id, enc)) = stored
-            && (key_id != e.archive_key_id || enc != e.encapsulation)
-        {
-            let reason = format!("epoch {} re-announced with a different encapsulation", e.epoch);
-            alert(conn, sid, now, ALERT_EPOCH_CONFLICT, &reason)?;
-            return Ok(Outcome::Conflict { expected, reason });
+        match stored {
+            Some((key_id, enc)) => {
+                if let Some(reason) = epoch_difference(e.epoch, &key_id, &enc, e) {
+                    alert(conn, sid, now, ALERT_EPOCH_CONFLICT, &reason)?;
+                    return Ok(Outcome::Conflict { expected, reason });
+                }
+            }
+            None => new_epochs.push(e),
         }
+    }
+    if let Some(e) = new_epochs.iter().find(|e| !rules.accepted_keys.contains(&e.archive_key_id)) {
+        alert(conn, sid, now, ALERT_UNKNOWN_ARCHIVE_KEY, &unknown_key_reason(e.epoch, &e.archive_key_id))?;
+        return Ok(Outcome::UnknownArchiveKey { epoch: e.epoch, key_id: e.archive_key_id.clone() });
     }
 
     let first = batch.records.first().map(|r| r.seq).unwrap_or(expected);

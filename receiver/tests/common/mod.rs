@@ -9,7 +9,7 @@ use verbatim_core::model::{CallOutcome, Channel, Direction, Edit, EventMeta, Mes
 use verbatim_core::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use verbatim_core::seal::{self, ArchiveSecretKey, EpochKey};
 use verbatim_core::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, EpochInfo, WireRecord};
-use verbatim_receiver::{Receiver, ReceiverConfig, RunningReceiver};
+use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig, RunningReceiver};
 
 pub struct Archive {
     pub secret: ArchiveSecretKey,
@@ -17,7 +17,17 @@ pub struct Archive {
     pub key_id: String,
 }
 
+/// The archive key of this test process: made once, and the one [`config`] accepts.
 pub fn archive_keys() -> Archive {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let bytes = KEY.get_or_init(|| *seal::generate_archive_keypair().0.as_bytes());
+    let secret = ArchiveSecretKey::from_bytes(bytes).unwrap();
+    let public = seal::public_key_of(&secret).unwrap();
+    Archive { key_id: seal::key_id(&public), secret, public }
+}
+
+/// A key pair of another archive: what this receiver does not accept.
+pub fn foreign_archive_keys() -> Archive {
     let (secret, public) = seal::generate_archive_keypair();
     Archive { key_id: seal::key_id(&public), secret, public }
 }
@@ -77,8 +87,9 @@ pub fn client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder().tls_backend_preconfigured(verbatim_receiver::tls::client_config(ca_pem).unwrap()).build().unwrap()
 }
 
+/// A receiver on 127.0.0.1 accepting [`archive_keys`].
 pub fn config(dir: &Path) -> ReceiverConfig {
-    ReceiverConfig::local_self_signed(dir)
+    ReceiverConfig::local_self_signed(dir, AcceptedKeys::from_public_keys([&archive_keys().public]))
 }
 
 pub async fn start(config: ReceiverConfig) -> RunningReceiver {
