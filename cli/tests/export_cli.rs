@@ -8,7 +8,8 @@ use verbatim_core::chain::{self, StreamId};
 use verbatim_core::record::{AgentEvent, Record, RecordBody};
 use verbatim_core::seal::EpochKey;
 use verbatim_core::wire::{Batch, EpochInfo, WireRecord};
-use verbatim_receiver::store::{Mode, Outcome, Store};
+use verbatim_receiver::AcceptedKeys;
+use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
@@ -48,7 +49,8 @@ fn stream(device: &str, name: &str, counts: &[(&Key, usize)]) -> Batch {
 
 fn store(data: &Path, batches: Vec<Batch>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = Store::open(data).unwrap();
+    let ids: Vec<&str> = batches.iter().flat_map(|b| b.epochs.iter().map(|e| e.archive_key_id.as_str())).collect();
+    let store = Store::open(data, StoreRules::new(AcceptedKeys::from_key_ids(ids))).unwrap();
     for b in batches {
         assert!(matches!(rt.block_on(store.submit(b, Mode::Commit)).unwrap(), Outcome::Stored(_)));
     }

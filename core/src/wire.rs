@@ -248,7 +248,7 @@ pub struct Cursor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Machine-readable code: `malformed`, `unauthorized`, `forbidden`, `gap`, `conflict`,
-    /// `unknown_archive_key`, `too_large`, `rate_limited`, `unavailable`, `not_found`.
+    /// `unknown_archive_key`, `stream_limit`, `too_large`, `rate_limited`, `unavailable`, `not_found`.
     pub error: String,
     /// What was wrong, for a person.
     pub reason: String,

@@ -96,6 +96,12 @@ impl AcceptedKeys {
         AcceptedKeys { ids: keys.into_iter().map(seal::key_id).collect() }
     }
 
+    /// Key ids as epochs name them, for tools that hold ids but not keys (writing a store that
+    /// an older receiver filled, before ids were checked).
+    pub fn from_key_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> AcceptedKeys {
+        AcceptedKeys { ids: ids.into_iter().map(str::to_string).collect() }
+    }
+
     /// Reads key files: a file named `archive-private.key` (as [`keygen`] names it) is read as a
     /// private key and its public key derived; any other file as a public key file. Both hold
     /// one base64 line, so the name is what tells them apart. Refuses an empty list.

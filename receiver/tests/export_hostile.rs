@@ -14,7 +14,8 @@ use verbatim_core::model::{Channel, Direction, EventMeta};
 use verbatim_core::record::{AgentEvent, Record, RecordBody};
 use verbatim_core::seal::{self, EpochKey};
 use verbatim_core::wire::{Batch, EpochInfo, WireRecord};
-use verbatim_receiver::store::{Mode, Outcome, Store};
+use verbatim_receiver::AcceptedKeys;
+use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};
 use verbatim_receiver::{export, export_with_keys};
 
 /// A device stream sealed and chained as the agent does, with any number of epochs, each to
@@ -82,7 +83,10 @@ fn agent_record(i: usize) -> Record {
 /// Stores every stream's records in `data` as the receiver would after accepting them.
 fn store(data: &Path, streams: &[&Sealer]) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = Store::open(data).unwrap();
+    // Written as a receiver of before the key-id check could have: every id the epochs name.
+    let ids: Vec<&str> = streams.iter().flat_map(|s| s.epochs.iter().map(|e| e.archive_key_id.as_str())).collect();
+    let rules = StoreRules::new(AcceptedKeys::from_key_ids(ids));
+    let store = Store::open(data, rules).unwrap();
     for s in streams {
         let outcome = rt.block_on(store.submit(s.batch(), Mode::Commit)).unwrap();
         assert!(matches!(outcome, Outcome::Stored(_)), "{:?}: {outcome:?}", s.id);
@@ -230,7 +234,7 @@ fn a_stream_that_cannot_be_written_fails_alone_and_the_rest_is_exported() {
 #[test]
 fn an_epoch_without_its_private_key_is_reported_once_and_everything_else_exported() {
     let dir = tempfile::tempdir().unwrap();
-    let (old, new) = (archive_keys(), archive_keys());
+    let (old, new) = (archive_keys(), foreign_archive_keys());
     let mut s = Sealer::new("acme", "dev-1", "s-1");
     s.rotate(&old).push_n(5);
     s.rotate(&new).push_n(358);

@@ -173,6 +173,13 @@ impl TestReceiver {
         self.running = Some(running);
     }
 
+    /// Stops, then starts again accepting `archive_keys` (the operator added or retired a key).
+    pub async fn restart_accepting(&mut self, archive_keys: AcceptedKeys) {
+        self.stop().await;
+        self.archive_keys = archive_keys;
+        self.start_again().await;
+    }
+
     /// An HTTPS client trusting only this receiver's CA, for requests a device would not make.
     pub fn client(&self) -> reqwest::Client {
         let tls = verbatim_receiver::tls::client_config(&self.ca_pem).expect("client TLS config");

@@ -194,3 +194,65 @@ async fn a_refusal_is_recorded_once_however_often_it_repeats() {
     }
     assert_eq!(agent.status().last_seq, after_first, "a repeated refusal does not fill the queue with events");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sealed_to_a_key_the_archive_does_not_accept_are_kept_reported_and_not_asked_again_in_a_loop() {
+    use std::sync::Arc;
+
+    use verbatim_core::clock::{Clock, ManualClock, SystemClock};
+    use verbatim_core::seal::key_id;
+    use verbatim_core::upload::ARCHIVE_KEY_REFUSAL_WAIT;
+    use verbatim_core::{AgentOptions, ErrorKind};
+    use verbatim_receiver::AcceptedKeys;
+
+    let mut world = World::start().await;
+    // The MDM pushed a policy with a key the archive does not hold (an old or a staging key).
+    let wrong = ArchiveKey::generate();
+    let wrong_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(wrong.public)
+    };
+    let clock = ManualClock::new(SystemClock::default().now_ms());
+    let agent = Agent::open(&world.device_dir(), AgentOptions { clock: Arc::new(clock.clone()), ..Default::default() }).unwrap();
+    let policy = world.policy(&[("archive_public_key", s(&wrong_b64)), ("archive_key_id", s(&key_id(&wrong.public)))]);
+    agent.apply_policy(&policy).await.unwrap();
+    let captured = world.capture(&agent, 45, 20).await;
+
+    let error = refused_with(&agent, ErrorKind::UnknownArchiveKey.as_str()).await;
+    assert!(error.contains(&key_id(&wrong.public)), "names the refused key id: {error}");
+    assert!(agent.status().upload.archive_key_refused, "status shows it");
+    // The archive stored no record, and keeps an alert naming the key id.
+    let report = world.verify();
+    assert_eq!(report.totals.records, 0, "{}", report.to_text());
+    let alert_kinds = |r: &verbatim_receiver::verify::Report| -> Vec<String> {
+        r.streams.iter().flat_map(|s| s.alerts.iter().map(|a| a.kind.clone())).collect()
+    };
+    assert_eq!(alert_kinds(&report), ["unknown_archive_key"], "{}", report.to_text());
+
+    // The next background window does not ask again: with the archive unreachable, a session
+    // that asked would have met a connection failure; this one stops at once with the refusal.
+    world.receiver.stop().await;
+    let again = upload_once(&agent).await;
+    assert_eq!(again.error_kind.as_deref(), Some("unknown_archive_key"), "{again:?}");
+    assert_eq!((again.records_sent, again.retries), (0, 0), "{again:?}");
+    assert_eq!(agent.status().acked_through, 0, "every record is kept");
+
+    // The archive operator adds the key the records were sealed to; after the wait the device
+    // asks again and everything is archived, the refusal included.
+    world.receiver.restart_accepting(AcceptedKeys::from_public_keys([&world.key.public, &wrong.public])).await;
+    clock.advance(ARCHIVE_KEY_REFUSAL_WAIT.as_millis() as i64 + 1000);
+    upload_until_done(&agent, 2).await;
+    assert!(!agent.status().upload.archive_key_refused, "cleared once the archive accepts");
+    let last_seq = agent.status().last_seq;
+    agent.close().await.unwrap();
+    let report = world.verify();
+    let stream = &report.streams[0];
+    assert_eq!((stream.records, stream.contiguous_through), (last_seq, last_seq), "{}", report.to_text());
+    assert!(stream.chain_verified && stream.gaps.is_empty(), "{}", report.to_text());
+    assert_eq!(alert_kinds(&report), ["unknown_archive_key"], "the refusal stays on record: {}", report.to_text());
+    let exported = export_archive(&world.archive_dir(), &wrong, &world.dir.path().join("export-wrong-key"));
+    exported.assert_exactly_once(&captured);
+    let refusals = upload_refusals(&exported);
+    assert_eq!(refusals.len(), 1, "recorded once: {refusals:?}");
+    assert!(refusals[0].starts_with("unknown_archive_key"), "{refusals:?}");
+}
