@@ -14,6 +14,7 @@ use verbatim_core::upload::UploadOptions;
 use verbatim_core::{Agent as CoreAgent, AgentOptions};
 
 use crate::error::{ErrorKind, PolicyProblem, ProblemKind, Result, VerbatimError};
+use crate::feedback::{FeedbackItem, feedback_items};
 use crate::logging;
 use crate::runtime::{self, OnCancel};
 use crate::types::*;

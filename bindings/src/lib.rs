@@ -19,6 +19,7 @@ mod agent;
 #[cfg(target_os = "android")]
 mod android;
 mod error;
+mod feedback;
 mod logging;
 mod runtime;
 #[cfg(feature = "test-hooks")]
@@ -29,5 +30,6 @@ mod types;
 
 pub use agent::{Agent, AgentObserver, NetworkStateProvider, PolicyCheck, agent_version, check_policy};
 pub use error::{ErrorKind, PolicyProblem, ProblemKind, VerbatimError};
+pub use feedback::{FeedbackItem, FeedbackSeverity};
 pub use logging::{LogSink, set_log_sink};
 pub use types::*;

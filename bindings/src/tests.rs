@@ -8,6 +8,7 @@ use verbatim_core::policy::Value;
 use verbatim_core::upload::{StopReason as CoreStop, UploadReport as CoreReport};
 
 use crate::error::{ErrorKind, VerbatimError};
+use crate::feedback::{FeedbackSeverity, feedback_items};
 use crate::logging::{self, LogSink};
 use crate::runtime::{self, OnCancel};
 use crate::types::*;

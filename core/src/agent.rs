@@ -8,7 +8,7 @@
 //! blocking the caller's thread. `status` reads memory only and is safe anywhere.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -17,7 +17,7 @@ use crate::block_on::block_on;
 use crate::chain::StreamId;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
-use crate::evidence::{self, EvidenceState};
+use crate::evidence::{self, Counted, EvidenceState};
 use crate::model::{self, Channel, Event, in_scope, validate};
 use crate::policy::{self, Policy, Value};
 use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
@@ -62,16 +62,7 @@ pub enum CaptureOutcome {
     OutOfScope,
 }
 
-/// Counters since the agent opened.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    pub captured: u64,
-    pub out_of_scope: u64,
-    pub invalid: u64,
-    pub refused_not_configured: u64,
-    pub refused_queue_full: u64,
-}
-
+pub use crate::evidence::Counters;
 pub use crate::upload::UploadStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,15 +100,6 @@ pub struct Status {
     pub upload: UploadStatus,
 }
 
-#[derive(Default)]
-struct AtomicCounters {
-    captured: AtomicU64,
-    out_of_scope: AtomicU64,
-    invalid: AtomicU64,
-    refused_not_configured: AtomicU64,
-    refused_queue_full: AtomicU64,
-}
-
 /// Notices wall-clock jumps by comparing it with the monotonic clock.
 struct ClockWatch {
     wall_ms: i64,
@@ -132,7 +114,6 @@ struct Inner {
     generated_device_id: String,
     clock: Arc<dyn Clock>,
     clock_watch: Mutex<ClockWatch>,
-    counters: AtomicCounters,
     uploader: crate::upload::UploaderState,
     evidence: Mutex<EvidenceState>,
     closed: AtomicBool,
@@ -174,7 +155,6 @@ impl Agent {
             generated_device_id: info.generated_device_id.clone(),
             clock_watch: Mutex::new(ClockWatch { wall_ms: now, mono_ms: clock.monotonic_ms() }),
             clock,
-            counters: AtomicCounters::default(),
             uploader: Default::default(),
             evidence: Mutex::new(EvidenceState::load(info.evidence_json.as_deref(), now)),
             closed: AtomicBool::new(false),
@@ -371,12 +351,10 @@ impl Agent {
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
     pub async fn capture(&self, event: Event) -> Result<CaptureOutcome> {
         self.check_open()?;
-        let counters = &self.inner.counters;
         let Some(policy) = self.policy() else {
-            counters.refused_not_configured.fetch_add(1, Ordering::Relaxed);
             {
                 let mut ev = lock(&self.inner.evidence);
-                ev.tally.refused += 1;
+                ev.count(Counted::RefusedNotConfigured);
                 ev.count_in_window(evidence::NOT_CONFIGURED);
             }
             let reason = lock(&self.inner.not_configured_reason).clone();
@@ -385,15 +363,13 @@ impl Agent {
         let now = self.inner.clock.now_ms();
         if let Err(e) = validate(&event, now) {
             tracing::debug!(kind = event.kind(), error = e.kind.as_str(), "capture: invalid event refused");
-            counters.invalid.fetch_add(1, Ordering::Relaxed);
-            lock(&self.inner.evidence).tally.refused += 1;
+            lock(&self.inner.evidence).count(Counted::Invalid);
             return Err(e);
         }
         if !in_scope(&policy, &event) {
             tracing::trace!(kind = event.kind(), channel = event.meta().channel.as_str(), "capture: out of scope, dropped");
-            counters.out_of_scope.fetch_add(1, Ordering::Relaxed);
             let mut ev = lock(&self.inner.evidence);
-            ev.tally.out_of_scope += 1;
+            ev.count(Counted::OutOfScope);
             ev.count_in_window(&evidence::channel_disabled(event.meta().channel));
             return Ok(CaptureOutcome::OutOfScope);
         }
@@ -414,10 +390,9 @@ impl Agent {
                     micros = started.elapsed().as_micros() as u64,
                     "capture: durable"
                 );
-                counters.captured.fetch_add(1, Ordering::Relaxed);
                 let closed = {
                     let mut ev = lock(&self.inner.evidence);
-                    ev.tally.captured += 1;
+                    ev.count(Counted::Captured);
                     ev.close_windows([evidence::QUEUE_FULL, evidence::DISK_FULL], now)
                 };
                 if !closed.is_empty() {
@@ -428,17 +403,14 @@ impl Agent {
             Err(e) => {
                 tracing::debug!(kind, error = e.kind.as_str(), "capture: failed");
                 let cause = match e.kind {
-                    ErrorKind::QueueFull => Some(evidence::QUEUE_FULL),
-                    ErrorKind::DiskFull => Some(evidence::DISK_FULL),
+                    ErrorKind::QueueFull => Some((evidence::QUEUE_FULL, Counted::RefusedQueueFull)),
+                    ErrorKind::DiskFull => Some((evidence::DISK_FULL, Counted::RefusedDiskFull)),
                     _ => None,
                 };
-                if e.kind == ErrorKind::QueueFull {
-                    counters.refused_queue_full.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(cause) = cause {
+                if let Some((cause, counted)) = cause {
                     let new = {
                         let mut ev = lock(&self.inner.evidence);
-                        ev.tally.refused += 1;
+                        ev.count(counted);
                         ev.open_window(cause, &e.detail, now, true)
                     };
                     if new {
@@ -508,12 +480,11 @@ impl Agent {
         let snap = self.snapshot();
         let policy = self.policy();
         let now = self.inner.clock.now_ms();
-        let c = &self.inner.counters;
         let configured = policy.is_some();
         // One lock at a time: a guard in a struct expression lives to the end of the statement.
-        let (pending_stale, unavailable, last_heartbeat_ms) = {
+        let (pending_stale, unavailable, last_heartbeat_ms, counters) = {
             let ev = lock(&self.inner.evidence);
-            (ev.pending_alert_raised, ev.windows.keys().cloned().collect(), ev.last_heartbeat_ms)
+            (ev.pending_alert_raised, ev.windows.keys().cloned().collect(), ev.last_heartbeat_ms, ev.since_open.clone())
         };
         let upload = self.inner.uploader.status();
         let not_configured_reason = (!configured).then(|| lock(&self.inner.not_configured_reason).clone());
@@ -541,13 +512,7 @@ impl Agent {
             last_seq: snap.last_seq,
             acked_through: snap.acked_through,
             epoch: snap.epoch,
-            counters: Counters {
-                captured: c.captured.load(Ordering::Relaxed),
-                out_of_scope: c.out_of_scope.load(Ordering::Relaxed),
-                invalid: c.invalid.load(Ordering::Relaxed),
-                refused_not_configured: c.refused_not_configured.load(Ordering::Relaxed),
-                refused_queue_full: c.refused_queue_full.load(Ordering::Relaxed),
-            },
+            counters,
             upload,
         }
     }

@@ -32,7 +32,8 @@ pub enum ErrorKind {
     PinMismatch,
     /// The archive refused the device's credentials (401/403).
     Unauthorized,
-    /// The archive refused a request as malformed or conflicting.
+    /// The archive refused a request (a malformed one, a record too large for it, an answer
+    /// that contradicts the protocol), or the agent refused an argument that is out of range.
     Rejected,
     /// The archive reported it held different data for a sequence (tampering or equivocation).
     Conflict,

@@ -27,11 +27,34 @@ pub fn channel_disabled(channel: Channel) -> String {
     format!("channel_disabled:{channel}")
 }
 
+/// What became of one capture request. Counted once, by [`EvidenceState::count`], into both
+/// the status's counters (since the agent opened) and the next heartbeat's tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Captured,
+    OutOfScope,
+    Invalid,
+    RefusedNotConfigured,
+    RefusedQueueFull,
+    RefusedDiskFull,
+}
+
+/// Capture requests since the last heartbeat, for the next one (persisted with the state).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub captured: u64,
     pub out_of_scope: u64,
     pub refused: u64,
+}
+
+/// Capture requests since the agent opened, for its status (memory only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub captured: u64,
+    pub out_of_scope: u64,
+    pub invalid: u64,
+    pub refused_not_configured: u64,
+    pub refused_queue_full: u64,
 }
 
 /// An open could-not-record window.
@@ -48,6 +71,9 @@ pub struct EvidenceState {
     pub last_heartbeat_ms: i64,
     /// Counted since the last heartbeat.
     pub tally: Tally,
+    /// Counted since the agent opened (not persisted).
+    #[serde(skip)]
+    pub since_open: Counters,
     /// Open windows by cause.
     pub windows: BTreeMap<String, Window>,
     /// Last showing of the client notice, by conversation (a hash: no conversation ids at rest).
@@ -65,6 +91,19 @@ impl EvidenceState {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("evidence state serialises")
+    }
+
+    /// Counts one capture request in the status's counters and the heartbeat's tally.
+    pub fn count(&mut self, what: Counted) {
+        let (open, tally) = (&mut self.since_open, &mut self.tally);
+        match what {
+            Counted::Captured => (open.captured += 1, tally.captured += 1),
+            Counted::OutOfScope => (open.out_of_scope += 1, tally.out_of_scope += 1),
+            Counted::Invalid => (open.invalid += 1, tally.refused += 1),
+            Counted::RefusedNotConfigured => (open.refused_not_configured += 1, tally.refused += 1),
+            Counted::RefusedQueueFull => (open.refused_queue_full += 1, tally.refused += 1),
+            Counted::RefusedDiskFull => ((), tally.refused += 1),
+        };
     }
 
     /// Opens a window for `cause` unless one is open; counts one refusal when `refused`.

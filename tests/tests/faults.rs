@@ -253,3 +253,25 @@ async fn cancelling_an_upload_stops_it_at_once_in_a_request_or_a_back_off_and_lo
     world.assert_archive_complete(last_seq);
     world.export().assert_exactly_once(&captured);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_upload_while_one_runs_does_nothing_and_is_no_error() {
+    let world = World::start().await;
+    // The archive sits on the first batch, so the first session is surely still running.
+    world.plan().delay(Duration::from_secs(5));
+    let agent = world.device(&[]).await;
+    world.capture(&agent, 37, 20).await;
+    let long = || UploadOptions::new(Duration::from_secs(120), NetworkState::Unmetered);
+    let first = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.upload(long()).await })
+    };
+    world.plan().wait_applied(1).await;
+    let second = agent.upload(long()).await;
+    assert_eq!(second.stopped, StopReason::AlreadyRunning, "{second:?}");
+    assert_eq!((second.error_kind.as_deref(), second.records_sent), (None, 0), "{second:?}");
+    assert_eq!(agent.status().upload.last_error, None, "not an error");
+    agent.cancel_upload();
+    assert_eq!(first.await.unwrap().stopped, StopReason::Cancelled);
+    agent.close().await.unwrap();
+}

@@ -49,9 +49,12 @@ pub enum StopReason {
     NotAllowed,
     /// A failure that needs attention (see `error`).
     Error,
-    /// [`Agent::cancel_upload`] was called (the OS took the background window back); the rest
-    /// waits for the next window.
+    /// [`crate::Agent::cancel_upload`] was called (the OS took the background window back);
+    /// the rest waits for the next window.
     Cancelled,
+    /// Another upload session of this agent is running; this one did nothing (not an error:
+    /// two schedulers, say the app's and the OS's, asked at once).
+    AlreadyRunning,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -291,8 +294,7 @@ pub(crate) async fn run(outbox: &Outbox, state: &UploaderState, opts: UploadOpti
         },
     };
     let Ok(_guard) = state.session.try_lock() else {
-        let e = Error::new(ErrorKind::Rejected, "an upload is already running");
-        return session.finish(StopReason::Error, Some(e.detail.clone()), None);
+        return session.finish(StopReason::AlreadyRunning, Some("another upload session is running".into()), None);
     };
     let Some(policy) = outbox.policy.clone() else {
         let e = Error::new(ErrorKind::NotConfigured, "no policy in force");
