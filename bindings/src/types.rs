@@ -561,7 +561,7 @@ impl AgentStatus {
             queue_alert: s.queue_alert,
             queue_full: s.queue_full,
             pending_stale: s.pending_stale,
-            unavailable: s.unavailable,
+            unavailable: s.unavailable.iter().map(ToString::to_string).collect(),
             last_heartbeat_ms: s.last_heartbeat_ms,
             oldest_pending_ms: s.oldest_pending_ms,
             oldest_pending_age_ms: s.oldest_pending_age_ms,

@@ -17,7 +17,7 @@ use crate::block_on::block_on;
 use crate::chain::StreamId;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
-use crate::evidence::{self, Counted, EvidenceState};
+use crate::evidence::{Cause, Counted, EvidenceState};
 use crate::model::{self, Channel, Event, in_scope, validate};
 use crate::policy::{self, Policy, Value};
 use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
@@ -87,9 +87,9 @@ pub struct Status {
     pub queue_full: bool,
     /// Pending records are older than the policy's `pending_alert_hours`.
     pub pending_stale: bool,
-    /// Causes for which capture is unavailable right now (`not_configured`, `queue_full`,
-    /// `disk_full`, `channel_disabled:<channel>`).
-    pub unavailable: Vec<String>,
+    /// Causes for which capture is unavailable right now (serialised in their text form:
+    /// `not_configured`, `queue_full`, `disk_full`, `channel_disabled:<channel>`).
+    pub unavailable: Vec<Cause>,
     pub last_heartbeat_ms: i64,
     pub oldest_pending_ms: Option<i64>,
     pub oldest_pending_age_ms: Option<i64>,
@@ -176,7 +176,7 @@ impl Agent {
         }
         if agent.policy().is_none() {
             let reason = lock(&agent.inner.not_configured_reason).clone();
-            lock(&agent.inner.evidence).open_window(evidence::NOT_CONFIGURED, &reason, now, false);
+            lock(&agent.inner.evidence).open_window(Cause::NotConfigured, &reason, now, false);
         }
         block_on(agent.save_evidence(events))?;
         block_on(agent.tick())?;
@@ -313,7 +313,7 @@ impl Agent {
     fn note_rejection(&self, problems: usize) {
         if self.policy().is_none() {
             let reason = format!("the pushed policy was rejected ({problems} problems)");
-            if let Some(w) = lock(&self.inner.evidence).windows.get_mut(evidence::NOT_CONFIGURED) {
+            if let Some(w) = lock(&self.inner.evidence).windows.get_mut(&Cause::NotConfigured) {
                 w.detail = reason.clone();
             }
             *lock(&self.inner.not_configured_reason) = reason;
@@ -330,14 +330,14 @@ impl Agent {
     ) -> Result<()> {
         let events = {
             let mut ev = lock(&self.inner.evidence);
-            let mut closing = vec![evidence::NOT_CONFIGURED.to_string()];
+            let mut closing = vec![Cause::NotConfigured];
             if let Some(old) = old {
                 for c in old.capture_channels.difference(channels) {
-                    ev.open_window(&evidence::channel_disabled(*c), "switched off by policy", now, false);
+                    ev.open_window(Cause::ChannelDisabled(*c), "switched off by policy", now, false);
                 }
             }
-            closing.extend(channels.iter().map(|c| evidence::channel_disabled(*c)));
-            ev.close_windows(closing.iter().map(String::as_str), now)
+            closing.extend(channels.iter().map(|c| Cause::ChannelDisabled(*c)));
+            ev.close_windows(closing, now)
         };
         self.save_evidence(events).await
     }
@@ -355,7 +355,7 @@ impl Agent {
             {
                 let mut ev = lock(&self.inner.evidence);
                 ev.count(Counted::RefusedNotConfigured);
-                ev.count_in_window(evidence::NOT_CONFIGURED);
+                ev.count_in_window(Cause::NotConfigured);
             }
             let reason = lock(&self.inner.not_configured_reason).clone();
             return Err(Error::new(ErrorKind::NotConfigured, format!("capture refused: agent not configured ({reason})")));
@@ -370,7 +370,7 @@ impl Agent {
             tracing::trace!(kind = event.kind(), channel = event.meta().channel.as_str(), "capture: out of scope, dropped");
             let mut ev = lock(&self.inner.evidence);
             ev.count(Counted::OutOfScope);
-            ev.count_in_window(&evidence::channel_disabled(event.meta().channel));
+            ev.count_in_window(Cause::ChannelDisabled(event.meta().channel));
             return Ok(CaptureOutcome::OutOfScope);
         }
         if let Some(jump) = self.check_clock(now) {
@@ -393,7 +393,7 @@ impl Agent {
                 let closed = {
                     let mut ev = lock(&self.inner.evidence);
                     ev.count(Counted::Captured);
-                    ev.close_windows([evidence::QUEUE_FULL, evidence::DISK_FULL], now)
+                    ev.close_windows([Cause::QueueFull, Cause::DiskFull], now)
                 };
                 if !closed.is_empty() {
                     self.save_evidence(closed).await?;
@@ -403,8 +403,8 @@ impl Agent {
             Err(e) => {
                 tracing::debug!(kind, error = e.kind.as_str(), "capture: failed");
                 let cause = match e.kind {
-                    ErrorKind::QueueFull => Some((evidence::QUEUE_FULL, Counted::RefusedQueueFull)),
-                    ErrorKind::DiskFull => Some((evidence::DISK_FULL, Counted::RefusedDiskFull)),
+                    ErrorKind::QueueFull => Some((Cause::QueueFull, Counted::RefusedQueueFull)),
+                    ErrorKind::DiskFull => Some((Cause::DiskFull, Counted::RefusedDiskFull)),
                     _ => None,
                 };
                 if let Some((cause, counted)) = cause {

@@ -18,13 +18,64 @@ use crate::record::AgentEvent;
 const HOUR_MS: i64 = 3600 * 1000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Why capture is unavailable.
-pub const NOT_CONFIGURED: &str = "not_configured";
-pub const QUEUE_FULL: &str = "queue_full";
-pub const DISK_FULL: &str = "disk_full";
+/// Why capture is unavailable: the key of a could-not-record window. Its text form
+/// (`not_configured`, `queue_full`, `disk_full`, `channel_disabled:<channel>`) is what status,
+/// MDM feedback (`verbatim.unavailable`), the saved state and `capture_unavailable` events say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cause {
+    /// No valid policy in force.
+    NotConfigured,
+    /// The queue reached `queue_max_mb`.
+    QueueFull,
+    /// The device's storage is full.
+    DiskFull,
+    /// The policy switched this channel off.
+    ChannelDisabled(Channel),
+}
 
-pub fn channel_disabled(channel: Channel) -> String {
-    format!("channel_disabled:{channel}")
+impl Cause {
+    const CHANNEL_PREFIX: &'static str = "channel_disabled:";
+
+    /// Reads the text form back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Cause> {
+        match text {
+            "not_configured" => Some(Cause::NotConfigured),
+            "queue_full" => Some(Cause::QueueFull),
+            "disk_full" => Some(Cause::DiskFull),
+            _ => text.strip_prefix(Self::CHANNEL_PREFIX).and_then(Channel::parse).map(Cause::ChannelDisabled),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::NotConfigured => f.write_str("not_configured"),
+            Cause::QueueFull => f.write_str("queue_full"),
+            Cause::DiskFull => f.write_str("disk_full"),
+            Cause::ChannelDisabled(c) => write!(f, "{}{c}", Self::CHANNEL_PREFIX),
+        }
+    }
+}
+
+/// Compares with the text form (`cause == "queue_full"`).
+impl PartialEq<&str> for Cause {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string() == *other
+    }
+}
+
+impl Serialize for Cause {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cause {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cause, D::Error> {
+        let text = String::deserialize(d)?;
+        Cause::parse(&text).ok_or_else(|| serde::de::Error::custom("unknown cause of unavailability"))
+    }
 }
 
 /// What became of one capture request. Counted once, by [`EvidenceState::count`], into both
@@ -75,7 +126,7 @@ pub struct EvidenceState {
     #[serde(skip)]
     pub since_open: Counters,
     /// Open windows by cause.
-    pub windows: BTreeMap<String, Window>,
+    pub windows: BTreeMap<Cause, Window>,
     /// Last showing of the client notice, by conversation (a hash: no conversation ids at rest).
     pub disclaimers: BTreeMap<String, i64>,
     pub pending_alert_raised: bool,
@@ -108,30 +159,27 @@ impl EvidenceState {
 
     /// Opens a window for `cause` unless one is open; counts one refusal when `refused`.
     /// Returns true when the window is new (the state must be saved).
-    pub fn open_window(&mut self, cause: &str, detail: &str, now_ms: i64, refused: bool) -> bool {
-        let new = !self.windows.contains_key(cause);
-        let window = self.windows.entry(cause.to_string()).or_insert_with(|| Window {
-            start_ms: now_ms,
-            detail: detail.to_string(),
-            refused: 0,
-        });
+    pub fn open_window(&mut self, cause: Cause, detail: &str, now_ms: i64, refused: bool) -> bool {
+        let new = !self.windows.contains_key(&cause);
+        let window =
+            self.windows.entry(cause).or_insert_with(|| Window { start_ms: now_ms, detail: detail.to_string(), refused: 0 });
         window.refused += u64::from(refused);
         new
     }
 
     /// Counts an event refused or dropped during an open window, if one is open.
-    pub fn count_in_window(&mut self, cause: &str) {
-        if let Some(w) = self.windows.get_mut(cause) {
+    pub fn count_in_window(&mut self, cause: Cause) {
+        if let Some(w) = self.windows.get_mut(&cause) {
             w.refused += 1;
         }
     }
 
     /// Closes the windows of `causes` that are open, as evidence events.
-    pub fn close_windows<'a>(&mut self, causes: impl IntoIterator<Item = &'a str>, now_ms: i64) -> Vec<AgentEvent> {
+    pub fn close_windows(&mut self, causes: impl IntoIterator<Item = Cause>, now_ms: i64) -> Vec<AgentEvent> {
         causes
             .into_iter()
             .filter_map(|cause| {
-                self.windows.remove(cause).map(|w| AgentEvent::CaptureUnavailable {
+                self.windows.remove(&cause).map(|w| AgentEvent::CaptureUnavailable {
                     cause: cause.to_string(),
                     detail: w.detail,
                     start_ms: w.start_ms,
@@ -195,4 +243,28 @@ fn conversation_key(channel: Channel, conversation_id: &str) -> String {
     h.update([0]);
     h.update(conversation_id.as_bytes());
     hex::encode(&h.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_keep_their_text_form_in_the_saved_state() {
+        let all = [Cause::NotConfigured, Cause::QueueFull, Cause::DiskFull, Cause::ChannelDisabled(Channel::Whatsapp)];
+        for cause in all {
+            assert_eq!(Cause::parse(&cause.to_string()), Some(cause));
+        }
+        assert_eq!(Cause::ChannelDisabled(Channel::Whatsapp), "channel_disabled:whatsapp");
+        assert_eq!(Cause::parse("channel_disabled:fax"), None);
+        // A state saved by an earlier version (string keys) loads with the same windows.
+        let saved = r#"{"last_heartbeat_ms":5,"tally":{"captured":1,"out_of_scope":0,"refused":2},
+            "windows":{"queue_full":{"start_ms":1,"detail":"full","refused":2},
+                       "channel_disabled:sms":{"start_ms":3,"detail":"off","refused":0}},
+            "disclaimers":{},"pending_alert_raised":false}"#;
+        let state = EvidenceState::load(Some(saved), 0);
+        assert_eq!(state.windows.keys().copied().collect::<Vec<_>>(), [Cause::QueueFull, Cause::ChannelDisabled(Channel::Sms)]);
+        let again = EvidenceState::load(Some(&state.to_json()), 0);
+        assert_eq!(again, state);
+    }
 }
