@@ -61,7 +61,7 @@ impl std::fmt::Display for Cause {
 /// Compares with the text form (`cause == "queue_full"`).
 impl PartialEq<&str> for Cause {
     fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
+        Cause::parse(other) == Some(*self)
     }
 }
 
