@@ -3061,14 +3061,24 @@ public struct UploadState: Equatable, Hashable {
     public var lastSuccessMs: Int64?
     public var lastError: String?
     public var nextRetryMs: Int64?
+    /**
+     * The archive refused the archive key the queued records are sealed to: uploads wait,
+     * every record is kept, the admin must correct the policy (or the archive add the key).
+     */
+    public var archiveKeyRefused: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(lastAttemptMs: Int64?, lastSuccessMs: Int64?, lastError: String?, nextRetryMs: Int64?) {
+    public init(lastAttemptMs: Int64?, lastSuccessMs: Int64?, lastError: String?, nextRetryMs: Int64?, 
+        /**
+         * The archive refused the archive key the queued records are sealed to: uploads wait,
+         * every record is kept, the admin must correct the policy (or the archive add the key).
+         */archiveKeyRefused: Bool) {
         self.lastAttemptMs = lastAttemptMs
         self.lastSuccessMs = lastSuccessMs
         self.lastError = lastError
         self.nextRetryMs = nextRetryMs
+        self.archiveKeyRefused = archiveKeyRefused
     }
 
     
@@ -3090,7 +3100,8 @@ public struct FfiConverterTypeUploadState: FfiConverterRustBuffer {
                 lastAttemptMs: FfiConverterOptionInt64.read(from: &buf), 
                 lastSuccessMs: FfiConverterOptionInt64.read(from: &buf), 
                 lastError: FfiConverterOptionString.read(from: &buf), 
-                nextRetryMs: FfiConverterOptionInt64.read(from: &buf)
+                nextRetryMs: FfiConverterOptionInt64.read(from: &buf), 
+                archiveKeyRefused: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -3099,6 +3110,7 @@ public struct FfiConverterTypeUploadState: FfiConverterRustBuffer {
         FfiConverterOptionInt64.write(value.lastSuccessMs, into: &buf)
         FfiConverterOptionString.write(value.lastError, into: &buf)
         FfiConverterOptionInt64.write(value.nextRetryMs, into: &buf)
+        FfiConverterBool.write(value.archiveKeyRefused, into: &buf)
     }
 }
 
@@ -3680,6 +3692,11 @@ public enum ErrorKind: Equatable, Hashable {
      */
     case conflict
     /**
+     * The archive does not accept the archive key the records are sealed to: a configuration
+     * fault (the policy's `archive_public_key`). Every record is kept.
+     */
+    case unknownArchiveKey
+    /**
      * The agent was closed.
      */
     case closed
@@ -3742,11 +3759,13 @@ public struct FfiConverterTypeErrorKind: FfiConverterRustBuffer {
         
         case 15: return .conflict
         
-        case 16: return .closed
+        case 16: return .unknownArchiveKey
         
-        case 17: return .`internal`
+        case 17: return .closed
         
-        case 18: return .callback
+        case 18: return .`internal`
+        
+        case 19: return .callback
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -3816,16 +3835,20 @@ public struct FfiConverterTypeErrorKind: FfiConverterRustBuffer {
             writeInt(&buf, Int32(15))
         
         
-        case .closed:
+        case .unknownArchiveKey:
             writeInt(&buf, Int32(16))
         
         
-        case .`internal`:
+        case .closed:
             writeInt(&buf, Int32(17))
         
         
-        case .callback:
+        case .`internal`:
             writeInt(&buf, Int32(18))
+        
+        
+        case .callback:
+            writeInt(&buf, Int32(19))
         
         }
     }
@@ -4455,6 +4478,10 @@ public enum StopReason: Equatable, Hashable {
      * for the next window.
      */
     case cancelled
+    /**
+     * Another upload of this agent is running; this call did nothing (not an error).
+     */
+    case alreadyRunning
 
 
 
@@ -4488,6 +4515,8 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case 6: return .cancelled
         
+        case 7: return .alreadyRunning
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -4518,6 +4547,10 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case .cancelled:
             writeInt(&buf, Int32(6))
+        
+        
+        case .alreadyRunning:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -4580,6 +4613,8 @@ enum VerbatimError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case Rejected(detail: String
     )
     case Conflict(detail: String
+    )
+    case UnknownArchiveKey(detail: String
     )
     case Closed(detail: String
     )
@@ -4674,13 +4709,16 @@ public struct FfiConverterTypeVerbatimError: FfiConverterRustBuffer {
         case 15: return .Conflict(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 16: return .Closed(
+        case 16: return .UnknownArchiveKey(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 17: return .Internal(
+        case 17: return .Closed(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 18: return .Callback(
+        case 18: return .Internal(
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 19: return .Callback(
             detail: try FfiConverterString.read(from: &buf)
             )
 
@@ -4771,18 +4809,23 @@ public struct FfiConverterTypeVerbatimError: FfiConverterRustBuffer {
             FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Closed(detail):
+        case let .UnknownArchiveKey(detail):
             writeInt(&buf, Int32(16))
             FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Internal(detail):
+        case let .Closed(detail):
             writeInt(&buf, Int32(17))
             FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Callback(detail):
+        case let .Internal(detail):
             writeInt(&buf, Int32(18))
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .Callback(detail):
+            writeInt(&buf, Int32(19))
             FfiConverterString.write(detail, into: &buf)
             
         }
