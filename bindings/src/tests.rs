@@ -107,7 +107,7 @@ fn panics_become_internal_errors() {
     let e = runtime::guard("op", || -> crate::error::Result<()> { panic!("secret payload") }).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal);
     assert!(!e.detail().contains("secret payload"));
-    let e = verbatim_core::block_on_for_tests(runtime::spawn("async_op", OnCancel::Finish, async {
+    let e = verbatim_core::testing::block_on(runtime::spawn("async_op", OnCancel::Finish, async {
         if true {
             panic!("secret payload");
         }

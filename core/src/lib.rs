@@ -14,6 +14,7 @@ pub mod error;
 pub mod evidence;
 pub mod model;
 pub mod policy;
+pub mod prng;
 pub mod queue;
 pub mod record;
 pub mod seal;
@@ -28,9 +29,3 @@ pub use agent::{Agent, AgentOptions, CaptureOutcome, Status, UnenrollReport};
 pub use error::{Error, ErrorKind};
 pub use model::{Channel, Direction, Event};
 pub use policy::{Policy, Value};
-
-/// Waits for a future on the current thread (tests and blocking callers).
-#[doc(hidden)]
-pub fn block_on_for_tests<F: std::future::Future>(f: F) -> F::Output {
-    block_on::block_on(f)
-}

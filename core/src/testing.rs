@@ -1,6 +1,11 @@
 //! Instruments for tests, compiled only with the `testing` feature: the crate's own tests and
 //! the workspace's test crates turn it on; an app's build of the library never does.
 
+/// Waits for a future on the current thread, for tests outside an async runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    crate::block_on::block_on(f)
+}
+
 /// Every seal made while the log is on: which key instance sealed which sequence number of
 /// which stream. The nonce-uniqueness tests read it (no (key, nonce) pair may seal twice).
 pub mod seal_log {

@@ -324,7 +324,7 @@ async fn the_chain_detects_modified_deleted_and_reordered_rows() {
 fn concurrent_captures_are_group_committed_into_one_contiguous_sequence() {
     let s = Setup::new();
     let agent = s.open();
-    verbatim_core::block_on_for_tests(agent.apply_policy(&s.policy(&[]))).unwrap();
+    verbatim_core::testing::block_on(agent.apply_policy(&s.policy(&[]))).unwrap();
     let first = agent.status().last_seq;
     let threads = 16;
     let per_thread = 50;

@@ -41,7 +41,7 @@ fn message(n: u32) -> Event {
 /// Captures messages `from..to`; returns (source id, sequence number) of each.
 fn capture(agent: &Agent, from: u32, to: u32) -> Vec<(String, u64)> {
     (from..to)
-        .map(|n| match verbatim_core::block_on_for_tests(agent.capture(message(n))).unwrap() {
+        .map(|n| match verbatim_core::testing::block_on(agent.capture(message(n))).unwrap() {
             CaptureOutcome::Captured { first_seq, .. } => (format!("m-{n}"), first_seq),
             other => panic!("{other:?}"),
         })
@@ -51,9 +51,9 @@ fn capture(agent: &Agent, from: u32, to: u32) -> Vec<(String, u64)> {
 /// A store holding `n` pending messages, closed cleanly (its log checkpointed into the file).
 fn store_with(s: &Setup, n: u32) -> Vec<(String, u64)> {
     let agent = s.open();
-    verbatim_core::block_on_for_tests(agent.apply_policy(&s.policy(&[]))).unwrap();
+    verbatim_core::testing::block_on(agent.apply_policy(&s.policy(&[]))).unwrap();
     let ids = capture(&agent, 0, n);
-    verbatim_core::block_on_for_tests(agent.close()).unwrap();
+    verbatim_core::testing::block_on(agent.close()).unwrap();
     ids
 }
 
@@ -217,7 +217,7 @@ fn be32(b: &[u8]) -> u32 {
 fn a_torn_log_tail_after_a_kill_opens_and_loses_nothing_acknowledged() {
     let s = Setup::new();
     let agent = s.open();
-    verbatim_core::block_on_for_tests(agent.apply_policy(&s.policy(&[]))).unwrap();
+    verbatim_core::testing::block_on(agent.apply_policy(&s.policy(&[]))).unwrap();
     let ids = capture(&agent, 0, 60);
     let image = tempfile::tempdir().unwrap();
     crash_image(s.dir.path(), image.path());
@@ -252,7 +252,7 @@ fn a_torn_log_tail_after_a_kill_opens_and_loses_nothing_acknowledged() {
 fn a_log_damaged_in_the_middle_is_refused_instead_of_silently_dropping_commits_then_recovered() {
     let s = Setup::new();
     let agent = s.open();
-    verbatim_core::block_on_for_tests(agent.apply_policy(&s.policy(&[]))).unwrap();
+    verbatim_core::testing::block_on(agent.apply_policy(&s.policy(&[]))).unwrap();
     let ids = capture(&agent, 0, 80); // one commit each: 80 transactions in the log
     let image = tempfile::tempdir().unwrap();
     crash_image(s.dir.path(), image.path());

@@ -863,7 +863,7 @@ fn pristine_queue() -> &'static Pristine {
     static P: OnceLock<Pristine> = OnceLock::new();
     P.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        verbatim_core::block_on_for_tests(async {
+        verbatim_core::testing::block_on(async {
             let agent = verbatim_core::Agent::open(dir.path(), Default::default()).unwrap();
             agent.apply_policy(&valid_policy()).await.unwrap();
             for i in 0..14 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
-use crate::synth::Rng;
+use crate::prng::Rng;
 
 pub const FIRST_DELAY: Duration = Duration::from_millis(200);
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
