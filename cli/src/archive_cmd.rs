@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::output::{out, outln};
 use verbatim_receiver::{ReceiverConfig, TlsSource};
 
 #[derive(clap::Args)]
@@ -87,10 +88,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 pub fn keygen(args: KeygenArgs) -> ExitCode {
     match verbatim_receiver::keygen(&args.out) {
         Ok(info) => {
-            println!("archive_public_key: {}", info.public_b64);
-            println!("archive_key_id: {}", info.key_id);
-            println!("public key file: {}", info.public_path.display());
-            println!("private key file: {}", info.private_path.display());
+            outln!("archive_public_key: {}", info.public_b64);
+            outln!("archive_key_id: {}", info.key_id);
+            outln!("public key file: {}", info.public_path.display());
+            outln!("private key file: {}", info.private_path.display());
             eprintln!(
                 "Keep the private key offline and backed up: it alone opens what devices seal, and losing it loses the archive."
             );
@@ -111,7 +112,7 @@ fn add_device(a: AddDeviceArgs) -> ExitCode {
     match verbatim_receiver::add_device(&a.tokens, &a.tenant, &a.device) {
         Ok(token) => {
             // The token alone on stdout, for scripts; the explanation on stderr.
-            println!("{}", token.expose());
+            outln!("{}", token.expose());
             eprintln!(
                 "device token for {}/{} issued (shown once; only its hash is in {}). Set it as the device's policy device_token.",
                 a.tenant,
@@ -142,16 +143,12 @@ fn serve(a: ServeArgs) -> ExitCode {
     config.limits.header_timeout = Duration::from_secs(a.read_timeout_secs);
     config.limits.body_timeout = Duration::from_secs(a.read_timeout_secs);
 
-    // Logs go to stderr: status codes, sizes, sequence numbers; never tokens or content.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .try_init();
+    // Logs (set up in main, `info` by default here) go to stderr: status codes, sizes,
+    // sequence numbers; never tokens or content.
     let result = verbatim_receiver::server::run_until_signal(config, |running| {
-        println!("listening on {}", running.url());
+        outln!("listening on {}", running.url());
         if let Some(ca) = running.ca_path() {
-            println!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
+            outln!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -184,9 +181,9 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     match verbatim_receiver::verify::verify_with(&args.data, &options) {
         Ok(report) => {
             if args.json {
-                println!("{}", report.to_json());
+                outln!("{}", report.to_json());
             } else {
-                print!("{}", report.to_text());
+                out!("{}", report.to_text());
             }
             // Silence is reported and fails the check: a compliance officer must look at it.
             if report.ok() && report.silent_devices.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
@@ -219,9 +216,9 @@ pub fn export(args: ExportArgs) -> ExitCode {
     match verbatim_receiver::export(&args.data, &secret, &args.out) {
         Ok(summary) => {
             if args.json {
-                println!("{}", summary.to_json());
+                outln!("{}", summary.to_json());
             } else {
-                print!("{}", summary.to_text());
+                out!("{}", summary.to_text());
             }
             if summary.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::output::outln;
 use base64::Engine;
 use serde_json::{Value as Json, json};
 use verbatim_core::model::{Channel, Direction, Event, EventMeta, Message};
@@ -478,7 +479,7 @@ fn suite(args: BenchArgs) -> ExitCode {
     report.json.insert("failures".into(), json!(report.failures));
     print_table(&report, &plan, total);
     if args.json {
-        println!("{}", Json::Object(report.json.clone()));
+        outln!("{}", Json::Object(report.json.clone()));
     }
     if temporary {
         remove(&base);
@@ -518,8 +519,8 @@ fn machine() -> Json {
 
 fn print_table(report: &Report, plan: &Plan, total: f64) {
     let m = report.json.get("machine").cloned().unwrap_or(Json::Null);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Verbatim benchmarks{} ({} cores, {}, load {} at start; {:.0} s)",
         if plan.quick { " --quick (tiny sizes: checks that everything runs, figures are not meaningful)" } else { "" },
         m["cores"],
@@ -556,13 +557,13 @@ fn print_table(report: &Report, plan: &Plan, total: f64) {
         }
         s
     };
-    println!("{}", line(&header.map(String::from)));
-    println!("|{}", widths.iter().map(|w| format!("{}|", "-".repeat(w + 2))).collect::<String>());
+    outln!("{}", line(&header.map(String::from)));
+    outln!("|{}", widths.iter().map(|w| format!("{}|", "-".repeat(w + 2))).collect::<String>());
     for c in &cells {
-        println!("{}", line(c));
+        outln!("{}", line(c));
     }
     if !report.failures.is_empty() {
-        println!("{} benchmark(s) failed to run: {}", report.failures.len(), report.failures.join("; "));
+        outln!("{} benchmark(s) failed to run: {}", report.failures.len(), report.failures.join("; "));
     }
 }
 
@@ -1110,7 +1111,7 @@ fn memory_child(a: MemoryChildArgs) -> BenchResult<()> {
         "rss_file_kib": proc_status_kib(None, "RssFile:"),
         "rss_shmem_kib": proc_status_kib(None, "RssShmem:"),
     });
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }
 
@@ -1168,7 +1169,7 @@ fn cold_child(dir: &Path) -> BenchResult<()> {
     if !status.configured {
         return Err("the store's policy was not restored".into());
     }
-    println!("{}", json!({ "open_status_ms": round(ms, 3), "queue_records": status.queue_records }));
+    outln!("{}", json!({ "open_status_ms": round(ms, 3), "queue_records": status.queue_records }));
     Ok(())
 }
 
@@ -1196,7 +1197,7 @@ fn capture_child(events: u64, dir: &Path, capturers: usize) -> BenchResult<()> {
         handles.into_iter().try_for_each(|h| h.join().map_err(|_| "capturer panicked".to_string())?)
     })?;
     rt.block_on(agent.close()).map_err(|e| format!("close: {e}"))?;
-    println!("{}", json!({ "captured": events }));
+    outln!("{}", json!({ "captured": events }));
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::output::{out, outln};
 use verbatim_core::Policy;
 use verbatim_core::policy::schema::{KEYS, KeyKind, KeySpec};
 use verbatim_core::policy::{self, Problem, file};
@@ -33,13 +34,13 @@ pub fn check(path: &Path) -> ExitCode {
     match policy::parse(&loaded.tree) {
         Ok(parsed) => {
             print_warnings(&parsed.warnings);
-            println!("{}", summary(&parsed.policy));
+            outln!("{}", summary(&parsed.policy));
             ExitCode::SUCCESS
         }
         Err(rejected) => {
             print_warnings(&rejected.warnings);
             for problem in &rejected.problems {
-                println!("{problem}");
+                outln!("{problem}");
             }
             ExitCode::from(EXIT_INVALID)
         }
@@ -73,13 +74,13 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 
 /// `policy template`: prints a complete, valid, commented sample policy (XML property list).
 pub fn template() -> ExitCode {
-    print!("{}", template_text());
+    out!("{}", template_text());
     ExitCode::SUCCESS
 }
 
 /// `policy reference`: prints the markdown reference of every key (docs/policy-reference.md).
 pub fn reference() -> ExitCode {
-    print!("{}", reference_text());
+    out!("{}", reference_text());
     ExitCode::SUCCESS
 }
 
