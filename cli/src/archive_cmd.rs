@@ -34,39 +34,46 @@ enum ReceiveCommand {
     /// Issue a device token: appends its Argon2id hash to the token file and prints the token
     /// once on stdout (put it in that device's policy as `device_token`). A running receiver
     /// picks it up at once; deleting the line revokes it.
+    #[command(
+        after_help = "Required: --tokens, --tenant, --device.\n\nExit codes: 0 the token was issued (on stdout); 2 it could not be (unreadable token file, a bad name).\n\nExample: verbatim receive add-device --tokens archive/tokens.jsonl --tenant acme --device iphone-0042"
+    )]
     AddDevice(AddDeviceArgs),
 }
 
 #[derive(clap::Args)]
 struct AddDeviceArgs {
-    /// The token file (JSON lines of hashes; created 0600 if missing).
+    /// Required. The token file (JSON lines of hashes; created 0600 if missing).
     #[arg(long)]
     tokens: PathBuf,
+    /// Required. The tenant, as the device's policy names it in tenant_id.
     #[arg(long)]
     tenant: String,
+    /// Required. The device, as its policy names it in device_id.
     #[arg(long)]
     device: String,
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on, e.g. 0.0.0.0:8443 or 127.0.0.1:0 (any free port).
+    /// Required (to serve). Address to listen on, e.g. 0.0.0.0:8443 or 127.0.0.1:0 (any free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Data directory: the archive database (and, with --self-signed, the certificates).
+    /// Required (to serve). Data directory: the archive database (and, with --self-signed, the
+    /// certificates).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Device token file (see `verbatim receive add-device`).
+    /// Required (to serve). Device token file (see `verbatim receive add-device`).
     #[arg(long)]
     tokens: Option<PathBuf>,
-    /// PEM certificate chain served to devices.
+    /// PEM certificate chain served to devices (required with --tls-key, unless --self-signed).
     #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Make (once) and use a private CA and a certificate for 127.0.0.1/localhost; devices
-    /// trust <data>/ca.pem through the policy's archive_ca_pem. For tests and demos.
+    /// trust <data>/ca.pem through the policy's archive_ca_pem. For tests and demos. Either this
+    /// or --tls-cert with --tls-key is required.
     #[arg(long)]
     self_signed: bool,
     /// Largest batch body accepted, in MiB (413 beyond).

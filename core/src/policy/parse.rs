@@ -158,6 +158,8 @@ pub(super) fn parse_with(tree: &Value, secrets: Secrets) -> Result<Parsed, Rejec
     }
     if let Some(problem) = key_id_mismatch(&fields) {
         problems.push(problem);
+        // Problems are listed in schema order, this one included (the sort is stable).
+        problems.sort_by_key(|p| KEYS.iter().position(|k| k.name == p.key));
     }
     warnings.extend(map.keys().filter(|k| schema::spec(k).is_none()).map(|k| unknown_key(k)));
 
