@@ -465,7 +465,7 @@ fn print_report(r: &DemoReport, json: bool) {
     outln!("  alerts                     {}", r.alerts);
     outln!("  attachments verified       {} ({} files, SHA-256 checked)", yes(r.attachments_verified), r.attachments);
     outln!(
-        "  agent events archived      {} (the device's own audit trail in the same chain: policy applied, epochs, restart)",
+        "  agent events archived      {} (the device's audit trail in the same chain: starts, epochs, policy, channels, capture windows)",
         r.agent_events
     );
     outln!(

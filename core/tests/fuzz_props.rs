@@ -72,7 +72,7 @@ fn archive_public() -> [u8; 32] {
 }
 
 fn valid_policy() -> Value {
-    synth::sample_policy("https://archive.example.com", &archive_public(), TOKEN, &[])
+    synth::sample_policy("https://archive.acme-securities.test", &archive_public(), TOKEN, &[])
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
