@@ -284,6 +284,7 @@ mod policy_files {
         match v {
             Value::String(s) => plist::Value::String(s.clone()),
             Value::Integer(n) => plist::Value::Integer((*n).into()),
+            Value::Real(r) => plist::Value::Real(*r),
             Value::Bool(b) => plist::Value::Boolean(*b),
             Value::List(items) => plist::Value::Array(items.iter().map(to_plist).collect()),
             Value::Dict(map) => plist::Value::Dictionary(map.iter().map(|(k, v)| (k.clone(), to_plist(v))).collect()),
