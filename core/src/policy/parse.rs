@@ -990,7 +990,7 @@ mod tests {
         let mut tree = examples();
         if let Value::Dict(map) = &mut tree {
             map.insert("archive_url".into(), Value::from("https://archive.acme.test"));
-            map.insert("archive_public_key".into(), Value::from("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="));
+            map.insert("archive_public_key".into(), Value::from("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="));
             map.remove("archive_key_id");
             map.insert("tenant_id".into(), Value::from("acme-test"));
             map.insert("device_token".into(), Value::from("tok-test"));
