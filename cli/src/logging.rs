@@ -35,7 +35,7 @@ impl From<Level> for LevelFilter {
 
 /// The level `RUST_LOG` asks for; `Err` with the reason when it cannot be read.
 fn from_env(value: &str) -> Result<LevelFilter, String> {
-    let bare = value.split(',').map(str::trim).filter(|part| !part.is_empty() && !part.contains('=')).next_back();
+    let bare = value.split(',').map(str::trim).rfind(|part| !part.is_empty() && !part.contains('='));
     match bare {
         Some(word) => word.parse::<LevelFilter>().map_err(|_| format!("RUST_LOG: {word:?} is not a level")),
         None => Err("RUST_LOG: only per-target directives, which are not supported; give a level".to_string()),
