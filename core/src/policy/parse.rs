@@ -11,7 +11,8 @@
 //!   plist `<real>`, JSON `15.0`, a Kotlin `Double`; the platform layers pass reals through
 //!   unchanged so this is the one place that decides); booleans as booleans or as the strings
 //!   `true`/`false`/`1`/`0` (any case). Nothing else is coerced.
-//! - A required key still holding the template's example value is an error (`Placeholder`).
+//! - A required key still holding the template's example value is an error (`Placeholder`),
+//!   but for `policy_version`, whose example may be real ([`schema::example_is_placeholder`]).
 //! - `archive_url` is the archive's base address; the agent appends `v1/...` itself, so a URL
 //!   that already ends in the API version is refused, and the parsed URL always ends in `/`
 //!   (a path prefix is kept when endpoints are joined to it).
@@ -597,7 +598,7 @@ fn pem_certificate_count(text: &str) -> Result<usize, String> {
 /// edited before use; the example archive key has no private half, the example token opens
 /// nothing).
 fn placeholder_problem(spec: &KeySpec, checked: &Checked) -> Option<Problem> {
-    if !spec.required {
+    if !schema::example_is_placeholder(spec) {
         return None;
     }
     let example = check_value(spec, &Value::String(spec.example.to_string())).ok()?;

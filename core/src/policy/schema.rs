@@ -90,6 +90,13 @@ pub struct KeySpec {
     pub example: &'static str,
 }
 
+/// Whether a value equal to the key's example is surely a placeholder left from the template,
+/// which the parser refuses: the example archive, key, tenant, token and lines are never a
+/// firm's own. `policy_version`'s example (a date-like version) may well be a real one.
+pub fn example_is_placeholder(spec: &KeySpec) -> bool {
+    spec.required && spec.name != "policy_version"
+}
+
 /// Every channel name, comma-separated: the default for `capture_channels`. A unit test checks
 /// it matches [`Channel::ALL`].
 pub const ALL_CHANNELS: &str = "sms,mms,rcs,imessage,whatsapp,wechat,signal,telegram,line,voice";
