@@ -11,9 +11,9 @@ syntax error was found, 2 on usage errors (missing path, no .swift file found).
 This checks syntax only, not types or name resolution.
 
 Needs the pinned `tree-sitter` and `tree-sitter-swift` packages: run
-`scripts/install-tools.sh swift-parser` and use `.tools/pyenv/bin/python` (this
-script re-executes itself with that interpreter when the packages are not
-importable from the current one).
+`scripts/install-tools.sh swift-parser`, whose venv's python is $SWIFT_PARSER_PY in
+`scripts/install-tools.sh env` (this script re-executes itself with that interpreter
+when the packages are not importable from the current one).
 
 Two known grammar gaps are worked around, narrowly. Both rewrites happen in memory
 before parsing, keep every byte offset (so every line and column reported is that
@@ -46,6 +46,8 @@ of the real file), and touch nothing else:
 """
 
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,9 +57,24 @@ ENDIF = b"#endif"
 WRITE_RETURN_VOID = b"let writeReturn = { () }"
 
 
+def _pinned_python() -> Path:
+    """The pinned venv's python: $SWIFT_PARSER_PY, else where scripts/install-tools.sh puts it."""
+    if os.environ.get("SWIFT_PARSER_PY"):
+        return Path(os.environ["SWIFT_PARSER_PY"])
+    script = Path(__file__).resolve().parent / "install-tools.sh"
+    try:
+        env = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return Path("/nonexistent")
+    for line in env.splitlines():
+        if line.startswith("export SWIFT_PARSER_PY="):
+            return Path(shlex.split(line.split("=", 1)[1])[0])
+    return Path("/nonexistent")
+
+
 def _reexec_with_tools_python() -> None:
-    """Fall back to the repo's pinned venv when tree_sitter is not importable."""
-    tools_python = Path(__file__).resolve().parent.parent / ".tools" / "pyenv" / "bin" / "python"
+    """Fall back to the pinned venv (scripts/install-tools.sh swift-parser) when tree_sitter is not importable."""
+    tools_python = _pinned_python()
     if tools_python.is_file() and Path(sys.executable).absolute() != tools_python.absolute():
         os.execv(str(tools_python), [str(tools_python), __file__, *sys.argv[1:]])
     sys.stderr.write(

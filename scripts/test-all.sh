@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, in one command (the README's second command; .ci/run runs it).
-# Installs what a fresh machine lacks (pinned, checksum-verified, cached in .tools/), then runs
+# Installs what a fresh machine lacks (pinned, checksum-verified, cached outside the clone in
+# ${XDG_CACHE_HOME:-~/.cache}/verbatim/, see scripts/install-tools.sh), then runs
 # the Rust tests, the Kotlin layer on the JVM, the Swift checks and the supply-chain checks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

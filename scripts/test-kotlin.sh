@@ -171,6 +171,8 @@ set +e
 # RUST_BACKTRACE=0: the panic tests panic on purpose; the default hook's one line is enough.
 # The tests' temporary directories go under $WORK, removed on exit.
 mkdir -p "$WORK/tmp"
+# The value-conversion table every layer runs (the Rust test reads it too).
+export VERBATIM_VALUE_TABLE="$ROOT/core/tests/data/policy-value-conversions.json"
 RUST_BACKTRACE=0 java -Xss1m -Djava.io.tmpdir="$WORK/tmp" -Djna.library.path="$LIB_DIR" \
   -cp "$OUT/jvm-tests.jar:$STDLIB:$KTEST:$COROUTINES:$JNA_JAR" \
   com.verbatim.agent.JvmTestsKt

@@ -60,7 +60,8 @@ fail() { failed=$((failed + 1)); printf 'FAIL - %s\n' "$1"; }
 
 # ------------------------------------------------------------------------------ tools
 bash scripts/install-tools.sh swift-parser </dev/null >&2
-PY="${SWIFT_PARSER_PY:-$ROOT/.tools/pyenv/bin/python}"
+eval "$(bash scripts/install-tools.sh env)"
+PY="$SWIFT_PARSER_PY"
 [[ -x "$PY" ]] || die "$PY missing (scripts/install-tools.sh swift-parser)"
 stage "tools ready"
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${SWIFT_PARSER_PY:-$ROOT/.tools/pyenv/bin/python}"
+PY="${SWIFT_PARSER_PY:-$(eval "$(bash "$ROOT/scripts/install-tools.sh" env)"; printf %s "$SWIFT_PARSER_PY")}"
 CHECK="$ROOT/scripts/check_swift_syntax.py"
 [[ -x "$PY" ]] || { echo "test_check_swift_syntax: $PY missing; run scripts/install-tools.sh swift-parser" >&2; exit 1; }
 

@@ -127,7 +127,7 @@ pub enum ProblemKind {
     OutOfRange,
     /// A key the schema does not know (a warning: it is ignored).
     UnknownKey,
-    /// A required key still holds the template's example value (a warning).
+    /// A required key still holds the template's example value (an error: the policy is refused).
     Placeholder,
 }
 

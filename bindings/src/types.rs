@@ -16,11 +16,13 @@ use crate::error::{ErrorKind, PolicyProblem};
 /// A managed-configuration value: the neutral tree an Android restrictions `Bundle` or an iOS
 /// managed configuration dictionary is turned into. Recursive: lists and dictionaries hold
 /// values. (Variant names avoid `List`/`Map`/`String`, which the generated Kotlin uses
-/// unqualified.)
+/// unqualified.) A real number (plist `<real>`, a Kotlin `Double`) is passed as `Real`,
+/// unchanged: the core alone decides what it may stand for.
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum PolicyValue {
     Text { value: String },
     Integer { value: i64 },
+    Real { value: f64 },
     Bool { value: bool },
     Items { items: Vec<PolicyValue> },
     Dict { entries: HashMap<String, PolicyValue> },
@@ -31,6 +33,7 @@ impl From<PolicyValue> for Value {
         match v {
             PolicyValue::Text { value } => Value::String(value),
             PolicyValue::Integer { value } => Value::Integer(value),
+            PolicyValue::Real { value } => Value::Real(value),
             PolicyValue::Bool { value } => Value::Bool(value),
             PolicyValue::Items { items } => Value::List(items.into_iter().map(Value::from).collect()),
             PolicyValue::Dict { entries } => {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::output::{out, outln};
 use verbatim_receiver::{AcceptedKeys, ReceiverConfig, TlsSource};
 
 #[derive(clap::Args)]
@@ -34,29 +35,35 @@ enum ReceiveCommand {
     /// Issue a device token: appends its Argon2id hash to the token file and prints the token
     /// once on stdout (put it in that device's policy as `device_token`). A running receiver
     /// picks it up at once; deleting the line revokes it.
+    #[command(
+        after_help = "Required: --tokens, --tenant, --device.\n\nExit codes: 0 the token was issued (on stdout); 2 it could not be (unreadable token file, a bad name).\n\nExample: verbatim receive add-device --tokens archive/tokens.jsonl --tenant acme --device iphone-0042"
+    )]
     AddDevice(AddDeviceArgs),
 }
 
 #[derive(clap::Args)]
 struct AddDeviceArgs {
-    /// The token file (JSON lines of hashes; created 0600 if missing).
+    /// Required. The token file (JSON lines of hashes; created 0600 if missing).
     #[arg(long)]
     tokens: PathBuf,
+    /// Required. The tenant, as the device's policy names it in tenant_id.
     #[arg(long)]
     tenant: String,
+    /// Required. The device, as its policy names it in device_id.
     #[arg(long)]
     device: String,
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on, e.g. 0.0.0.0:8443 or 127.0.0.1:0 (any free port).
+    /// Required (to serve). Address to listen on, e.g. 0.0.0.0:8443 or 127.0.0.1:0 (any free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Data directory: the archive database (and, with --self-signed, the certificates).
+    /// Required (to serve). Data directory: the archive database (and, with --self-signed, the
+    /// certificates).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Device token file (see `verbatim receive add-device`).
+    /// Required (to serve). Device token file (see `verbatim receive add-device`).
     #[arg(long)]
     tokens: Option<PathBuf>,
     /// An archive key epochs may be sealed to: archive-public.key from `verbatim keygen` (or
@@ -69,14 +76,15 @@ struct ServeArgs {
     /// more gets 422 stream_limit.
     #[arg(long, default_value_t = verbatim_receiver::store::DEFAULT_MAX_STREAMS_PER_DEVICE)]
     max_streams_per_device: u64,
-    /// PEM certificate chain served to devices.
+    /// PEM certificate chain served to devices (required with --tls-key, unless --self-signed).
     #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Make (once) and use a private CA and a certificate for 127.0.0.1/localhost; devices
-    /// trust <data>/ca.pem through the policy's archive_ca_pem. For tests and demos.
+    /// trust <data>/ca.pem through the policy's archive_ca_pem. For tests and demos. Either this
+    /// or --tls-cert with --tls-key is required.
     #[arg(long)]
     self_signed: bool,
     /// Largest batch body accepted, in MiB (413 beyond).
@@ -98,10 +106,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 pub fn keygen(args: KeygenArgs) -> ExitCode {
     match verbatim_receiver::keygen(&args.out) {
         Ok(info) => {
-            println!("archive_public_key: {}", info.public_b64);
-            println!("archive_key_id: {}", info.key_id);
-            println!("public key file: {}", info.public_path.display());
-            println!("private key file: {}", info.private_path.display());
+            outln!("archive_public_key: {}", info.public_b64);
+            outln!("archive_key_id: {}", info.key_id);
+            outln!("public key file: {}", info.public_path.display());
+            outln!("private key file: {}", info.private_path.display());
             eprintln!(
                 "Keep the private key offline and backed up: it alone opens what devices seal, and losing it loses the archive."
             );
@@ -122,7 +130,7 @@ fn add_device(a: AddDeviceArgs) -> ExitCode {
     match verbatim_receiver::add_device(&a.tokens, &a.tenant, &a.device) {
         Ok(token) => {
             // The token alone on stdout, for scripts; the explanation on stderr.
-            println!("{}", token.expose());
+            outln!("{}", token.expose());
             eprintln!(
                 "device token for {}/{} issued (shown once; only its hash is in {}). Set it as the device's policy device_token.",
                 a.tenant,
@@ -167,16 +175,12 @@ fn serve(a: ServeArgs) -> ExitCode {
     config.limits.header_timeout = Duration::from_secs(a.read_timeout_secs);
     config.limits.body_timeout = Duration::from_secs(a.read_timeout_secs);
 
-    // Logs go to stderr: status codes, sizes, sequence numbers; never tokens or content.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .try_init();
+    // Logs (set up in main, `info` by default here) go to stderr: status codes, sizes,
+    // sequence numbers; never tokens or content.
     let result = verbatim_receiver::server::run_until_signal(config, |running| {
-        println!("listening on {}", running.url());
+        outln!("listening on {}", running.url());
         if let Some(ca) = running.ca_path() {
-            println!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
+            outln!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
         }
         println!("accepting archive key id(s): {}", key_ids.join(", "));
         use std::io::Write;
@@ -210,9 +214,9 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     match verbatim_receiver::verify::verify_with(&args.data, &options) {
         Ok(report) => {
             if args.json {
-                println!("{}", report.to_json());
+                outln!("{}", report.to_json());
             } else {
-                print!("{}", report.to_text());
+                out!("{}", report.to_text());
             }
             // Silence is reported and fails the check: a compliance officer must look at it.
             if report.ok() && report.silent_devices.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
@@ -258,9 +262,9 @@ pub fn export(args: ExportArgs) -> ExitCode {
     match verbatim_receiver::export_with_keys(&args.data, &secrets, &args.out) {
         Ok(summary) => {
             if args.json {
-                println!("{}", summary.to_json());
+                outln!("{}", summary.to_json());
             } else {
-                print!("{}", summary.to_text());
+                out!("{}", summary.to_text());
             }
             if !summary.complete() {
                 ExitCode::from(EXIT_PARTIAL_EXPORT)

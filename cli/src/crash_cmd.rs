@@ -32,6 +32,7 @@ use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::output::outln;
 use base64::Engine;
 use serde::Serialize;
 use verbatim_core::Value;
@@ -816,31 +817,28 @@ fn print_report(r: &CrashReport, json: bool) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("Verbatim crash-test report (seed {})", r.seed);
-    println!("  kill points                {} ({})", r.kill_points.values().sum::<u64>(), kinds(&r.kill_points));
-    println!("  landed mid-work            {} ({})", r.kills_landed.values().sum::<u64>(), kinds(&r.kills_landed));
-    println!("  rounds checked             {}", r.rounds);
-    println!("  device runs / uploads      {} / {}; receiver restarts {}", r.device_runs, r.upload_sessions, r.receiver_restarts);
-    println!("  events acknowledged        {}", r.events_acknowledged);
-    println!("  archived                   {}", r.archived);
-    println!("  missing                    {}", r.missing);
-    println!("  duplicates                 {}", r.duplicates);
-    println!(
-        "  archived, ack not printed  {} (killed between commit and print: durable, as promised)",
-        r.archived_unacknowledged
-    );
-    println!("  records archived           {}", r.records_archived);
-    println!("  gaps / alerts              {} / {}", r.gaps, r.alerts);
-    println!("  chain verified             {}", if r.chain_ok { "yes" } else { "NO" });
-    println!("  elapsed                    {:.1} s", r.elapsed_s);
+    outln!("Verbatim crash-test report (seed {})", r.seed);
+    outln!("  kill points                {} ({})", r.kill_points.values().sum::<u64>(), kinds(&r.kill_points));
+    outln!("  landed mid-work            {} ({})", r.kills_landed.values().sum::<u64>(), kinds(&r.kills_landed));
+    outln!("  rounds checked             {}", r.rounds);
+    outln!("  device runs / uploads      {} / {}; receiver restarts {}", r.device_runs, r.upload_sessions, r.receiver_restarts);
+    outln!("  events acknowledged        {}", r.events_acknowledged);
+    outln!("  archived                   {}", r.archived);
+    outln!("  missing                    {}", r.missing);
+    outln!("  duplicates                 {}", r.duplicates);
+    outln!("  archived, ack not printed  {} (killed between commit and print: durable, as promised)", r.archived_unacknowledged);
+    outln!("  records archived           {}", r.records_archived);
+    outln!("  gaps / alerts              {} / {}", r.gaps, r.alerts);
+    outln!("  chain verified             {}", if r.chain_ok { "yes" } else { "NO" });
+    outln!("  elapsed                    {:.1} s", r.elapsed_s);
     for f in &r.failures {
-        println!("  FAILURE: {f}");
+        outln!("  FAILURE: {f}");
     }
     if r.failed > 0 {
-        println!("  kept for inspection: {}", r.work_dir);
+        outln!("  kept for inspection: {}", r.work_dir);
     }
     if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_else(|_| "{}".into()));
+        outln!("{}", serde_json::to_string(r).unwrap_or_else(|_| "{}".into()));
     }
-    println!("{} passed, {} failed", r.passed, r.failed);
+    outln!("{} passed, {} failed", r.passed, r.failed);
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::output::outln;
 use base64::Engine;
 use serde::Serialize;
 use verbatim_core::synth::{self, SynthEvent, Workload, WorkloadOptions};
@@ -28,9 +29,12 @@ pub struct DemoArgs {
     #[arg(long)]
     pub json: bool,
     /// Working directory (kept, so the export can be read). Default: a new one under the
-    /// system temp directory.
+    /// system temp directory, removed at the end unless --keep (or the run failed).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep the default working directory (archive, device store, export) after a successful run.
+    #[arg(long)]
+    pub keep: bool,
     /// Size of the one large attachment, in MiB (streamed in 64 KiB chunks).
     #[arg(long, default_value_t = 24)]
     pub large_attachment_mb: usize,
@@ -39,6 +43,10 @@ pub struct DemoArgs {
 /// The report; the field names are the JSON contract of `--json`.
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
+    /// Events handed to the agent: the workload's `--events` plus the large attachments.
+    pub handed_over: u64,
+    /// Of those, the one large attachment (0 with `--large-attachment-mb 0`).
+    pub large_attachments: u64,
     pub captured: u64,
     pub archived: u64,
     pub out_of_scope: u64,
@@ -60,6 +68,9 @@ pub struct DemoReport {
     pub upload_records_per_s: f64,
     pub upload_mb_per_s: f64,
     pub export_dir: String,
+    /// The working directory, and whether it is kept after the run.
+    pub work_dir: String,
+    pub kept: bool,
     pub ok: bool,
 }
 
@@ -69,9 +80,6 @@ fn progress(text: &str) {
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
-    if let Some(level) = std::env::var("RUST_LOG").ok().and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok()) {
-        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(level).try_init();
-    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -79,13 +87,31 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(demo(&args)) {
+    let dir = match work_dir(&args) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(demo(&args, &dir)) {
         Ok(report) => {
-            print_report(&report, args.json);
-            if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            // The default directory holds ~200 MB (archive, device store, export): removed
+            // unless asked for, or needed to look into a failure.
+            let ok = report.ok;
+            let kept = args.dir.is_some() || args.keep || !ok;
+            if !kept && let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("warning: could not remove {}: {e}", dir.display());
+            }
+            print_report(&DemoReport { kept, ..report }, args.json);
+            if kept {
+                eprintln!("kept: {} (archive/, device/, export/)", dir.display());
+            }
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(e) => {
             eprintln!("error: {e}");
+            eprintln!("kept for inspection: {}", dir.display());
             ExitCode::from(2)
         }
     }
@@ -113,8 +139,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
-    let dir = work_dir(args)?;
+async fn demo(args: &DemoArgs, dir: &Path) -> DemoResult<DemoReport> {
     eprintln!("Verbatim demo in {}", dir.display());
 
     // The archive: a key pair, and the receiver on loopback with a self-signed CA.
@@ -158,8 +183,14 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     progress("policy applied: 8 channels, 2 business lines, trusting only the archive CA, server key pinned");
 
     // Capture: a mixed workload from four concurrent capturers.
-    eprintln!("[3/6] device: capturing {} events", args.events);
-    let (captured_ids, out_of_scope_ids, capture_secs) = capture(&agent, &dir, args).await?;
+    let large_attachments = u64::from(args.large_attachment_mb > 0);
+    let handed_over = args.events + large_attachments;
+    eprintln!(
+        "[3/6] device: capturing {handed_over} events ({} from the workload{})",
+        args.events,
+        if large_attachments > 0 { format!(" + 1 large attachment of {} MiB", args.large_attachment_mb) } else { String::new() }
+    );
+    let (captured_ids, out_of_scope_ids, capture_secs) = capture(&agent, dir, args).await?;
     let captured = captured_ids.len() as u64;
     let capture_rate = captured as f64 / capture_secs.max(1e-9);
     progress(&format!(
@@ -217,6 +248,8 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
     let archived = captured_ids.iter().filter(|id| exported.contains_key(*id)).count() as u64;
     let stream = verified.streams.first();
     let report = DemoReport {
+        handed_over,
+        large_attachments,
         captured,
         archived,
         out_of_scope: out_of_scope_ids.len() as u64,
@@ -238,6 +271,8 @@ async fn demo(args: &DemoArgs) -> DemoResult<DemoReport> {
         upload_records_per_s: round1(sent_records as f64 / upload_secs.max(1e-9)),
         upload_mb_per_s: round1(sent_bytes as f64 / 1e6 / upload_secs.max(1e-9)),
         export_dir: export_dir.display().to_string(),
+        work_dir: dir.display().to_string(),
+        kept: true,
         ok: false,
     };
     let ok = report.missing == 0
@@ -405,36 +440,57 @@ async fn upload(
     Ok((sessions, restarts, bytes, records, secs, later_faults))
 }
 
-/// Source ids of conversation events in the export, with how often each occurs.
+/// The report on stdout; `--json` adds it as one JSON object on the last line.
 fn print_report(r: &DemoReport, json: bool) {
     let yes = |b: bool| if b { "yes" } else { "NO" };
-    println!();
-    println!("Verbatim demo report");
-    println!("  captured (in scope)        {}", r.captured);
-    println!("  archived                   {}", r.archived);
-    println!("  dropped as out of scope    {} (leaked to the archive: {})", r.out_of_scope, r.leaked_out_of_scope);
-    println!("  missing                    {}", r.missing);
-    println!("  duplicates                 {}", r.duplicates);
-    println!("  gaps                       {}", r.gaps);
-    println!("  chain verified             {}", yes(r.chain_verified));
-    println!("  alerts                     {}", r.alerts);
-    println!("  attachments verified       {} ({} files, SHA-256 checked)", yes(r.attachments_verified), r.attachments);
-    println!("  agent events archived      {}", r.agent_events);
-    println!(
-        "  faults injected / met      {} / {}; device restarts {}; upload sessions {}",
-        r.faults_injected, r.faults_met, r.device_restarts, r.upload_sessions
+    let large = if r.large_attachments > 0 {
+        format!(" ({} from the workload + {} large attachment)", r.handed_over - r.large_attachments, r.large_attachments)
+    } else {
+        String::new()
+    };
+    outln!();
+    outln!("Verbatim demo report");
+    outln!("  events handed to the agent {}{large}", r.handed_over);
+    outln!("  captured (in scope)        {} (business lines on captured channels)", r.captured);
+    outln!(
+        "  dropped as out of scope    {} (personal line or uncaptured channel; leaked to the archive: {})",
+        r.out_of_scope,
+        r.leaked_out_of_scope
     );
-    println!("  capture throughput         {:.0} events/s (sealed, chained, durable)", r.capture_events_per_s);
-    println!(
+    outln!("  archived                   {} of the {} captured", r.archived, r.captured);
+    outln!("  missing                    {}", r.missing);
+    outln!("  duplicates                 {}", r.duplicates);
+    outln!("  gaps                       {}", r.gaps);
+    outln!("  chain verified             {}", yes(r.chain_verified));
+    outln!("  alerts                     {}", r.alerts);
+    outln!("  attachments verified       {} ({} files, SHA-256 checked)", yes(r.attachments_verified), r.attachments);
+    outln!(
+        "  agent events archived      {} (the device's audit trail in the same chain: starts, epochs, policy, channels, capture windows)",
+        r.agent_events
+    );
+    outln!(
+        "  faults injected / met      {} / {} (each one injected by the archive was met by the device); device restarts {}; upload sessions {}",
+        r.faults_injected,
+        r.faults_met,
+        r.device_restarts,
+        r.upload_sessions
+    );
+    outln!("  capture throughput         {:.0} events/s (sealed, chained, durable)", r.capture_events_per_s);
+    outln!(
         "  upload throughput          {:.0} records/s, {:.1} MB/s (through the faults)",
-        r.upload_records_per_s, r.upload_mb_per_s
+        r.upload_records_per_s,
+        r.upload_mb_per_s
     );
-    println!("  export                     {}", r.export_dir);
-    println!(
+    if r.kept {
+        outln!("  export                     {}", r.export_dir);
+    } else {
+        outln!("  export                     removed with {} (--keep or --dir keeps it)", r.work_dir);
+    }
+    outln!(
         "  result                     {}",
         if r.ok { "OK: nothing lost, nothing duplicated, nothing personal taken" } else { "FAILED" }
     );
     if json {
-        println!("{}", serde_json::to_string(r).expect("report serialises"));
+        outln!("{}", serde_json::to_string(r).unwrap_or_default());
     }
 }

@@ -1,11 +1,11 @@
 //! Device-side commands: a simulated managed device (`simulate`), and a read-only look at a
 //! device's store (`inspect`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use verbatim_core::synth::{Workload, WorkloadOptions};
+use crate::output::outln;
+use verbatim_core::synth::{Lines, LinesSource, Workload, WorkloadOptions};
 use verbatim_core::{Agent, AgentOptions, CaptureOutcome};
 
 #[derive(clap::Args)]
@@ -54,22 +54,57 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Opens the agent in `state` and applies the policy file, reporting problems by key.
 pub fn open_configured(state: &Path, policy: &Path) -> Result<Agent, ExitCode> {
+    open_with_policy(state, policy).map(|(agent, _)| agent)
+}
+
+/// As [`open_configured`], also returning the applied policy.
+fn open_with_policy(state: &Path, policy: &Path) -> Result<(Agent, verbatim_core::Policy), ExitCode> {
     let tree = verbatim_core::policy::file::load(policy).map_err(|e| fail("policy", e))?;
     let agent = Agent::open(state, AgentOptions::default()).map_err(|e| fail("open", e))?;
     match runtime().block_on(agent.apply_policy(&tree)) {
-        Ok(_) => Ok(agent),
+        Ok(_) => {}
         Err(e) => {
             eprintln!("error: {e}");
+            return Err(ExitCode::from(1));
+        }
+    }
+    // Applied above, so it parses; parsed again only to read its lines.
+    match verbatim_core::policy::parse(&tree) {
+        Ok(parsed) => Ok((agent, parsed.policy)),
+        Err(rejected) => {
+            eprintln!("error: {rejected}");
             Err(ExitCode::from(1))
         }
     }
 }
 
+/// What a simulation did with its events; printed as the last line on stderr.
+#[derive(Default)]
+struct Tally {
+    captured: u64,
+    out_of_scope: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn summary(&self, lines: &Lines, source: LinesSource) -> String {
+        let from = match source {
+            LinesSource::Policy => "the policy's business_lines",
+            LinesSource::Builtin => "built-in lines (the policy has no business line)",
+        };
+        format!(
+            "simulate: {} captured, {} out of scope, {} failed; employee lines {} and {} from {from}",
+            self.captured, self.out_of_scope, self.failed, lines.phone, lines.handle
+        )
+    }
+}
+
 pub fn simulate(args: SimulateArgs) -> ExitCode {
-    let agent = match open_configured(&args.state, &args.policy) {
-        Ok(a) => a,
+    let (agent, policy) = match open_with_policy(&args.state, &args.policy) {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
+    let (lines, source) = Lines::from_policy(&policy);
     let seed = args.seed.unwrap_or_else(random_u64);
     let files = args.files.unwrap_or_else(|| {
         let mut p = args.state.clone().into_os_string();
@@ -81,37 +116,43 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
     let mut opts = WorkloadOptions::new(seed, &files);
     opts.id_prefix = format!("s{seed}-r{run:08x}");
     opts.body = args.body;
+    opts.lines = lines.clone();
     let mut workload = match Workload::new(opts) {
         Ok(w) => w,
         Err(e) => return fail("attachment directory", e),
     };
     let rt = runtime();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut tally = Tally::default();
+    let mut code = ExitCode::SUCCESS;
     for _ in 0..args.events {
         let synth = match workload.next_event() {
             Ok(e) => e,
-            Err(e) => return fail("workload", e),
+            Err(e) => {
+                code = fail("workload", e);
+                break;
+            }
         };
         let id = synth.id().to_string();
         match rt.block_on(agent.capture(synth.event)) {
             Ok(CaptureOutcome::Captured { .. }) => {
                 // Flushed at once: a harness that kills this process trusts every line it read.
-                let _ = writeln!(out, "acked {id}");
-                let _ = out.flush();
+                outln!("acked {id}");
+                tally.captured += 1;
             }
             Ok(CaptureOutcome::OutOfScope) => {
-                let _ = writeln!(out, "out-of-scope {id}");
+                outln!("out-of-scope {id}");
+                tally.out_of_scope += 1;
             }
             Err(e) => {
-                let _ = out.flush();
-                return fail(&format!("capture of {id}"), e);
+                tally.failed += 1;
+                code = fail(&format!("capture of {id}"), e);
+                break;
             }
         }
     }
-    let _ = out.flush();
+    eprintln!("{}", tally.summary(&lines, source));
     match rt.block_on(agent.close()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => code,
         Err(e) => fail("close", e),
     }
 }
@@ -119,7 +160,7 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
 pub fn inspect(args: InspectArgs) -> ExitCode {
     match verbatim_core::queue::inspect(&args.state) {
         Ok(i) => {
-            println!("{}", serde_json::to_string_pretty(&i).expect("serialisable"));
+            outln!("{}", serde_json::to_string_pretty(&i).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => fail("inspect", e),
@@ -201,7 +242,7 @@ pub fn upload(args: UploadArgs) -> ExitCode {
     let options =
         verbatim_core::upload::UploadOptions::new(std::time::Duration::from_millis(args.deadline_ms), args.network.into());
     let report = rt.block_on(agent.upload(options));
-    println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+    outln!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
     let _ = rt.block_on(agent.close());
     match report.stopped {
         verbatim_core::upload::StopReason::Done => ExitCode::SUCCESS,
@@ -224,7 +265,7 @@ pub fn unenroll(args: UnenrollArgs) -> ExitCode {
     );
     match rt.block_on(agent.unenroll(options, args.force)) {
         Ok(report) => {
-            println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            outln!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
             if report.shredded { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(e) => fail("unenroll", e),

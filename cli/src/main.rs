@@ -1,24 +1,43 @@
 //! `verbatim`: the operator's command line. Device side: simulate, inspect, upload, unenroll.
 //! Archive side: keygen, receive, verify, export. Admin: policy check/template/reference.
 //! And `demo`, which runs the whole product end to end on this machine.
+//!
+//! Every command's `--help` ends with the flags it requires, its exit codes and an example
+//! (the README's command table repeats the exit codes; `cli/tests/cli_help.rs` checks both).
+//! Logging is set up here once for every command ([`logging`]), and stdout is written only
+//! through [`output`], so a closed pipe never panics.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod output;
+
 mod archive_cmd;
 mod bench;
 mod crash_cmd;
 mod demo;
 mod device_cmd;
+mod logging;
 mod mdm_cmd;
 mod policy_cmd;
 mod recover_cmd;
 
 #[derive(Parser)]
-#[command(name = "verbatim", version, about = "Verbatim compliance capture agent: operator tools")]
+#[command(
+    name = "verbatim",
+    version,
+    about = "Verbatim compliance capture agent: operator tools",
+    after_help = "Every command: exit 0 on success, 1 when its check found problems, 2 when it could not run \
+                  (each command's --help says exactly). Logs go to stderr: --log-level or RUST_LOG.\n\n\
+                  Example: verbatim policy template > policy.plist"
+)]
 struct Cli {
+    /// Log verbosity on stderr for any command: off, error, warn, info, debug, trace. Overrides
+    /// RUST_LOG. Default: warn (receive: info). Never logs captured content, tokens or keys.
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<logging::Level>,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,72 +46,128 @@ struct Cli {
 enum Command {
     /// Run the whole product on this machine: an archive receiver on 127.0.0.1, a simulated
     /// managed device, capture, upload through injected faults, and the archive's verification.
+    #[command(
+        after_help = "Required: nothing.\n\nExit codes: 0 the report is OK (nothing lost, nothing duplicated, nothing personal taken); 1 the report found a problem; 2 the demo could not run.\n\nExample: verbatim demo --events 500 --keep"
+    )]
     Demo(demo::DemoArgs),
 
     /// Validate and describe managed policies (MDM AppConfig).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: verbatim policy check policy.plist")]
     Policy(PolicyCommand),
 
     /// Run a simulated managed device: capture N synthetic events into a data directory.
-    /// Prints `acked <event-id>` once each event is durable. Safe to kill at any instant
-    /// and to run again on the same directory.
+    /// The employee's lines are the policy's business_lines (the first phone number for SMS,
+    /// iMessage and calls, the first handle for the messaging apps); only a policy without any
+    /// makes it use its own. Prints `acked <event-id>` once each event is durable and
+    /// `out-of-scope <event-id>` for each event the policy drops, then one summary line on
+    /// stderr (captured, out of scope, failed). Safe to kill at any instant and to run again on
+    /// the same directory.
+    #[command(
+        after_help = "Required: --state, --policy, --events.\n\nExit codes: 0 every event was handed over (captured or out of scope); 1 the policy was refused (one line per problem); 2 a capture failed or the command could not run.\n\nExample: verbatim simulate --state device --policy policy.plist --events 200"
+    )]
     Simulate(device_cmd::SimulateArgs),
 
     /// Print a device data directory's queue status as JSON (never content: there is none on disk).
+    #[command(
+        after_help = "Required: --state.\n\nExit codes: 0 printed; 2 the store could not be read.\n\nExample: verbatim inspect --state device | head -5"
+    )]
     Inspect(device_cmd::InspectArgs),
 
     /// Upload a simulated device's queue to the archive under its applied policy; prints the
     /// report as JSON.
+    #[command(
+        after_help = "Required: --state, --policy.\n\nExit codes: 0 everything was acknowledged; 1 data remains (deadline, network policy) or the policy was refused; 2 the upload failed (the archive refused it, TLS, no store).\n\nExample: verbatim upload --state device --policy policy.plist"
+    )]
     Upload(device_cmd::UploadArgs),
 
     /// Unenroll a simulated device: flush to the archive, then destroy the local store once
     /// everything is acknowledged (or at once with --force, the MDM's selective wipe).
+    #[command(
+        after_help = "Required: --state.\n\nExit codes: 0 the store was destroyed; 1 data was kept (not everything acknowledged, no --force) or the policy was refused; 2 the command could not run.\n\nExample: verbatim unenroll --state device --policy policy.plist"
+    )]
     Unenroll(device_cmd::UnenrollArgs),
 
     /// Create an archive key pair; prints the public key and key id for the policy.
+    #[command(
+        after_help = "Required: --out.\n\nExit codes: 0 the key pair was written; 2 it could not be (the directory already holds keys, no permission).\n\nExample: verbatim keygen --out archive-keys"
+    )]
     Keygen(archive_cmd::KeygenArgs),
 
     /// Serve the upload API (reference archive receiver) over HTTPS.
+    #[command(
+        after_help = "Required: --listen, --data, --tokens, and either --self-signed or --tls-cert with --tls-key (none of them for the add-device subcommand).\n\nExit codes: 0 stopped by SIGINT or SIGTERM after draining; 2 the receiver could not start (port in use, bad certificate, missing flag).\n\nExample: verbatim receive --listen 127.0.0.1:8443 --data archive --tokens archive/tokens.jsonl --self-signed"
+    )]
     Receive(archive_cmd::ReceiveArgs),
 
     /// Report, per device stream held by a receiver: records, gaps, chain, alerts.
+    #[command(
+        after_help = "Required: --data.\n\nExit codes: 0 every stream is complete and verified; 1 a gap, a chain failure, an alert or a silent device; 2 the data could not be read.\n\nExample: verbatim verify --data archive"
+    )]
     Verify(archive_cmd::VerifyArgs),
 
     /// Open held records with the archive private key and export JSON Lines and .eml files.
+    #[command(
+        after_help = "Required: --data, --key, --out.\n\nExit codes: 0 everything was opened and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key or data).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
+    )]
     Export(archive_cmd::ExportArgs),
 
     /// Measure capture, upload, memory, cold start, CPU per event and library size, with
     /// baselines (raw SQLite, queue-file) in the same run; one table (docs/performance.md).
+    #[command(
+        after_help = "Required: nothing.\n\nExit codes: 0 every benchmark ran; 1 a benchmark failed; 2 the command could not run.\n\nExample: verbatim bench --quick"
+    )]
     Bench(bench::BenchArgs),
 
     /// Crash and fault consistency harness: runs simulate, upload and receive as child
     /// processes, kills them with SIGKILL at seeded instants, restarts them, and checks that
     /// every acknowledged event is archived exactly once in one verified chain.
+    #[command(
+        after_help = "Required: nothing.\n\nExit codes: 0 every acknowledged event was archived exactly once; 1 a check failed; 2 the harness could not run.\n\nExample: verbatim crash-test --iterations 50"
+    )]
     CrashTest(crash_cmd::CrashTestArgs),
 
     /// Rebuild a damaged device store: move the damaged files aside (never deleted), keep
     /// every intact record, and evidence what was lost; prints the report as JSON.
+    #[command(
+        after_help = "Required: --state.\n\nExit codes: 0 rebuilt (--check: no damage); 1 no damage found, nothing changed (--check: damage found); 2 the command could not run.\n\nExample: verbatim recover --state device"
+    )]
     Recover(recover_cmd::RecoverArgs),
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Check a policy file (XML property list or JSON dictionary) as an MDM would push it.
-    /// Exit 0 with a one-line summary when valid; exit 1 with one line per problem.
+    /// Check a policy file as an MDM would push it: an XML or binary property list (whole, or
+    /// the bare <dict> pasted into Intune or Jamf), Intune's Android managed-configuration JSON,
+    /// or a JSON dictionary; the format is detected. Every problem is reported, by key.
+    #[command(
+        after_help = "Required: FILE.\n\nExit codes: 0 valid (summary on stdout); 1 problems (one line per problem on stdout, each naming its key); 2 the file could not be read or is not a property list or JSON.\n\nExample: verbatim policy check policy.plist"
+    )]
     Check { file: PathBuf },
     /// Print a complete, valid, commented sample policy as an XML property list.
+    #[command(after_help = "Required: nothing.\n\nExit codes: 0.\n\nExample: verbatim policy template > policy.plist")]
     Template,
     /// Print the markdown reference of every policy key (docs/policy-reference.md).
+    #[command(
+        after_help = "Required: nothing.\n\nExit codes: 0.\n\nExample: verbatim policy reference > docs/policy-reference.md"
+    )]
     Reference,
     /// Write the MDM artifacts generated from the policy schema under DIR: the AppConfig
     /// specfile, Intune and Jamf sample configurations (mdm/), and Android's app_restrictions.xml
     /// with its strings (android/src/main/res/). `--out .` at the repository root regenerates
     /// the committed copies.
+    #[command(
+        after_help = "Required: --out.\n\nExit codes: 0 written; 2 a bad --bundle-id or a file that could not be written.\n\nExample: verbatim policy export-artifacts --out ."
+    )]
     ExportArtifacts(mdm_cmd::ExportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = match &cli.command {
+        Command::Receive(_) => tracing_subscriber::filter::LevelFilter::INFO,
+        _ => tracing_subscriber::filter::LevelFilter::WARN,
+    };
+    logging::init(cli.log_level, default_level);
     match cli.command {
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::Template) => policy_cmd::template(),

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::output::outln;
 use verbatim_core::policy::artifacts::{self, PLACEHOLDER_BUNDLE_ID};
 
 /// Exit code for a bad argument or a file that could not be written.
@@ -36,7 +37,7 @@ pub fn export_artifacts(args: ExportArgs) -> ExitCode {
     for artifact in artifacts::artifacts(&args.bundle_id) {
         let path = args.out.join(artifact.path);
         match write_if_changed(&path, &artifact.contents) {
-            Ok(outcome) => println!("{outcome} {}", path.display()),
+            Ok(outcome) => outln!("{outcome} {}", path.display()),
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 return ExitCode::from(EXIT_FAILED);

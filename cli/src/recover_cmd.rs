@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::output::outln;
 use verbatim_core::queue::recover::{self, RecoverOptions};
 
 #[derive(clap::Args)]
@@ -30,11 +31,11 @@ pub fn run(args: RecoverArgs) -> ExitCode {
     if args.check {
         return match recover::check(&args.state) {
             Ok(()) => {
-                println!("no damage found in {}", args.state.display());
+                outln!("no damage found in {}", args.state.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                println!("{e}");
+                outln!("{e}");
                 ExitCode::from(1)
             }
         };
@@ -51,7 +52,7 @@ pub fn run(args: RecoverArgs) -> ExitCode {
     };
     match recover::recover_with(&args.state, RecoverOptions { policy, force: args.force }) {
         Ok(report) => {
-            println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            outln!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
             if report.rebuilt {
                 eprintln!(
                     "store rebuilt: {} records kept, {} lost{}; the damaged files are kept in {}",

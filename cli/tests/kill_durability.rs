@@ -17,7 +17,7 @@ use verbatim_core::{Agent, AgentOptions};
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
 fn write_policy(dir: &Path, public: &[u8; 32]) -> std::path::PathBuf {
-    let tree = sample_policy("https://archive.example.com", public, "tok-test", &[]);
+    let tree = sample_policy("https://archive.acme-securities.test", public, "tok-test", &[]);
     let path = dir.join("policy.json");
     std::fs::write(&path, serde_json::to_vec(&tree).unwrap()).unwrap();
     path

@@ -6,8 +6,10 @@
 //!   in hex and in base64;
 //! - panic messages.
 //!
-//! Where: every log line and error (stdout, stderr), every file on the device side (the queue
-//! database, its WAL and shared memory, the lock), and every file of the archive's data
+//! Where: every log line and error (stdout, stderr) of every command (the demo, and each
+//! command of the operator's path: keygen, receive, add-device, policy check, simulate,
+//! inspect, upload, verify, export, recover, unenroll), every file on the device side (the
+//! queue database, its WAL and shared memory, the lock), and every file of the archive's data
 //! directory, before export. The export itself is the one place plaintext belongs: it is
 //! checked to hold the phrases, which proves the scan would see them.
 
@@ -220,7 +222,7 @@ fn the_demo_under_trace_logging_leaves_no_content_token_or_key_in_logs_or_stores
 /// A policy file with a marked token, for `simulate`.
 fn marked_policy(dir: &Path, token: &str) -> PathBuf {
     let (_, public) = verbatim_core::seal::generate_archive_keypair();
-    let tree = verbatim_core::synth::sample_policy("https://archive.example.com", &public, token, &[]);
+    let tree = verbatim_core::synth::sample_policy("https://archive.acme-securities.test", &public, token, &[]);
     let path = dir.join("policy.json");
     std::fs::write(&path, serde_json::to_vec(&tree).unwrap()).unwrap();
     path
@@ -287,8 +289,117 @@ fn the_device_token_is_never_stored_on_the_device() {
     let files = files_under(&state);
     assert!(files.iter().any(|f| f.ends_with("queue.sqlite3")), "{files:?}");
     // Positive control: the policy's other values are kept, so the scan reads the right bytes.
-    let kept = scan(&files, &[], &[text_needle("the archive URL", "archive.example.com")]);
+    let kept = scan(&files, &[], &[text_needle("the archive URL", "archive.acme-securities.test")]);
     assert!(!kept.is_empty(), "the stored policy holds the archive URL");
     let found = scan(&files, &[], &[text_needle("the device token's secret", TOKEN_SECRET)]);
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Every command of the operator's path, each at trace level (RUST_LOG for some, the global
+/// `--log-level` flag for others: the same control everywhere), prints no captured content, no
+/// token and no key in its output or logs.
+#[test]
+fn every_command_under_trace_logging_prints_no_content_token_or_key() {
+    use std::io::BufRead as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let mut logs: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+    fn record(logs: &mut Vec<(String, Vec<u8>, Vec<u8>)>, name: &str, (out, err): (Vec<u8>, Vec<u8>)) {
+        logs.push((name.to_string(), out, err));
+    }
+    let limit = Duration::from_secs(120);
+
+    record(&mut logs, "keygen", run(&["keygen", "--out", &p("keys")], limit));
+    std::fs::create_dir_all(p("archive")).unwrap();
+    let mut receiver = Command::new(BIN)
+        .args(["receive", "--listen", "127.0.0.1:0", "--data", &p("archive"), "--tokens", &p("archive/tokens.jsonl")])
+        .arg("--self-signed")
+        .args(["--log-level", "trace"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut receiver_err = receiver.stderr.take().unwrap();
+    let receiver_log = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut receiver_err, &mut v);
+        v
+    });
+    let mut lines = std::io::BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+    let ca_line = lines.next().unwrap().unwrap();
+    let ca_path = ca_line.strip_prefix("CA certificate: ").unwrap().split(" (").next().unwrap().to_string();
+    let (token, err) = run(
+        &["receive", "add-device", "--tokens", &p("archive/tokens.jsonl"), "--tenant", "acme-securities", "--device", "d1"],
+        limit,
+    );
+    logs.push(("add-device".into(), Vec::new(), err));
+    let token = String::from_utf8(token).unwrap().trim().to_string();
+    let secret_part = token.rsplit('.').next().unwrap().to_string();
+
+    let public = std::fs::read_to_string(p("keys/archive-public.key")).unwrap();
+    let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(public.trim()).unwrap().try_into().unwrap();
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let s = |v: &str| verbatim_core::Value::String(v.to_string());
+    let tree = verbatim_core::synth::sample_policy(
+        &url,
+        &public,
+        &token,
+        &[("tenant_id", s("acme-securities")), ("device_id", s("d1")), ("archive_ca_pem", s(&ca))],
+    );
+    std::fs::write(p("policy.json"), serde_json::to_vec(&tree).unwrap()).unwrap();
+
+    let state = p("device");
+    record(&mut logs, "policy check", run(&["policy", "check", &p("policy.json"), "--log-level", "trace"], limit));
+    record(
+        &mut logs,
+        "simulate",
+        run(&["simulate", "--state", &state, "--policy", &p("policy.json"), "--events", "150", "--body", BODY_MARKER], limit),
+    );
+    record(&mut logs, "inspect", run(&["inspect", "--state", &state, "--log-level", "trace"], limit));
+    record(&mut logs, "upload", run(&["upload", "--state", &state, "--policy", &p("policy.json")], limit));
+    record(&mut logs, "verify", run(&["verify", "--data", &p("archive"), "--log-level", "trace"], limit));
+    record(
+        &mut logs,
+        "export",
+        run(&["export", "--data", &p("archive"), "--key", &p("keys/archive-private.key"), "--out", &p("export")], limit),
+    );
+    record(&mut logs, "recover --check", run(&["recover", "--state", &state, "--check"], limit));
+    record(
+        &mut logs,
+        "unenroll",
+        run(&["unenroll", "--state", &state, "--policy", &p("policy.json"), "--log-level", "trace"], limit),
+    );
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    logs.push(("receive".into(), Vec::new(), receiver_log.join().unwrap()));
+
+    // Positive control: the export holds the marked body, so the needles are the right ones.
+    let export: Vec<u8> = files_under(Path::new(&p("export"))).iter().flat_map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(find(&export, BODY_MARKER.as_bytes()).is_some(), "the export holds the marked body");
+
+    let key_b64 = std::fs::read_to_string(p("keys/archive-private.key")).unwrap();
+    let key = base64::engine::general_purpose::STANDARD.decode(key_b64.trim()).unwrap();
+    let mut needles = vec![text_needle("the marked message body", BODY_MARKER), text_needle("the token's secret", &secret_part)];
+    needles.extend(PHRASES.iter().map(|ph| text_needle(&format!("captured text {ph:?}"), ph)));
+    needles.push(key_needle("the archive private key", &key));
+    let mut found = Vec::new();
+    let mut traced = Vec::new();
+    for (name, out, err) in &logs {
+        // keygen prints the public key and add-device the token, on stdout, by design.
+        let stdout_needles: Vec<&Needle> =
+            needles.iter().filter(|n| !(name == "add-device" && n.what.contains("token"))).collect();
+        let owned: Vec<Needle> = stdout_needles.iter().map(|n| Needle { what: n.what.clone(), forms: n.forms.clone() }).collect();
+        found.extend(scan(&[], &[(&format!("{name} stdout"), out)], &owned));
+        found.extend(scan(&[], &[(&format!("{name} stderr"), err)], &needles));
+        let text = String::from_utf8_lossy(err);
+        assert!(!text.contains("panicked"), "{name} panicked:\n{text}");
+        if text.contains(" TRACE ") || text.contains(" DEBUG ") || text.contains(" INFO ") {
+            traced.push(name.clone());
+        }
+    }
+    assert!(found.is_empty(), "leaks:\n{}", found.join("\n"));
+    // The logger is installed for the commands that log: at least the receiver's requests and
+    // the device's upload show up.
+    assert!(traced.iter().any(|n| n == "receive") && traced.iter().any(|n| n == "upload"), "logged: {traced:?}");
 }

@@ -337,9 +337,27 @@ fn sample_path(console: Console) -> &'static str {
     }
 }
 
-/// What a console might put in place of each variable.
-fn substitute(console: Console, sample: &str) -> String {
+/// The sample as an admin edits it: every example value of a required key (marked REPLACE)
+/// replaced with the firm's own. Variables are left for the console.
+fn edit_examples(sample: &str) -> String {
     let mut text = sample.to_string();
+    for spec in KEYS.iter().filter(|k| k.required) {
+        for (i, example) in spec.example.split(',').map(str::trim).enumerate() {
+            let own = match spec.name {
+                "archive_url" => "https://archive.acme-capital.test".to_string(),
+                "archive_public_key" => "HZZbBeJO45qQYQIpVz+fRAL7YzkKt7LJwK6Sfj1r54Q=".to_string(),
+                "business_lines" => format!("+44 20 7946 000{i}"),
+                other => format!("{other}-of-acme-capital"),
+            };
+            text = text.replace(&format!("<string>{example}</string>"), &format!("<string>{own}</string>"));
+        }
+    }
+    text
+}
+
+/// What a console might put in place of each variable, in a sample the admin edited.
+fn substitute(console: Console, sample: &str) -> String {
+    let mut text = edit_examples(sample);
     for variable in artifacts::mdm_variables(console) {
         let value = match variable.key {
             "device_id" if console == Console::Intune => "b9841cd9-9843-405f-be28-b2265c59ef97",
@@ -361,8 +379,7 @@ fn console_samples_are_plists_the_agent_accepts_once_variables_are_substituted()
         let tree = file::from_bytes(substitute(console, &sample).as_bytes())
             .unwrap_or_else(|e| panic!("{console:?} sample is not a property list: {e}"));
         let parsed = policy::parse(&tree).unwrap_or_else(|r| panic!("{console:?} sample rejected:\n{r}"));
-        // Only the placeholder warnings for the examples the admin must replace.
-        assert!(parsed.warnings.iter().all(|w| w.kind == ProblemKind::Placeholder), "{:?}", parsed.warnings);
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
         let expected_id = if console == Console::Intune { "b9841cd9-9843-405f-be28-b2265c59ef97" } else { "F4KN99ZUG5V2" };
         assert_eq!(parsed.policy.device_id.as_deref(), Some(expected_id));
         // Every required key is present in the sample itself.
@@ -375,7 +392,7 @@ fn console_samples_are_plists_the_agent_accepts_once_variables_are_substituted()
 #[test]
 fn console_samples_are_refused_while_variables_are_unsubstituted() {
     for console in [Console::Intune, Console::Jamf] {
-        let tree = file::from_bytes(generated(sample_path(console)).as_bytes()).expect("property list");
+        let tree = file::from_bytes(edit_examples(&generated(sample_path(console))).as_bytes()).expect("property list");
         let rejected = policy::parse(&tree).expect_err("a console that did not substitute must not configure the agent");
         let mut keys: Vec<&str> = rejected.problems.iter().map(|p| p.key.as_str()).collect();
         keys.sort_unstable();
@@ -383,6 +400,17 @@ fn console_samples_are_refused_while_variables_are_unsubstituted() {
         variables.sort_unstable();
         assert_eq!(keys, variables, "{console:?}: {rejected}");
         assert!(rejected.problems.iter().all(|p| p.kind == ProblemKind::InvalidValue));
+    }
+}
+
+#[test]
+fn console_samples_left_unedited_are_refused_for_their_placeholders() {
+    for console in [Console::Intune, Console::Jamf] {
+        let tree = file::from_bytes(generated(sample_path(console)).as_bytes()).expect("property list");
+        let rejected = policy::parse(&tree).expect_err("placeholders are errors");
+        let placeholders: Vec<&str> =
+            rejected.problems.iter().filter(|p| p.kind == ProblemKind::Placeholder).map(|p| p.key.as_str()).collect();
+        assert!(placeholders.contains(&"archive_url") && placeholders.contains(&"archive_public_key"), "{console:?}: {rejected}");
     }
 }
 

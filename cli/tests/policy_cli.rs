@@ -40,9 +40,9 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
 
 fn valid_json() -> serde_json::Value {
     serde_json::json!({
-        "archive_url": "https://archive.acme-capital.test/v1",
+        "archive_url": "https://archive.acme-capital.test",
         "archive_public_key": ARCHIVE_KEY,
-        "archive_key_id": "ak-7",
+        "archive_key_id": "cd4ce61c4062039a",
         "tenant_id": "acme-capital",
         "device_token": TOKEN,
         "business_lines": ["+44 20 7946 0000", "jane@acme.test"],
@@ -57,11 +57,11 @@ const VALID_PLIST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <plist version="1.0">
 <dict>
     <key>archive_url</key>
-    <string>https://archive.acme-capital.test/v1</string>
+    <string>https://archive.acme-capital.test</string>
     <key>archive_public_key</key>
     <string>HZZbBeJO45qQYQIpVz+fRAL7YzkKt7LJwK6Sfj1r54Q=</string>
     <key>archive_key_id</key>
-    <string>ak-7</string>
+    <string>cd4ce61c4062039a</string>
     <key>tenant_id</key>
     <string>acme-capital</string>
     <key>device_token</key>
@@ -93,7 +93,7 @@ fn valid_json_prints_one_summary_line() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(
         text.starts_with(
-            "valid: policy_version 2026-11, tenant acme-capital, archive https://archive.acme-capital.test/v1, \
+            "valid: policy_version 2026-11, tenant acme-capital, archive https://archive.acme-capital.test/, \
              3 channels, 2 business lines, fingerprint "
         ),
         "{text}"
@@ -126,7 +126,7 @@ fn unknown_keys_are_warnings_on_stderr() {
 #[test]
 fn invalid_policy_prints_one_line_per_problem() {
     let mut json = valid_json();
-    json["archive_url"] = "http://archive.acme-capital.test/v1".into();
+    json["archive_url"] = "http://archive.acme-capital.test".into();
     json["archive_public_key"] = "AAAA".into();
     json["device_token"] = serde_json::json!([TOKEN]);
     json["capture_channels"] = "sms,pager".into();
@@ -152,7 +152,10 @@ fn invalid_policy_prints_one_line_per_problem() {
         "{text}"
     );
     assert!(text.lines().any(|l| l == "archive_url: must use https, got http"), "{text}");
-    assert!(text.lines().any(|l| l == "device_token: must be a string, got list"), "{text}");
+    assert!(text.lines().any(|l| l == "device_token: must be one line of text, got a list"), "{text}");
+    // Written for admins: no code notation, no "a integer".
+    assert!(!text.contains("..=") && !text.contains(" a integer"), "{text}");
+    assert!(text.lines().any(|l| l == "upload_interval_minutes: must be from 5 to 1440, got 1"), "{text}");
 }
 
 #[test]
@@ -184,7 +187,6 @@ fn unreadable_files_exit_2_naming_the_file() {
         ("garbage.txt", "archive_url=https://x".to_string()),
         ("truncated.json", format!("{{\"device_token\": \"{TOKEN}\"")),
         ("broken.plist", "<plist><dict><key>a</key>".to_string()),
-        ("real.plist", "<plist version=\"1.0\"><dict><key>max_batch_kb</key><real>1.5</real></dict></plist>".to_string()),
     ] {
         let path = temp_file(name, &contents);
         let out = check(&path);
@@ -195,26 +197,107 @@ fn unreadable_files_exit_2_naming_the_file() {
 }
 
 #[test]
-fn template_passes_check() {
+fn a_key_id_that_is_not_the_public_keys_names_the_right_one() {
+    let mut json = valid_json();
+    json["archive_key_id"] = "archive-2026-01".into();
+    json["tenant_id"] = serde_json::json!(7);
+    let out = check(&temp_file("key-id.json", &json.to_string()));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "archive_key_id: does not match archive_public_key, whose key id is cd4ce61c4062039a (what `verbatim keygen` \
+         printed); fix whichever of the two is wrong, or leave archive_key_id out\n\
+         tenant_id: must be one line of text, got a whole number\n"
+    );
+}
+
+#[test]
+fn unedited_template_is_refused_for_its_placeholders() {
     let out = verbatim(&["policy", "template"]);
     assert_eq!(out.status.code(), Some(0));
     let template = stdout(&out);
     assert!(template.contains("<key>device_token</key>"), "{template}");
     assert!(template.contains("REPLACE-WITH-DEVICE-TOKEN"), "{template}");
     // Every key appears, set or described.
-    for key in ["archive_url", "archive_ca_pem", "tls_pins", "disclaimer_text", "log_level", "policy_version"] {
+    for key in ["archive_url", "archive_key_id", "archive_ca_pem", "tls_pins", "disclaimer_text", "log_level", "policy_version"] {
         assert!(template.contains(key), "{key} missing from template");
     }
 
     let path = temp_file("template.plist", &template);
     let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let problems = stdout(&out);
+    let keys: Vec<&str> = problems.lines().map(|l| l.split(':').next().unwrap_or_default()).collect();
+    assert_eq!(keys, ["archive_url", "archive_public_key", "tenant_id", "device_token", "business_lines"], "{problems}");
+    assert!(problems.lines().all(|l| l.ends_with("still holds the template's example value; replace it with the real one")));
+    assert_eq!(stderr(&out), "");
+}
+
+/// A file with reals, a null and a date: every problem at once (exit 1), not one format error.
+#[test]
+fn reals_nulls_and_dates_are_read_as_every_platform_reads_them() {
+    let plist = VALID_PLIST
+        .replace("<integer>50</integer>", "<real>50.0</real>")
+        .replace(
+            "<key>policy_version</key>",
+            "<key>max_batch_kb</key><real>1.5</real><key>disclaimer_text</key><date>2026-01-01T00:00:00Z</date>\
+             <key>policy_version</key>",
+        )
+        .replace("<string>https://archive.acme-capital.test</string>", "<string>https://archive.acme-capital.test/v1</string>");
+    let path = temp_file("reals.plist", &plist);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "archive_url: must be the archive's base address without the API version: remove the trailing /v1 (or /v1/batches); \
+         the agent adds /v1/batches itself\nmax_batch_kb: must be a whole number from 128 to 16384, got \"1.5\"\n"
+    );
+    assert_eq!(stderr(&out), "warning: disclaimer_text: a date or data value, which no key takes; read as not set\n");
+
+    let mut json = valid_json();
+    json["max_batch_kb"] = serde_json::json!(2048.0);
+    json["device_id"] = serde_json::Value::Null;
+    let path = temp_file("reals.json", &json.to_string());
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(stdout(&out).lines().count(), 1);
-    // The only warnings are the placeholders an admin must replace.
-    let warnings = stderr(&out);
-    assert!(warnings.lines().all(|l| l.starts_with("warning: ") && l.contains("template's example value")), "{warnings}");
-    assert!(warnings.contains("warning: device_token:"), "{warnings}");
-    assert!(warnings.contains("warning: archive_public_key:"), "{warnings}");
+}
+
+/// The formats docs/mdm-admin.md tells admins to use, each detected from its content.
+#[test]
+fn every_console_format_in_the_admin_guide_is_read() {
+    // Intune, Android, "Enter JSON data".
+    let intune_android = serde_json::json!({
+        "kind": "androidenterprise#managedConfiguration",
+        "productId": "app:com.acme.messaging",
+        "managedProperty": [
+            {"key": "archive_url", "valueString": "https://archive.acme-capital.test"},
+            {"key": "archive_public_key", "valueString": ARCHIVE_KEY},
+            {"key": "tenant_id", "valueString": "acme-capital"},
+            {"key": "device_token", "valueString": TOKEN},
+            {"key": "device_id", "valueString": "8f0c7a5e-2b1d-4c3e-9a7f-1e2d3c4b5a69"},
+            {"key": "business_lines", "valueString": "+44 20 7946 0000,jane@acme.test"},
+            {"key": "capture_channels", "valueStringArray": ["sms", "rcs", "whatsapp"]},
+            {"key": "upload_interval_minutes", "valueInteger": 30},
+            {"key": "capture_attachments", "valueBool": true},
+            {"key": "policy_version", "valueString": "2026-11"}
+        ]
+    });
+    // Intune iOS ("Enter XML data") and Jamf Pro: the bare dict pasted into the console.
+    let bare_dict = VALID_PLIST
+        .split_once("<plist version=\"1.0\">")
+        .and_then(|(_, rest)| rest.rsplit_once("</plist>"))
+        .map(|(dict, _)| dict.to_string())
+        .unwrap();
+    for (name, contents, summary) in [
+        ("intune-android.json", intune_android.to_string(), "3 channels, 2 business lines"),
+        ("intune-ios-dict.xml", bare_dict, "1 channel, 1 business line"),
+        ("jamf.plist", VALID_PLIST.to_string(), "1 channel, 1 business line"),
+        ("plain.json", valid_json().to_string(), "3 channels, 2 business lines"),
+    ] {
+        let out = check(&temp_file(name, &contents));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains(summary), "{name}: {}", stdout(&out));
+    }
 }
 
 #[test]
@@ -229,5 +312,5 @@ fn committed_reference_is_up_to_date() {
         "docs/policy-reference.md is out of date with the schema; regenerate it with:\n  \
          cargo run -p verbatim-cli -- policy reference > docs/policy-reference.md"
     );
-    assert!(generated.contains("| `device_token` | string | yes | (none) | yes |"), "{generated}");
+    assert!(generated.contains("| `device_token` | one line of text | yes | (none) | yes |"), "{generated}");
 }

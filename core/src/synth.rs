@@ -2,6 +2,10 @@
 //! demo, the benchmarks and the tests capture. Realistic in shape (several channels and
 //! conversations, edits, unsends, reactions, attachments, calls, personal chats that policy
 //! must drop), reproducible from a seed.
+//!
+//! The simulated employee's lines are [`Lines`]: by default this module's own
+//! ([`BUSINESS_LINE`], [`BUSINESS_HANDLE`]), or those of the policy being simulated
+//! ([`Lines::from_policy`]), so that a policy with real business lines captures something.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,6 +22,54 @@ pub const BUSINESS_HANDLE: &str = "trader.jane@acme";
 pub const PERSONAL_LINE: &str = "+1 555 0199";
 
 pub use crate::prng::Rng;
+
+/// The simulated employee's lines: a phone number for SMS, MMS, RCS, iMessage and calls, a
+/// handle for the messaging apps, and a personal number outside every business line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lines {
+    pub phone: String,
+    pub handle: String,
+    pub personal: String,
+}
+
+/// Where the simulated lines came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinesSource {
+    /// The policy's `business_lines`.
+    Policy,
+    /// This module's own lines: the policy had none the simulator can use.
+    Builtin,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines { phone: BUSINESS_LINE.into(), handle: BUSINESS_HANDLE.into(), personal: PERSONAL_LINE.into() }
+    }
+}
+
+impl Lines {
+    /// The employee's lines taken from a policy's business lines (already normalised): the
+    /// first phone number for phone channels and the first handle for the apps; when the policy
+    /// has only one kind, it serves both. With no business line at all, the built-in lines.
+    pub fn from_policy(policy: &crate::Policy) -> (Lines, LinesSource) {
+        let is_phone = |line: &&String| !line.is_empty() && line.chars().all(|c| c.is_ascii_digit() || c == '+');
+        let phone = policy.business_lines.iter().find(is_phone);
+        let handle = policy.business_lines.iter().find(|l| !is_phone(l));
+        let (phone, handle) = match (phone, handle) {
+            (Some(p), Some(h)) => (p.clone(), h.clone()),
+            (Some(only), None) | (None, Some(only)) => (only.clone(), only.clone()),
+            (None, None) => return (Lines::default(), LinesSource::Builtin),
+        };
+        // A personal number on none of the business lines, so personal events stay out of scope.
+        let personal = ["+1 555 0199", "+1 555 0198", "+44 20 7946 0999"]
+            .into_iter()
+            .find(|p| !policy.business_lines.contains(&crate::model::normalize_handle(p)))
+            .unwrap_or("+1 555 0197")
+            .to_string();
+        (Lines { phone, handle, personal }, LinesSource::Policy)
+    }
+}
+
 
 /// One generated event and what the policy should make of it.
 #[derive(Debug, Clone)]
@@ -48,6 +100,8 @@ pub struct WorkloadOptions {
     pub large_attachment_bytes: usize,
     /// Base of source timestamps (ms since the Unix epoch).
     pub start_ms: i64,
+    /// The simulated employee's lines.
+    pub lines: Lines,
 }
 
 impl WorkloadOptions {
@@ -60,6 +114,7 @@ impl WorkloadOptions {
             large_attachment_every: 0,
             large_attachment_bytes: 4 * 1024 * 1024,
             start_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            lines: Lines::default(),
         }
     }
 }
@@ -110,10 +165,10 @@ impl Workload {
         }
     }
 
-    fn business_line(channel: Channel) -> &'static str {
+    fn business_line(&self, channel: Channel) -> String {
         match channel {
-            Channel::Sms | Channel::Mms | Channel::Rcs | Channel::Imessage | Channel::Voice => BUSINESS_LINE,
-            _ => BUSINESS_HANDLE,
+            Channel::Sms | Channel::Mms | Channel::Rcs | Channel::Imessage | Channel::Voice => self.opts.lines.phone.clone(),
+            _ => self.opts.lines.handle.clone(),
         }
     }
 
@@ -121,54 +176,56 @@ impl Workload {
     pub fn next_event(&mut self) -> std::io::Result<SynthEvent> {
         let roll = self.rng.below(100);
         let channel = CHANNELS[self.rng.below(CHANNELS.len() as u64) as usize];
-        let line = Self::business_line(channel);
+        let line = self.business_line(channel);
         let counterpart = COUNTERPARTS[self.rng.below(COUNTERPARTS.len() as u64) as usize].to_string();
         let conversation = format!("conv-{}-{}", channel, self.rng.below(4));
         let target = (!self.sent.is_empty()).then(|| self.sent[self.rng.below(self.sent.len() as u64) as usize].clone());
         let event = match (roll, target) {
             (0..=4, _) => {
                 // A personal chat: must be dropped before anything is stored.
-                let meta = self.meta(channel, PERSONAL_LINE, "conv-personal".into(), "personal");
+                let personal = self.opts.lines.personal.clone();
+                let meta = self.meta(channel, &personal, "conv-personal".into(), "personal");
                 let text = self.text();
                 return Ok(SynthEvent {
-                    event: message(meta, Direction::Outbound, PERSONAL_LINE, &counterpart, text),
+                    event: message(meta, Direction::Outbound, &personal, &counterpart, text),
                     in_scope: false,
                 });
             }
             (5..=6, _) => {
                 // A channel the sample policy does not capture.
-                let meta = self.meta(Channel::Wechat, BUSINESS_HANDLE, "conv-wechat".into(), "wechat");
+                let handle = self.opts.lines.handle.clone();
+                let meta = self.meta(Channel::Wechat, &handle, "conv-wechat".into(), "wechat");
                 let text = self.text();
-                return Ok(SynthEvent {
-                    event: message(meta, Direction::Inbound, &counterpart, BUSINESS_HANDLE, text),
-                    in_scope: false,
-                });
+                return Ok(SynthEvent { event: message(meta, Direction::Inbound, &counterpart, &handle, text), in_scope: false });
             }
             (7..=14, Some((ch, conv, id))) => {
-                let meta = self.meta(ch, Self::business_line(ch), conv, "edit");
+                let line = self.business_line(ch);
+                let meta = self.meta(ch, &line, conv, "edit");
                 let new_text = self.text();
-                Event::Edit(Edit { meta, target_message_id: id, editor: Self::business_line(ch).into(), new_text })
+                Event::Edit(Edit { meta, target_message_id: id, editor: line, new_text })
             }
             (15..=18, Some((ch, conv, id))) => {
-                let meta = self.meta(ch, Self::business_line(ch), conv, "unsend");
-                Event::Unsend(Unsend { meta, target_message_id: id, actor: Self::business_line(ch).into() })
+                let line = self.business_line(ch);
+                let meta = self.meta(ch, &line, conv, "unsend");
+                Event::Unsend(Unsend { meta, target_message_id: id, actor: line })
             }
             (19..=26, Some((ch, conv, id))) => {
-                let meta = self.meta(ch, Self::business_line(ch), conv, "reaction");
+                let line = self.business_line(ch);
+                let meta = self.meta(ch, &line, conv, "reaction");
                 let removed = self.rng.below(5) == 0;
                 Event::Reaction(Reaction { meta, target_message_id: id, actor: counterpart, reaction: "👍".into(), removed })
             }
-            (27..=32, _) => self.attachment(channel, line, conversation, counterpart)?,
+            (27..=32, _) => self.attachment(channel, &line, conversation, counterpart)?,
             (33..=37, _) => self.call(counterpart)?,
             _ => {
-                let meta = self.meta(channel, line, conversation.clone(), "msg");
+                let meta = self.meta(channel, &line, conversation.clone(), "msg");
                 let id = meta.source_id.clone();
                 let text = self.text();
                 let outbound = self.rng.below(2) == 0;
                 let event = if outbound {
-                    message(meta, Direction::Outbound, line, &counterpart, text)
+                    message(meta, Direction::Outbound, &line, &counterpart, text)
                 } else {
-                    message(meta, Direction::Inbound, &counterpart, line, text)
+                    message(meta, Direction::Inbound, &counterpart, &line, text)
                 };
                 self.sent.push((channel, conversation, id));
                 if self.sent.len() > 64 {
@@ -215,7 +272,8 @@ impl Workload {
     }
 
     fn call(&mut self, counterpart: String) -> std::io::Result<Event> {
-        let meta = self.meta(Channel::Voice, BUSINESS_LINE, format!("call-{counterpart}"), "call");
+        let phone = self.opts.lines.phone.clone();
+        let meta = self.meta(Channel::Voice, &phone, format!("call-{counterpart}"), "call");
         let started_ms = meta.source_time_ms;
         let outcome = [CallOutcome::Answered, CallOutcome::Answered, CallOutcome::Missed, CallOutcome::Voicemail]
             [self.rng.below(4) as usize];
@@ -229,7 +287,7 @@ impl Workload {
         Ok(Event::Call(Call {
             meta,
             direction: Direction::Inbound,
-            participants: vec![counterpart, BUSINESS_LINE.to_string()],
+            participants: vec![counterpart, phone],
             started_ms,
             ended_ms,
             outcome,
@@ -274,4 +332,48 @@ pub fn sample_policy(archive_url: &str, archive_public_key: &[u8; 32], token: &s
         map.insert(k.to_string(), v.clone());
     }
     Value::Dict(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy_with_lines(lines: &str) -> crate::Policy {
+        let key = [7u8; 32];
+        let tree = sample_policy("https://archive.acme.test", &key, "tok", &[("business_lines", Value::from(lines))]);
+        crate::policy::parse(&tree).expect("valid").policy
+    }
+
+    #[test]
+    fn lines_come_from_the_policy() {
+        let (lines, source) = Lines::from_policy(&policy_with_lines("+1 646 555 0142, sam.lee@acme.test"));
+        assert_eq!(source, LinesSource::Policy);
+        assert_eq!(lines.phone, "+16465550142");
+        assert_eq!(lines.handle, "sam.lee@acme.test");
+        assert_eq!(lines.personal, "+1 555 0199");
+    }
+
+    #[test]
+    fn one_kind_of_line_serves_both_and_the_personal_line_avoids_it() {
+        let (lines, _) = Lines::from_policy(&policy_with_lines("+1 555 0199"));
+        assert_eq!((lines.phone.as_str(), lines.handle.as_str()), ("+15550199", "+15550199"));
+        assert_eq!(lines.personal, "+1 555 0198");
+    }
+
+    #[test]
+    fn events_use_the_given_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = WorkloadOptions::new(3, dir.path());
+        let policy = policy_with_lines("+1 646 555 0142, sam.lee@acme.test");
+        opts.lines = Lines::from_policy(&policy).0;
+        let mut workload = Workload::new(opts).unwrap();
+        let mut in_scope = 0;
+        for _ in 0..200 {
+            let e = workload.next_event().unwrap();
+            let line = crate::model::normalize_handle(&e.event.meta().line);
+            assert_eq!(policy.business_lines.contains(&line), e.in_scope || e.event.meta().channel == Channel::Wechat);
+            in_scope += usize::from(e.in_scope);
+        }
+        assert!(in_scope > 150, "{in_scope}");
+    }
 }

@@ -641,7 +641,7 @@ async fn a_new_archive_key_starts_a_new_epoch_sealed_to_it() {
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     let e1 = agent.status().epoch.unwrap();
     let (sk2, pk2) = verbatim_core::seal::generate_archive_keypair();
-    let tree = verbatim_core::synth::sample_policy("https://archive.example.com", &pk2, TOKEN, &[]);
+    let tree = verbatim_core::synth::sample_policy("https://archive.acme-securities.test", &pk2, TOKEN, &[]);
     agent.apply_policy(&tree).await.unwrap();
     agent.capture(message(1, "to the new archive")).await.unwrap();
     let e2 = agent.status().epoch.unwrap();

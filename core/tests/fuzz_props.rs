@@ -72,7 +72,7 @@ fn archive_public() -> [u8; 32] {
 }
 
 fn valid_policy() -> Value {
-    synth::sample_policy("https://archive.example.com/v1", &archive_public(), TOKEN, &[])
+    synth::sample_policy("https://archive.acme-securities.test", &archive_public(), TOKEN, &[])
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -284,6 +284,7 @@ mod policy_files {
         match v {
             Value::String(s) => plist::Value::String(s.clone()),
             Value::Integer(n) => plist::Value::Integer((*n).into()),
+            Value::Real(r) => plist::Value::Real(*r),
             Value::Bool(b) => plist::Value::Boolean(*b),
             Value::List(items) => plist::Value::Array(items.iter().map(to_plist).collect()),
             Value::Dict(map) => plist::Value::Dictionary(map.iter().map(|(k, v)| (k.clone(), to_plist(v))).collect()),

@@ -19,9 +19,8 @@ const SHORT_KEY: &str = "x2n1jg+8pzF740icilZBOC04xe/742vjqSjw1NcqnA==";
 /// The required keys only, with values that are not the template's examples.
 fn base() -> BTreeMap<String, Value> {
     let mut m = BTreeMap::new();
-    m.insert("archive_url".into(), Value::from("https://archive.acme-capital.test/v1"));
+    m.insert("archive_url".into(), Value::from("https://archive.acme-capital.test"));
     m.insert("archive_public_key".into(), Value::from(ARCHIVE_KEY));
-    m.insert("archive_key_id".into(), Value::from("ak-7"));
     m.insert("tenant_id".into(), Value::from("acme-capital"));
     m.insert("device_token".into(), Value::from(TOKEN));
     m.insert("business_lines".into(), Value::List(vec!["+44 20 7946 0000".into(), "Jane@Acme.test".into()]));
@@ -81,8 +80,8 @@ fn minimal_policy_gets_documented_defaults() {
     let parsed = ok(&tree(base()));
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     let p = parsed.policy;
-    assert_eq!(p.archive_url.as_str(), "https://archive.acme-capital.test/v1");
-    assert_eq!(p.archive_key_id, "ak-7");
+    assert_eq!(p.archive_url.as_str(), "https://archive.acme-capital.test/");
+    assert_eq!(p.archive_key_id, "cd4ce61c4062039a");
     assert_eq!(p.tenant_id, "acme-capital");
     assert_eq!(p.device_token.expose(), TOKEN);
     assert_eq!(p.device_id, None);
@@ -167,7 +166,7 @@ fn blank_optional_values_take_the_default() {
 fn strings_are_trimmed() {
     let p = ok(&with("tenant_id", "  acme-capital \n")).policy;
     assert_eq!(p.tenant_id, "acme-capital");
-    let p = ok(&with("archive_url", " https://archive.acme-capital.test/v1 ")).policy;
+    let p = ok(&with("archive_url", " https://archive.acme-capital.test ")).policy;
     assert_eq!(p.archive_url.host_str(), Some("archive.acme-capital.test"));
 }
 
@@ -179,10 +178,7 @@ fn strings_are_trimmed() {
 fn every_required_key_missing_is_named_in_schema_order() {
     let r = rejected(&Value::dict::<String, _>([]));
     let required: Vec<&str> = KEYS.iter().filter(|k| k.required).map(|k| k.name).collect();
-    assert_eq!(
-        required,
-        ["archive_url", "archive_public_key", "archive_key_id", "tenant_id", "device_token", "business_lines", "policy_version"]
-    );
+    assert_eq!(required, ["archive_url", "archive_public_key", "tenant_id", "device_token", "business_lines", "policy_version"]);
     let named: Vec<&str> = r.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(named, required);
     assert!(r.problems.iter().all(|p| p.kind == ProblemKind::Missing));
@@ -290,15 +286,15 @@ fn kind_name(key: &str) -> String {
 #[test]
 fn wrong_type_details_name_both_types() {
     let p = assert_problem(&with("tenant_id", 5), "tenant_id", ProblemKind::WrongType);
-    assert_eq!(p.to_string(), "tenant_id: must be a string, got integer");
+    assert_eq!(p.to_string(), "tenant_id: must be one line of text, got a whole number");
     let p = assert_problem(&with("device_token", 42), "device_token", ProblemKind::WrongType);
-    assert_eq!(p.to_string(), "device_token: must be a string, got integer");
+    assert_eq!(p.to_string(), "device_token: must be one line of text, got a whole number");
     let p = assert_problem(
         &with("business_lines", Value::List(vec!["a".into(), 5.into()])),
         "business_lines",
         ProblemKind::WrongType,
     );
-    assert_eq!(p.to_string(), "business_lines: item 2 must be a string, got integer");
+    assert_eq!(p.to_string(), "business_lines: item 2 must be text, got a whole number");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,7 +329,7 @@ fn integers_may_arrive_as_strings() {
     assert_eq!(ok(&with("max_batch_kb", " +256 ")).policy.max_batch_kb, 256);
     assert_eq!(ok(&with("queue_alert_percent", 50)).policy.queue_alert_percent, 50);
     let p = assert_problem(&with("max_batch_kb", "2k"), "max_batch_kb", ProblemKind::WrongType);
-    assert_eq!(p.to_string(), "max_batch_kb: must be a whole number in 128..=16384, got \"2k\"");
+    assert_eq!(p.to_string(), "max_batch_kb: must be a whole number from 128 to 16384, got \"2k\"");
 }
 
 #[test]
@@ -436,7 +432,7 @@ fn out_of_range_integers() {
         let KeyKind::Integer { min, max } = spec.kind else { continue };
         for bad in [min - 1, max + 1, i64::MIN, i64::MAX] {
             let p = assert_problem(&with(spec.name, bad), spec.name, ProblemKind::OutOfRange);
-            assert_eq!(p.detail, format!("must be between {min} and {max}, got {bad}"));
+            assert_eq!(p.detail, format!("must be from {min} to {max}, got {bad}"));
         }
         assert_problem(&with(spec.name, (max + 1).to_string()), spec.name, ProblemKind::OutOfRange);
         ok(&with(spec.name, min));
@@ -537,15 +533,81 @@ fn unknown_key_names_are_cut_and_made_printable() {
 }
 
 #[test]
-fn template_examples_are_flagged_as_placeholders() {
+fn template_examples_are_refused_as_placeholders() {
     let mut m = base();
     for key in ["archive_public_key", "device_token"] {
         let spec = KEYS.iter().find(|k| k.name == key).unwrap();
         m.insert(key.into(), spec.example.into());
     }
-    let parsed = ok(&tree(m));
-    let flagged: Vec<(&str, ProblemKind)> = parsed.warnings.iter().map(|w| (w.key.as_str(), w.kind)).collect();
+    let r = rejected(&tree(m));
+    let flagged: Vec<(&str, ProblemKind)> = r.problems.iter().map(|w| (w.key.as_str(), w.kind)).collect();
     assert_eq!(flagged, [("archive_public_key", ProblemKind::Placeholder), ("device_token", ProblemKind::Placeholder)]);
+    assert_eq!(r.problems[1].to_string(), "device_token: still holds the template's example value; replace it with the real one");
+}
+
+// ---------------------------------------------------------------------------------------------
+// archive_url and archive_key_id
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn archive_url_naming_the_api_version_is_refused() {
+    for url in ["https://a.test/v1", "https://a.test/v1/", "https://a.test/archive/v1", "https://a.test/v1/batches"] {
+        let p = assert_problem(&with("archive_url", url), "archive_url", ProblemKind::InvalidValue);
+        assert_eq!(
+            p.to_string(),
+            "archive_url: must be the archive's base address without the API version: remove the trailing /v1 \
+             (or /v1/batches); the agent adds /v1/batches itself",
+            "{url}"
+        );
+    }
+    assert_problem(&with("archive_url", "https://a.test/?x=1"), "archive_url", ProblemKind::InvalidValue);
+}
+
+#[test]
+fn archive_url_is_a_base_that_keeps_its_path_prefix() {
+    for (given, parsed) in [
+        ("https://a.test", "https://a.test/"),
+        ("https://a.test:8443/", "https://a.test:8443/"),
+        ("https://a.test/archive", "https://a.test/archive/"),
+        ("https://a.test/v1x", "https://a.test/v1x/"),
+    ] {
+        let url = ok(&with("archive_url", given)).policy.archive_url;
+        assert_eq!(url.as_str(), parsed);
+        // What the uploader does with it.
+        assert_eq!(url.join("v1/batches").unwrap().path(), format!("{}v1/batches", url.path()));
+    }
+}
+
+#[test]
+fn archive_key_id_defaults_to_the_keys_id_and_must_match_it() {
+    let derived = verbatim_core::seal::key_id(&ok(&tree(base())).policy.archive_public_key);
+    assert_eq!(derived, "cd4ce61c4062039a");
+    assert_eq!(ok(&tree(base())).policy.archive_key_id, derived);
+    assert_eq!(ok(&with("archive_key_id", derived.as_str())).policy.archive_key_id, derived);
+    let p = assert_problem(&with("archive_key_id", "archive-2026-01"), "archive_key_id", ProblemKind::InvalidValue);
+    assert_eq!(
+        p.to_string(),
+        "archive_key_id: does not match archive_public_key, whose key id is cd4ce61c4062039a (what `verbatim keygen` \
+         printed); fix whichever of the two is wrong, or leave archive_key_id out"
+    );
+    // A wrong public key with the right id is caught the same way.
+    let mut m = base();
+    m.insert("archive_key_id".into(), derived.as_str().into());
+    m.insert("archive_public_key".into(), PIN_A.into());
+    assert_eq!(only_problem(&tree(m)).key, "archive_key_id");
+}
+
+#[test]
+fn reals_are_whole_numbers_or_refused_by_key() {
+    assert_eq!(ok(&with("max_batch_kb", 2048.0)).policy.max_batch_kb, 2048);
+    let p = assert_problem(&with("max_batch_kb", 2048.5), "max_batch_kb", ProblemKind::WrongType);
+    assert_eq!(p.to_string(), "max_batch_kb: must be a whole number from 128 to 16384, got \"2048.5\"");
+    assert_problem(&with("max_batch_kb", f64::NAN), "max_batch_kb", ProblemKind::WrongType);
+    assert_problem(&with("max_batch_kb", 1e300), "max_batch_kb", ProblemKind::WrongType);
+    let p = assert_problem(&with("max_batch_kb", 1e6), "max_batch_kb", ProblemKind::OutOfRange);
+    assert_eq!(p.to_string(), "max_batch_kb: must be from 128 to 16384, got 1000000");
+    let p = assert_problem(&with("tenant_id", 1.0), "tenant_id", ProblemKind::WrongType);
+    assert_eq!(p.to_string(), "tenant_id: must be one line of text, got a number with a fraction");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,9 +707,8 @@ fn value_round_trips_through_json() {
 /// For every key, a valid value different from what `base()` yields (explicitly or by default).
 fn changed_value(key: &str) -> Value {
     match key {
-        "archive_url" => "https://archive2.acme-capital.test/v1".into(),
+        "archive_url" => "https://archive2.acme-capital.test".into(),
         "archive_public_key" => PIN_A.into(),
-        "archive_key_id" => "ak-8".into(),
         "tenant_id" => "acme-capital-eu".into(),
         "device_token" => "tok-rotated".into(),
         "device_id" => "C39XK2ABCD12".into(),
@@ -679,7 +740,9 @@ fn changed_value(key: &str) -> Value {
 fn fingerprint_changes_when_any_field_changes() {
     let original = ok(&tree(base())).policy.fingerprint();
     let mut seen = BTreeSet::from([original]);
-    for spec in KEYS {
+    // archive_key_id cannot change alone: it is bound to archive_public_key, whose change
+    // (which changes the derived id too) is covered.
+    for spec in KEYS.iter().filter(|k| k.name != "archive_key_id") {
         let changed = ok(&with(spec.name, changed_value(spec.name))).policy;
         let fp = changed.fingerprint();
         assert_ne!(fp, original, "{} did not change the fingerprint", spec.name);
@@ -750,9 +813,9 @@ mod files {
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <plist version="1.0"><dict>
-<key>archive_url</key><string>https://archive.acme-capital.test/v1</string>
+<key>archive_url</key><string>https://archive.acme-capital.test</string>
 <key>archive_public_key</key><string>{ARCHIVE_KEY}</string>
-<key>archive_key_id</key><string>ak-7</string>
+<key>archive_key_id</key><string>cd4ce61c4062039a</string>
 <key>tenant_id</key><string>acme-capital</string>
 <key>device_token</key><string>{TOKEN}</string>
 <key>business_lines</key><string>+44 20 7946 0000,jane@acme.test</string>
@@ -785,12 +848,41 @@ mod files {
     }
 
     #[test]
-    fn reals_and_dates_are_refused_naming_the_key() {
-        let xml = b"<plist version=\"1.0\"><dict><key>max_batch_kb</key><real>1024</real></dict></plist>";
-        let e = file::from_bytes(xml).unwrap_err();
-        assert_eq!(e.to_string(), "max_batch_kb: real-number values are not supported (use a string, integer, boolean or list)");
-        let xml = b"<plist version=\"1.0\"><dict><key>d</key><date>2026-01-01T00:00:00Z</date></dict></plist>";
-        assert!(matches!(file::from_bytes(xml), Err(FormatError::Unsupported { found: "date", .. })));
+    fn reals_nulls_and_dates_are_problems_reported_with_all_the_others() {
+        // One whole real (accepted), one fractional real, a date in a required key, and a bad
+        // URL: every problem at once, none hiding another.
+        let xml = format!(
+            r#"<plist version="1.0"><dict>
+<key>archive_url</key><string>http://archive.acme-capital.test</string>
+<key>archive_public_key</key><string>{ARCHIVE_KEY}</string>
+<key>tenant_id</key><date>2026-01-01T00:00:00Z</date>
+<key>device_token</key><string>{TOKEN}</string>
+<key>business_lines</key><string>+44 20 7946 0000</string>
+<key>upload_interval_minutes</key><real>15.0</real>
+<key>max_batch_kb</key><real>1024.5</real>
+<key>policy_version</key><string>2026-11</string>
+</dict></plist>"#
+        );
+        let loaded = file::read_bytes(xml.as_bytes()).unwrap();
+        assert_eq!(loaded.left_out, vec!["tenant_id".to_string()]);
+        let rejected = verbatim_core::policy::parse(&loaded.tree).unwrap_err();
+        let shown: Vec<String> = rejected.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "archive_url: must use https, got http".to_string(),
+                "tenant_id: required but missing".to_string(),
+                "max_batch_kb: must be a whole number from 128 to 16384, got \"1024.5\"".to_string(),
+            ]
+        );
+        let json = format!(
+            r#"{{"archive_url": "https://a.test", "archive_public_key": "{ARCHIVE_KEY}", "tenant_id": "t",
+            "device_token": "{TOKEN}", "business_lines": ["+1 555 0100", null], "upload_interval_minutes": 15.0,
+            "device_id": null, "policy_version": "1"}}"#
+        );
+        let policy = ok(&file::from_bytes(json.as_bytes()).unwrap()).policy;
+        assert_eq!(policy.upload_interval_minutes, 15);
+        assert_eq!(policy.device_id, None);
     }
 }
 
@@ -802,7 +894,7 @@ fn unsubstituted_mdm_variables_in_business_lines_are_refused() {
             map.insert("business_lines".into(), Value::String(format!("+1 555 0100, {var}")));
         }
         let rejected = verbatim_core::policy::parse(&tree).unwrap_err();
-        assert_eq!(rejected.problems.len(), 1, "{var}");
+        assert_eq!(rejected.problems.len(), 1, "{var}: {rejected}");
         assert_eq!(rejected.problems[0].key, "business_lines");
         assert!(rejected.problems[0].detail.contains("MDM variable"), "{}", rejected.problems[0].detail);
     }
@@ -810,5 +902,5 @@ fn unsubstituted_mdm_variables_in_business_lines_are_refused() {
 
 fn valid_tree_for_variables() -> Value {
     let (_, pk) = verbatim_core::seal::generate_archive_keypair();
-    verbatim_core::synth::sample_policy("https://archive.example.com", &pk, "tok-x", &[])
+    verbatim_core::synth::sample_policy("https://archive.acme-securities.test", &pk, "tok-x", &[])
 }

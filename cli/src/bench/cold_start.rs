@@ -54,6 +54,6 @@ pub(super) fn cold_child(dir: &Path) -> BenchResult<()> {
     if !status.configured {
         return Err("the store's policy was not restored".into());
     }
-    println!("{}", json!({ "open_status_ms": round(ms, 3), "queue_records": status.queue_records }));
+    outln!("{}", json!({ "open_status_ms": round(ms, 3), "queue_records": status.queue_records }));
     Ok(())
 }

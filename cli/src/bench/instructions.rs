@@ -24,7 +24,7 @@ pub(super) fn capture_child(events: u64, dir: &Path, capturers: usize) -> BenchR
         handles.into_iter().try_for_each(|h| h.join().map_err(|_| "capturer panicked".to_string())?)
     })?;
     rt.block_on(agent.close()).map_err(|e| format!("close: {e}"))?;
-    println!("{}", json!({ "captured": events }));
+    outln!("{}", json!({ "captured": events }));
     Ok(())
 }
 

@@ -184,6 +184,6 @@ pub(super) fn memory_child(a: MemoryChildArgs) -> BenchResult<()> {
         "rss_file_kib": proc_status_kib(None, "RssFile:"),
         "rss_shmem_kib": proc_status_kib(None, "RssShmem:"),
     });
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }

@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::output::outln;
 use base64::Engine;
 use serde_json::{Value as Json, json};
 use verbatim_core::model::{Channel, Direction, Event, EventMeta, Message};

@@ -89,7 +89,7 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
     report.json.insert("failures".into(), json!(report.failures));
     print_table(&report, &plan, total);
     if args.json {
-        println!("{}", Json::Object(report.json.clone()));
+        outln!("{}", Json::Object(report.json.clone()));
     }
     if temporary {
         remove(&base);
@@ -129,8 +129,8 @@ pub(super) fn machine() -> Json {
 
 pub(super) fn print_table(report: &Report, plan: &Plan, total: f64) {
     let m = report.json.get("machine").cloned().unwrap_or(Json::Null);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Verbatim benchmarks{} ({} cores, {}, load {} at start; {:.0} s)",
         if plan.quick { " --quick (tiny sizes: checks that everything runs, figures are not meaningful)" } else { "" },
         m["cores"],
@@ -167,12 +167,12 @@ pub(super) fn print_table(report: &Report, plan: &Plan, total: f64) {
         }
         s
     };
-    println!("{}", line(&header.map(String::from)));
-    println!("|{}", widths.iter().map(|w| format!("{}|", "-".repeat(w + 2))).collect::<String>());
+    outln!("{}", line(&header.map(String::from)));
+    outln!("|{}", widths.iter().map(|w| format!("{}|", "-".repeat(w + 2))).collect::<String>());
     for c in &cells {
-        println!("{}", line(c));
+        outln!("{}", line(c));
     }
     if !report.failures.is_empty() {
-        println!("{} benchmark(s) failed to run: {}", report.failures.len(), report.failures.join("; "));
+        outln!("{} benchmark(s) failed to run: {}", report.failures.len(), report.failures.join("; "));
     }
 }

@@ -28,7 +28,7 @@ use crate::model::Channel;
 
 /// The specfile's `<version>`: consoles use it to tell a revised specfile from the one they
 /// hold. Bump it whenever the generated specfile changes (a unit test insists).
-pub const SPECFILE_VERSION: u32 = 2;
+pub const SPECFILE_VERSION: u32 = 3;
 
 /// The bundle identifier written into the committed specfile. Verbatim is embedded in the
 /// firm's messaging app, so the real value is that app's; regenerate with it.
@@ -672,7 +672,7 @@ mod tests {
     /// SHA-256 of the specfile generated with version 0 and the placeholder bundle id. When the
     /// specfile changes, consoles must see a new `<version>`: the test below fails until
     /// [`SPECFILE_VERSION`] is bumped and this digest updated.
-    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (2, "78b0785331a1fb7fa327d3b9af79283a67d0a88c2b059ba7cca3fc24095e72b3");
+    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (3, "e9e6f19f30ba4fb16d6549877cdc235435734659af17610584b0a4fcdd6d2d79");
 
     #[test]
     fn specfile_version_is_bumped_when_the_specfile_changes() {

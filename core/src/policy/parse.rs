@@ -7,8 +7,17 @@
 //!   set*: a required key is then `Missing`, an optional one takes its default. MDM consoles
 //!   send empty strings for fields the admin left blank, so this is the only safe reading.
 //! - Strings are trimmed. Lists arrive as an array of strings or as one comma-separated string.
-//!   Integers arrive as integers or numeric strings; booleans as booleans or as the strings
+//!   Integers arrive as integers, numeric strings, or reals that are whole numbers (`15.0`:
+//!   plist `<real>`, JSON `15.0`, a Kotlin `Double`; the platform layers pass reals through
+//!   unchanged so this is the one place that decides); booleans as booleans or as the strings
 //!   `true`/`false`/`1`/`0` (any case). Nothing else is coerced.
+//! - A required key still holding the template's example value is an error (`Placeholder`),
+//!   but for `policy_version`, whose example may be real ([`schema::example_is_placeholder`]).
+//! - `archive_url` is the archive's base address; the agent appends `v1/...` itself, so a URL
+//!   that already ends in the API version is refused, and the parsed URL always ends in `/`
+//!   (a path prefix is kept when endpoints are joined to it).
+//! - `archive_key_id` is bound to `archive_public_key`: when unset it is the key's id
+//!   ([`crate::seal::key_id`]); when set it must equal that id.
 //! - Details never contain the value of a secret key; other values are quoted, cut to 64 chars.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,8 +50,8 @@ pub enum ProblemKind {
     OutOfRange,
     /// A key the schema does not know. Always a warning: it is ignored.
     UnknownKey,
-    /// A required key still holds the template's example value. Always a warning: the policy
-    /// is valid, but sealing to the example key or sending the example token is surely a mistake.
+    /// A required key still holds the template's example value: sealing to the example key or
+    /// sending the example token is surely a mistake, so the policy is refused.
     Placeholder,
 }
 
@@ -77,7 +86,7 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A policy that passed validation, with any warnings (unknown keys, placeholders).
+/// A policy that passed validation, with any warnings (unknown keys).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub policy: Policy,
@@ -124,7 +133,7 @@ pub(super) fn parse_with(tree: &Value, secrets: Secrets) -> Result<Parsed, Rejec
         let problem = Problem {
             key: "(root)".to_string(),
             kind: ProblemKind::WrongType,
-            detail: format!("must be a dictionary of keys, got {}", tree.type_name()),
+            detail: format!("must be a dictionary of keys, got {}", a_or_an(tree.type_name())),
         };
         return Err(Rejected { problems: vec![problem], warnings: Vec::new() });
     };
@@ -139,14 +148,19 @@ pub(super) fn parse_with(tree: &Value, secrets: Secrets) -> Result<Parsed, Rejec
         };
         let optional = secrets == Secrets::Absent && spec.secret;
         match check_key(spec, raw, optional) {
-            Ok(checked) => {
-                if let Some(warning) = placeholder_warning(spec, &checked) {
-                    warnings.push(warning);
+            Ok(checked) => match placeholder_problem(spec, &checked) {
+                Some(problem) => problems.push(problem),
+                None => {
+                    fields.0.insert(spec.name, checked);
                 }
-                fields.0.insert(spec.name, checked);
-            }
+            },
             Err(problem) => problems.push(problem),
         }
+    }
+    if let Some(problem) = key_id_mismatch(&fields) {
+        problems.push(problem);
+        // Problems are listed in schema order, this one included (the sort is stable).
+        problems.sort_by_key(|p| KEYS.iter().position(|k| k.name == p.key));
     }
     warnings.extend(map.keys().filter(|k| schema::spec(k).is_none()).map(|k| unknown_key(k)));
 
@@ -234,8 +248,17 @@ fn check_value(spec: &KeySpec, value: &Value) -> Result<Checked, Problem> {
 }
 
 fn wrong_type(spec: &KeySpec, value: &Value) -> Problem {
-    let detail = format!("must be a {}, got {}", spec.kind.describe(), value.type_name());
+    let detail = format!("must be {}, got {}", spec.kind.describe(), a_or_an(value.type_name()));
     problem(spec, ProblemKind::WrongType, detail)
+}
+
+/// `text` → `text`, `whole number` → `a whole number`, `list` → `a list`: a type name as
+/// it reads in a sentence.
+fn a_or_an(type_name: &str) -> String {
+    match type_name {
+        "text" | "true/false" => type_name.to_string(),
+        _ => format!("a {type_name}"),
+    }
 }
 
 /// A value for a detail message: quoted and cut to 64 chars, or hidden for a secret key.
@@ -313,7 +336,8 @@ fn check_text(spec: &KeySpec, value: &Value) -> Result<String, Problem> {
 fn check_url(spec: &KeySpec, value: &Value) -> Result<url::Url, Problem> {
     let text = string_of(spec, value)?;
     check_length(spec, text, schema::MAX_STRING_BYTES)?;
-    let url = url::Url::parse(text).map_err(|e| problem(spec, ProblemKind::InvalidValue, format!("not a valid URL ({e})")))?;
+    let mut url =
+        url::Url::parse(text).map_err(|e| problem(spec, ProblemKind::InvalidValue, format!("not a valid URL ({e})")))?;
     if url.scheme() != "https" {
         let detail = format!("must use https, got {}", quote_bare(url.scheme()));
         return Err(problem(spec, ProblemKind::InsecureUrl, detail));
@@ -325,7 +349,27 @@ fn check_url(spec: &KeySpec, value: &Value) -> Result<url::Url, Problem> {
         let detail = "must not contain a user name or password; the device authenticates with device_token";
         return Err(problem(spec, ProblemKind::InvalidValue, detail));
     }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(problem(spec, ProblemKind::InvalidValue, "must not contain a query (?...) or fragment (#...)"));
+    }
+    if names_api_version(&url) {
+        let detail = "must be the archive's base address without the API version: remove the trailing \
+                      /v1 (or /v1/batches); the agent adds /v1/batches itself";
+        return Err(problem(spec, ProblemKind::InvalidValue, detail));
+    }
+    // A base ends in `/`, so that joining `v1/batches` keeps a path prefix (`/archive/`).
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
     Ok(url)
+}
+
+/// Whether the URL's path already ends in the upload API's version (`/v1`, `/v1/`,
+/// `/v1/batches`): the most likely mistake, which would send batches to `/v1/v1/batches`.
+fn names_api_version(url: &url::Url) -> bool {
+    let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
+    matches!(segments.as_slice(), [.., "v1"] | [.., "v1", "batches"])
 }
 
 /// A short unquoted word (a URL scheme) cut to 64 characters.
@@ -361,19 +405,30 @@ fn check_public_key(spec: &KeySpec, value: &Value) -> Result<[u8; 32], Problem> 
 }
 
 fn check_integer(spec: &KeySpec, value: &Value, min: i64, max: i64) -> Result<i64, Problem> {
+    let not_whole = |got: String| {
+        let detail = format!("must be a whole number from {min} to {max}, got {got}");
+        problem(spec, ProblemKind::WrongType, detail)
+    };
     let n = match value {
         Value::Integer(n) => *n,
-        Value::String(s) => s.trim().parse::<i64>().map_err(|_| {
-            let detail = format!("must be a whole number in {min}..={max}, got {}", shown(spec, s.trim()));
-            problem(spec, ProblemKind::WrongType, detail)
-        })?,
+        Value::Real(r) => whole_number(*r).ok_or_else(|| not_whole(shown(spec, &r.to_string())))?,
+        Value::String(s) => s.trim().parse::<i64>().map_err(|_| not_whole(shown(spec, s.trim())))?,
         other => return Err(wrong_type(spec, other)),
     };
     if !(min..=max).contains(&n) {
-        let detail = format!("must be between {min} and {max}, got {n}");
+        let detail = format!("must be from {min} to {max}, got {n}");
         return Err(problem(spec, ProblemKind::OutOfRange, detail));
     }
     Ok(n)
+}
+
+/// A real that is a whole number within `i64` (`15.0` → 15); `None` for `15.5`, NaN, infinities.
+/// Consoles send `<real>15</real>` or `15.0` for a number field; refusing it would refuse a
+/// correct value for its encoding, while a real fraction is refused, never rounded.
+fn whole_number(r: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every finite whole real below it fits an i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (r.is_finite() && r.fract() == 0.0 && (-LIMIT..LIMIT).contains(&r)).then_some(r as i64)
 }
 
 /// Booleans: a real boolean, or exactly the strings `true`, `false`, `1`, `0` (any case), which
@@ -418,7 +473,7 @@ fn list_items<'v>(spec: &KeySpec, value: &'v Value) -> Result<Vec<&'v str>, Prob
                     Value::String(s) if s.trim().is_empty() => {}
                     Value::String(s) => items.push(s.trim()),
                     other => {
-                        let detail = format!("item {} must be a string, got {}", i + 1, other.type_name());
+                        let detail = format!("item {} must be text, got {}", i + 1, a_or_an(other.type_name()));
                         return Err(problem(spec, ProblemKind::WrongType, detail));
                     }
                 }
@@ -427,9 +482,9 @@ fn list_items<'v>(spec: &KeySpec, value: &'v Value) -> Result<Vec<&'v str>, Prob
         }
         other => {
             let detail = format!(
-                "must be a {} (an array, or one comma-separated string), got {}",
+                "must be {} (an array, or one comma-separated string), got {}",
                 spec.kind.describe(),
-                other.type_name()
+                a_or_an(other.type_name())
             );
             return Err(problem(spec, ProblemKind::WrongType, detail));
         }
@@ -539,16 +594,36 @@ fn pem_certificate_count(text: &str) -> Result<usize, String> {
     Ok(count)
 }
 
-/// A warning when a required key still holds the template's example (the template is valid on
-/// purpose, so it must be edited before use; the example archive key has no private half).
-fn placeholder_warning(spec: &KeySpec, checked: &Checked) -> Option<Problem> {
-    if !spec.required {
+/// An error when a required key still holds the template's example (the template must be
+/// edited before use; the example archive key has no private half, the example token opens
+/// nothing).
+fn placeholder_problem(spec: &KeySpec, checked: &Checked) -> Option<Problem> {
+    if !schema::example_is_placeholder(spec) {
         return None;
     }
     let example = check_value(spec, &Value::String(spec.example.to_string())).ok()?;
     (example == *checked).then(|| {
         let detail = "still holds the template's example value; replace it with the real one";
         problem(spec, ProblemKind::Placeholder, detail)
+    })
+}
+
+/// `archive_key_id`, when set, must be the id of `archive_public_key` (what `verbatim keygen`
+/// printed): a wrong key or a wrong id is caught here rather than by the archive refusing
+/// batches sealed to a key it cannot name.
+fn key_id_mismatch(fields: &Fields) -> Option<Problem> {
+    let (Some(Checked::Key(key)), Some(Checked::Text(id))) = (fields.0.get("archive_public_key"), fields.0.get("archive_key_id"))
+    else {
+        return None;
+    };
+    let derived = crate::seal::key_id(key);
+    (*id != derived).then(|| Problem {
+        key: "archive_key_id".to_string(),
+        kind: ProblemKind::InvalidValue,
+        detail: format!(
+            "does not match archive_public_key, whose key id is {derived} (what `verbatim keygen` printed); \
+             fix whichever of the two is wrong, or leave archive_key_id out"
+        ),
     })
 }
 
@@ -693,10 +768,14 @@ impl Fields {
             "off" => LogLevel::Off,
             _ => return None,
         };
+        let archive_public_key = self.key("archive_public_key")?;
         Some(Policy {
             archive_url: self.url("archive_url")?,
-            archive_public_key: self.key("archive_public_key")?,
-            archive_key_id: self.text("archive_key_id")?,
+            archive_key_id: match self.optional_text("archive_key_id")? {
+                Some(id) => id,
+                None => crate::seal::key_id(&archive_public_key),
+            },
+            archive_public_key,
             tenant_id: self.text("tenant_id")?,
             // Absent only in a tree the device kept (parse refuses a configuration without it).
             device_token: Secret::new(self.optional_text("device_token")?.unwrap_or_default()),
@@ -907,18 +986,51 @@ mod tests {
         }
     }
 
+    /// The examples with every required key edited as an admin would (no placeholder left).
+    fn edited_examples() -> Value {
+        let mut tree = examples();
+        if let Value::Dict(map) = &mut tree {
+            map.insert("archive_url".into(), Value::from("https://archive.acme.test"));
+            map.insert("archive_public_key".into(), Value::from("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="));
+            map.remove("archive_key_id");
+            map.insert("tenant_id".into(), Value::from("acme-test"));
+            map.insert("device_token".into(), Value::from("tok-test"));
+            map.insert("business_lines".into(), Value::from("+1 555 0199"));
+            map.insert("policy_version".into(), Value::from("2026-03"));
+        }
+        tree
+    }
+
     #[test]
-    fn examples_build_a_policy() {
+    fn edited_examples_are_valid_with_the_derived_key_id() {
+        let policy = parse(&edited_examples()).expect("valid").policy;
+        assert_eq!(policy.archive_key_id, crate::seal::key_id(&policy.archive_public_key));
+        assert_eq!(policy.archive_url.as_str(), "https://archive.acme.test/");
+    }
+
+    /// The policy built from every example, past the placeholder check (which refuses it).
+    fn example_policy() -> Policy {
+        let mut fields = Fields::default();
+        for spec in KEYS {
+            fields.0.insert(spec.name, check_value(spec, &Value::from(spec.example)).expect("example is valid"));
+        }
+        assert_eq!(key_id_mismatch(&fields), None, "the example key id is the example key's");
+        fields.build().expect("build takes every kind")
+    }
+
+    #[test]
+    fn examples_build_a_policy_but_are_refused_as_placeholders() {
         // Also proves `Fields::build` takes every kind the schema produces.
-        let parsed = parse(&examples()).expect("examples are valid");
-        assert_eq!(parsed.policy.tls_pins.len(), 2);
-        assert!(parsed.policy.archive_ca_pem.is_some());
+        let policy = example_policy();
+        assert_eq!(policy.tls_pins.len(), 2);
+        assert!(policy.archive_ca_pem.is_some());
+        let rejected = parse(&examples()).expect_err("placeholders are errors");
+        assert!(rejected.problems.iter().all(|p| p.kind == ProblemKind::Placeholder), "{rejected:?}");
     }
 
     #[test]
     fn canonical_fields_follow_the_schema() {
-        let parsed = parse(&examples()).expect("examples are valid");
-        let names: Vec<&str> = parsed.policy.canonical_fields().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<&str> = example_policy().canonical_fields().into_iter().map(|(n, _)| n).collect();
         let schema: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(names, schema);
     }
@@ -928,7 +1040,7 @@ mod tests {
         assert_eq!(schema::UPLOAD_NETWORKS.len(), 2);
         assert_eq!(schema::LOG_LEVELS.len(), 6);
         for (i, word) in schema::LOG_LEVELS.iter().enumerate() {
-            let mut tree = examples();
+            let mut tree = edited_examples();
             if let Value::Dict(map) = &mut tree {
                 map.insert("log_level".into(), Value::from(*word));
             }

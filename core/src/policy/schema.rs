@@ -44,22 +44,23 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    /// A short human description of the type, used in error messages and the reference.
+    /// A short description of the type for admins, used in error messages ("must be ...") and
+    /// the reference. Written in words, never in code notation (`5..=1440`).
     pub fn describe(&self) -> String {
         match self {
-            KeyKind::String => "string".to_string(),
+            KeyKind::String => "one line of text".to_string(),
             KeyKind::Text => "text (may span lines)".to_string(),
-            KeyKind::Url => "https URL".to_string(),
-            KeyKind::PublicKey => "base64 X25519 public key (32 bytes)".to_string(),
-            KeyKind::Integer { min, max } => format!("integer {min}..={max}"),
-            KeyKind::Bool => "boolean".to_string(),
-            KeyKind::StringList => "list of strings".to_string(),
+            KeyKind::Url => "an https URL".to_string(),
+            KeyKind::PublicKey => "a base64 X25519 public key (32 bytes)".to_string(),
+            KeyKind::Integer { min, max } => format!("a whole number from {min} to {max}"),
+            KeyKind::Bool => "true or false".to_string(),
+            KeyKind::StringList => "a list of text items".to_string(),
             KeyKind::ChannelList => {
                 let names: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
-                format!("list of channels ({})", names.join(", "))
+                format!("a list of channels ({})", names.join(", "))
             }
             KeyKind::Enum(words) => format!("one of: {}", words.join(", ")),
-            KeyKind::Pins => "list of base64 SPKI SHA-256 pins (32 bytes each)".to_string(),
+            KeyKind::Pins => "a list of base64 SPKI SHA-256 pins (32 bytes each)".to_string(),
             KeyKind::Pem => "PEM certificate(s)".to_string(),
         }
     }
@@ -89,6 +90,13 @@ pub struct KeySpec {
     pub example: &'static str,
 }
 
+/// Whether a value equal to the key's example is surely a placeholder left from the template,
+/// which the parser refuses: the example archive, key, tenant, token and lines are never a
+/// firm's own. `policy_version`'s example (a date-like version) may well be a real one.
+pub fn example_is_placeholder(spec: &KeySpec) -> bool {
+    spec.required && spec.name != "policy_version"
+}
+
 /// Every channel name, comma-separated: the default for `capture_channels`. A unit test checks
 /// it matches [`Channel::ALL`].
 pub const ALL_CHANNELS: &str = "sms,mms,rcs,imessage,whatsapp,wechat,signal,telegram,line,voice";
@@ -108,8 +116,8 @@ pub static KEYS: &[KeySpec] = &[
         default: None,
         required: true,
         secret: false,
-        description: "HTTPS address of the firm's archive receiver; batches are uploaded here.",
-        example: "https://archive.example.com/v1",
+        description: "Base HTTPS address of the firm's archive receiver, without the API version: the agent uploads to <archive_url>/v1/batches. A path prefix is allowed (https://example.com/archive).",
+        example: "https://archive.example.com",
     },
     KeySpec {
         name: "archive_public_key",
@@ -124,10 +132,10 @@ pub static KEYS: &[KeySpec] = &[
         name: "archive_key_id",
         kind: KeyKind::String,
         default: None,
-        required: true,
+        required: false,
         secret: false,
-        description: "Identifier of the archive key pair, recorded with each sealed epoch so the archive picks the right private key.",
-        example: "archive-2026-01",
+        description: "Identifier of the archive key pair, recorded with each sealed epoch so the archive picks the right private key. Unset: derived from archive_public_key (hex of the first 8 bytes of its SHA-256, what `verbatim keygen` prints). When set it must equal that id, which catches a wrong key or a wrong id.",
+        example: "df114df6b76b4b38",
     },
     KeySpec {
         name: "tenant_id",

@@ -9,7 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::schema;
 
 /// A managed-configuration value. Serialises untagged, so a tree round-trips through JSON
-/// losslessly (a JSON string is a `String`, a whole number an `Integer`, and so on).
+/// losslessly (a JSON string is a `String`, a whole number an `Integer`, a number with a
+/// fraction part or an exponent a `Real`, and so on).
+///
+/// `Real` exists because consoles really send it (a plist `<real>`, a JSON `15.0`, a Kotlin
+/// `Double`): every platform layer passes it through unchanged and the parser alone decides
+/// (an integer key takes a real that is a whole number, see [`super::parse`]), so the rule is
+/// the same on iOS, Android and in the CLI.
 ///
 /// `Debug` redacts the value of every dictionary entry whose key is secret per the schema
 /// (`device_token`) or looks like a credential (contains `token`, `secret` or `password`), at
@@ -20,6 +26,7 @@ use super::schema;
 pub enum Value {
     String(String),
     Integer(i64),
+    Real(f64),
     Bool(bool),
     List(Vec<Value>),
     Dict(BTreeMap<String, Value>),
@@ -35,13 +42,14 @@ impl Value {
         Value::Dict(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 
-    /// The type's name as used in error messages: `string`, `integer`, `boolean`, `list`,
-    /// `dictionary`.
+    /// The type's name as used in error messages: `text`, `whole number`, `number with a
+    /// fraction`, `true/false`, `list`, `dictionary`.
     pub fn type_name(&self) -> &'static str {
         match self {
-            Value::String(_) => "string",
-            Value::Integer(_) => "integer",
-            Value::Bool(_) => "boolean",
+            Value::String(_) => "text",
+            Value::Integer(_) => "whole number",
+            Value::Real(_) => "number with a fraction",
+            Value::Bool(_) => "true/false",
             Value::List(_) => "list",
             Value::Dict(_) => "dictionary",
         }
@@ -81,6 +89,12 @@ impl From<i64> for Value {
     }
 }
 
+impl From<f64> for Value {
+    fn from(r: f64) -> Self {
+        Value::Real(r)
+    }
+}
+
 impl From<bool> for Value {
     fn from(b: bool) -> Self {
         Value::Bool(b)
@@ -114,6 +128,7 @@ impl fmt::Debug for Value {
         match self {
             Value::String(s) => fmt::Debug::fmt(s, f),
             Value::Integer(n) => fmt::Debug::fmt(n, f),
+            Value::Real(r) => fmt::Debug::fmt(r, f),
             Value::Bool(b) => fmt::Debug::fmt(b, f),
             Value::List(items) => f.debug_list().entries(items).finish(),
             Value::Dict(map) => {
@@ -140,12 +155,13 @@ mod tests {
         let v = Value::dict([
             ("s", Value::from("x")),
             ("n", Value::from(-7)),
+            ("r", Value::from(15.0)),
             ("b", Value::from(true)),
             ("l", Value::List(vec!["a".into(), 1.into()])),
             ("d", Value::dict([("inner", Value::from(false))])),
         ]);
         let json = serde_json::to_string(&v).unwrap();
-        assert_eq!(json, r#"{"b":true,"d":{"inner":false},"l":["a",1],"n":-7,"s":"x"}"#);
+        assert_eq!(json, r#"{"b":true,"d":{"inner":false},"l":["a",1],"n":-7,"r":15.0,"s":"x"}"#);
         let back: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back, v);
     }
@@ -166,9 +182,10 @@ mod tests {
 
     #[test]
     fn type_names() {
-        assert_eq!(Value::from("a").type_name(), "string");
-        assert_eq!(Value::from(1).type_name(), "integer");
-        assert_eq!(Value::from(true).type_name(), "boolean");
+        assert_eq!(Value::from("a").type_name(), "text");
+        assert_eq!(Value::from(1).type_name(), "whole number");
+        assert_eq!(Value::from(1.5).type_name(), "number with a fraction");
+        assert_eq!(Value::from(true).type_name(), "true/false");
         assert_eq!(Value::List(vec![]).type_name(), "list");
         assert_eq!(Value::dict::<String, _>([]).type_name(), "dictionary");
     }

@@ -30,7 +30,7 @@ impl Setup {
     }
 
     pub fn policy(&self, overrides: &[(&str, Value)]) -> Value {
-        verbatim_core::synth::sample_policy("https://archive.example.com", &self.public, TOKEN, overrides)
+        verbatim_core::synth::sample_policy("https://archive.acme-securities.test", &self.public, TOKEN, overrides)
     }
 
     pub fn open(&self) -> Agent {

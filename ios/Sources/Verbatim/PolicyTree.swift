@@ -7,15 +7,18 @@ import VerbatimFFI
 /// list types) into the neutral tree the Rust core validates.
 ///
 /// Conversion only, no validation: every value keeps its type when the tree has one for it, so
-/// the core can name the key of any mistake (a number where a list belongs, a real where an
-/// integer belongs).
+/// the core can name the key of any mistake (a number where a list belongs, a fraction where an
+/// integer belongs). A real passes as `.real`, unchanged: the core alone decides (a whole real
+/// is accepted where an integer belongs, a fraction is refused by key), the same rule as on
+/// Android and in `verbatim policy check`. The shared table
+/// `core/tests/data/policy-value-conversions.json` is run against this code by the XCTest suite.
 ///
 /// | property list                | `PolicyValue`                                   |
 /// |------------------------------|-------------------------------------------------|
 /// | string                       | `.text`                                         |
 /// | `<true/>` / `<false/>`       | `.bool` (an `NSNumber` that is a `CFBoolean`)   |
 /// | `<integer>`                  | `.integer` (beyond `Int64`: `.text`, rejected by key) |
-/// | `<real>`                     | `.text` of its value (the core accepts a whole number, rejects the rest by key) |
+/// | `<real>`                     | `.real` (the core accepts a whole number, rejects the rest by key) |
 /// | array                        | `.items` (unsupported elements left out)        |
 /// | dictionary                   | `.dict` (unsupported values left out)           |
 /// | `<date>`, `<data>`, other    | left out, its key path logged (never its value) |
@@ -77,7 +80,7 @@ public enum PolicyTree {
             return .bool(value: number.boolValue)
         }
         if CFNumberIsFloatType(number as CFNumber) {
-            return .text(value: number.stringValue)
+            return .real(value: number.doubleValue)
         }
         // An unsigned value beyond Int64 would wrap: pass its text, the core rejects it by key.
         if String(cString: number.objCType) == "Q", number.uint64Value > UInt64(Int64.max) {

@@ -519,6 +519,22 @@ fileprivate struct FfiConverterInt64: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterDouble: FfiConverterPrimitive {
+    typealias FfiType = Double
+    typealias SwiftType = Double
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Double {
+        return try lift(readDouble(&buf))
+    }
+
+    public static func write(_ value: Double, into buf: inout [UInt8]) {
+        writeDouble(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterBool : FfiConverter {
     typealias FfiType = Int8
     typealias SwiftType = Bool
@@ -4133,7 +4149,8 @@ public func FfiConverterTypeNetworkState_lower(_ value: NetworkState) -> RustBuf
  * A managed-configuration value: the neutral tree an Android restrictions `Bundle` or an iOS
  * managed configuration dictionary is turned into. Recursive: lists and dictionaries hold
  * values. (Variant names avoid `List`/`Map`/`String`, which the generated Kotlin uses
- * unqualified.)
+ * unqualified.) A real number (plist `<real>`, a Kotlin `Double`) is passed as `Real`,
+ * unchanged: the core alone decides what it may stand for.
  */
 
 public indirect enum PolicyValue: Equatable, Hashable {
@@ -4141,6 +4158,8 @@ public indirect enum PolicyValue: Equatable, Hashable {
     case text(value: String
     )
     case integer(value: Int64
+    )
+    case real(value: Double
     )
     case bool(value: Bool
     )
@@ -4175,13 +4194,16 @@ public struct FfiConverterTypePolicyValue: FfiConverterRustBuffer {
         case 2: return .integer(value: try FfiConverterInt64.read(from: &buf)
         )
         
-        case 3: return .bool(value: try FfiConverterBool.read(from: &buf)
+        case 3: return .real(value: try FfiConverterDouble.read(from: &buf)
         )
         
-        case 4: return .items(items: try FfiConverterSequenceTypePolicyValue.read(from: &buf)
+        case 4: return .bool(value: try FfiConverterBool.read(from: &buf)
         )
         
-        case 5: return .dict(entries: try FfiConverterDictionaryStringTypePolicyValue.read(from: &buf)
+        case 5: return .items(items: try FfiConverterSequenceTypePolicyValue.read(from: &buf)
+        )
+        
+        case 6: return .dict(entries: try FfiConverterDictionaryStringTypePolicyValue.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -4202,18 +4224,23 @@ public struct FfiConverterTypePolicyValue: FfiConverterRustBuffer {
             FfiConverterInt64.write(value, into: &buf)
             
         
-        case let .bool(value):
+        case let .real(value):
             writeInt(&buf, Int32(3))
+            FfiConverterDouble.write(value, into: &buf)
+            
+        
+        case let .bool(value):
+            writeInt(&buf, Int32(4))
             FfiConverterBool.write(value, into: &buf)
             
         
         case let .items(items):
-            writeInt(&buf, Int32(4))
+            writeInt(&buf, Int32(5))
             FfiConverterSequenceTypePolicyValue.write(items, into: &buf)
             
         
         case let .dict(entries):
-            writeInt(&buf, Int32(5))
+            writeInt(&buf, Int32(6))
             FfiConverterDictionaryStringTypePolicyValue.write(entries, into: &buf)
             
         }
@@ -4272,7 +4299,7 @@ public enum ProblemKind: Equatable, Hashable {
      */
     case unknownKey
     /**
-     * A required key still holds the template's example value (a warning).
+     * A required key still holds the template's example value (an error: the policy is refused).
      */
     case placeholder
 

@@ -49,10 +49,62 @@ final class PolicyTreeTests: XCTestCase {
         XCTAssertEqual(PolicyTree.value(NSNumber(value: false)), .bool(value: false))
     }
 
-    func testRealsAndHugeIntegersPassAsTextForTheCoreToJudge() {
-        XCTAssertEqual(PolicyTree.value(NSNumber(value: 1.5)), .text(value: "1.5"))
+    func testRealsPassAsRealsAndHugeIntegersAsTextForTheCoreToJudge() {
+        XCTAssertEqual(PolicyTree.value(NSNumber(value: 1.5)), .real(value: 1.5))
+        XCTAssertEqual(PolicyTree.value(NSNumber(value: 15.0)), .real(value: 15.0))
         XCTAssertEqual(PolicyTree.value(NSNumber(value: UInt64.max)), .text(value: "18446744073709551615"))
         XCTAssertEqual(PolicyTree.value(NSNumber(value: Int64.max)), .integer(value: Int64.max))
+    }
+
+    /// The shared table (core/tests/data/policy-value-conversions.json), on this layer: each
+    /// case's property-list form, read by Foundation as a managed configuration is, becomes the
+    /// table's tree value, and the core gives the table's verdict.
+    func testSharedConversionTable() throws {
+        let tableURL = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("core/tests/data/policy-value-conversions.json")
+        let table = try XCTUnwrap(
+            JSONSerialization.jsonObject(with: Data(contentsOf: tableURL)) as? [String: Any]
+        )
+        let cases = try XCTUnwrap(table["cases"] as? [[String: Any]])
+        XCTAssertGreaterThanOrEqual(cases.count, 10)
+        let key = "upload_interval_minutes"
+        for testCase in cases {
+            let name = testCase["name"] as? String ?? "?"
+            guard let fragment = testCase["plist"] as? String else { continue }
+            let xml = "<plist version=\"1.0\"><dict><key>\(key)</key>\(fragment)</dict></plist>"
+            let parsed = try PropertyListSerialization.propertyList(from: Data(xml.utf8), format: nil)
+            let config = try XCTUnwrap(parsed as? [String: Any], name)
+            let (tree, _) = PolicyTree.convert(config)
+            guard case let .dict(entries) = tree else { return XCTFail("\(name): not a dict") }
+            XCTAssertEqual(entries[key], expectedTree(testCase["tree"]), "\(name): tree value")
+
+            var full = policy(version: "table")
+            full[key] = config[key]
+            if config[key] == nil { full.removeValue(forKey: key) }
+            let check = try checkPolicy(tree: PolicyTree.from(full))
+            if testCase["outcome"] is Int {
+                // Accepted (the number itself is checked by the Rust and JVM runs of the table).
+                XCTAssertTrue(check.valid, "\(name): \(check.problems)")
+            } else {
+                let kind = testCase["outcome"] as? String ?? "?"
+                XCTAssertFalse(check.valid, name)
+                XCTAssertEqual(check.problems.map(\.key), [key], name)
+                XCTAssertEqual(String(describing: check.problems.first!.kind).lowercased(), kind.replacingOccurrences(of: "_", with: ""), name)
+            }
+        }
+    }
+
+    private func expectedTree(_ tagged: Any?) -> PolicyValue? {
+        guard let object = tagged as? [String: Any], let entry = object.first else { return nil }
+        let value = entry.value
+        switch entry.key {
+        case "integer": return .integer(value: (value as? NSNumber)?.int64Value ?? 0)
+        case "real": return .real(value: (value as? NSNumber)?.doubleValue ?? .nan)
+        case "text": return .text(value: value as? String ?? "")
+        case "bool": return .bool(value: (value as? NSNumber)?.boolValue ?? false)
+        default: return nil
+        }
     }
 
     func testDatesAndDataAreLeftOutByKeyPath() {

@@ -18,7 +18,6 @@ func policy(version: String = "v1", extra: [String: Any] = [:]) -> [String: Any]
     var base: [String: Any] = [
         "archive_url": "https://127.0.0.1:9/",
         "archive_public_key": offlineKey,
-        "archive_key_id": "test-key-1",
         "tenant_id": "tenant-ios-tests",
         "device_id": "ios-test-device",
         "device_token": "tok-" + UUID().uuidString,

@@ -220,7 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, public) = crate::seal::generate_archive_keypair();
         let agent = Agent::open(dir.path(), AgentOptions::default()).unwrap();
-        let tree = crate::synth::sample_policy("https://archive.example.com", &public, "tok", &[]);
+        let tree = crate::synth::sample_policy("https://archive.acme-securities.test", &public, "tok", &[]);
         crate::block_on::block_on(agent.apply_policy(&tree)).unwrap();
         let mut w = crate::synth::Workload::new(crate::synth::WorkloadOptions::new(3, &dir.path().join("files"))).unwrap();
         for _ in 0..n {

@@ -94,7 +94,7 @@ fun policy(
     val base = mutableMapOf<String, Any?>(
         "archive_url" to (a?.url ?: "https://127.0.0.1:9/"),
         "archive_public_key" to (a?.publicKey ?: OFFLINE_KEY),
-        "archive_key_id" to (a?.keyId ?: "test-key-1"),
+        // archive_key_id left out: derived from archive_public_key by the core.
         "tenant_id" to (a?.tenant ?: "tenant-jvm-tests"),
         "device_id" to (a?.device ?: "jvm-test-device"),
         "device_token" to (a?.token ?: token),
@@ -178,7 +178,7 @@ suspend fun testTreeConversion() {
                 ),
             ),
             "bundles" to PolicyValue.Items(listOf(PolicyValue.Dict(mapOf("k" to PolicyValue.Text("v"))))),
-            "float" to PolicyValue.Text("1.5"),
+            "float" to PolicyValue.Real(1.5),
         ),
     )
     assertEquals(expected, tree)
@@ -187,6 +187,67 @@ suspend fun testTreeConversion() {
     assertFalse(check.valid)
     assertEquals(listOf("max_attachment_mb"), check.problems.map { it.key })
     assertTrue(check.warnings.any { it.key == "nested" && it.kind == ProblemKind.UNKNOWN_KEY }, "${check.warnings}")
+}
+
+/** One case of the shared conversion table: the Kotlin value, the tree it must become, the verdict. */
+data class ConversionCase(val name: String, val native: Any?, val tree: PolicyValue?, val outcome: String)
+
+/** The cases of core/tests/data/policy-value-conversions.json that have a Kotlin form (one per line). */
+fun conversionCases(): List<ConversionCase> {
+    val path = System.getenv("VERBATIM_VALUE_TABLE") ?: error("VERBATIM_VALUE_TABLE is not set (scripts/test-kotlin.sh sets it)")
+    val field = { line: String, name: String -> Regex("\"$name\": (\\{[^}]*\\}|\"[^\"]*\"|[^,}]+)").find(line)?.groupValues?.get(1) }
+    val inner = { obj: String, name: String -> Regex("\"$name\": (\"[^\"]*\"|[^,}]+)").find(obj)?.groupValues?.get(1)?.trim() }
+    return File(path).readLines().filter { it.trim().startsWith("{\"name\"") }.mapNotNull { line ->
+        val kotlin = field(line, "kotlin") ?: return@mapNotNull null
+        if (kotlin == "null") return@mapNotNull null
+        val type = inner(kotlin, "type")!!.trim('"')
+        val raw = inner(kotlin, "value")
+        val native: Any? = when (type) {
+            "Int" -> raw!!.toInt()
+            "Long" -> raw!!.toLong()
+            "Double" -> raw!!.toDouble()
+            "Float" -> raw!!.toFloat()
+            "String" -> raw!!.trim('"')
+            "Boolean" -> raw!!.toBoolean()
+            "null" -> null
+            else -> error("unknown Kotlin type $type")
+        }
+        val treeText = field(line, "tree")!!
+        val tree: PolicyValue? = if (treeText == "\"absent\"") null else {
+            val (tag, value) = Regex("\\{\"(\\w+)\": (.+)\\}").find(treeText)!!.destructured
+            when (tag) {
+                "integer" -> PolicyValue.Integer(value.toLong())
+                "real" -> PolicyValue.Real(value.toDouble())
+                "text" -> PolicyValue.Text(value.trim('"'))
+                "bool" -> PolicyValue.Bool(value.toBoolean())
+                else -> error("unknown tree tag $tag")
+            }
+        }
+        ConversionCase(field(line, "name")!!.trim('"'), native, tree, field(line, "outcome")!!.trim().trim('"'))
+    }
+}
+
+/** The shared table, on this layer: Kotlin value -> tree (PolicyTree), then the core's verdict. */
+suspend fun testSharedConversionTable() {
+    val cases = conversionCases()
+    assertTrue(cases.size >= 10, "table read: ${cases.size} Kotlin cases")
+    openAgent().use { agent ->
+        for ((i, case) in cases.withIndex()) {
+            assertEquals(case.tree, PolicyTree.value(case.native), "${case.name}: tree value")
+            val tree = policy(version = "table-$i", extra = mapOf("upload_interval_minutes" to case.native))
+            val number = case.outcome.toUIntOrNull()
+            if (number != null) {
+                agent.applyPolicy(tree)
+                assertEquals(number, agent.status().uploadSchedule?.intervalMinutes, "${case.name}: verdict")
+            } else {
+                val check = VerbatimAgent.checkPolicy(tree)
+                assertFalse(check.valid, "${case.name}: must be refused")
+                assertEquals(listOf("upload_interval_minutes"), check.problems.map { it.key }, case.name)
+                assertEquals(case.outcome, check.problems.single().kind.name.lowercase(), "${case.name}: verdict")
+            }
+        }
+        agent.shutdown()
+    }
 }
 
 suspend fun testPolicyValidAndRejected() {
@@ -609,6 +670,7 @@ suspend fun testFeedback() {
 fun main() {
     val tests: List<Pair<String, suspend () -> Unit>> = listOf(
         "tree conversion from Map/List/arrays" to ::testTreeConversion,
+        "shared value-conversion table (core/tests/data)" to ::testSharedConversionTable,
         "policy: valid, then rejected with every key" to ::testPolicyValidAndRejected,
         "capture every event type" to ::testCaptureEveryType,
         "8 coroutines x 50 captures: all captured, contiguous" to ::testConcurrentCaptures,

@@ -7,8 +7,12 @@ import com.verbatim.ffi.PolicyValue
  * lists, a JSON object, a test's `mapOf(...)`) into the neutral tree the agent validates.
  *
  * Conversion only, no validation: every value keeps its type when the tree has one for it, so
- * the Rust core can name the key of any mistake (a number where a list belongs, a float where an
- * integer belongs). `null` means "absent" (a key left unset in the MDM console).
+ * the Rust core can name the key of any mistake (a number where a list belongs, a fraction where
+ * an integer belongs). A `Double` or `Float` passes as `PolicyValue.Real`, unchanged: the core
+ * alone decides (a whole real is accepted where an integer belongs), the same rule as on iOS and
+ * in `verbatim policy check`. `null` means "absent" (a key left unset in the MDM console).
+ * The shared table `core/tests/data/policy-value-conversions.json` is run against this code by
+ * the JVM tests.
  */
 object PolicyTree {
     /** The whole managed configuration: a dictionary of keys. */
@@ -26,14 +30,17 @@ object PolicyTree {
         is Long -> PolicyValue.Integer(v)
         is Short -> PolicyValue.Integer(v.toLong())
         is Byte -> PolicyValue.Integer(v.toLong())
+        is Double -> PolicyValue.Real(v)
+        is Float -> PolicyValue.Real(v.toDouble())
         is Map<*, *> -> PolicyValue.Dict(entries(v))
         is Iterable<*> -> PolicyValue.Items(v.mapNotNull(::value))
         is Array<*> -> PolicyValue.Items(v.mapNotNull(::value))
         is IntArray -> PolicyValue.Items(v.map { PolicyValue.Integer(it.toLong()) })
         is LongArray -> PolicyValue.Items(v.map { PolicyValue.Integer(it) })
         is BooleanArray -> PolicyValue.Items(v.map { PolicyValue.Bool(it) })
+        is DoubleArray -> PolicyValue.Items(v.map { PolicyValue.Real(it) })
         is CharSequence -> PolicyValue.Text(v.toString())
-        // Anything else (a Double, a Char) as its text: the core rejects it by key if the key
+        // Anything else (a Char, a BigDecimal) as its text: the core rejects it by key if the key
         // wants another type, rather than this layer guessing.
         else -> PolicyValue.Text(v.toString())
     }
