@@ -182,7 +182,7 @@ fn serve(a: ServeArgs) -> ExitCode {
         if let Some(ca) = running.ca_path() {
             outln!("CA certificate: {} (devices trust it through the policy's archive_ca_pem)", ca.display());
         }
-        println!("accepting archive key id(s): {}", key_ids.join(", "));
+        outln!("accepting archive key id(s): {}", key_ids.join(", "));
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });

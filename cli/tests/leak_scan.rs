@@ -313,6 +313,7 @@ fn every_command_under_trace_logging_prints_no_content_token_or_key() {
     std::fs::create_dir_all(p("archive")).unwrap();
     let mut receiver = Command::new(BIN)
         .args(["receive", "--listen", "127.0.0.1:0", "--data", &p("archive"), "--tokens", &p("archive/tokens.jsonl")])
+        .args(["--archive-key", &p("keys/archive-public.key")])
         .arg("--self-signed")
         .args(["--log-level", "trace"])
         .stdout(Stdio::piped())
@@ -402,4 +403,11 @@ fn every_command_under_trace_logging_prints_no_content_token_or_key() {
     // The logger is installed for the commands that log: at least the receiver's requests and
     // the device's upload show up.
     assert!(traced.iter().any(|n| n == "receive") && traced.iter().any(|n| n == "upload"), "logged: {traced:?}");
+    // The core's own decisions are in the trace (sizes, sequence numbers, outcomes): the scan
+    // above read them too.
+    let all_stderr: String = logs.iter().map(|(_, _, err)| String::from_utf8_lossy(err).into_owned()).collect();
+    for event in ["policy: applied", "capture: durable", "queue: group committed", "queue: epoch opened", "upload: session ended"]
+    {
+        assert!(all_stderr.contains(event), "the core logs {event:?} at trace");
+    }
 }

@@ -114,6 +114,7 @@ fn the_newcomer_path_from_a_bare_copy_captures_archives_and_exports() {
     std::fs::create_dir_all(repo.join("archive")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_verbatim"))
         .args(["receive", "--listen", "127.0.0.1:0", "--data", "archive", "--tokens", "archive/tokens.jsonl", "--self-signed"])
+        .args(["--archive-key", "archive-keys/archive-public.key"])
         .current_dir(&repo)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -70,7 +70,6 @@ impl Lines {
     }
 }
 
-
 /// One generated event and what the policy should make of it.
 #[derive(Debug, Clone)]
 pub struct SynthEvent {
