@@ -4,7 +4,7 @@
 //! the rest of the core uses.
 //!
 //! Files: `writer.rs` (sealing, chaining, group commit, the cap), `reader.rs` (batches for
-//! upload), `head.rs` (the chain head row), `schema.rs` (migrations), `recover.rs` (damage
+//! upload), `head.rs` (the chain head row), `schema.rs` (migrations), `recover/` (damage
 //! detection and rebuild), `private_files.rs` (owner-only files).
 
 mod head;
