@@ -19,6 +19,7 @@ pub mod queue;
 pub mod record;
 pub mod seal;
 pub mod secret;
+#[cfg(feature = "tools")]
 pub mod synth;
 #[cfg(feature = "testing")]
 pub mod testing;

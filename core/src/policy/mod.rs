@@ -2,6 +2,7 @@
 //! validated [`Policy`]. One schema ([`schema::KEYS`]) is the single source of truth for every
 //! key: the parser, the CLI's template, the README reference and the MDM artifacts all read it.
 
+#[cfg(feature = "tools")]
 pub mod artifacts;
 #[cfg(feature = "policy-files")]
 pub mod file;
