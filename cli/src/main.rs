@@ -1,6 +1,8 @@
-//! `verbatim`: the operator's command line. Device side: simulate, inspect, upload, unenroll.
-//! Archive side: keygen, receive, verify, export. Admin: policy check/template/reference.
-//! And `demo`, which runs the whole product end to end on this machine.
+//! `verbatim`: the operator's command line. Device side: simulate, inspect, upload, unenroll,
+//! recover. Archive side: keygen, receive (and receive add-device), verify, export. Admin:
+//! policy check/template/reference/export-artifacts. Proof: demo (the whole product end
+//! to end on this machine), bench (every performance figure with its baselines), crash-test
+//! (kill -9 of device, uploader and receiver).
 //!
 //! Every command's `--help` ends with the flags it requires, its exit codes and an example
 //! (the README's command table repeats the exit codes; `cli/tests/cli_help.rs` checks both).
