@@ -13,7 +13,7 @@ use verbatim_core::policy::{self, Value};
 use verbatim_core::upload::UploadOptions;
 use verbatim_core::{Agent as CoreAgent, AgentOptions};
 
-use crate::error::{ErrorKind, PolicyProblem, ProblemKind, Result, VerbatimError};
+use crate::error::{ErrorKind, PolicyProblem, Result, VerbatimError};
 use crate::feedback::{FeedbackItem, feedback_items};
 use crate::logging;
 use crate::runtime::{self, OnCancel};
@@ -147,16 +147,7 @@ impl Shared {
                 Ok(warnings)
             }
             Err(e) if e.kind == CoreKind::PolicyRejected => {
-                let problems: Vec<PolicyProblem> = match policy::parse(&tree) {
-                    Err(rejected) => rejected.problems.iter().map(PolicyProblem::from).collect(),
-                    // Parsed, but the store refused it (e.g. the archive key id clashes with
-                    // the key in force): one problem, keyed as the core keys it.
-                    Ok(_) => vec![PolicyProblem {
-                        key: e.detail.split(':').next().unwrap_or("policy").trim().to_string(),
-                        kind: ProblemKind::InvalidValue,
-                        detail: e.detail.clone(),
-                    }],
-                };
+                let problems: Vec<PolicyProblem> = e.problems.iter().map(PolicyProblem::from).collect();
                 let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
                 tracing::warn!(keys = keys.join(",").as_str(), "policy rejected; the policy in force stays");
                 self.notify(AgentNotice::PolicyRejected { problems: problems.clone() });

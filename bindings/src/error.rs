@@ -81,35 +81,6 @@ impl From<CoreKind> for ErrorKind {
     }
 }
 
-/// Every core kind, to map the uploader's `error_kind` string back to a kind.
-const CORE_KINDS: [CoreKind; 18] = [
-    CoreKind::NotConfigured,
-    CoreKind::PolicyRejected,
-    CoreKind::InvalidEvent,
-    CoreKind::QueueFull,
-    CoreKind::DiskFull,
-    CoreKind::Storage,
-    CoreKind::Corrupt,
-    CoreKind::Crypto,
-    CoreKind::File,
-    CoreKind::Network,
-    CoreKind::Tls,
-    CoreKind::PinMismatch,
-    CoreKind::Unauthorized,
-    CoreKind::Rejected,
-    CoreKind::Conflict,
-    CoreKind::UnknownArchiveKey,
-    CoreKind::Closed,
-    CoreKind::Internal,
-];
-
-impl ErrorKind {
-    /// The kind named by the core's `ErrorKind::as_str` (`"not_configured"`, ...).
-    pub(crate) fn from_core_name(name: &str) -> ErrorKind {
-        CORE_KINDS.into_iter().find(|k| k.as_str() == name).map(ErrorKind::from).unwrap_or(ErrorKind::Internal)
-    }
-}
-
 /// What is wrong with one policy key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
 pub enum ProblemKind {
@@ -326,7 +297,12 @@ impl std::error::Error for VerbatimError {}
 
 impl From<CoreError> for VerbatimError {
     fn from(e: CoreError) -> Self {
-        VerbatimError::new(e.kind.into(), e.detail)
+        match e.kind {
+            CoreKind::PolicyRejected => {
+                VerbatimError::PolicyRejected { problems: e.problems.iter().map(PolicyProblem::from).collect(), detail: e.detail }
+            }
+            kind => VerbatimError::new(kind.into(), e.detail),
+        }
     }
 }
 

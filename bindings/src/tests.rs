@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use verbatim_core::policy::Value;
 use verbatim_core::upload::{StopReason as CoreStop, UploadReport as CoreReport};
 
-use crate::error::{ErrorKind, VerbatimError};
+use crate::error::{ErrorKind, ProblemKind, VerbatimError};
 use crate::feedback::{FeedbackSeverity, feedback_items};
 use crate::logging::{self, LogSink};
 use crate::runtime::{self, OnCancel};
@@ -44,12 +44,22 @@ fn every_kind_has_its_variant() {
 }
 
 #[test]
-fn core_errors_and_kind_names_map_to_the_same_kind() {
+fn core_errors_map_to_the_same_kind_and_a_rejected_policy_keeps_its_problems() {
     use verbatim_core::error::{Error, ErrorKind as K};
+    use verbatim_core::policy::{Problem, ProblemKind as PK};
     let e: VerbatimError = Error::new(K::QueueFull, "full").into();
     assert_eq!(e, VerbatimError::QueueFull { detail: "full".into() });
-    assert_eq!(ErrorKind::from_core_name(K::PinMismatch.as_str()), ErrorKind::PinMismatch);
-    assert_eq!(ErrorKind::from_core_name("no_such_kind"), ErrorKind::Internal);
+    assert_eq!(ErrorKind::from(K::PinMismatch), ErrorKind::PinMismatch);
+    let problems = vec![
+        Problem { key: "tenant_id".into(), kind: PK::Missing, detail: "is required".into() },
+        Problem { key: "heartbeat_hours".into(), kind: PK::OutOfRange, detail: "must be 1 to 168".into() },
+    ];
+    let e: VerbatimError = Error::policy_rejected(problems).into();
+    let VerbatimError::PolicyRejected { problems, detail } = e else { panic!("{e:?}") };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["tenant_id", "heartbeat_hours"]);
+    assert_eq!(problems[1].kind, ProblemKind::OutOfRange);
+    assert_eq!(detail, "tenant_id: is required\nheartbeat_hours: must be 1 to 168");
 }
 
 #[test]
@@ -82,7 +92,7 @@ fn report(stopped: CoreStop) -> CoreReport {
     CoreReport {
         stopped,
         detail: None,
-        error_kind: Some("unauthorized".into()),
+        error_kind: Some(verbatim_core::ErrorKind::Unauthorized),
         records_sent: 1,
         bytes_sent: 2,
         batches: 1,

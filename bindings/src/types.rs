@@ -463,7 +463,7 @@ impl UploadReport {
         UploadReport {
             stopped: r.stopped.into(),
             detail: r.detail,
-            error_kind: r.error_kind.as_deref().map(ErrorKind::from_core_name),
+            error_kind: r.error_kind.map(ErrorKind::from),
             records_sent: r.records_sent,
             bytes_sent: r.bytes_sent,
             batches: r.batches,

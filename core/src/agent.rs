@@ -266,10 +266,9 @@ impl Agent {
             Err(rejected) => {
                 // Keys and kinds only: a problem's detail could quote a value.
                 tracing::info!(problems = rejected.problems.len(), "policy: rejected; the policy in force stays");
-                let problems = rejected.problems.iter().map(|p| format!("{}: {:?}", p.key, p.kind)).collect();
-                self.record_agent_events(vec![AgentEvent::PolicyRejected { problems }]).await?;
-                self.note_rejection(rejected.problems.len());
-                return Err(Error::new(ErrorKind::PolicyRejected, rejected.to_string()));
+                let error = Error::policy_rejected(rejected.problems);
+                self.record_rejection(&error).await?;
+                return Err(error);
             }
         };
         let new = parsed.policy;
@@ -300,14 +299,20 @@ impl Agent {
                 Ok(parsed.warnings)
             }
             Err(e) if e.kind == ErrorKind::PolicyRejected => {
-                let key = e.detail.split(':').next().unwrap_or("policy").to_string();
-                self.record_agent_events(vec![AgentEvent::PolicyRejected { problems: vec![format!("{key}: InvalidValue")] }])
-                    .await?;
-                self.note_rejection(1);
+                self.record_rejection(&e).await?;
                 Err(e)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Records a rejected policy in the chain (its problems' keys and kinds: a detail could
+    /// quote a value) and, when no policy is in force, says why capture is refused.
+    async fn record_rejection(&self, error: &Error) -> Result<()> {
+        let problems = error.problems.iter().map(|p| format!("{}: {:?}", p.key, p.kind)).collect();
+        self.record_agent_events(vec![AgentEvent::PolicyRejected { problems }]).await?;
+        self.note_rejection(error.problems.len());
+        Ok(())
     }
 
     fn note_rejection(&self, problems: usize) {

@@ -76,11 +76,27 @@ impl ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub detail: String,
+    /// With `PolicyRejected`: every problem, by key, in schema order (empty otherwise), so no
+    /// caller has to parse `detail` to learn which keys were wrong.
+    pub problems: Vec<crate::policy::Problem>,
 }
 
 impl Error {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Error { kind, detail: detail.into() }
+        Error { kind, detail: detail.into(), problems: Vec::new() }
+    }
+
+    /// A rejected policy: `PolicyRejected` with its problems (the detail lists them).
+    pub fn policy_rejected(problems: Vec<crate::policy::Problem>) -> Self {
+        let detail = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        Error { kind: ErrorKind::PolicyRejected, detail, problems }
+    }
+}
+
+/// The kind's name (`ErrorKind::as_str`), as reports and status serialise it.
+impl serde::Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

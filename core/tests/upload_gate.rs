@@ -134,7 +134,7 @@ async fn after_a_restart_capture_works_at_once_and_upload_waits_for_the_token_ne
     agent.capture(e).await.unwrap();
     let report = agent.upload(UploadOptions::new(Duration::from_secs(5), NetworkState::Unmetered)).await;
     assert_eq!(report.stopped, StopReason::Error, "{report:?}");
-    assert_eq!(report.error_kind.as_deref(), Some("not_configured"), "{report:?}");
+    assert_eq!(report.error_kind.map(|k| k.as_str()), Some("not_configured"), "{report:?}");
     let detail = report.detail.unwrap_or_default();
     assert!(detail.contains("apply the managed configuration"), "{detail}");
     assert!(agent.status().upload.last_attempt_ms.is_none(), "no connection was attempted");
@@ -145,7 +145,7 @@ async fn after_a_restart_capture_works_at_once_and_upload_waits_for_the_token_ne
     agent.apply_policy(&tree).await.unwrap();
     assert_eq!(policy_applied_count(&s), applied_before, "the same configuration is not applied anew");
     let report = agent.upload(UploadOptions::new(Duration::from_secs(2), NetworkState::Unmetered)).await;
-    assert_ne!(report.error_kind.as_deref(), Some("not_configured"), "{report:?}");
+    assert_ne!(report.error_kind.map(|k| k.as_str()), Some("not_configured"), "{report:?}");
     assert!(agent.status().upload.last_attempt_ms.is_some(), "upload went to the network");
     agent.close().await.unwrap();
 }

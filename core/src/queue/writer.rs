@@ -17,6 +17,7 @@ use super::head::Head;
 use super::{OpenInfo, ROW_OVERHEAD, Snapshot};
 use crate::chain::{self, Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
+use crate::policy::{Problem, ProblemKind};
 use crate::record::{AgentEvent, AttachmentHeader, Record, RecordBody};
 use crate::seal::{EpochKey, KEY_LEN};
 
@@ -660,13 +661,14 @@ impl WriterState {
                         "queue head: records are pending but the stream identity is missing",
                     ));
                 };
-                return Err(Error::new(
-                    ErrorKind::PolicyRejected,
-                    format!(
-                        "tenant_id/device_id: the queue still holds {} records for tenant {} device {}; they must be uploaded before the identity changes",
+                return Err(Error::policy_rejected(vec![Problem {
+                    key: "tenant_id/device_id".into(),
+                    kind: ProblemKind::InvalidValue,
+                    detail: format!(
+                        "the queue still holds {} records for tenant {} device {}; they must be uploaded before the identity changes",
                         self.head.pending_count, old.tenant, old.device
                     ),
-                ));
+                }]));
             }
             // A new identity starts a new stream with its own chain.
             let stream = StreamId { tenant: config.tenant.clone(), device: config.device.clone(), stream: random_hex(16)? };

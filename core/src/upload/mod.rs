@@ -63,7 +63,7 @@ pub struct UploadReport {
     /// Why it stopped, in words (no secrets, no content).
     pub detail: Option<String>,
     /// Kind of the error when `stopped` is `Error`.
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub records_sent: u64,
     pub bytes_sent: u64,
     pub batches: u64,
@@ -80,7 +80,7 @@ impl UploadReport {
         UploadReport {
             stopped: StopReason::Error,
             detail: Some(e.detail.clone()),
-            error_kind: Some(e.kind.as_str().to_string()),
+            error_kind: Some(e.kind),
             records_sent: 0,
             bytes_sent: 0,
             batches: 0,
@@ -259,7 +259,7 @@ impl Session<'_> {
         );
         self.report.stopped = stopped;
         self.report.detail = detail;
-        self.report.error_kind = error.map(|e| e.kind.as_str().to_string());
+        self.report.error_kind = error.map(|e| e.kind);
         self.report.acked_through = self.outbox.queue.snapshot().acked_through;
         self.report.elapsed_ms = self.elapsed().as_millis() as u64;
         if let Some(e) = error {

@@ -28,7 +28,7 @@ pub(super) fn build(
     // operator's, or the one the damaged store kept (without a device token, as always).
     let (policy, tree_json, fingerprint) = match (&options.policy, &s.policy) {
         (Some(tree), _) => {
-            let p = crate::policy::parse(tree).map_err(|r| Error::new(ErrorKind::PolicyRejected, r.to_string()))?.policy;
+            let p = crate::policy::parse(tree).map_err(|r| Error::policy_rejected(r.problems))?.policy;
             let fingerprint = p.fingerprint_hex();
             (Some(p), Some(crate::policy::stored::persistable_json(tree)), fingerprint)
         }
