@@ -7,35 +7,13 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::open_connection;
-use crate::chain::{self, ChainedRecord, Link, StreamId};
+use crate::chain::{self, Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wire::{Batch, EpochInfo, WIRE_RECORD_OVERHEAD, WireRecord};
 
 /// Reads pending records for upload, on its own connection.
 pub struct QueueReader {
     conn: Mutex<Connection>,
-}
-
-struct Row {
-    seq: u64,
-    epoch: u64,
-    link: Link,
-    ciphertext: Vec<u8>,
-}
-
-impl ChainedRecord for Row {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-    fn ciphertext(&self) -> &[u8] {
-        &self.ciphertext
-    }
-    fn link(&self) -> &Link {
-        &self.link
-    }
 }
 
 impl QueueReader {
@@ -97,7 +75,7 @@ impl QueueReader {
             prev_seq = row.seq;
             prev_link = row.link;
             size += WIRE_RECORD_OVERHEAD + row.ciphertext.len();
-            records.push(WireRecord { seq: row.seq, epoch: row.epoch, link: row.link, ciphertext: row.ciphertext });
+            records.push(row);
         }
         if records.is_empty() {
             return Ok(None);
@@ -118,7 +96,8 @@ impl QueueReader {
     }
 }
 
-fn decode_row(row: &rusqlite::Row<'_>) -> Result<Row> {
+/// A stored record as it goes on the wire.
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<WireRecord> {
     let seq: i64 = row.get(0)?;
     let epoch: i64 = row.get(1)?;
     let link: Vec<u8> = row.get(2)?;
@@ -130,5 +109,5 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<Row> {
     if seq <= 0 || epoch <= 0 {
         return Err(Error::new(ErrorKind::Corrupt, format!("queue record {seq}: invalid sequence or epoch")));
     }
-    Ok(Row { seq: seq as u64, epoch: epoch as u64, link, ciphertext })
+    Ok(WireRecord { seq: seq as u64, epoch: epoch as u64, link, ciphertext })
 }

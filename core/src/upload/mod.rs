@@ -75,12 +75,12 @@ pub struct UploadReport {
 }
 
 impl UploadReport {
-    /// The report of a session that could not start.
-    pub(crate) fn failed(e: &Error) -> UploadReport {
+    /// A session's report before it sent anything.
+    fn nothing_yet() -> UploadReport {
         UploadReport {
-            stopped: StopReason::Error,
-            detail: Some(e.detail.clone()),
-            error_kind: Some(e.kind),
+            stopped: StopReason::Done,
+            detail: None,
+            error_kind: None,
             records_sent: 0,
             bytes_sent: 0,
             batches: 0,
@@ -88,6 +88,16 @@ impl UploadReport {
             retries: 0,
             acked_through: 0,
             elapsed_ms: 0,
+        }
+    }
+
+    /// The report of a session that could not start.
+    pub(crate) fn failed(e: &Error) -> UploadReport {
+        UploadReport {
+            stopped: StopReason::Error,
+            detail: Some(e.detail.clone()),
+            error_kind: Some(e.kind),
+            ..Self::nothing_yet()
         }
     }
 }
@@ -280,18 +290,7 @@ pub(crate) async fn run(outbox: &Outbox, state: &UploaderState, opts: UploadOpti
         start_ms: outbox.clock.monotonic_ms(),
         margin,
         opts,
-        report: UploadReport {
-            stopped: StopReason::Done,
-            detail: None,
-            error_kind: None,
-            records_sent: 0,
-            bytes_sent: 0,
-            batches: 0,
-            duplicates: 0,
-            retries: 0,
-            acked_through: 0,
-            elapsed_ms: 0,
-        },
+        report: UploadReport::nothing_yet(),
     };
     let Ok(_guard) = state.session.try_lock() else {
         return session.finish(StopReason::AlreadyRunning, Some("another upload session is running".into()), None);
