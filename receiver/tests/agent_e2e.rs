@@ -2,11 +2,11 @@
 //! upload through injected faults, then verify and export. Catches any drift between the
 //! protocol as the device speaks it and as the receiver implements it.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use verbatim_core::synth::{Workload, WorkloadOptions, sample_policy};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
 use verbatim_core::{Agent, AgentOptions, CaptureOutcome, Event, Value};

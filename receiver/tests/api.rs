@@ -1,11 +1,11 @@
 //! The upload API over real TLS on 127.0.0.1: acknowledgement, idempotency, continuity,
 //! equivocation, authentication, limits, restart.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use verbatim_core::chain;
 use verbatim_core::wire::{Batch, CONTENT_TYPE, Cursor, EpochInfo};
 use verbatim_receiver::{FaultPlan, add_device, verify};
@@ -248,7 +248,7 @@ async fn a_restart_keeps_records_tokens_and_the_ca() {
 
     let rx = start(config(dir.path())).await;
     assert_eq!(rx.ca_pem().unwrap(), ca, "devices keep trusting the same CA");
-    let client = common::client(&ca);
+    let client = support::client(&ca);
     let c: Cursor = serde_json::from_str(&cursor(&client, &rx.url(), token.expose(), "s-1").await.body).unwrap();
     assert_eq!(c.acked_through, 3);
     let ack = post(&client, &rx.url(), token.expose(), &dev.batch(2, 6)).await.ack();

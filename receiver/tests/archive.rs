@@ -1,12 +1,12 @@
 //! The archive side after upload: verify detects tampering done behind the receiver's back,
 //! and export opens every record kind and reassembles attachments exactly.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
 use base64::Engine as _;
-use common::*;
+use support::*;
 use verbatim_core::record::{Record, RecordBody};
 use verbatim_receiver::{AcceptedKeys, add_device, export, keygen, load_secret, verify};
 

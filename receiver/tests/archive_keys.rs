@@ -2,9 +2,9 @@
 //! knows the archive key ids it accepts and refuses an epoch announced with any other one
 //! (422 `unknown_archive_key`, nothing stored, one counted alert), so the device keeps them.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 use verbatim_receiver::{AcceptedKeys, Error, Receiver, add_device, verify};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +79,7 @@ async fn key_rotation_accepts_several_keys_and_epochs_already_held_are_not_reche
     let mut cfg = config(dir.path());
     cfg.archive_keys = AcceptedKeys::from_public_keys([&old.public, &new.public]);
     let rx = start(cfg).await;
-    let client = common::client(rx.ca_pem().unwrap());
+    let client = support::client(rx.ca_pem().unwrap());
     let mut fresh = Device::new(&new, "acme", "dev-1", "s-2");
     fresh.push_n(2);
     assert_eq!(post(&client, &rx.url(), token.expose(), &fresh.batch(1, 2)).await.ack().acked_through, 2);
@@ -91,7 +91,7 @@ async fn key_rotation_accepts_several_keys_and_epochs_already_held_are_not_reche
     let mut cfg = config(dir.path());
     cfg.archive_keys = AcceptedKeys::from_public_keys([&new.public]);
     let rx = start(cfg).await;
-    let client = common::client(rx.ca_pem().unwrap());
+    let client = support::client(rx.ca_pem().unwrap());
     assert_eq!(post(&client, &rx.url(), token.expose(), &dev.batch(5, 6)).await.ack().acked_through, 6);
     let mut late = Device::new(&old, "acme", "dev-1", "s-3");
     late.push_n(1);

@@ -12,13 +12,13 @@
 //! `WARM_UP_ANSWERS_PER_CLIENT` answers per client in all). Scale it: VERBATIM_FLOOD_CLIENTS
 //! (default 32, at most 250), VERBATIM_FLOOD_SESSIONS (default 5).
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 use verbatim_core::wire::{CONTENT_TYPE, Cursor};
 use verbatim_receiver::{Receiver, add_device, verify};
 

@@ -3,9 +3,9 @@
 //! counted beside the first instead of added, without ever losing the first or the latest.
 //! Epoch conflicts say precisely what differs.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 use verbatim_core::wire::EpochInfo;
 use verbatim_receiver::{add_device, verify};
 

@@ -4,11 +4,11 @@
 //! When space returns (a restart with a larger cap) the device's next upload completes and the
 //! export holds every event the device captured.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use verbatim_core::model::{Channel, Direction, Event, EventMeta, Message};
 use verbatim_core::record::{Record, RecordBody};
 use verbatim_core::synth::{BUSINESS_LINE, sample_policy};

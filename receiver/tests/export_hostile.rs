@@ -3,12 +3,12 @@
 //! names clash with the export's own. Data goes straight into the store (the receiver's
 //! upload path is tested elsewhere); export reads it back as it would in production.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use common::*;
+use support::*;
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::model::{Channel, Direction, EventMeta};
 use verbatim_core::record::{AgentEvent, Record, RecordBody};

@@ -1,11 +1,11 @@
 //! Fault injection: every fault leaves the archive consistent, and a device that resends what
 //! was not acknowledged ends with everything stored exactly once.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use verbatim_core::wire::Cursor;
 use verbatim_receiver::{Fault, FaultPlan, add_device, verify};
 

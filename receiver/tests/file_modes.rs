@@ -2,12 +2,12 @@
 //! WAL files and the lock 0600; created so, and narrowed when an existing one is wider.
 #![cfg(unix)]
 
-mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::*;
+use support::*;
 use verbatim_receiver::add_device;
 
 fn mode(p: &Path) -> u32 {

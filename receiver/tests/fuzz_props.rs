@@ -9,15 +9,15 @@
 //! predict; refused batches change nothing; what is stored always verifies (no gap, no break).
 //! CI runs a few seconds each; `VERBATIM_FUZZ_CASES=N` runs longer (see fuzz/props/common.rs).
 
-mod common;
 #[path = "../../fuzz/props/common.rs"]
 mod props;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use support::*;
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, EpochInfo, WireRecord};
 use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};

@@ -6,12 +6,12 @@
 //!
 //! Timeouts are shortened in each receiver's `Limits` so the slow-client tests take seconds.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -1,13 +1,13 @@
 //! Nothing secret or captured reaches the receiver's logs: no token, no plaintext, no
 //! ciphertext, no identifier from a batch body. (Its own binary: the subscriber is global.)
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use common::*;
+use support::*;
 use verbatim_core::model::{Channel, Direction, EventMeta, Message};
 use verbatim_core::record::{Record, RecordBody};
 use verbatim_core::wire::CONTENT_TYPE;
