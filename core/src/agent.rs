@@ -264,8 +264,6 @@ impl Agent {
         let parsed = match policy::parse(tree) {
             Ok(parsed) => parsed,
             Err(rejected) => {
-                // Keys and kinds only: a problem's detail could quote a value.
-                tracing::info!(problems = rejected.problems.len(), "policy: rejected; the policy in force stays");
                 let error = Error::policy_rejected(rejected.problems);
                 self.record_rejection(&error).await?;
                 return Err(error);
@@ -309,6 +307,7 @@ impl Agent {
     /// Records a rejected policy in the chain (its problems' keys and kinds: a detail could
     /// quote a value) and, when no policy is in force, says why capture is refused.
     async fn record_rejection(&self, error: &Error) -> Result<()> {
+        tracing::info!(problems = error.problems.len(), "policy: rejected; the policy in force stays");
         let problems = error.problems.iter().map(|p| format!("{}: {:?}", p.key, p.kind)).collect();
         self.record_agent_events(vec![AgentEvent::PolicyRejected { problems }]).await?;
         self.note_rejection(error.problems.len());
@@ -383,18 +382,11 @@ impl Agent {
         }
         self.tick().await?;
         let kind = event.kind();
-        let started = std::time::Instant::now();
         let records = records_of(&policy, event, now)?;
         let result = self.inner.queue.append(records).await;
         match result {
             Ok(o) => {
-                tracing::trace!(
-                    kind,
-                    first_seq = o.first_seq,
-                    last_seq = o.last_seq,
-                    micros = started.elapsed().as_micros() as u64,
-                    "capture: durable"
-                );
+                tracing::trace!(kind, first_seq = o.first_seq, last_seq = o.last_seq, "capture: durable");
                 let closed = {
                     let mut ev = lock(&self.inner.evidence);
                     ev.count(Counted::Captured);
@@ -669,15 +661,11 @@ fn omission_reason(policy: &Policy, enabled: bool, disabled_reason: &str, path: 
 /// Turns an in-scope, valid event into the records that store it.
 fn records_of(policy: &Policy, event: Event, now: i64) -> Result<NewRecords> {
     let simple = |body: RecordBody| vec![Pending::new(&Record::new(now, body))];
-    enum Plan {
-        Records(Vec<Pending>),
-        Attachment(Vec<Pending>, Box<AttachmentHeader>, PathBuf),
-    }
-    let plan = match event {
-        Event::Message(m) => Plan::Records(simple(RecordBody::Message(m))),
-        Event::Edit(e) => Plan::Records(simple(RecordBody::Edit(e))),
-        Event::Unsend(u) => Plan::Records(simple(RecordBody::Unsend(u))),
-        Event::Reaction(r) => Plan::Records(simple(RecordBody::Reaction(r))),
+    Ok(match event {
+        Event::Message(m) => NewRecords::Records(simple(RecordBody::Message(m))),
+        Event::Edit(e) => NewRecords::Records(simple(RecordBody::Edit(e))),
+        Event::Unsend(u) => NewRecords::Records(simple(RecordBody::Unsend(u))),
+        Event::Reaction(r) => NewRecords::Records(simple(RecordBody::Reaction(r))),
         Event::Attachment(a) => {
             let mut header = AttachmentHeader {
                 meta: a.meta,
@@ -693,12 +681,12 @@ fn records_of(policy: &Policy, event: Event, now: i64) -> Result<NewRecords> {
             match omission_reason(policy, policy.capture_attachments, "attachments disabled by policy", &a.path) {
                 Ok(size) => {
                     header.size = size;
-                    Plan::Attachment(Vec::new(), Box::new(header), a.path)
+                    NewRecords::Attachment { lead: Vec::new(), header: Box::new(header), path: a.path, captured_ms: now }
                 }
                 Err(reason) if reason.starts_with("file unreadable") || reason == "not a regular file" => {
                     return Err(Error::new(ErrorKind::File, format!("attachment: {reason}")));
                 }
-                Err(reason) => Plan::Records(simple(RecordBody::AttachmentOmitted { header, reason })),
+                Err(reason) => NewRecords::Records(simple(RecordBody::AttachmentOmitted { header, reason })),
             }
         }
         Event::Call(c) => {
@@ -728,21 +716,17 @@ fn records_of(policy: &Policy, event: Event, now: i64) -> Result<NewRecords> {
                     match omission_reason(policy, policy.capture_call_recordings, "call recordings disabled by policy", &path) {
                         Ok(size) => {
                             header.size = size;
-                            Plan::Attachment(lead, Box::new(header), path)
+                            NewRecords::Attachment { lead, header: Box::new(header), path, captured_ms: now }
                         }
                         Err(reason) => {
                             let mut records = lead;
                             records.push(Pending::new(&Record::new(now, RecordBody::AttachmentOmitted { header, reason })));
-                            Plan::Records(records)
+                            NewRecords::Records(records)
                         }
                     }
                 }
-                _ => Plan::Records(lead),
+                _ => NewRecords::Records(lead),
             }
         }
-    };
-    Ok(match plan {
-        Plan::Records(records) => NewRecords::Records(records),
-        Plan::Attachment(lead, header, path) => NewRecords::Attachment { lead, header, path, captured_ms: now },
     })
 }

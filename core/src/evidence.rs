@@ -148,13 +148,29 @@ impl EvidenceState {
     pub fn count(&mut self, what: Counted) {
         let (open, tally) = (&mut self.since_open, &mut self.tally);
         match what {
-            Counted::Captured => (open.captured += 1, tally.captured += 1),
-            Counted::OutOfScope => (open.out_of_scope += 1, tally.out_of_scope += 1),
-            Counted::Invalid => (open.invalid += 1, tally.refused += 1),
-            Counted::RefusedNotConfigured => (open.refused_not_configured += 1, tally.refused += 1),
-            Counted::RefusedQueueFull => (open.refused_queue_full += 1, tally.refused += 1),
-            Counted::RefusedDiskFull => ((), tally.refused += 1),
-        };
+            Counted::Captured => {
+                open.captured += 1;
+                tally.captured += 1;
+            }
+            Counted::OutOfScope => {
+                open.out_of_scope += 1;
+                tally.out_of_scope += 1;
+            }
+            Counted::Invalid => {
+                open.invalid += 1;
+                tally.refused += 1;
+            }
+            Counted::RefusedNotConfigured => {
+                open.refused_not_configured += 1;
+                tally.refused += 1;
+            }
+            Counted::RefusedQueueFull => {
+                open.refused_queue_full += 1;
+                tally.refused += 1;
+            }
+            // The status has no disk-full counter: the open window says it.
+            Counted::RefusedDiskFull => tally.refused += 1,
+        }
     }
 
     /// Opens a window for `cause` unless one is open; counts one refusal when `refused`.

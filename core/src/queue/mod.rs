@@ -246,7 +246,7 @@ pub const LOCK_FILE: &str = "agent.lock";
 /// The database file made (or tightened) owner-only before SQLite opens it, and its log files
 /// tightened when an older store left them readable.
 fn make_store_files_private(db: &Path) -> Result<()> {
-    private_files::file(db)?;
+    private_files::file(db)?; // closed at once: SQLite opens it itself
     for suffix in ["-wal", "-shm"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
@@ -256,8 +256,7 @@ fn make_store_files_private(db: &Path) -> Result<()> {
 }
 
 fn lock_dir(dir: &Path) -> Result<std::fs::File> {
-    private_files::file(&dir.join(LOCK_FILE))?;
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+    let file = private_files::file(&dir.join(LOCK_FILE))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {

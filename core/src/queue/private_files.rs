@@ -20,8 +20,9 @@ pub(crate) fn dir(dir: &Path) -> Result<()> {
 }
 
 /// Makes `path` an owner-only file, creating it empty when it does not exist yet (so that
-/// SQLite opens a file that was never readable by others, even for an instant).
-pub(crate) fn file(path: &Path) -> Result<()> {
+/// SQLite opens a file that was never readable by others, even for an instant); returns it
+/// open for writing.
+pub(crate) fn file(path: &Path) -> Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
@@ -29,8 +30,9 @@ pub(crate) fn file(path: &Path) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?;
-    set_mode(path, 0o600)
+    let file = options.open(path)?;
+    set_mode(path, 0o600)?;
+    Ok(file)
 }
 
 /// Tightens `path` to owner-only if it exists (the database's `-wal` and `-shm` files).

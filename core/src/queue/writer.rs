@@ -149,6 +149,14 @@ struct Sealer {
     started_ms: i64,
 }
 
+impl Sealer {
+    /// The key sealed sequence numbers past `last_seq`: records that were then rolled back.
+    /// Their nonces are used, so this key must not seal again.
+    fn sealed_past(&self, last_seq: u64) -> bool {
+        self.key.sealed_through() > last_seq
+    }
+}
+
 /// Why an epoch rotates after sealed records were rolled back (recorded in the chain).
 const ROLLED_BACK: &str = "sealed records were rolled back";
 
@@ -418,7 +426,7 @@ impl WriterState {
     fn retire_epoch_if_rolled_back(&mut self) {
         let Some(sealer) = &self.sealer else { return };
         let epoch = sealer.key.epoch();
-        let sealed_rolled_back = sealer.key.sealed_through() > self.head.last_seq;
+        let sealed_rolled_back = sealer.sealed_past(self.head.last_seq);
         if sealed_rolled_back || epoch > self.head.last_epoch {
             self.head.last_epoch = self.head.last_epoch.max(epoch);
             self.sealer = None;
@@ -463,7 +471,7 @@ impl WriterState {
             None => self.rotate_reason,
             // Sealed records were lost without a rollback reaching `restore` (a failed insert
             // outside a job's savepoint): retire the key all the same.
-            Some(s) if s.key.sealed_through() > self.head.last_seq => ROLLED_BACK,
+            Some(s) if s.sealed_past(self.head.last_seq) => ROLLED_BACK,
             Some(s) if s.records >= EPOCH_MAX_RECORDS => "record limit reached",
             Some(s) if now_ms - s.started_ms >= EPOCH_MAX_AGE_MS => "age limit reached",
             Some(_) => return Ok(()),

@@ -169,7 +169,10 @@ struct KeyRefusal {
 
 impl UploaderState {
     pub(crate) fn status(&self) -> UploadStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Until an upload succeeds, the last refusal of the archive key stands.
+        status.archive_key_refused = self.key_refusal.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        status
     }
 
     fn update_status(&self, f: impl FnOnce(&mut UploadStatus)) {
@@ -389,7 +392,6 @@ pub(crate) async fn run(outbox: &Outbox, state: &UploaderState, opts: UploadOpti
                     s.last_success_ms = Some(now);
                     s.last_error = None;
                     s.next_retry_ms = None;
-                    s.archive_key_refused = false;
                 });
                 *state.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 *state.key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -516,7 +518,6 @@ async fn refused(session: Session<'_>, state: &UploaderState, policy: &Policy, e
         let refusal =
             KeyRefusal { error: e.clone(), at_ms: outbox.clock.monotonic_ms(), policy_fingerprint: policy.fingerprint_hex() };
         *state.key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal);
-        state.update_status(|s| s.archive_key_refused = true);
     }
     if first_time {
         let event = match e.kind {

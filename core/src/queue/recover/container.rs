@@ -76,8 +76,9 @@ pub fn read_salvage(bytes: &[u8]) -> Result<Vec<SalvageRun>> {
 /// Writes every kept record of `s`, byte for byte, into a container at `path` (owner-only,
 /// synced), in runs that each continue the old stream's chain; returns its size in bytes.
 pub(super) fn write_container(path: &Path, old: &StreamId, s: &Salvage) -> Result<u64> {
-    crate::queue::private_files::file(path)?;
-    let mut w = SalvageWriter { out: BufWriter::new(File::create(path)?), bytes: 0 };
+    let file = crate::queue::private_files::file(path)?;
+    file.set_len(0)?; // as File::create would: a container is always written whole
+    let mut w = SalvageWriter { out: BufWriter::new(file), bytes: 0 };
     w.out.write_all(SALVAGE_MAGIC)?;
     w.bytes += SALVAGE_MAGIC.len() as u64;
     let epochs_for = |records: &[WireRecord]| -> Vec<EpochInfo> {
