@@ -1,5 +1,6 @@
-//! `verbatim`: the operator's command line. Device side: simulate, inspect, upload, unenroll,
-//! recover. Archive side: keygen, receive (and receive add-device), verify, export. Admin:
+//! `verbatim`: the operator's command line. Device side: simulate, telephony replay (Android's
+//! Google Messages archival source without a phone), inspect, upload, unenroll, recover.
+//! Archive side: keygen, receive (and receive add-device), verify, export. Admin:
 //! policy check/template/reference/export-artifacts. Proof: demo (the whole product end
 //! to end on this machine), bench (every performance figure with its baselines), crash-test
 //! (kill -9 of device, uploader and receiver).
@@ -25,6 +26,7 @@ mod logging;
 mod mdm_cmd;
 mod policy_cmd;
 mod recover_cmd;
+mod telephony_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +70,10 @@ enum Command {
         after_help = "Required: --state, --policy, --events.\n\nExit codes: 0 every event was handed over (captured or out of scope); 1 the policy was refused (one line per problem); 2 a capture failed or the command could not run.\n\nExample: verbatim simulate --state device --policy policy.plist --events 200"
     )]
     Simulate(device_cmd::SimulateArgs),
+
+    /// Android's Google Messages archival source without a phone.
+    #[command(subcommand)]
+    Telephony(TelephonyCommand),
 
     /// Print a device data directory's queue status as JSON (never content: there is none on disk).
     #[command(
@@ -137,6 +143,21 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum TelephonyCommand {
+    /// Apply a sequence of Telephony provider views (one JSON object per line, each the whole
+    /// provider at one wake-up, in the provider's column names and units) to a simulated
+    /// device, as Google Messages' archival wake-ups would. Prints `captured <kind> <provider
+    /// id>` per event (message, attachment, edit, reaction, unsend), then a summary on stderr.
+    /// `verbatim upload` and `export` work on the same state as for `simulate`. Safe to kill
+    /// at any instant and run again: it resumes after the last view applied, and nothing is
+    /// captured twice.
+    #[command(
+        after_help = "Required: --state, --policy, --snapshots.\n\nExit codes: 0 every view was applied; 1 the policy was refused (one line per problem) or names no business line; 2 a line is not a provider view (the error names the line and field; views before it stay captured, nothing of it is), a part file cannot be read, a capture failed, or the command could not run.\n\nExample: verbatim telephony replay --state device --policy policy.json --snapshots provider.jsonl"
+    )]
+    Replay(telephony_cmd::ReplayArgs),
+}
+
+#[derive(Subcommand)]
 enum PolicyCommand {
     /// Check a policy file as an MDM would push it: an XML or binary property list (whole, or
     /// the bare <dict> pasted into Intune or Jamf), Intune's Android managed-configuration JSON,
@@ -177,6 +198,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::ExportArtifacts(args)) => mdm_cmd::export_artifacts(args),
         Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => device_cmd::simulate(args),
+        Command::Telephony(TelephonyCommand::Replay(args)) => telephony_cmd::replay(args),
         Command::Inspect(args) => device_cmd::inspect(args),
         Command::Upload(args) => device_cmd::upload(args),
         Command::Unenroll(args) => device_cmd::unenroll(args),

@@ -12,6 +12,7 @@ const COMMANDS: &[&[&str]] = &[
     &["policy", "reference"],
     &["policy", "export-artifacts"],
     &["simulate"],
+    &["telephony", "replay"],
     &["inspect"],
     &["upload"],
     &["unenroll"],
