@@ -102,10 +102,10 @@ async fn provider_views_reach_the_archive_as_messages_edits_and_deletions() {
     assert_eq!(
         printed,
         [
-            // Oldest first: the RCS row's time is in whole seconds.
+            // Table by table, each in provider id order.
+            "captured message sms:2",
             "captured attachment mms:23/part:22",
             "captured message mms:23",
-            "captured message sms:2",
             "captured edit mms:24",
             "captured unsend sms:2",
         ]

@@ -517,6 +517,20 @@ impl Agent {
         self.inner.queue.source_state(source)
     }
 
+    /// One value a capture source saved, by key. Reads the store: background-only.
+    pub fn source_value(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        self.inner.queue.source_value(source, key)
+    }
+
+    /// A page of what a capture source saved: entries with `after < key < before`, in key
+    /// order, at most `limit`, so a source can walk a large state in bounded memory. Reads
+    /// the store: background-only.
+    pub fn source_range(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        self.check_open()?;
+        self.inner.queue.source_range(source, after, before, limit)
+    }
+
     /// A keyed hash of `bytes` (HMAC-SHA256 under this store's random digest key, separated by
     /// source), for a source to remember content by fingerprint, never by text.
     pub fn content_digest(&self, source: &str, bytes: &[u8]) -> [u8; 32] {

@@ -77,6 +77,16 @@ impl Queue {
         self.reader.source_state(source)
     }
 
+    /// One saved value of a capture source.
+    pub(crate) fn source_value(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.reader.source_value(source, key)
+    }
+
+    /// A capture source's entries with `after < key < before`, in key order, at most `limit`.
+    pub(crate) fn source_range(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        self.reader.source_range(source, after, before, limit)
+    }
+
     /// Records agent events in the chain (before any policy, in the deferred table), and saves
     /// `meta` entries (the agent's evidence state) in the same commit. Not capped: evidence of a
     /// full queue must still be written.
