@@ -10,14 +10,17 @@ import UIKit
 /// - applies the managed configuration at start, when it changes (`ManagedConfiguration`,
 ///   debounced) and when the app becomes active; with no configuration yet the agent stays not
 ///   configured and capture fails closed until one arrives;
-/// - keeps the background upload windows booked as the policy says (`BackgroundUpload`);
+/// - keeps the background upload windows booked as the policy says (`BackgroundUpload`), and
+///   uploads soon after capture while the app is in the foreground (`ForegroundUpload`);
 /// - writes health to the MDM feedback dictionary (`ManagedFeedback`) at start, after every
 ///   policy push, upload, heartbeat and agent notice;
 /// - logs to the unified log (`OSLogSink`, filtered in Rust).
 ///
 /// Call `ManagedAgent.shared.start()` from `application(_:didFinishLaunchingWithOptions:)`
 /// (it registers the background tasks, which iOS requires before launch ends), then
-/// `try await ManagedAgent.shared.agent()` wherever the agent is needed.
+/// `try await ManagedAgent.shared.agent()` wherever the agent is needed. There is one per
+/// process (`shared`; the initializer is private): a second one would register the same
+/// background-task identifiers, which iOS answers with an exception.
 public final class ManagedAgent: @unchecked Sendable {
     // @unchecked: every mutable property is guarded by `lock`.
     public static let shared = ManagedAgent()
@@ -32,6 +35,8 @@ public final class ManagedAgent: @unchecked Sendable {
         /// nil: no logging.
         public var logSink: LogSink?
         public var background: BackgroundUpload.Options
+        /// Uploads while the app is in the foreground; nil: only in background windows.
+        public var foreground: ForegroundUpload.Options?
         /// Quiet time before a changed configuration is applied.
         public var configurationDebounce: TimeInterval
         /// Where the managed configuration is read and the feedback written.
@@ -48,6 +53,7 @@ public final class ManagedAgent: @unchecked Sendable {
             network: NetworkStateProvider? = nil,
             logSink: LogSink? = OSLogSink(),
             background: BackgroundUpload.Options = BackgroundUpload.Options(),
+            foreground: ForegroundUpload.Options? = ForegroundUpload.Options(),
             configurationDebounce: TimeInterval = 0.5
         ) {
             self.directory = directory
@@ -55,6 +61,7 @@ public final class ManagedAgent: @unchecked Sendable {
             self.network = network
             self.logSink = logSink
             self.background = background
+            self.foreground = foreground
             self.configurationDebounce = configurationDebounce
         }
     }
@@ -68,9 +75,11 @@ public final class ManagedAgent: @unchecked Sendable {
     private var applying: Task<Void, Never>?
     private var lastTree: PolicyValue?
     private var background = BackgroundUpload()
+    private var foreground: ForegroundUpload?
+    private var isActive = false
     private var observers: [AnyObject] = []
 
-    public init() {}
+    private init() {}
 
     // MARK: Start
 
@@ -88,8 +97,11 @@ public final class ManagedAgent: @unchecked Sendable {
         }
         guard first else { return }
         VerbatimAgent.setLogSink(options.logSink)
-        background.register { [weak self] deadline in
+        let registration = background.register { [weak self] deadline in
             await self?.runBackgroundWindow(deadline: deadline) ?? false
+        }
+        if registration != .registered {
+            ManagedAgent.log.error("background tasks: \(String(describing: registration), privacy: .public)")
         }
         let configuration = ManagedConfiguration(defaults: options.defaults)
         let watch = configuration.observe(debounce: options.configurationDebounce) { [weak self] in
@@ -103,6 +115,12 @@ public final class ManagedAgent: @unchecked Sendable {
             forName: UIApplication.didBecomeActiveNotification, object: nil, queue: nil
         ) { [weak self] _ in
             _ = self?.applyManagedConfigurationLater()
+            self?.foregroundChanged(active: true)
+        }
+        let inactive = center.addObserver(
+            forName: UIApplication.didEnterBackgroundNotification, object: nil, queue: nil
+        ) { [weak self] _ in
+            self?.foregroundChanged(active: false)
         }
         // Opening fails before the first unlock after boot (protected files): retry then.
         let unlocked = center.addObserver(
@@ -111,6 +129,7 @@ public final class ManagedAgent: @unchecked Sendable {
             Task { _ = try? await self?.agent() }
         }
         watching.append(active as AnyObject)
+        watching.append(inactive as AnyObject)
         watching.append(unlocked as AnyObject)
         #endif
         locked { observers = watching }
@@ -160,6 +179,7 @@ public final class ManagedAgent: @unchecked Sendable {
             await applyManagedConfiguration(to: agent)
             reschedule(agent)
             publishFeedback(agent)
+            startForegroundUploads(agent, options.foreground)
             return agent
         } catch {
             ManagedAgent.log.error("agent did not open: \(ManagedAgent.describe(error), privacy: .public)")
@@ -240,6 +260,32 @@ public final class ManagedAgent: @unchecked Sendable {
     private func reschedule(_ agent: VerbatimAgent, soon: Bool = false) {
         guard let background: BackgroundUpload = locked({ started ? self.background : nil }) else { return }
         background.schedule((try? agent.status())?.uploadSchedule, soon: soon)
+    }
+
+    /// Uploads after captures while the app is active (`ForegroundUpload`), from the agent's
+    /// first open on.
+    private func startForegroundUploads(_ agent: VerbatimAgent, _ options: ForegroundUpload.Options?) {
+        guard let options else { return }
+        let uploads = ForegroundUpload(
+            options: options,
+            status: { try agent.status() },
+            upload: { deadline in try await agent.upload(deadline: deadline) },
+            finished: { [weak self] _ in self?.publishFeedback(agent) }
+        )
+        agent.captured.set { [weak uploads] in uploads?.requested() }
+        // Under the lock, like `foregroundChanged`: the two never apply states out of order
+        // (ForegroundUpload never calls back into this lock).
+        locked {
+            foreground = uploads
+            uploads.setActive(isActive)
+        }
+    }
+
+    private func foregroundChanged(active: Bool) {
+        locked {
+            isActive = active
+            foreground?.setActive(active)
+        }
     }
 
     private func afterNotice(_ notice: AgentNotice) async {
