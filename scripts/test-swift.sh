@@ -323,6 +323,8 @@ STALE=(
   'replace the `binaryTarget\(path:\)`'
   # ManagedAgent has a private initializer: `ManagedAgent()` does not compile.
   'ManagedAgent\(\)'
+  # A removed managed configuration withdraws the policy (ManagedAgent -> withdrawPolicy).
+  'stored policy (stays|keeps capturing|keeps being used)'
   # Uploads also run in the foreground after capture (ForegroundUpload).
   'uploads? (happen|run)s? only in (the )?background'
 )

@@ -9,7 +9,10 @@ import UIKit
 /// - opens it in a protected, backup-excluded directory (`DataDirectory`);
 /// - applies the managed configuration at start, when it changes (`ManagedConfiguration`,
 ///   debounced) and when the app becomes active; with no configuration yet the agent stays not
-///   configured and capture fails closed until one arrives;
+///   configured and capture fails closed until one arrives; when the MDM removes it after a
+///   policy was in force, withdraws the policy (`VerbatimAgent.withdrawPolicy`: recorded in the
+///   chain, capture fails closed, the queue keeps uploading, nothing deleted) until a
+///   configuration is pushed again;
 /// - keeps the background upload windows booked as the policy says (`BackgroundUpload`), and
 ///   uploads soon after capture while the app is in the foreground (`ForegroundUpload`);
 /// - writes health to the MDM feedback dictionary (`ManagedFeedback`) at start, after every
@@ -212,7 +215,7 @@ public final class ManagedAgent: @unchecked Sendable {
     private func applyManagedConfiguration(to agent: VerbatimAgent) async {
         let configuration = ManagedConfiguration(defaults: locked { options.defaults })
         guard let tree = configuration.tree() else {
-            ManagedAgent.log.info("no managed configuration: the stored policy stays for capture, without a device token upload waits; with no stored policy, capture is refused until the MDM pushes one")
+            await withdrawPolicy(from: agent)
             return
         }
         let changed: Bool = locked {
@@ -236,6 +239,27 @@ public final class ManagedAgent: @unchecked Sendable {
             locked { lastTree = nil }
             ManagedAgent.log.error("managed configuration not applied: \(ManagedAgent.describe(error), privacy: .public)")
         }
+        publishFeedback(agent)
+    }
+
+    /// No managed configuration: removed by the MDM after a policy was in force (the agent
+    /// records `policy_withdrawn` and refuses capture; the queue keeps uploading), or none yet
+    /// (nothing to withdraw: the agent says so and records nothing). Asked at every start,
+    /// change and activation: the removal may have happened while the app was not running.
+    private func withdrawPolicy(from agent: VerbatimAgent) async {
+        // A configuration pushed again, even the same one, must be applied again to resume.
+        locked { lastTree = nil }
+        do {
+            guard try await agent.withdrawPolicy() else {
+                ManagedAgent.log.info("no managed configuration: capture is refused until the MDM pushes one")
+                return
+            }
+            ManagedAgent.log.error("managed configuration removed: policy withdrawn, capture refused, queued records keep uploading")
+        } catch {
+            // Not recorded (storage, closed): asked again at the next change or activation.
+            ManagedAgent.log.error("policy not withdrawn: \(ManagedAgent.describe(error), privacy: .public)")
+        }
+        reschedule(agent)
         publishFeedback(agent)
     }
 

@@ -71,6 +71,17 @@ public final class VerbatimAgent: Sendable {
         try await ffi.applyPolicy(tree: tree)
     }
 
+    /// The MDM removed the managed configuration (`ManagedAgent` calls this when it finds none
+    /// after a policy was in force). Records a `policy_withdrawn` event in the chain; capture
+    /// then fails closed with `VerbatimError.NotConfigured` (the app blocks business sending)
+    /// while what is queued keeps uploading under the withdrawn policy's archive settings.
+    /// Nothing is deleted; `applyPolicy` (even with the same configuration) resumes capture.
+    /// Returns false, recording nothing, when no policy is in force or it was withdrawn already.
+    @discardableResult
+    public func withdrawPolicy() async throws -> Bool {
+        try await ffi.withdrawPolicy()
+    }
+
     // MARK: Capture (each returns once the event is durable, or dropped as out of scope)
 
     public func capture(_ event: MessageEvent) async throws -> CaptureOutcome {

@@ -714,6 +714,15 @@ public protocol AgentProtocol: AnyObject, Sendable {
      */
     func upload(deadlineMs: UInt64) async throws  -> UploadReport
     
+    /**
+     * The MDM removed the managed configuration: call it when the platform finds none after
+     * a policy was in force. Records a `policy_withdrawn` event; capture then fails closed
+     * with `NotConfigured` (the app blocks business messaging) while what is queued keeps
+     * uploading. Nothing is deleted. `apply_policy` resumes capture. Returns false (nothing
+     * recorded) when no policy is in force or it was already withdrawn.
+     */
+    func withdrawPolicy() async throws  -> Bool
+    
 }
 /**
  * The capture agent over one data directory.
@@ -1104,6 +1113,29 @@ open func upload(deadlineMs: UInt64)async throws  -> UploadReport  {
             completeFunc: ffi_verbatim_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_verbatim_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeUploadReport_lift,
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+    /**
+     * The MDM removed the managed configuration: call it when the platform finds none after
+     * a policy was in force. Records a `policy_withdrawn` event; capture then fails closed
+     * with `NotConfigured` (the app blocks business messaging) while what is queued keeps
+     * uploading. Nothing is deleted. `apply_policy` resumes capture. Returns false (nothing
+     * recorded) when no policy is in force or it was already withdrawn.
+     */
+open func withdrawPolicy()async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_agent_withdraw_policy(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_i8,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_i8,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
             errorHandler: FfiConverterTypeVerbatimError_lift
         )
 }
