@@ -85,29 +85,29 @@ public final class VerbatimAgent: Sendable {
     // MARK: Capture (each returns once the event is durable, or dropped as out of scope)
 
     public func capture(_ event: MessageEvent) async throws -> CaptureOutcome {
-        stored(try await ffi.captureMessage(event: event))
+        try await stored(ffi.captureMessage(event: event))
     }
 
     public func capture(_ event: EditEvent) async throws -> CaptureOutcome {
-        stored(try await ffi.captureEdit(event: event))
+        try await stored(ffi.captureEdit(event: event))
     }
 
     public func capture(_ event: UnsendEvent) async throws -> CaptureOutcome {
-        stored(try await ffi.captureUnsend(event: event))
+        try await stored(ffi.captureUnsend(event: event))
     }
 
     public func capture(_ event: ReactionEvent) async throws -> CaptureOutcome {
-        stored(try await ffi.captureReaction(event: event))
+        try await stored(ffi.captureReaction(event: event))
     }
 
     /// Streams the file at `event.path` (a path the app can read) in bounded chunks.
     public func capture(_ event: AttachmentEvent) async throws -> CaptureOutcome {
-        stored(try await ffi.captureAttachment(event: event))
+        try await stored(ffi.captureAttachment(event: event))
     }
 
     /// With the recording at `event.recordingPath`, if any.
     public func capture(_ event: CallEvent) async throws -> CaptureOutcome {
-        stored(try await ffi.captureCall(event: event))
+        try await stored(ffi.captureCall(event: event))
     }
 
     /// The client notice to show or send in this conversation now, if the policy says it is due.
@@ -117,7 +117,7 @@ public final class VerbatimAgent: Sendable {
 
     /// The app showed or sent the client notice: captured in the conversation.
     public func disclaimerShown(_ meta: EventMeta) async throws -> CaptureOutcome {
-        stored(try await ffi.disclaimerShown(meta: meta))
+        try await stored(ffi.disclaimerShown(meta: meta))
     }
 
     /// The app let a communication through while capture was unavailable (only when the
