@@ -274,7 +274,10 @@ mod tests {
         let all = [
             Cause::NotConfigured,
             Cause::PolicyWithdrawn,
-            Cause::QueueFull, Cause::DiskFull, Cause::ChannelDisabled(Channel::Whatsapp)];
+            Cause::QueueFull,
+            Cause::DiskFull,
+            Cause::ChannelDisabled(Channel::Whatsapp),
+        ];
         for cause in all {
             assert_eq!(Cause::parse(&cause.to_string()), Some(cause));
         }
