@@ -540,6 +540,12 @@ pub struct AgentStatus {
     pub epoch: Option<u64>,
     pub counters: CaptureCounters,
     pub upload: UploadState,
+    /// When the app may start an upload on its own, soon after a capture while it is in the
+    /// foreground (wall-clock ms): never before the back-off of a passing failure or the
+    /// archive-key refusal wait, 30 s after the last session, a whole upload interval after a
+    /// session that ended in an error under the same policy. None: it should not (no policy,
+    /// nothing queued). The OS's background windows are not affected.
+    pub upload_due_ms: Option<i64>,
 }
 
 impl AgentStatus {
@@ -585,6 +591,7 @@ impl AgentStatus {
                 next_retry_ms: s.upload.next_retry_ms,
                 archive_key_refused: s.upload.archive_key_refused,
             },
+            upload_due_ms: s.upload_due_ms,
         }
     }
 }

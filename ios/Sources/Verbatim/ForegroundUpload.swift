@@ -9,12 +9,11 @@ import VerbatimFFI
 ///   a quiet time (`coalesce`): a burst of captures becomes one upload.
 /// - One session at a time: a request while one is booked is folded into it; a request while
 ///   one is uploading books one more after it (as does a session that left records queued).
-/// - Within policy, from what the agent reports (`Plan.start`): nothing without a policy or
-///   with an empty queue; not before the back-off the core set after a passing failure
-///   (`status.upload.nextRetryMs`); not while the archive refuses the archive key; after a
-///   session that ended in an error that needs a person, not before the policy's upload
-///   interval has passed; sessions at least `minimumInterval` apart. The network the policy
-///   allows is checked by the agent when a session starts (`.notAllowed`, `.offline`).
+/// - Within policy, as the agent decides (`AgentStatus.uploadDueMs`, computed in Rust): nothing
+///   without a policy or with an empty queue; never before the back-off after a passing
+///   failure or the archive-key refusal wait; 30 s after the last session; after an error
+///   that needs a person, the policy's upload interval. The network the policy allows is
+///   checked by the agent when a session starts (`.notAllowed`, `.offline`).
 /// - Only while active: `setActive(false)` (the app left the foreground) drops the booked
 ///   session and cancels the running one (safe at any point: nothing is deleted before the
 ///   archive acknowledged it); the background windows take over.
@@ -26,44 +25,18 @@ public final class ForegroundUpload: @unchecked Sendable {
         public var coalesce: TimeInterval
         /// Upload deadline of one session.
         public var deadline: TimeInterval
-        /// Shortest time between the starts of two sessions.
-        public var minimumInterval: TimeInterval
 
-        public init(coalesce: TimeInterval = 2, deadline: TimeInterval = 30, minimumInterval: TimeInterval = 30) {
+        public init(coalesce: TimeInterval = 2, deadline: TimeInterval = 30) {
             self.coalesce = coalesce
             self.deadline = deadline
-            self.minimumInterval = minimumInterval
         }
     }
 
-    /// When the next session may start, from the agent's status and the last session.
-    public struct Plan: Sendable, Equatable {
-        /// When the last session started, and how it ended.
-        public var lastStart: Date?
-        public var lastStop: StopReason?
-
-        public init(lastStart: Date? = nil, lastStop: StopReason? = nil) {
-            self.lastStart = lastStart
-            self.lastStop = lastStop
-        }
-
-        /// The earliest start of a session requested at `now`, or nil when none should run.
-        public func start(status: AgentStatus, now: Date, options: Options) -> Date? {
-            guard let schedule = status.uploadSchedule, status.queueRecords > 0 else { return nil }
-            guard !status.upload.archiveKeyRefused else { return nil }
-            var start = now.addingTimeInterval(options.coalesce)
-            if let lastStart {
-                start = max(start, lastStart.addingTimeInterval(options.minimumInterval))
-                if lastStop == .error {
-                    // Credentials, pins, a conflict: the next regular window, not every capture.
-                    start = max(start, lastStart.addingTimeInterval(BackgroundUpload.interval(schedule)))
-                }
-            }
-            if let retry = status.upload.nextRetryMs {
-                start = max(start, Date(timeIntervalSince1970: TimeInterval(retry) / 1_000))
-            }
-            return start
-        }
+    /// When a session requested at `now` may start: when the agent says an upload is due
+    /// (`status.uploadDueMs`), after the quiet time; nil when the agent says none should run.
+    public static func start(status: AgentStatus, now: Date, coalesce: TimeInterval) -> Date? {
+        guard let due = status.uploadDueMs else { return nil }
+        return max(now.addingTimeInterval(coalesce), Date(timeIntervalSince1970: TimeInterval(due) / 1_000))
     }
 
     /// What a session needs of the agent.
@@ -78,7 +51,6 @@ public final class ForegroundUpload: @unchecked Sendable {
 
     private let lock = NSLock()
     private var active = false
-    private var plan = Plan()
     /// The booked or running session; whether it is uploading; whether a request came in
     /// while it was (then one more session follows).
     private var session: Task<Void, Never>?
@@ -120,7 +92,8 @@ public final class ForegroundUpload: @unchecked Sendable {
         }
     }
 
-    /// Something was captured (or the app became active): book a session if the plan allows.
+    /// Something was captured (or the app became active): book a session (it starts when the
+    /// agent says an upload is due, or ends at once when none should run).
     public func requested() {
         locked {
             guard active else { return }
@@ -142,9 +115,8 @@ public final class ForegroundUpload: @unchecked Sendable {
 
     private func run(_ id: Int) async {
         defer { sessionEnded(id) }
-        let plan: Plan = locked { self.plan }
         guard let agentStatus = try? status(),
-              let start = plan.start(status: agentStatus, now: Date(), options: options)
+              let start = ForegroundUpload.start(status: agentStatus, now: Date(), coalesce: options.coalesce)
         else { return }
         let wait = min(start.timeIntervalSinceNow, 86_400) // the longest upload interval
         if wait > 0 {
@@ -154,7 +126,6 @@ public final class ForegroundUpload: @unchecked Sendable {
                 return // cancelled: the app left the foreground
             }
         }
-        let started = Date()
         let proceed: Bool = locked {
             guard id == generation, !Task.isCancelled else { return false }
             uploading = true
@@ -162,15 +133,14 @@ public final class ForegroundUpload: @unchecked Sendable {
         }
         guard proceed else { return }
         do {
+            // The agent records how the session ended: the next `uploadDueMs` follows from it.
             let report = try await upload(options.deadline)
-            locked { self.plan = Plan(lastStart: started, lastStop: report.stopped) }
             ForegroundUpload.log.info("foreground upload: \(String(describing: report.stopped), privacy: .public), \(report.recordsSent) records")
             if report.morePending, report.stopped == .deadline || report.stopped == .done {
                 locked { again = true }
             }
             finished(report)
         } catch {
-            locked { self.plan = Plan(lastStart: started, lastStop: .error) }
             ForegroundUpload.log.error("foreground upload: \(ManagedAgent.describe(error), privacy: .public)")
         }
     }

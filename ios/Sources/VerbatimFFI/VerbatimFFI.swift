@@ -1881,6 +1881,14 @@ public struct AgentStatus: Equatable, Hashable {
     public var epoch: UInt64?
     public var counters: CaptureCounters
     public var upload: UploadState
+    /**
+     * When the app may start an upload on its own, soon after a capture while it is in the
+     * foreground (wall-clock ms): never before the back-off of a passing failure or the
+     * archive-key refusal wait, 30 s after the last session, a whole upload interval after a
+     * session that ended in an error under the same policy. None: it should not (no policy,
+     * nothing queued). The OS's background windows are not affected.
+     */
+    public var uploadDueMs: Int64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1910,7 +1918,14 @@ public struct AgentStatus: Equatable, Hashable {
         /**
          * Causes for which capture is unavailable now (`not_configured`, `queue_full`,
          * `disk_full`, `channel_disabled:<channel>`).
-         */unavailable: [String], lastHeartbeatMs: Int64, oldestPendingMs: Int64?, oldestPendingAgeMs: Int64?, lastSeq: UInt64, ackedThrough: UInt64, epoch: UInt64?, counters: CaptureCounters, upload: UploadState) {
+         */unavailable: [String], lastHeartbeatMs: Int64, oldestPendingMs: Int64?, oldestPendingAgeMs: Int64?, lastSeq: UInt64, ackedThrough: UInt64, epoch: UInt64?, counters: CaptureCounters, upload: UploadState, 
+        /**
+         * When the app may start an upload on its own, soon after a capture while it is in the
+         * foreground (wall-clock ms): never before the back-off of a passing failure or the
+         * archive-key refusal wait, 30 s after the last session, a whole upload interval after a
+         * session that ended in an error under the same policy. None: it should not (no policy,
+         * nothing queued). The OS's background windows are not affected.
+         */uploadDueMs: Int64?) {
         self.configured = configured
         self.notConfiguredReason = notConfiguredReason
         self.captureEnabled = captureEnabled
@@ -1939,6 +1954,7 @@ public struct AgentStatus: Equatable, Hashable {
         self.epoch = epoch
         self.counters = counters
         self.upload = upload
+        self.uploadDueMs = uploadDueMs
     }
 
     
@@ -1984,7 +2000,8 @@ public struct FfiConverterTypeAgentStatus: FfiConverterRustBuffer {
                 ackedThrough: FfiConverterUInt64.read(from: &buf), 
                 epoch: FfiConverterOptionUInt64.read(from: &buf), 
                 counters: FfiConverterTypeCaptureCounters.read(from: &buf), 
-                upload: FfiConverterTypeUploadState.read(from: &buf)
+                upload: FfiConverterTypeUploadState.read(from: &buf), 
+                uploadDueMs: FfiConverterOptionInt64.read(from: &buf)
         )
     }
 
@@ -2017,6 +2034,7 @@ public struct FfiConverterTypeAgentStatus: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.epoch, into: &buf)
         FfiConverterTypeCaptureCounters.write(value.counters, into: &buf)
         FfiConverterTypeUploadState.write(value.upload, into: &buf)
+        FfiConverterOptionInt64.write(value.uploadDueMs, into: &buf)
     }
 }
 

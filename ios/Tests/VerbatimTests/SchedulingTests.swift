@@ -63,38 +63,34 @@ final class SchedulingTests: XCTestCase {
         XCTAssertTrue(BackgroundUpload.shouldSubmit(request(nil), pending: request(now.addingTimeInterval(900))))
     }
 
-    // MARK: Foreground upload: the plan
+    // MARK: Foreground upload: when a session starts
 
-    func testThePlanFollowsTheAgentsStatus() async throws {
-        let options = ForegroundUpload.Options(coalesce: 2, deadline: 30, minimumInterval: 30)
+    /// The agent decides when an upload is due (`uploadDueMs`, tested in Rust:
+    /// core/src/upload/due.rs, core/tests/upload_gate.rs); the Swift adds the quiet time.
+    func testASessionStartsWhenTheAgentSaysAnUploadIsDue() async throws {
         let now = Date()
         let agent = try await openAgent(network: FakeNetwork(.offline))
+        // No policy: nothing is due, no session.
+        XCTAssertNil(try agent.status().uploadDueMs)
+        XCTAssertNil(ForegroundUpload.start(status: try agent.status(), now: now, coalesce: 2))
 
-        // No policy: nothing to upload to.
-        XCTAssertNil(ForegroundUpload.Plan().start(status: try agent.status(), now: now, options: options))
-        _ = try await agent.applyPolicy(policy(extra: ["upload_interval_minutes": 20]))
-        // Nothing queued.
-        XCTAssertNil(ForegroundUpload.Plan().start(status: try agent.status(), now: now, options: options))
+        _ = try await agent.applyPolicy(policy())
+        _ = try await agent.capture(message("due"))
+        var status = try agent.status()
+        let due = try XCTUnwrap(status.uploadDueMs)
+        XCTAssertLessThanOrEqual(Double(due) / 1_000, Date().timeIntervalSince1970 + 1, "records wait: due now")
+        // Due now: after the quiet time.
+        status.uploadDueMs = Int64(now.timeIntervalSince1970 * 1_000)
+        XCTAssertEqual(ForegroundUpload.start(status: status, now: now, coalesce: 2), now.addingTimeInterval(2))
+        // Due later (back-off, spacing, an error's interval): then.
+        status.uploadDueMs = Int64(now.addingTimeInterval(45).timeIntervalSince1970 * 1_000)
+        let later = try XCTUnwrap(ForegroundUpload.start(status: status, now: now, coalesce: 2))
+        XCTAssertEqual(later.timeIntervalSince1970, now.addingTimeInterval(45).timeIntervalSince1970, accuracy: 0.001)
 
-        _ = try await agent.capture(message("plan"))
-        let status = try agent.status()
-        // After the quiet time.
-        XCTAssertEqual(ForegroundUpload.Plan().start(status: status, now: now, options: options), now.addingTimeInterval(2))
-        // Sessions at least minimumInterval apart.
-        let recent = ForegroundUpload.Plan(lastStart: now.addingTimeInterval(-10), lastStop: .offline)
-        XCTAssertEqual(recent.start(status: status, now: now, options: options), now.addingTimeInterval(20))
-        // After an error that needs a person: the policy's interval, not every capture.
-        let failed = ForegroundUpload.Plan(lastStart: now.addingTimeInterval(-10), lastStop: .error)
-        XCTAssertEqual(failed.start(status: status, now: now, options: options), now.addingTimeInterval(20 * 60 - 10))
-        // Not before the core's back-off ends.
-        var backingOff = status
-        backingOff.upload.nextRetryMs = Int64(now.addingTimeInterval(45).timeIntervalSince1970 * 1_000)
-        let retry = try XCTUnwrap(ForegroundUpload.Plan().start(status: backingOff, now: now, options: options))
-        XCTAssertEqual(retry.timeIntervalSince1970, now.addingTimeInterval(45).timeIntervalSince1970, accuracy: 0.001)
-        // Not while the archive refuses the archive key.
-        var refused = status
-        refused.upload.archiveKeyRefused = true
-        XCTAssertNil(ForegroundUpload.Plan().start(status: refused, now: now, options: options))
+        // After a session the network refused, the agent spaces the next one.
+        _ = try await agent.upload(deadline: 5)
+        let spaced = try XCTUnwrap(try agent.status().uploadDueMs)
+        XCTAssertGreaterThan(Double(spaced) / 1_000, Date().timeIntervalSince1970 + 20)
         try await agent.shutdown()
     }
 
@@ -105,7 +101,7 @@ final class SchedulingTests: XCTestCase {
         let uploads = UploadCounter()
         let first = expectation(description: "one upload")
         let foreground = ForegroundUpload(
-            options: .init(coalesce: 0.2, deadline: 5, minimumInterval: 60),
+            options: .init(coalesce: 0.2, deadline: 5),
             status: { try agent.status() },
             upload: { _ in uploads.record(first) }
         )
@@ -126,7 +122,7 @@ final class SchedulingTests: XCTestCase {
         let none = expectation(description: "no upload")
         none.isInverted = true
         let foreground = ForegroundUpload(
-            options: .init(coalesce: 0.3, deadline: 5, minimumInterval: 60),
+            options: .init(coalesce: 0.3, deadline: 5),
             status: { try agent.status() },
             upload: { _ in uploads.record(none) }
         )
@@ -144,14 +140,15 @@ final class SchedulingTests: XCTestCase {
         try await agent.shutdown()
     }
 
-    func testNothingQueuedMeansNoUpload() async throws {
+    /// Nothing due (here: no policy, so nowhere to upload to): the session ends at once.
+    func testNothingDueMeansNoUpload() async throws {
         let agent = try await openAgent(network: FakeNetwork(.offline))
-        _ = try await agent.applyPolicy(policy())
+        XCTAssertNil(try agent.status().uploadDueMs)
         let uploads = UploadCounter()
         let none = expectation(description: "no upload")
         none.isInverted = true
         let foreground = ForegroundUpload(
-            options: .init(coalesce: 0, deadline: 5, minimumInterval: 0),
+            options: .init(coalesce: 0, deadline: 5),
             status: { try agent.status() },
             upload: { _ in uploads.record(none) }
         )
