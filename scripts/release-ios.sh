@@ -89,9 +89,11 @@ rewrite_manifest() {
   local sum tmp
   sum=$(sha256_of "$ZIP")
   [[ "$sum" =~ ^[0-9a-f]{64}$ ]] || die "could not compute the SHA-256 of $ZIP"
-  if command -v swift >/dev/null && swift package --help >/dev/null 2>&1; then
-    local swift_sum
-    swift_sum=$(cd "$(dirname "$MANIFEST")" && swift package compute-checksum "$(cd "$(dirname "$ZIP")" && pwd)/$(basename "$ZIP")")
+  # Cross-check with SwiftPM's own computation where it is installed (it needs a loadable
+  # package around it; if it cannot run, the SHA-256 above is what it would print).
+  local swift_sum
+  if command -v swift >/dev/null \
+    && swift_sum=$(cd "$(dirname "$MANIFEST")" && swift package compute-checksum "$(cd "$(dirname "$ZIP")" && pwd)/$(basename "$ZIP")" 2>/dev/null); then
     [[ "$swift_sum" == "$sum" ]] || die "swift package compute-checksum says $swift_sum, sha256 says $sum"
   fi
   tmp=$(mktemp "${MANIFEST}.XXXXXX")
