@@ -231,6 +231,21 @@ if ! privacy_check --plist "$PRIVACY" --symbols "$WORK/nm-undeclared.txt" && gre
 else
   fail "privacy check does not name the undeclared import mach_absolute_time"; sed 's/^/       /' "$WORK/privacy.out"
 fi
+# The simulator's x86_64 slice imports the 64-bit-inode variants (_fstat$INODE64): they count.
+"$PY" - "$PRIVACY" "$WORK/no-timestamps.xcprivacy" <<'PYEOF'
+import plistlib, sys
+with open(sys.argv[1], "rb") as f:
+    m = plistlib.load(f)
+m["NSPrivacyAccessedAPITypes"] = [e for e in m["NSPrivacyAccessedAPITypes"] if e["NSPrivacyAccessedAPIType"] != "NSPrivacyAccessedAPICategoryFileTimestamp"]
+with open(sys.argv[2], "wb") as f:
+    plistlib.dump(m, f)
+PYEOF
+printf '%s\n' "libverbatim_ffi.a(sqlite3.o):" '_fstat$INODE64' >"$WORK/nm-inode64.txt"
+if ! privacy_check --plist "$WORK/no-timestamps.xcprivacy" --symbols "$WORK/nm-inode64.txt" && grep -q 'imports fstat (NSPrivacyAccessedAPICategoryFileTimestamp)' "$WORK/privacy.out"; then
+  pass "privacy check sees _fstat\$INODE64 as a file timestamp API"
+else
+  fail "privacy check misses _fstat\$INODE64 (x86_64 simulator slice)"; sed 's/^/       /' "$WORK/privacy.out"
+fi
 stage "privacy manifest checked"
 
 # ------------------------------------------------------------------------------ 5. release manifest
