@@ -108,6 +108,21 @@ public final class ForegroundUpload: @unchecked Sendable {
         }
     }
 
+    /// The policy changed: a new one may end a wait the old one imposed (after an error, the
+    /// archive-key refusal). A booked session that has not started uploading is booked again
+    /// from the agent's new answer; a running one is left alone.
+    public func reconsider() {
+        let dropped: Task<Void, Never>? = locked {
+            guard active, let booked = session, !uploading else { return nil }
+            generation += 1 // the dropped session's end touches nothing
+            session = nil
+            return booked
+        }
+        guard let dropped else { return }
+        dropped.cancel()
+        requested()
+    }
+
     /// The booked or running session, if any (for tests and callers that want to wait for it).
     public var current: Task<Void, Never>? {
         locked { session }

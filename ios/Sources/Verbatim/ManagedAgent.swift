@@ -316,6 +316,7 @@ public final class ManagedAgent: @unchecked Sendable {
         guard let agent = try? await agent() else { return }
         if case .policyApplied = notice {
             reschedule(agent)
+            locked { foreground }?.reconsider()
         }
         publishFeedback(agent)
     }

@@ -140,6 +140,30 @@ final class SchedulingTests: XCTestCase {
         try await agent.shutdown()
     }
 
+    /// A session waiting for a due time far away (an error under the old policy) is booked
+    /// again when the policy changes, and runs at the new answer.
+    func testANewPolicyEndsAWaitTheOldOneImposed() async throws {
+        let agent = try await agentWithQueuedRecords()
+        var later = try agent.status()
+        later.uploadDueMs = Int64(Date().addingTimeInterval(3_600).timeIntervalSince1970 * 1_000)
+        let answer = StatusBox(later)
+        let uploads = UploadCounter()
+        let ran = expectation(description: "upload after the policy changed")
+        let foreground = ForegroundUpload(
+            options: .init(coalesce: 0, deadline: 5),
+            status: { answer.value },
+            upload: { _ in uploads.record(ran) }
+        )
+        foreground.setActive(true)
+        let waiting = try XCTUnwrap(foreground.current)
+        answer.value = try agent.status() // the new policy's answer: due now
+        foreground.reconsider()
+        await fulfillment(of: [ran], timeout: 5)
+        await waiting.value // the old booking ended without uploading
+        XCTAssertEqual(uploads.count, 1)
+        try await agent.shutdown()
+    }
+
     /// Nothing due (here: no policy, so nowhere to upload to): the session ends at once.
     func testNothingDueMeansNoUpload() async throws {
         let agent = try await openAgent(network: FakeNetwork(.offline))
@@ -181,6 +205,29 @@ final class SchedulingTests: XCTestCase {
         _ = try await agent.capture(message("queued"))
         XCTAssertGreaterThan(try agent.status().queueRecords, 0)
         return agent
+    }
+}
+
+/// A status a test can change while a session reads it.
+private final class StatusBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var status: AgentStatus
+
+    init(_ status: AgentStatus) {
+        self.status = status
+    }
+
+    var value: AgentStatus {
+        get {
+            lock.lock()
+            defer { lock.unlock() }
+            return status
+        }
+        set {
+            lock.lock()
+            status = newValue
+            lock.unlock()
+        }
     }
 }
 
