@@ -57,15 +57,17 @@ stage "host library and CLI built"
 mkdir -p "$OUT"
 JVM_CONFIG="$OUT/uniffi-jvm.toml"
 # The JVM flavour differs from the shipped Android flavour only in the object cleaner.
-printf '[crates.verbatim_ffi.bindings.kotlin]\nandroid = false\n' > "$JVM_CONFIG"
+printf '[crates.%s.bindings.kotlin]\nandroid = false\n' verbatim_ffi verbatim_core > "$JVM_CONFIG"
 rm -rf "$OUT/gen-jvm" "$OUT/gen-android"
 "$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language kotlin --no-format \
   --out-dir "$OUT/gen-jvm" --config "$JVM_CONFIG" >&2
 "$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language kotlin --no-format \
   --out-dir "$OUT/gen-android" >&2
-GEN_JVM="$OUT/gen-jvm/com/verbatim/ffi/verbatim_ffi.kt"
-GEN_ANDROID="$OUT/gen-android/com/verbatim/ffi/verbatim_ffi.kt"
-[[ -f "$GEN_JVM" && -f "$GEN_ANDROID" ]] || die "bindings not generated"
+# Two UniFFI components in one library: verbatim-ffi (com.verbatim.ffi) and verbatim-core's
+# records and enums (com.verbatim.ffi.core, core/uniffi.toml).
+GEN_JVM=("$OUT/gen-jvm/com/verbatim/ffi/verbatim_ffi.kt" "$OUT/gen-jvm/com/verbatim/ffi/core/verbatim_core.kt")
+GEN_ANDROID=("$OUT/gen-android/com/verbatim/ffi/verbatim_ffi.kt" "$OUT/gen-android/com/verbatim/ffi/core/verbatim_core.kt")
+for f in "${GEN_JVM[@]}" "${GEN_ANDROID[@]}"; do [[ -f "$f" ]] || die "bindings not generated: $f"; done
 stage "Kotlin bindings generated"
 
 # ------------------------------------------------------------------------------ compile
@@ -97,14 +99,14 @@ compile_cached() {
   stage "$name: compiled"
 }
 
-compile_cached jvm-tests "$JNA_JAR:$COROUTINES:$KTEST" "$GEN_JVM" "${NEUTRAL[@]}" "${TESTS[@]}"
+compile_cached jvm-tests "$JNA_JAR:$COROUTINES:$KTEST" "${GEN_JVM[@]}" "${NEUTRAL[@]}" "${TESTS[@]}"
 
 if [[ "${VERBATIM_SKIP_ANDROID_CHECK:-}" != 1 ]]; then
   # Compile only (nothing Android runs here): the Android-flavour bindings, the neutral
   # wrappers and the Android glue against the API 34 platform jar. kotlinx-coroutines-android
   # adds only Dispatchers.Main at run time; compiling against -core is equivalent.
   compile_cached android-check "$ANDROID_JAR:$ANDROIDX_ANNOTATION_JAR:$JNA_JAR:$COROUTINES" \
-    "$GEN_ANDROID" "${NEUTRAL[@]}" "${ANDROID_ONLY[@]}"
+    "${GEN_ANDROID[@]}" "${NEUTRAL[@]}" "${ANDROID_ONLY[@]}"
   if [[ -d "$ANDROID_GOOGLE_ONLY" ]]; then
     printf '[test-kotlin] not compiled here (needs Google Maven): %s\n' \
       "$(cd "$ROOT" && find "${ANDROID_GOOGLE_ONLY#"$ROOT"/}" -name '*.kt' | tr '\n' ' ')" >&2

@@ -6,14 +6,15 @@
 #      copies in ios/ (the Swift file, the C header, the module map);
 #   2. checks that the hand-written facade (ios/Sources/Verbatim/VerbatimAgent.swift) calls
 #      every method of the generated `AgentProtocol`, so a new Rust export is not forgotten;
-#   3. parses every .swift file under ios/ (generated and hand-written) and both Package.swift
+#   3. checks that the C module map lists every generated header;
+#   4. parses every .swift file under ios/ (generated and hand-written) and both Package.swift
 #      files with scripts/check_swift_syntax.py (tree-sitter-swift): zero syntax errors.
 #      Syntax only: no type checking, no linking; the XCTest suite needs a Mac (ios/README.md);
-#   4. checks the privacy manifest (scripts/check_privacy_manifest.py), and that the check
+#   5. checks the privacy manifest (scripts/check_privacy_manifest.py), and that the check
 #      refuses each mistake it exists for;
-#   5. checks the release rewrite of the root Package.swift (scripts/release-ios.sh --zip):
+#   6. checks the release rewrite of the root Package.swift (scripts/release-ios.sh --zip):
 #      checksum, URL, idempotence, Swift syntax, refusals;
-#   6. greps the docs for statements about iOS known to be stale.
+#   7. greps the docs for statements about iOS known to be stale.
 # Last line: `N passed, M failed`; exit 1 on any failure.
 #
 # Usage: scripts/test-swift.sh            check
@@ -34,7 +35,7 @@ UPDATE=0
 case "${1:-}" in
   "") ;;
   --update) UPDATE=1 ;;
-  -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) printf 'usage: %s [--update]\n' "$0" >&2; exit 2 ;;
 esac
 
@@ -45,13 +46,19 @@ case "$(uname -s)" in
   *) LIB="$LIB_DIR/libverbatim_ffi.so" ;;
 esac
 IOS="$ROOT/ios"
-# generated file -> committed copy (the module map is renamed: Xcode and SwiftPM look for
-# `module.modulemap`, in a directory named after the module, see ios/build-xcframework.sh).
+# generated file -> committed copy. Two UniFFI components share one library: verbatim-ffi's
+# (the Agent object, the error family) and verbatim-core's records and enums (core/uniffi.toml).
+# Both Swift files go into the one VerbatimFFI module and both headers into the one C module
+# VerbatimFFIFFI, whose module map is ours (UniFFI writes one per component; Xcode and SwiftPM
+# look for `module.modulemap` in a directory named after the module): check 4 below keeps it
+# listing exactly the generated headers.
 BINDINGS=(
   "VerbatimFFI.swift:Sources/VerbatimFFI/VerbatimFFI.swift"
+  "VerbatimCore.swift:Sources/VerbatimFFI/VerbatimCore.swift"
   "VerbatimFFIFFI.h:Headers/VerbatimFFIFFI/VerbatimFFIFFI.h"
-  "VerbatimFFIFFI.modulemap:Headers/VerbatimFFIFFI/module.modulemap"
+  "VerbatimCoreFFI.h:Headers/VerbatimFFIFFI/VerbatimCoreFFI.h"
 )
+MODULE_MAP="$ROOT/ios/Headers/VerbatimFFIFFI/module.modulemap"
 REGENERATE="scripts/test-swift.sh --update"
 
 T0=$(date +%s.%N)
@@ -83,7 +90,7 @@ GEN="$WORK/gen"
 "$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language swift --no-format --out-dir "$GEN" >&2
 stage "Swift bindings generated"
 
-# The generator's output must be exactly the three files we commit.
+# The generator's output must be exactly the files we commit.
 expected=$(for pair in "${BINDINGS[@]}"; do printf '%s ' "${pair%%:*}"; done | tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' ')
 actual=$(cd "$GEN" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' ')
 if [[ "$expected" == "$actual" ]]; then
@@ -145,7 +152,17 @@ else
   fail "facade coverage: $FACADE or the generated Swift is missing"
 fi
 
-# ------------------------------------------------------------------------------ 3. syntax
+# ------------------------------------------------------------------------------ 3. module map
+# The C module must expose every generated header and nothing else.
+want_headers=$(cd "$GEN" && find . -name '*.h' | sed 's|^\./||' | sort | tr '\n' ' ')
+have_headers=$(sed -nE 's/^[[:space:]]*header "([^"]+)".*/\1/p' "$MODULE_MAP" | sort | tr '\n' ' ')
+if [[ -n "$want_headers" && "$want_headers" == "$have_headers" ]]; then
+  pass "ios/Headers/VerbatimFFIFFI/module.modulemap lists every generated header: ${want_headers% }"
+else
+  fail "module.modulemap lists: ${have_headers% }; the generator wrote: ${want_headers% } (edit ios/Headers/VerbatimFFIFFI/module.modulemap)"
+fi
+
+# ------------------------------------------------------------------------------ 4. syntax
 mapfile -t SWIFT_FILES < <({ find "$IOS" -name '*.swift' -not -path '*/.build/*' -not -path '*.xcframework/*'; echo "$ROOT/Package.swift"; } | sort)
 ((${#SWIFT_FILES[@]} > 0)) || fail "no .swift files under ios/"
 for f in "${SWIFT_FILES[@]}"; do
@@ -159,7 +176,7 @@ for f in "${SWIFT_FILES[@]}"; do
 done
 stage "syntax checked"
 
-# ------------------------------------------------------------------------------ 4. privacy manifest
+# ------------------------------------------------------------------------------ 5. privacy manifest
 # The committed manifest passes scripts/check_privacy_manifest.py (keys, types, reason codes
 # from each category's approved set, exactly the declarations the package needs, listed as a
 # resource of the Verbatim target in both Package.swift files), and the check refuses each
@@ -248,7 +265,7 @@ else
 fi
 stage "privacy manifest checked"
 
-# ------------------------------------------------------------------------------ 5. release manifest
+# ------------------------------------------------------------------------------ 6. release manifest
 # scripts/release-ios.sh --zip ZIP --url URL rewrites the root Package.swift for a remote
 # XCFramework: on a copy of the committed manifest, the checksum must be the zip's SHA-256
 # (computed here independently), the URL the one given, nothing else changed, the result still
@@ -326,7 +343,7 @@ else
 fi
 stage "release manifest checked"
 
-# ------------------------------------------------------------------------------ 6. stale docs
+# ------------------------------------------------------------------------------ 7. stale docs
 # Statements about iOS that the code once made true and no longer does: each must not come
 # back in README.md, ios/README.md, android/README.md or docs/*.md. (A grep, once per known
 # statement; a careful read keeps the rest true.)

@@ -19,9 +19,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::evidence::{Cause, Counted, EvidenceState};
 use crate::model::{self, Channel, Event, in_scope, validate};
-use crate::policy::{self, Policy, Value};
+use crate::policy::{self, LogLevel, Policy, UploadSchedule, Value};
 use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
+use crate::sources::{Mark, SourceState};
 use crate::wire::Batch;
 
 /// Why capture is refused after the MDM removed the managed configuration.
@@ -45,6 +46,7 @@ impl Default for AgentOptions {
 
 /// What unenroll did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct UnenrollReport {
     /// The local store was destroyed.
     pub shredded: bool,
@@ -57,6 +59,7 @@ pub struct UnenrollReport {
 
 /// What became of a captured event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CaptureOutcome {
     /// Durable in the queue, sealed, under these sequence numbers.
@@ -68,15 +71,28 @@ pub enum CaptureOutcome {
 pub use crate::evidence::Counters;
 pub use crate::upload::UploadStatus;
 
+/// Everything about the agent, read from memory (safe on the main thread).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "AgentStatus"))]
 pub struct Status {
     /// This library's version, for MDM feedback.
     pub agent_version: String,
+    /// A policy is in force for capture (not before the first, not after the MDM withdrew it).
     pub configured: bool,
-    /// Why capture is refused when not configured (no policy yet, policy rejected, ...).
+    /// Why capture is refused when not configured (no policy yet, policy rejected, withdrawn).
     pub not_configured_reason: Option<String>,
-    /// Captures are accepted right now (configured and queue not full).
+    /// Captures are accepted right now (configured, queue not full, agent open).
     pub capture_enabled: bool,
+    /// Policy `fail_closed`: when `capture_enabled` is false the app must block sending
+    /// business messages. True when no policy is in force for capture (fail closed by default).
+    pub fail_closed: bool,
+    /// Policy `disclaimer_text`: the notice to show; None means the app's built-in notice.
+    pub disclaimer_text: Option<String>,
+    /// The policy's log level (the default, `Info`, before any policy).
+    pub log_level: LogLevel,
+    /// What the platform's upload scheduler should wait for; None without a policy. Kept while
+    /// the policy is withdrawn: what is queued still has to go.
+    pub upload_schedule: Option<UploadSchedule>,
     pub channels: Vec<Channel>,
     pub tenant_id: Option<String>,
     pub device_id: Option<String>,
@@ -90,8 +106,8 @@ pub struct Status {
     pub queue_full: bool,
     /// Pending records are older than the policy's `pending_alert_hours`.
     pub pending_stale: bool,
-    /// Causes for which capture is unavailable right now (serialised in their text form:
-    /// `not_configured`, `queue_full`, `disk_full`, `channel_disabled:<channel>`).
+    /// Causes for which capture is unavailable right now, in their text form (`not_configured`,
+    /// `policy_withdrawn`, `queue_full`, `disk_full`, `channel_disabled:<channel>`).
     pub unavailable: Vec<Cause>,
     pub last_heartbeat_ms: i64,
     pub oldest_pending_ms: Option<i64>,
@@ -126,6 +142,8 @@ struct Inner {
     clock_watch: Mutex<ClockWatch>,
     uploader: crate::upload::UploaderState,
     evidence: Mutex<EvidenceState>,
+    /// Key of capture sources' content digests ([`crate::sources`]).
+    source_digest_key: [u8; 32],
     closed: AtomicBool,
 }
 
@@ -168,6 +186,7 @@ impl Agent {
             clock,
             uploader: Default::default(),
             evidence: Mutex::new(EvidenceState::load(info.evidence_json.as_deref(), now)),
+            source_digest_key: digest_key(&info.source_digest_key)?,
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
@@ -403,6 +422,10 @@ impl Agent {
 
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
     pub async fn capture(&self, event: Event) -> Result<CaptureOutcome> {
+        self.capture_with(event, Vec::new()).await
+    }
+
+    async fn capture_with(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
         self.check_open()?;
         let Some(policy) = self.capture_policy() else {
             {
@@ -434,7 +457,7 @@ impl Agent {
         self.tick().await?;
         let kind = event.kind();
         let records = records_of(&policy, event, now)?;
-        let result = self.inner.queue.append(records).await;
+        let result = self.inner.queue.append_marked(records, marks).await;
         match result {
             Ok(o) => {
                 tracing::trace!(kind, first_seq = o.first_seq, last_seq = o.last_seq, "capture: durable");
@@ -470,6 +493,38 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// [`Agent::capture`] for a capture source: `marks` (what the source has now seen, see
+    /// [`crate::sources`]) commit in the same transaction as the event's records, so a crash
+    /// leaves both or neither. An out-of-scope event stores nothing but the marks; a refused
+    /// capture (not configured, queue full, invalid) stores nothing at all, and the source
+    /// offers the event again at its next scan.
+    pub async fn capture_marked(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
+        let outcome = self.capture_with(event, marks.clone()).await?;
+        if outcome == CaptureOutcome::OutOfScope && !marks.is_empty() {
+            self.save_marks(marks).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Saves a capture source's marks with nothing captured (a first scan's baseline, rows
+    /// seen and deliberately left alone).
+    pub async fn save_marks(&self, marks: Vec<Mark>) -> Result<()> {
+        self.check_open()?;
+        self.inner.queue.save_marks(marks, self.inner.clock.now_ms()).await
+    }
+
+    /// Everything a capture source saved: key → value. Reads the store: background-only.
+    pub fn source_state(&self, source: &str) -> Result<SourceState> {
+        self.check_open()?;
+        self.inner.queue.source_state(source)
+    }
+
+    /// A keyed hash of `bytes` (HMAC-SHA256 under this store's random digest key, separated by
+    /// source), for a source to remember content by fingerprint, never by text.
+    pub fn content_digest(&self, source: &str, bytes: &[u8]) -> [u8; 32] {
+        crate::sources::digest(&self.inner.source_digest_key, source, bytes)
     }
 
     /// Blocking form of [`Agent::capture`], for background threads.
@@ -527,6 +582,7 @@ impl Agent {
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
         let policy = self.capture_policy();
+        let uploading_under = self.policy();
         let now = self.inner.clock.now_ms();
         let configured = policy.is_some();
         // One lock at a time: a guard in a struct expression lives to the end of the statement.
@@ -537,7 +593,7 @@ impl Agent {
         let upload = self.inner.uploader.status();
         // Under the policy uploads run under: also while withdrawn (the queue keeps uploading).
         let upload_due_ms = self.inner.uploader.app_upload_due_ms(
-            self.policy().as_deref(),
+            uploading_under.as_deref(),
             snap.pending_count,
             now,
             self.inner.clock.monotonic_ms(),
@@ -548,6 +604,10 @@ impl Agent {
             configured,
             not_configured_reason,
             capture_enabled: configured && !snap.full && !self.inner.closed.load(Ordering::Acquire),
+            fail_closed: policy.as_ref().is_none_or(|p| p.fail_closed),
+            disclaimer_text: policy.as_ref().and_then(|p| p.disclaimer_text.clone()),
+            log_level: uploading_under.as_ref().map_or(LogLevel::Info, |p| p.log_level),
+            upload_schedule: uploading_under.as_ref().map(|p| p.upload_schedule()),
             channels: policy.as_ref().map(|p| p.capture_channels.iter().copied().collect()).unwrap_or_default(),
             tenant_id: snap.stream.as_ref().map(|s| s.tenant.clone()),
             device_id: snap.stream.as_ref().map(|s| s.device.clone()),
@@ -701,6 +761,14 @@ impl Agent {
 }
 
 /// Why an attachment is archived as metadata only, or None when it is captured in full.
+/// The store's source digest key, from its hex form in `meta`.
+fn digest_key(hex_key: &str) -> Result<[u8; 32]> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the store's source digest key is malformed; run `verbatim recover`"))
+}
+
 fn omission_reason(policy: &Policy, enabled: bool, disabled_reason: &str, path: &Path) -> std::result::Result<u64, String> {
     if !enabled {
         return Err(disabled_reason.to_string());

@@ -104,6 +104,7 @@ pub struct Tally {
 
 /// Capture requests since the agent opened, for its status (memory only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "CaptureCounters"))]
 pub struct Counters {
     pub captured: u64,
     pub out_of_scope: u64,

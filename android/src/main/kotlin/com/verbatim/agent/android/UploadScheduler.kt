@@ -4,8 +4,8 @@ import android.app.job.JobInfo
 import android.app.job.JobScheduler
 import android.content.ComponentName
 import android.content.Context
-import com.verbatim.ffi.RequiredNetwork
-import com.verbatim.ffi.UploadSchedule
+import com.verbatim.ffi.core.RequiredNetwork
+import com.verbatim.ffi.core.UploadSchedule
 
 /**
  * Keeps the upload job scheduled as the policy in force says (`AgentStatus.uploadSchedule`,
