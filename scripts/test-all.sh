@@ -27,7 +27,7 @@ bash scripts/test-kotlin.sh
 stage "Swift syntax checker self-test"
 bash scripts/test_check_swift_syntax.sh
 
-stage "Swift: bindings in sync with the library, facade coverage, syntax of every .swift file under ios/"
+stage "Swift: bindings in sync with the library, facade coverage, syntax of every .swift file and manifest, privacy manifest, release manifest rewrite, stale iOS statements in the docs"
 bash scripts/test-swift.sh
 
 stage "Supply chain: cargo deny offline (advisories, licenses, bans, sources), and proof it fails on an unmaintained crate"

@@ -117,6 +117,10 @@ pub struct Status {
     pub epoch: Option<u64>,
     pub counters: Counters,
     pub upload: UploadStatus,
+    /// When the app may start an upload on its own, soon after a capture while it is in the
+    /// foreground (wall-clock ms; None: it should not, no policy or nothing queued). See
+    /// `upload::due`. The OS's background windows are not affected.
+    pub upload_due_ms: Option<i64>,
 }
 
 /// Notices wall-clock jumps by comparing it with the monotonic clock.
@@ -601,6 +605,13 @@ impl Agent {
             (ev.pending_alert_raised, ev.windows.keys().cloned().collect(), ev.last_heartbeat_ms, ev.since_open.clone())
         };
         let upload = self.inner.uploader.status();
+        // Under the policy uploads run under: also while withdrawn (the queue keeps uploading).
+        let upload_due_ms = self.inner.uploader.app_upload_due_ms(
+            uploading_under.as_deref(),
+            snap.pending_count,
+            now,
+            self.inner.clock.monotonic_ms(),
+        );
         let not_configured_reason = (!configured).then(|| lock(&self.inner.not_configured_reason).clone());
         Status {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -632,6 +643,7 @@ impl Agent {
             epoch: snap.epoch,
             counters,
             upload,
+            upload_due_ms,
         }
     }
 
