@@ -3,6 +3,7 @@ package com.verbatim.agent.android
 import android.app.job.JobParameters
 import android.app.job.JobService
 import android.util.Log
+import com.verbatim.ffi.StopReason
 import com.verbatim.ffi.VerbatimException
 import java.util.concurrent.ConcurrentHashMap
 import kotlin.time.Duration.Companion.minutes
@@ -28,19 +29,25 @@ class UploadJobService : JobService() {
 
     override fun onStartJob(params: JobParameters): Boolean {
         running[params.jobId] = scope.launch {
+            var reschedule = false
             try {
                 val agent = AndroidAgent.get(applicationContext)
                 val report = agent.upload(UPLOAD_DEADLINE)
                 Log.i(TAG, "upload: ${report.stopped}, ${report.recordsSent} records, acked through ${report.ackedThrough}")
+                // The job started on a network that is gone (or no longer allowed) by the time the
+                // upload looked: run again soon, with the job's backoff, not at the next period.
+                reschedule = report.stopped in RETRY_WITH_BACKOFF
                 if (report.retrySoon) UploadScheduler.scheduleSoon(applicationContext, agent.status().uploadSchedule)
                 AndroidAgent.refresh(applicationContext)
             } catch (e: CancellationException) {
                 throw e
+            } catch (e: CaptureUnavailableException) {
+                Log.e(TAG, "upload not run: capture unavailable: ${e.reason}")
             } catch (e: VerbatimException) {
                 // Typed and metadata-only; the next scheduled window tries again.
                 Log.w(TAG, "upload not run: ${e.kind()}: ${e.message}")
             } finally {
-                if (running.remove(params.jobId) != null && isActive) jobFinished(params, false)
+                if (running.remove(params.jobId) != null && isActive) jobFinished(params, reschedule)
             }
         }
         return true // work continues on the coroutine
@@ -61,5 +68,8 @@ class UploadJobService : JobService() {
 
         /** Inside JobScheduler's 10-minute execution limit, with room for the report. */
         val UPLOAD_DEADLINE = 8.minutes
+
+        /** Stops that mean "no usable network after all": retried with backoff. */
+        private val RETRY_WITH_BACKOFF = setOf(StopReason.OFFLINE, StopReason.NOT_ALLOWED)
     }
 }

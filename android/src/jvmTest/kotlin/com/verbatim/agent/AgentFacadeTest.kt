@@ -28,7 +28,6 @@ import java.util.Base64
 import java.util.UUID
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.atomic.AtomicInteger
-import kotlin.system.exitProcess
 import kotlin.test.assertContains
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
@@ -45,11 +44,14 @@ import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
+import org.junit.Test
+import org.junit.runner.RunWith
+import org.robolectric.RobolectricTestRunner
+import org.robolectric.annotation.Config
 
-// Kotlin layer tests on the desktop JVM, against the host build of libverbatim_ffi (with the
-// `test-hooks` feature) and, for upload, the reference receiver on loopback over TLS.
-// Run by scripts/test-kotlin.sh, which passes the receiver's details in VERBATIM_* variables.
-// Plain `main` runner: prints one line per test and a last line `N passed, M failed`.
+// The Kotlin facade's tests, against the host build of libverbatim_ffi (with the `test-hooks`
+// feature) and, for upload, the reference receiver on loopback over TLS. Run by Surefire through
+// scripts/test-kotlin.sh, which passes the receiver's details in VERBATIM_* variables.
 
 const val LINE = "+15550100"
 const val PEER = "+15550199"
@@ -665,41 +667,70 @@ suspend fun testFeedback() {
     }
 }
 
-// ------------------------------------------------------------------------------------ runner
+// ------------------------------------------------------------------------------------ JUnit
 
-fun main() {
-    val tests: List<Pair<String, suspend () -> Unit>> = listOf(
-        "tree conversion from Map/List/arrays" to ::testTreeConversion,
-        "shared value-conversion table (core/tests/data)" to ::testSharedConversionTable,
-        "policy: valid, then rejected with every key" to ::testPolicyValidAndRejected,
-        "capture every event type" to ::testCaptureEveryType,
-        "8 coroutines x 50 captures: all captured, contiguous" to ::testConcurrentCaptures,
-        "network offline / metered / roaming: nothing sent" to ::testNetworkOfflineAndNotAllowed,
-        "full upload to the receiver over TLS" to ::testFullUpload,
-        "cancelled upload stops; the next one runs" to ::testUploadCancellation,
-        "cancelUpload() stops a running upload: CANCELLED" to ::testCancelUpload,
-        "log sink: level filter, no content, no secrets" to ::testLogSinkFiltering,
-        "Kotlin callbacks throwing: typed errors, no crash" to ::testCallbacksThrowing,
-        "panics become typed errors" to ::testPanicsAreTyped,
-        "close and reopen" to ::testCloseAndReopen,
-        "MDM feedback entries" to ::testFeedback,
-    )
-    val only = System.getenv("VERBATIM_TEST_FILTER")
-    var passed = 0
-    var failed = 0
-    for ((name, test) in tests) {
-        if (only != null && !name.contains(only)) continue
-        val start = System.nanoTime()
-        try {
-            runBlocking { withTimeout(60.seconds) { test() } }
-            passed++
-            println("PASS  $name (${(System.nanoTime() - start) / 1_000_000} ms)")
-        } catch (e: Throwable) {
-            failed++
-            println("FAIL  $name (${(System.nanoTime() - start) / 1_000_000} ms): $e")
-            e.printStackTrace(System.out)
-        }
-    }
-    println("$passed passed, $failed failed")
-    exitProcess(if (failed == 0) 0 else 1)
+/**
+ * The facade's tests, run by Surefire under Robolectric (API 34): the bindings are the Android
+ * flavour the AAR ships (`android = true`, SystemCleaner), which needs the framework classes.
+ */
+@RunWith(RobolectricTestRunner::class)
+@Config(sdk = [34], manifest = Config.NONE)
+class AgentFacadeTest {
+    private fun run(test: suspend () -> Unit) = runBlocking { withTimeout(60.seconds) { test() } }
+
+    /** tree conversion from Map/List/arrays */
+    @Test
+    fun treeConversion() = run(::testTreeConversion)
+
+    /** shared value-conversion table (core/tests/data) */
+    @Test
+    fun sharedConversionTable() = run(::testSharedConversionTable)
+
+    /** policy: valid, then rejected with every key */
+    @Test
+    fun policyValidAndRejected() = run(::testPolicyValidAndRejected)
+
+    /** capture every event type */
+    @Test
+    fun captureEveryType() = run(::testCaptureEveryType)
+
+    /** 8 coroutines x 50 captures: all captured, contiguous */
+    @Test
+    fun concurrentCaptures() = run(::testConcurrentCaptures)
+
+    /** network offline / metered / roaming: nothing sent */
+    @Test
+    fun networkOfflineAndNotAllowed() = run(::testNetworkOfflineAndNotAllowed)
+
+    /** full upload to the receiver over TLS */
+    @Test
+    fun fullUpload() = run(::testFullUpload)
+
+    /** cancelled upload stops; the next one runs */
+    @Test
+    fun uploadCancellation() = run(::testUploadCancellation)
+
+    /** cancelUpload() stops a running upload: CANCELLED */
+    @Test
+    fun cancelUpload() = run(::testCancelUpload)
+
+    /** log sink: level filter, no content, no secrets */
+    @Test
+    fun logSinkFiltering() = run(::testLogSinkFiltering)
+
+    /** Kotlin callbacks throwing: typed errors, no crash */
+    @Test
+    fun callbacksThrowing() = run(::testCallbacksThrowing)
+
+    /** panics become typed errors */
+    @Test
+    fun panicsAreTyped() = run(::testPanicsAreTyped)
+
+    /** close and reopen */
+    @Test
+    fun closeAndReopen() = run(::testCloseAndReopen)
+
+    /** MDM feedback entries */
+    @Test
+    fun feedback() = run(::testFeedback)
 }

@@ -1,0 +1,134 @@
+package com.verbatim.agent.android
+
+import android.app.Activity
+import android.content.Intent
+import android.net.NetworkCapabilities
+import android.os.Bundle
+import androidx.enterprise.feedback.RecordingKeyedAppStatesReporter
+import kotlin.test.assertEquals
+import kotlin.test.assertFalse
+import kotlin.test.assertIs
+import kotlin.test.assertNotNull
+import kotlin.test.assertTrue
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.awaitAll
+import kotlinx.coroutines.runBlocking
+import org.junit.After
+import org.junit.Before
+import org.junit.Test
+import org.junit.runner.RunWith
+import org.robolectric.Robolectric
+import org.robolectric.RobolectricTestRunner
+import org.robolectric.Shadows.shadowOf
+import org.robolectric.annotation.Config
+
+/** AndroidAgent against the real framework: restrictions, the broadcast, resumes, JobScheduler. */
+@RunWith(RobolectricTestRunner::class)
+@Config(sdk = [34], manifest = Config.NONE)
+class AndroidAgentTest {
+    @Before
+    fun setUp() = resetAndroidAgent()
+
+    @After
+    fun tearDown() = resetAndroidAgent()
+
+    private val restrictionsChanged = Intent(Intent.ACTION_APPLICATION_RESTRICTIONS_CHANGED)
+
+    private fun startAndOpen(reporter: RecordingKeyedAppStatesReporter? = null, jobIds: UploadJobIds = UploadJobIds.DEFAULT) =
+        runBlocking {
+            AndroidAgent.start(app(), feedback = reporter?.let { KeyedAppStatesPublisher(it) }, jobIds = jobIds)
+            AndroidAgent.get(app())
+        }
+
+    @Test
+    fun startAppliesTheManagedConfigurationAndSchedulesUploads() {
+        setRestrictions(managedPolicy("start-1", mapOf("upload_interval_minutes" to 30)))
+        val agent = startAndOpen()
+        assertIs<AgentState.Ready>(AndroidAgent.state)
+        assertEquals("start-1", agent.status().policyVersion)
+        val job = assertNotNull(jobScheduler().getPendingJob(UploadJobIds.DEFAULT_PERIODIC), "periodic upload job")
+        assertEquals(30 * 60_000L, job.intervalMillis)
+        assertTrue(job.isPersisted)
+        // The job waits for the network ConnectivityNetworkState calls usable: validated Internet.
+        val request = assertNotNull(job.requiredNetwork)
+        assertTrue(request.hasCapability(NetworkCapabilities.NET_CAPABILITY_VALIDATED))
+        assertTrue(request.hasCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET))
+    }
+
+    @Test
+    fun theBroadcastAppliesANewConfiguration() {
+        setRestrictions(managedPolicy("bc-1"))
+        startAndOpen()
+        // Exactly one receiver for the broadcast while started.
+        assertEquals(1, shadowOf(app()).getReceiversForIntent(restrictionsChanged).size)
+        setRestrictions(managedPolicy("bc-2"))
+        app().sendBroadcast(restrictionsChanged)
+        eventually(what = "policy bc-2 in force after the broadcast") { app().policyVersion() == "bc-2" }
+    }
+
+    @Test
+    fun anActivityResumeAppliesANewConfiguration() {
+        setRestrictions(managedPolicy("resume-1"))
+        startAndOpen()
+        setRestrictions(managedPolicy("resume-2"))
+        Robolectric.buildActivity(Activity::class.java).setup() // created, started, resumed
+        eventually(what = "policy resume-2 in force after a resume") { app().policyVersion() == "resume-2" }
+    }
+
+    @Test
+    fun concurrentAppliesEndWithTheLatestConfiguration() = runBlocking {
+        setRestrictions(managedPolicy("order-0"))
+        startAndOpen()
+        // Resumes and broadcasts racing with changes: whatever order they run in, the policy in
+        // force at the end is the last Bundle pushed (each apply reads the Bundle in its turn).
+        for (round in 1..5) {
+            val applies = (1..6).map { i ->
+                async(Dispatchers.Default) {
+                    setRestrictions(managedPolicy("order-$round-$i"))
+                    AndroidAgent.applyManagedConfig(app())
+                }
+            }
+            applies.awaitAll()
+            setRestrictions(managedPolicy("order-$round-final"))
+            (1..3).map { async(Dispatchers.Default) { AndroidAgent.applyManagedConfig(app()) } }.awaitAll()
+            assertEquals("order-$round-final", AndroidAgent.get(app()).status().policyVersion)
+        }
+        // Back to an earlier configuration: applied again (the "unchanged" check compares with
+        // the last one applied, not with a stale read).
+        setRestrictions(managedPolicy("order-1-final"))
+        AndroidAgent.applyManagedConfig(app())
+        assertEquals("order-1-final", AndroidAgent.get(app()).status().policyVersion)
+    }
+
+    @Test
+    fun stopUnregistersTheReceiverAndTheActivityCallbacks() = runBlocking {
+        setRestrictions(managedPolicy("stop-1"))
+        startAndOpen()
+        assertTrue(shadowOf(app()).hasReceiverForIntent(restrictionsChanged))
+        AndroidAgent.stop()
+        assertFalse(shadowOf(app()).hasReceiverForIntent(restrictionsChanged), "receiver left registered")
+        assertIs<AgentState.NotStarted>(AndroidAgent.state)
+        // Started again: one receiver, not two.
+        startAndOpen()
+        assertEquals(1, shadowOf(app()).getReceiversForIntent(restrictionsChanged).size)
+    }
+
+    @Test
+    fun jobIdsAreConfigurable() {
+        setRestrictions(managedPolicy("ids-1"))
+        startAndOpen(jobIds = UploadJobIds(periodic = 4242, soon = 4243))
+        assertNotNull(jobScheduler().getPendingJob(4242))
+        assertEquals(null, jobScheduler().getPendingJob(UploadJobIds.DEFAULT_PERIODIC))
+    }
+
+    @Test
+    fun healthIsPublishedToTheMdmWithErrorsImmediately() {
+        val reporter = RecordingKeyedAppStatesReporter()
+        setRestrictions(Bundle()) // nothing configured yet: an error for the admin
+        startAndOpen(reporter)
+        assertTrue(reporter.immediate.isNotEmpty(), "the not-configured error goes out at once")
+        val configured = reporter.immediate.last().single { it.getKey() == "verbatim.configured" }
+        assertEquals(androidx.enterprise.feedback.KeyedAppState.SEVERITY_ERROR, configured.getSeverity())
+    }
+}
