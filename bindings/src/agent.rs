@@ -218,6 +218,16 @@ impl Agent {
         runtime::spawn("apply_policy", OnCancel::Finish, async move { shared.apply_policy(tree.into()).await }).await
     }
 
+    /// The MDM removed the managed configuration: call it when the platform finds none after
+    /// a policy was in force. Records a `policy_withdrawn` event; capture then fails closed
+    /// with `NotConfigured` (the app blocks business messaging) while what is queued keeps
+    /// uploading. Nothing is deleted. `apply_policy` resumes capture. Returns false (nothing
+    /// recorded) when no policy is in force or it was already withdrawn.
+    pub async fn withdraw_policy(&self) -> Result<bool> {
+        let shared = self.shared.clone();
+        runtime::spawn("withdraw_policy", OnCancel::Finish, async move { Ok(shared.core.withdraw_policy().await?) }).await
+    }
+
     /// Captures a message. Returns once it is durable (or dropped as out of scope).
     pub async fn capture_message(&self, event: MessageEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();

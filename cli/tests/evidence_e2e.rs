@@ -174,3 +174,34 @@ async fn operator_commands_upload_and_unenroll_a_simulated_device() {
     assert_eq!(again.status.code(), Some(2), "nothing left to upload from");
     a.receiver.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_policy_stops_capture_while_the_queue_still_reaches_the_archive() {
+    let a = archive().await;
+    let device = tempfile::tempdir().unwrap();
+    let agent = Agent::open(device.path(), AgentOptions::default()).unwrap();
+    agent.apply_policy(&a.policy("dev-withdrawn")).await.unwrap();
+    for n in 1..=4 {
+        agent.capture(message(n)).await.unwrap();
+    }
+    // The MDM removes the configuration with four captures (and the agent's events) queued.
+    let queued = agent.status().queue_records;
+    assert!(agent.withdraw_policy().await.unwrap());
+    assert_eq!(agent.capture(message(5)).await.unwrap_err().kind, verbatim_core::ErrorKind::NotConfigured);
+    let report = agent.upload(UploadOptions::new(Duration::from_secs(20), NetworkState::Unmetered)).await;
+    assert_eq!(report.stopped, StopReason::Done, "{report:?}");
+    assert_eq!(agent.status().queue_records, 0, "everything queued was acknowledged");
+    let v = verbatim_receiver::verify(&a.dir.path().join("data")).unwrap();
+    assert!(v.ok(), "{}", v.to_text());
+    let events = a.exported_agent_events();
+    let withdrawn = events.iter().find(|e| e["event"] == "policy_withdrawn").expect("policy_withdrawn archived");
+    assert_eq!(withdrawn["pending_records"], queued);
+    let messages = walk(&a.dir.path().join("export"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "jsonl"))
+        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| l.contains("\"type\":\"message\""))
+        .count();
+    assert_eq!(messages, 4);
+    a.receiver.shutdown().await;
+}

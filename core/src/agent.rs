@@ -24,6 +24,9 @@ use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use crate::wire::Batch;
 
+/// Why capture is refused after the MDM removed the managed configuration.
+const WITHDRAWN_REASON: &str = "the MDM removed the managed configuration; capture resumes when one is pushed again";
+
 /// A wall clock that moves this much more or less than the monotonic clock has jumped.
 pub const CLOCK_JUMP_TOLERANCE_MS: i64 = 60_000;
 
@@ -110,6 +113,9 @@ struct Inner {
     dir: PathBuf,
     queue: Queue,
     policy: RwLock<Option<Arc<Policy>>>,
+    /// The MDM removed the managed configuration: the policy stays for uploading what is
+    /// queued, capture is refused. Persisted as the open `policy_withdrawn` evidence window.
+    withdrawn: AtomicBool,
     not_configured_reason: Mutex<String>,
     generated_device_id: String,
     clock: Arc<dyn Clock>,
@@ -151,6 +157,7 @@ impl Agent {
             dir: dir.to_path_buf(),
             queue,
             policy: RwLock::new(None),
+            withdrawn: AtomicBool::new(false),
             not_configured_reason: Mutex::new("no policy has been applied".into()),
             generated_device_id: info.generated_device_id.clone(),
             clock_watch: Mutex::new(ClockWatch { wall_ms: now, mono_ms: clock.monotonic_ms() }),
@@ -177,6 +184,9 @@ impl Agent {
         if agent.policy().is_none() {
             let reason = lock(&agent.inner.not_configured_reason).clone();
             lock(&agent.inner.evidence).open_window(Cause::NotConfigured, &reason, now, false);
+        } else if lock(&agent.inner.evidence).windows.contains_key(&Cause::PolicyWithdrawn) {
+            agent.inner.withdrawn.store(true, Ordering::Release);
+            *lock(&agent.inner.not_configured_reason) = WITHDRAWN_REASON.into();
         }
         block_on(agent.save_evidence(events))?;
         block_on(agent.tick())?;
@@ -250,9 +260,43 @@ impl Agent {
         Ok(())
     }
 
-    /// The policy in force, if any.
+    /// The policy in force, if any (also while withdrawn: it still says where the queue goes).
     pub fn policy(&self) -> Option<Arc<Policy>> {
         self.inner.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The policy capture runs under: none before a policy and after the MDM withdrew it.
+    fn capture_policy(&self) -> Option<Arc<Policy>> {
+        if self.inner.withdrawn.load(Ordering::Acquire) { None } else { self.policy() }
+    }
+
+    /// The MDM removed the managed configuration (the platform layer saw it disappear).
+    /// Records a `policy_withdrawn` agent event and stops capture: from now on it fails closed
+    /// with `NotConfigured`, as before the first policy, so the app blocks business messaging.
+    /// Nothing is deleted: what is queued is the firm's record and keeps uploading under the
+    /// withdrawn policy's archive settings. The state survives restarts; applying a
+    /// configuration again (even the same one) resumes capture, and the interval is evidenced
+    /// as a `capture_unavailable` window with cause `policy_withdrawn`. Destroying the store is
+    /// unenroll's job, never this one's. Returns false (and records nothing) when no policy is
+    /// in force or it was already withdrawn.
+    pub async fn withdraw_policy(&self) -> Result<bool> {
+        self.check_open()?;
+        let Some(policy) = self.capture_policy() else { return Ok(false) };
+        let now = self.inner.clock.now_ms();
+        let snap = self.inner.queue.snapshot();
+        let event = AgentEvent::PolicyWithdrawn {
+            policy_version: policy.policy_version.clone(),
+            fingerprint: snap.policy_fingerprint.clone().unwrap_or_default(),
+            pending_records: snap.pending_count,
+        };
+        lock(&self.inner.evidence).open_window(Cause::PolicyWithdrawn, WITHDRAWN_REASON, now, false);
+        // The event and the open window commit together: after a crash either both are
+        // stored or neither is.
+        self.save_evidence(vec![event]).await?;
+        *lock(&self.inner.not_configured_reason) = WITHDRAWN_REASON.into();
+        self.inner.withdrawn.store(true, Ordering::Release);
+        tracing::info!(pending = snap.pending_count, "policy: withdrawn by the MDM; capture stops, the queue keeps uploading");
+        Ok(true)
     }
 
     /// Validates and applies a managed configuration tree. On any problem the policy in force
@@ -293,6 +337,7 @@ impl Agent {
                 tracing::info!(fingerprint = &fingerprint[..16], unchanged, warnings = parsed.warnings.len(), "policy: applied");
                 let channels = new.capture_channels.clone();
                 *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(new));
+                self.inner.withdrawn.store(false, Ordering::Release);
                 self.evidence_after_policy(old.as_deref(), &channels, now).await?;
                 Ok(parsed.warnings)
             }
@@ -334,7 +379,7 @@ impl Agent {
     ) -> Result<()> {
         let events = {
             let mut ev = lock(&self.inner.evidence);
-            let mut closing = vec![Cause::NotConfigured];
+            let mut closing = vec![Cause::NotConfigured, Cause::PolicyWithdrawn];
             if let Some(old) = old {
                 for c in old.capture_channels.difference(channels) {
                     ev.open_window(Cause::ChannelDisabled(*c), "switched off by policy", now, false);
@@ -355,11 +400,13 @@ impl Agent {
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
     pub async fn capture(&self, event: Event) -> Result<CaptureOutcome> {
         self.check_open()?;
-        let Some(policy) = self.policy() else {
+        let Some(policy) = self.capture_policy() else {
             {
+                let cause =
+                    if self.inner.withdrawn.load(Ordering::Acquire) { Cause::PolicyWithdrawn } else { Cause::NotConfigured };
                 let mut ev = lock(&self.inner.evidence);
                 ev.count(Counted::RefusedNotConfigured);
-                ev.count_in_window(Cause::NotConfigured);
+                ev.count_in_window(cause);
             }
             let reason = lock(&self.inner.not_configured_reason).clone();
             return Err(Error::new(ErrorKind::NotConfigured, format!("capture refused: agent not configured ({reason})")));
@@ -475,7 +522,7 @@ impl Agent {
     /// Everything about the agent's state, from memory: safe on any thread.
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
-        let policy = self.policy();
+        let policy = self.capture_policy();
         let now = self.inner.clock.now_ms();
         let configured = policy.is_some();
         // One lock at a time: a guard in a struct expression lives to the end of the statement.
@@ -567,7 +614,7 @@ impl Agent {
     /// The client notice the app must show or send in this conversation now, if any (policy
     /// `disclaimer_text` and `disclaimer_mode`). Memory only.
     pub fn disclaimer_due(&self, channel: Channel, conversation_id: &str) -> Option<String> {
-        let policy = self.policy()?;
+        let policy = self.capture_policy()?;
         let now = self.inner.clock.now_ms();
         let due = lock(&self.inner.evidence).disclaimer_due(&policy, channel, conversation_id, now);
         if due { policy.disclaimer_text.clone() } else { None }
@@ -577,7 +624,7 @@ impl Agent {
     /// conversation and remember it for the schedule.
     pub async fn disclaimer_shown(&self, meta: model::EventMeta) -> Result<CaptureOutcome> {
         self.check_open()?;
-        let Some(policy) = self.policy() else {
+        let Some(policy) = self.capture_policy() else {
             return Err(Error::new(ErrorKind::NotConfigured, "no policy in force"));
         };
         let Some(text) = policy.disclaimer_text.clone() else {

@@ -19,12 +19,14 @@ const HOUR_MS: i64 = 3600 * 1000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Why capture is unavailable: the key of a could-not-record window. Its text form
-/// (`not_configured`, `queue_full`, `disk_full`, `channel_disabled:<channel>`) is what status,
-/// MDM feedback (`verbatim.unavailable`), the saved state and `capture_unavailable` events say.
+/// (`not_configured`, `policy_withdrawn`, `queue_full`, `disk_full`,
+/// `channel_disabled:<channel>`) is what status, MDM feedback (`verbatim.unavailable`), the saved state and `capture_unavailable` events say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
     /// No valid policy in force.
     NotConfigured,
+    /// The MDM removed the managed configuration: capture stops until one is pushed again.
+    PolicyWithdrawn,
     /// The queue reached `queue_max_mb`.
     QueueFull,
     /// The device's storage is full.
@@ -40,6 +42,7 @@ impl Cause {
     pub fn parse(text: &str) -> Option<Cause> {
         match text {
             "not_configured" => Some(Cause::NotConfigured),
+            "policy_withdrawn" => Some(Cause::PolicyWithdrawn),
             "queue_full" => Some(Cause::QueueFull),
             "disk_full" => Some(Cause::DiskFull),
             _ => text.strip_prefix(Self::CHANNEL_PREFIX).and_then(Channel::parse).map(Cause::ChannelDisabled),
@@ -51,6 +54,7 @@ impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Cause::NotConfigured => f.write_str("not_configured"),
+            Cause::PolicyWithdrawn => f.write_str("policy_withdrawn"),
             Cause::QueueFull => f.write_str("queue_full"),
             Cause::DiskFull => f.write_str("disk_full"),
             Cause::ChannelDisabled(c) => write!(f, "{}{c}", Self::CHANNEL_PREFIX),
@@ -267,7 +271,10 @@ mod tests {
 
     #[test]
     fn causes_keep_their_text_form_in_the_saved_state() {
-        let all = [Cause::NotConfigured, Cause::QueueFull, Cause::DiskFull, Cause::ChannelDisabled(Channel::Whatsapp)];
+        let all = [
+            Cause::NotConfigured,
+            Cause::PolicyWithdrawn,
+            Cause::QueueFull, Cause::DiskFull, Cause::ChannelDisabled(Channel::Whatsapp)];
         for cause in all {
             assert_eq!(Cause::parse(&cause.to_string()), Some(cause));
         }

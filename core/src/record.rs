@@ -102,6 +102,14 @@ pub enum AgentEvent {
     PolicyRejected {
         problems: Vec<String>,
     },
+    /// The MDM removed the managed configuration: capture stops (fails closed) until a
+    /// configuration is pushed again; the `pending_records` already queued still go to the
+    /// archive under the withdrawn policy's archive settings.
+    PolicyWithdrawn {
+        policy_version: String,
+        fingerprint: String,
+        pending_records: u64,
+    },
     /// Capture per channel changed with a policy.
     CaptureChannels {
         enabled: Vec<Channel>,
@@ -149,7 +157,7 @@ pub enum AgentEvent {
         refused: u64,
     },
     /// Capture was unavailable from `start_ms` to `end_ms` for `cause` (`not_configured`,
-    /// `queue_full`, `disk_full`, `channel_disabled:<channel>`); `refused` counts the events
+    /// `policy_withdrawn`, `queue_full`, `disk_full`, `channel_disabled:<channel>`); `refused` counts the events
     /// refused (or, for a disabled channel, dropped) meanwhile.
     CaptureUnavailable {
         cause: String,

@@ -318,3 +318,50 @@ async fn unenroll_keeps_what_the_archive_does_not_hold_unless_forced() {
     }
     assert_eq!(agent.capture(message(2, Channel::Sms)).await.unwrap_err().kind, ErrorKind::Closed);
 }
+
+#[tokio::test]
+async fn a_withdrawn_policy_fails_capture_closed_until_a_policy_returns_across_restarts() {
+    let s = Setup::new();
+    let clock = ManualClock::new(T0);
+    let agent = clocked(&s, &clock);
+    assert!(!agent.withdraw_policy().await.unwrap(), "nothing to withdraw before a policy");
+    agent.apply_policy(&s.policy(&[])).await.unwrap();
+    agent.capture(message(1, Channel::Sms)).await.unwrap();
+    let queued = agent.status().queue_records;
+
+    clock.advance(1000);
+    assert!(agent.withdraw_policy().await.unwrap());
+    assert!(!agent.withdraw_policy().await.unwrap(), "a second withdrawal records nothing");
+    let status = agent.status();
+    assert!(!status.configured && !status.capture_enabled);
+    assert_eq!(status.unavailable, ["policy_withdrawn"]);
+    assert!(status.not_configured_reason.unwrap().contains("removed the managed configuration"));
+    assert_eq!(status.queue_records, queued + 1, "nothing queued was dropped; the event was added");
+    assert!(agent.read_batch(1 << 20).unwrap().is_some(), "the queue still reads for upload");
+    assert_eq!(agent.capture(message(2, Channel::Sms)).await.unwrap_err().kind, ErrorKind::NotConfigured);
+    assert_eq!(agent.disclaimer_due(Channel::Sms, "conv-sms"), None);
+
+    // A restart keeps capture stopped: the stored policy alone does not resume it.
+    agent.close().await.unwrap();
+    drop(agent);
+    let agent = clocked(&s, &clock);
+    assert_eq!(agent.status().unavailable, ["policy_withdrawn"]);
+    assert_eq!(agent.capture(message(3, Channel::Sms)).await.unwrap_err().kind, ErrorKind::NotConfigured);
+
+    // The configuration comes back (the same one): capture resumes and the interval, with both
+    // refusals, is evidenced.
+    clock.advance(HOUR);
+    agent.apply_policy(&s.policy(&[])).await.unwrap();
+    assert!(agent.status().capture_enabled);
+    agent.capture(message(4, Channel::Sms)).await.unwrap();
+    let withdrawals: Vec<u64> = story(&s)
+        .into_iter()
+        .filter_map(|e| match e {
+            AgentEvent::PolicyWithdrawn { pending_records, .. } => Some(pending_records),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(withdrawals, [queued]);
+    let windows: Vec<_> = unavailable(&s).into_iter().filter(|w| w.0 == "policy_withdrawn").collect();
+    assert_eq!(windows, [("policy_withdrawn".to_string(), T0 + 1000, T0 + 1000 + HOUR, 2)]);
+}
