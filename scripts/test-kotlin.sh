@@ -130,7 +130,7 @@ fi
 
 # ------------------------------------------------------------------------------ run
 stage "running the tests (mvn test)"
-mvn_args=(-B -q -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
+mvn_args=(-B -q -Dstyle.color=never -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
   "-Dverbatim.build.dir=$OUT/maven" "-Dverbatim.bindings.dir=$GEN" "-Dverbatim.lib.dir=$LIB_DIR"
   "-Dverbatim.tmp.dir=$WORK/tmp")
 if [[ -n "${VERBATIM_TEST_FILTER:-}" ]]; then

@@ -80,6 +80,15 @@ class VerbatimAgent private constructor(
 
     suspend fun applyPolicy(tree: PolicyValue): List<PolicyProblem> = ffi.applyPolicy(tree)
 
+    /**
+     * The MDM removed the managed configuration: call it when the platform finds none after a
+     * policy was in force ([com.verbatim.agent.android.AndroidAgent] does). Records a
+     * `policy_withdrawn` event; capture then fails closed with `NotConfigured` while what is
+     * queued keeps uploading; [applyPolicy] resumes capture. False when nothing was in force
+     * or it was already withdrawn.
+     */
+    suspend fun withdrawPolicy(): Boolean = ffi.withdrawPolicy()
+
     /** Captures an event; returns once it is durable (or dropped as out of scope). */
     suspend fun capture(event: MessageEvent): CaptureOutcome = ffi.captureMessage(event)
     suspend fun capture(event: EditEvent): CaptureOutcome = ffi.captureEdit(event)

@@ -2,10 +2,18 @@ package com.verbatim.agent.android
 
 import android.app.Activity
 import android.content.Intent
+import android.net.ConnectivityManager
 import android.net.NetworkCapabilities
 import android.os.Bundle
 import androidx.enterprise.feedback.RecordingKeyedAppStatesReporter
+import com.verbatim.agent.ARCHIVE
+import com.verbatim.agent.message
+import com.verbatim.agent.seqOf
+import com.verbatim.ffi.StopReason
+import com.verbatim.ffi.VerbatimException
+import kotlin.time.Duration.Companion.seconds
 import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
 import kotlin.test.assertFalse
 import kotlin.test.assertIs
 import kotlin.test.assertNotNull
@@ -22,6 +30,7 @@ import org.robolectric.Robolectric
 import org.robolectric.RobolectricTestRunner
 import org.robolectric.Shadows.shadowOf
 import org.robolectric.annotation.Config
+import org.robolectric.shadows.ShadowNetworkCapabilities
 
 /** AndroidAgent against the real framework: restrictions, the broadcast, resumes, JobScheduler. */
 @RunWith(RobolectricTestRunner::class)
@@ -130,5 +139,57 @@ class AndroidAgentTest {
         assertTrue(reporter.immediate.isNotEmpty(), "the not-configured error goes out at once")
         val configured = reporter.immediate.last().single { it.getKey() == "verbatim.configured" }
         assertEquals(androidx.enterprise.feedback.KeyedAppState.SEVERITY_ERROR, configured.getSeverity())
+    }
+
+    @Test
+    fun anEmptyBundleAfterAPolicyWithdrawsItAndANewOneResumesCapture() = runBlocking {
+        validatedNetwork()
+        setRestrictions(managedPolicy("wd-1"))
+        val agent = startAndOpen()
+        seqOf(agent.capture(message("before-removal")))
+        val queued = agent.status().queueRecords
+        assertTrue(queued > 0uL)
+
+        // The MDM removes the configuration: the app sees an empty Bundle and the broadcast.
+        setRestrictions(Bundle())
+        app().sendBroadcast(restrictionsChanged)
+        eventually(what = "policy withdrawn") { !agent.status().configured }
+        assertTrue("policy_withdrawn" in agent.status().unavailable, "${agent.status().unavailable}")
+        // Capture fails closed, typed: the app blocks business messaging.
+        assertFailsWith<VerbatimException.NotConfigured> { agent.capture(message("during-removal")) }
+        // What was queued is the firm's: it still uploads to the archive of the removed policy.
+        if (ARCHIVE != null) {
+            val report = agent.upload(30.seconds)
+            assertEquals(StopReason.DONE, report.stopped, "${report.detail}")
+            assertTrue(report.recordsSent > 0uL)
+            assertEquals(0uL, agent.status().queueRecords)
+        } else {
+            assertEquals(queued, agent.status().queueRecords, "nothing deleted")
+        }
+        // A resume with the Bundle still empty records nothing more (withdrawn once).
+        AndroidAgent.applyManagedConfig(app())
+        assertFalse(agent.status().configured)
+
+        // The same configuration pushed again resumes capture.
+        setRestrictions(managedPolicy("wd-1"))
+        app().sendBroadcast(restrictionsChanged)
+        eventually(what = "capture resumed") { agent.status().configured }
+        seqOf(agent.capture(message("after-removal")))
+        Unit
+    }
+
+    /** The active network as validated, unmetered Internet: what ConnectivityNetworkState calls usable. */
+    private fun validatedNetwork() {
+        val connectivity = app().getSystemService(ConnectivityManager::class.java)
+        val caps = ShadowNetworkCapabilities.newInstance()
+        shadowOf(caps).apply {
+            for (c in listOf(
+                NetworkCapabilities.NET_CAPABILITY_INTERNET,
+                NetworkCapabilities.NET_CAPABILITY_VALIDATED,
+                NetworkCapabilities.NET_CAPABILITY_NOT_METERED,
+                NetworkCapabilities.NET_CAPABILITY_NOT_ROAMING,
+            )) addCapability(c)
+        }
+        shadowOf(connectivity).setNetworkCapabilities(connectivity.activeNetwork, caps)
     }
 }

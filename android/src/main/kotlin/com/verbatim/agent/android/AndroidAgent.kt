@@ -62,7 +62,8 @@ class CaptureUnavailableException(
  * - opens it in app-private no-backup storage, after the one-time TLS initialisation;
  * - applies the managed configuration at start, on `ACTION_APPLICATION_RESTRICTIONS_CHANGED`
  *   and whenever an activity resumes (the broadcast only reaches a running process), one at a
- *   time and always from the latest restrictions Bundle;
+ *   time and always from the latest restrictions Bundle; an empty Bundle (the MDM removed the
+ *   configuration) withdraws the policy in force;
  * - keeps the upload job scheduled as the policy says;
  * - publishes health to the MDM feedback channel after every change;
  * - reports a native library that cannot load as [AgentState.CaptureUnavailable], never as a
@@ -228,6 +229,10 @@ object AndroidAgent {
     private suspend fun applyLatest(app: Context, current: VerbatimAgent) {
         val tree = withContext(Dispatchers.IO) { ManagedConfig(app).read() } // binder IPC
         if (tree == lastApplied) return
+        if (tree == EMPTY_CONFIGURATION) {
+            withdraw(current)
+            return
+        }
         try {
             val warnings = current.applyPolicy(tree)
             lastApplied = tree
@@ -242,6 +247,23 @@ object AndroidAgent {
             Log.e(TAG, "managed configuration not applied: ${e.kind()}: ${e.message}")
         }
     }
+
+    /**
+     * No restrictions at all: the MDM removed the managed configuration (or never pushed one).
+     * The agent withdraws the policy in force, if any: capture fails closed, the queue keeps
+     * uploading; a configuration pushed again resumes capture. Under [configLock].
+     */
+    private suspend fun withdraw(current: VerbatimAgent) {
+        try {
+            if (current.withdrawPolicy()) Log.w(TAG, "managed configuration removed by the MDM: policy withdrawn, capture stopped")
+            lastApplied = EMPTY_CONFIGURATION
+        } catch (e: VerbatimException) {
+            // Not recorded (storage, closed): tried again at the next change or resume.
+            Log.e(TAG, "managed configuration removal not recorded: ${e.kind()}: ${e.message}")
+        }
+    }
+
+    private val EMPTY_CONFIGURATION = PolicyValue.Dict(emptyMap())
 
     /** Republishes health and reschedules after an upload (called by [UploadJobService]). */
     suspend fun refresh(context: Context) {
