@@ -130,7 +130,7 @@ fi
 
 # ------------------------------------------------------------------------------ run
 stage "running the tests (mvn test)"
-mvn_args=(-B -q -Dstyle.color=never -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
+mvn_args=(-B -q -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
   "-Dverbatim.build.dir=$OUT/maven" "-Dverbatim.bindings.dir=$GEN" "-Dverbatim.lib.dir=$LIB_DIR"
   "-Dverbatim.tmp.dir=$WORK/tmp")
 if [[ -n "${VERBATIM_TEST_FILTER:-}" ]]; then
@@ -142,8 +142,9 @@ mkdir -p "$WORK/tmp" # the tests' temporary files, removed on exit
 rm -rf "$OUT"/maven/surefire-reports* # the summary below counts this run only
 set +e
 # RUST_BACKTRACE=0: the panic tests panic on purpose; the default hook's one line is enough.
-RUST_BACKTRACE=0 mvn "${mvn_args[@]}" test
-status=$?
+# (Maven 3.8 prints bare colour resets even in batch mode: stripped.)
+RUST_BACKTRACE=0 mvn "${mvn_args[@]}" test 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g'
+status=${PIPESTATUS[0]}
 set -e
 # Surefire's totals over every execution, as one line.
 # Surefire's totals over both executions (its own summary is per execution, and -q prints it

@@ -667,6 +667,35 @@ suspend fun testFeedback() {
     }
 }
 
+/**
+ * The facade methods added for parity with Swift: the client notice, uncaptured reports, tick,
+ * the millisecond overloads (what Java callers use), and unenroll with a selective wipe.
+ */
+suspend fun testDisclaimerTickUncapturedAndUnenroll() {
+    val network = FakeNetwork(NetworkState.OFFLINE)
+    val dir = tempDir("parity")
+    openAgent(dir, network).use { agent ->
+        agent.applyPolicy(
+            policy(extra = mapOf("disclaimer_mode" to "first_message", "disclaimer_text" to "Calls and messages are recorded.", "fail_closed" to false)),
+        )
+        assertEquals("Calls and messages are recorded.", agent.disclaimerDue(Channel.SMS, "conv-1"))
+        seqOf(agent.disclaimerShown(meta("notice-1")))
+        assertNull(agent.disclaimerDue(Channel.SMS, "conv-1"), "shown once in this conversation")
+        val before = agent.status().lastSeq
+        agent.reportUncaptured(meta("let-through"), Direction.OUTBOUND, "capture unavailable: test")
+        assertTrue(agent.status().lastSeq > before, "the uncaptured communication is recorded")
+        agent.tick()
+        // The Java-callable overload: milliseconds.
+        assertEquals(StopReason.OFFLINE, agent.upload(5_000L).stopped)
+        // Selective wipe while offline: the store is destroyed regardless, and the agent closed.
+        val report = agent.unenroll(5_000L, force = true)
+        assertTrue(report.shredded)
+        assertTrue(report.forced)
+        assertTrue(report.unsentRecords > 0uL)
+        assertFailsWith<VerbatimException.Closed> { agent.capture(message("after-wipe")) }
+    }
+}
+
 // ------------------------------------------------------------------------------------ JUnit
 
 /**
@@ -729,6 +758,10 @@ class AgentFacadeTest {
     /** close and reopen */
     @Test
     fun closeAndReopen() = run(::testCloseAndReopen)
+
+    /** disclaimer, uncaptured report, tick, millisecond overloads, unenroll */
+    @Test
+    fun disclaimerTickUncapturedAndUnenroll() = run(::testDisclaimerTickUncapturedAndUnenroll)
 
     /** MDM feedback entries */
     @Test

@@ -61,4 +61,17 @@ class FacadeCoverageTest {
         val stale = internal.keys.filter { it !in functions }
         assertEquals(emptyList(), stale, "listed as internal but no longer exported")
     }
+
+    @Test
+    fun javaCallersCanNameTheDeadlineMethods() {
+        // A Kotlin Duration parameter mangles the JVM name (upload-XXXX), which Java cannot call;
+        // the millisecond overloads keep the plain names.
+        val methods = VerbatimAgent::class.java.methods
+        for (name in listOf("upload", "unenroll")) {
+            assertTrue(
+                methods.any { it.name == name && it.parameterTypes.firstOrNull() == Long::class.javaPrimitiveType },
+                "VerbatimAgent.$name(long, ...) is not visible to Java",
+            )
+        }
+    }
 }

@@ -21,7 +21,9 @@ import kotlinx.coroutines.launch
  * with the network constraint of the policy). The upload gets a deadline well inside the job's
  * execution limit (10 minutes on current Android); if the system stops the job earlier, the
  * coroutine is cancelled, which stops the upload safely (nothing is deleted before the archive
- * acknowledged), and the job is rescheduled.
+ * acknowledged), and the job is rescheduled. A run that finds no usable network after all
+ * (offline, or a network the policy does not allow) finishes with `jobFinished(params, true)`:
+ * JobScheduler runs it again after the job's backoff instead of waiting a whole period.
  */
 class UploadJobService : JobService() {
     private val scope = CoroutineScope(SupervisorJob() + Dispatchers.Default)
