@@ -12,6 +12,9 @@ import com.verbatim.agent.seqOf
 import com.verbatim.ffi.StopReason
 import com.verbatim.ffi.VerbatimException
 import kotlin.time.Duration.Companion.seconds
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
 import kotlin.test.assertFalse
@@ -86,28 +89,58 @@ class AndroidAgentTest {
     }
 
     @Test
-    fun concurrentAppliesEndWithTheLatestConfiguration() = runBlocking {
-        setRestrictions(managedPolicy("order-0"))
+    fun anOlderConfigurationNeverOverwritesANewerOne() = runBlocking {
+        setRestrictions(managedPolicy("order-A"))
         startAndOpen()
-        // Resumes and broadcasts racing with changes: whatever order they run in, the policy in
-        // force at the end is the last Bundle pushed (each apply reads the Bundle in its turn).
-        for (round in 1..5) {
-            val applies = (1..6).map { i ->
+        setRestrictions(managedPolicy("order-B"))
+        // The race: apply 1 reads the Bundle (B), then takes its time before
+        // applying; meanwhile the MDM pushes C and apply 2 starts. Unserialised, apply 2 would
+        // read C and apply it, then apply 1 would apply B over it, and C would be skipped as
+        // "unchanged" from then on. Serialised, apply 2 reads only after apply 1 is done.
+        val firstRead = CountDownLatch(1)
+        val secondDone = CountDownLatch(1)
+        val reads = AtomicInteger()
+        AndroidAgent.readManagedConfig = { context ->
+            val tree = ManagedConfig(context).read()
+            if (reads.incrementAndGet() == 1) {
+                firstRead.countDown()
+                // Bounded: unserialised, apply 2 finishes meanwhile; serialised, it cannot while
+                // this apply runs, so this waits out its bound and goes on.
+                secondDone.await(1, TimeUnit.SECONDS)
+            }
+            tree
+        }
+        val apply1 = async(Dispatchers.Default) { AndroidAgent.applyManagedConfig(app()) }
+        assertTrue(firstRead.await(10, TimeUnit.SECONDS), "apply 1 did not read")
+        setRestrictions(managedPolicy("order-C"))
+        async(Dispatchers.Default) { AndroidAgent.applyManagedConfig(app()) }.await()
+        secondDone.countDown()
+        apply1.await()
+        assertEquals("order-C", AndroidAgent.get(app()).status().policyVersion, "the latest Bundle is in force")
+        // And stays so on the next resume (not skipped as unchanged).
+        AndroidAgent.applyManagedConfig(app())
+        assertEquals("order-C", AndroidAgent.get(app()).status().policyVersion)
+        // Back to an earlier configuration: applied again (compared with the last one applied).
+        setRestrictions(managedPolicy("order-B"))
+        AndroidAgent.applyManagedConfig(app())
+        assertEquals("order-B", AndroidAgent.get(app()).status().policyVersion)
+    }
+
+    @Test
+    fun concurrentAppliesEndWithTheLatestConfiguration() = runBlocking {
+        setRestrictions(managedPolicy("many-0"))
+        startAndOpen()
+        for (round in 1..3) {
+            (1..6).map { i ->
                 async(Dispatchers.Default) {
-                    setRestrictions(managedPolicy("order-$round-$i"))
+                    setRestrictions(managedPolicy("many-$round-$i"))
                     AndroidAgent.applyManagedConfig(app())
                 }
-            }
-            applies.awaitAll()
-            setRestrictions(managedPolicy("order-$round-final"))
+            }.awaitAll()
+            setRestrictions(managedPolicy("many-$round-final"))
             (1..3).map { async(Dispatchers.Default) { AndroidAgent.applyManagedConfig(app()) } }.awaitAll()
-            assertEquals("order-$round-final", AndroidAgent.get(app()).status().policyVersion)
+            assertEquals("many-$round-final", AndroidAgent.get(app()).status().policyVersion)
         }
-        // Back to an earlier configuration: applied again (the "unchanged" check compares with
-        // the last one applied, not with a stale read).
-        setRestrictions(managedPolicy("order-1-final"))
-        AndroidAgent.applyManagedConfig(app())
-        assertEquals("order-1-final", AndroidAgent.get(app()).status().policyVersion)
     }
 
     @Test

@@ -73,6 +73,7 @@ fun eventually(timeout: Duration = 20.seconds, what: String, condition: () -> Bo
 fun resetAndroidAgent() = runBlocking {
     AndroidAgent.stop()
     AndroidAgent.platformInit = {} // the JNI init of the platform verifier exists only in Android builds
+    AndroidAgent.readManagedConfig = { ManagedConfig(it).read() }
     UploadScheduler.jobIds = UploadJobIds.DEFAULT
 }
 

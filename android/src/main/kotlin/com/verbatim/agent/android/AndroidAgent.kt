@@ -93,6 +93,10 @@ object AndroidAgent {
     private var resumeWatcher: ResumeWatcher? = null
     private var restrictionsWatch: AutoCloseable? = null
 
+    /** Reads the managed configuration (binder IPC); replaceable by tests only. */
+    @Volatile
+    internal var readManagedConfig: (Context) -> PolicyValue = { ManagedConfig(it).read() }
+
     /** The one-time JNI initialisation before opening; replaceable by tests only. */
     @Volatile
     internal var platformInit: (Context) -> Unit = PlatformTls::init
@@ -227,7 +231,7 @@ object AndroidAgent {
 
     /** Under [configLock]. */
     private suspend fun applyLatest(app: Context, current: VerbatimAgent) {
-        val tree = withContext(Dispatchers.IO) { ManagedConfig(app).read() } // binder IPC
+        val tree = withContext(Dispatchers.IO) { readManagedConfig(app) }
         if (tree == lastApplied) return
         if (tree == EMPTY_CONFIGURATION) {
             withdraw(current)
