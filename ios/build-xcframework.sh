@@ -82,9 +82,12 @@ install_generated() { # GENERATED COMMITTED
     changed+=("${2#"$ROOT"/}")
   fi
 }
+# Two UniFFI components (verbatim-ffi and verbatim-core's records): both Swift files in the
+# VerbatimFFI module, both headers in the C module whose module map is committed by hand.
 install_generated "$GEN/VerbatimFFI.swift" "$IOS/Sources/VerbatimFFI/VerbatimFFI.swift"
+install_generated "$GEN/VerbatimCore.swift" "$IOS/Sources/VerbatimFFI/VerbatimCore.swift"
 install_generated "$GEN/VerbatimFFIFFI.h" "$IOS/Headers/VerbatimFFIFFI/VerbatimFFIFFI.h"
-install_generated "$GEN/VerbatimFFIFFI.modulemap" "$IOS/Headers/VerbatimFFIFFI/module.modulemap"
+install_generated "$GEN/VerbatimCoreFFI.h" "$IOS/Headers/VerbatimFFIFFI/VerbatimCoreFFI.h"
 
 step "simulator: one library for arm64 + x86_64"
 mkdir -p "$OUT/ios-simulator"

@@ -3,7 +3,8 @@
 #   1. builds the host library (verbatim-ffi with the `test-hooks` feature, plus its
 #      `uniffi-bindgen` binary) and the `verbatim` CLI (the reference receiver);
 #   2. generates the Kotlin bindings in library mode as the Android library ships them
-#      (`android = true`, bindings/uniffi.toml);
+#      (`android = true`; bindings/uniffi.toml and core/uniffi.toml: packages com.verbatim.ffi
+#      and com.verbatim.ffi.core);
 #   3. starts the reference receiver on 127.0.0.1 over TLS (self-signed CA), creates an archive
 #      key and a device token, and hands them to the tests in VERBATIM_* variables;
 #   4. runs `mvn test` on android/pom.xml: kotlin-maven-plugin compiles every Kotlin file under
@@ -58,7 +59,11 @@ GEN="$OUT/gen-android"
 rm -rf "$OUT/gen-android.new"
 "$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language kotlin --no-format \
   --out-dir "$OUT/gen-android.new" >&2
-[[ -f "$OUT/gen-android.new/com/verbatim/ffi/verbatim_ffi.kt" ]] || die "bindings not generated"
+# Two UniFFI components in one library: verbatim-ffi (com.verbatim.ffi) and verbatim-core's
+# records and enums (com.verbatim.ffi.core, core/uniffi.toml).
+for f in com/verbatim/ffi/verbatim_ffi.kt com/verbatim/ffi/core/verbatim_core.kt; do
+  [[ -f "$OUT/gen-android.new/$f" ]] || die "bindings not generated: $f"
+done
 if ! diff -r -q "$OUT/gen-android.new" "$GEN" >/dev/null 2>&1; then
   rm -rf "$GEN"
   mv "$OUT/gen-android.new" "$GEN"
@@ -72,6 +77,16 @@ mapfile -t NEUTRAL < <(find "$ANDROID_SRC/com/verbatim/agent" -maxdepth 1 -name 
 ((${#NEUTRAL[@]} > 0)) || die "no Kotlin sources found"
 if grep -lE '^import (android|androidx)\.' "${NEUTRAL[@]}"; then
   die "the files above are platform-neutral but import Android classes: move them to com/verbatim/agent/android/"
+fi
+
+# Kotlin's incremental compile under Maven does not recompile the tests when only the library
+# classes they call changed (a stale test then fails with NoSuchMethodError): when any input
+# changed since the last successful run, compile from scratch; otherwise nothing is compiled.
+STAMP="$OUT/maven/inputs.sha256"
+inputs=$( { find "$ROOT/android/src" "$GEN" -type f -print0 | sort -z | xargs -0 sha256sum;
+  sha256sum "$ROOT/android/pom.xml"; } | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$inputs" ]]; then
+  rm -rf "$OUT/maven/classes" "$OUT/maven/test-classes" "$OUT/maven/kotlin-ic" "$STAMP"
 fi
 
 # ------------------------------------------------------------------------------ receiver
@@ -145,6 +160,7 @@ set +e
 # (Maven 3.8 prints bare colour resets even in batch mode: stripped.)
 RUST_BACKTRACE=0 mvn "${mvn_args[@]}" test 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g'
 status=${PIPESTATUS[0]}
+if ((status == 0)); then printf '%s\n' "$inputs" > "$STAMP"; fi
 set -e
 # Surefire's totals over every execution, as one line.
 # Surefire's totals over both executions (its own summary is per execution, and -q prints it

@@ -40,13 +40,19 @@ case "$(uname -s)" in
   *) LIB="$LIB_DIR/libverbatim_ffi.so" ;;
 esac
 IOS="$ROOT/ios"
-# generated file -> committed copy (the module map is renamed: Xcode and SwiftPM look for
-# `module.modulemap`, in a directory named after the module, see ios/build-xcframework.sh).
+# generated file -> committed copy. Two UniFFI components share one library: verbatim-ffi's
+# (the Agent object, the error family) and verbatim-core's records and enums (core/uniffi.toml).
+# Both Swift files go into the one VerbatimFFI module and both headers into the one C module
+# VerbatimFFIFFI, whose module map is ours (UniFFI writes one per component; Xcode and SwiftPM
+# look for `module.modulemap` in a directory named after the module): check 4 below keeps it
+# listing exactly the generated headers.
 BINDINGS=(
   "VerbatimFFI.swift:Sources/VerbatimFFI/VerbatimFFI.swift"
+  "VerbatimCore.swift:Sources/VerbatimFFI/VerbatimCore.swift"
   "VerbatimFFIFFI.h:Headers/VerbatimFFIFFI/VerbatimFFIFFI.h"
-  "VerbatimFFIFFI.modulemap:Headers/VerbatimFFIFFI/module.modulemap"
+  "VerbatimCoreFFI.h:Headers/VerbatimFFIFFI/VerbatimCoreFFI.h"
 )
+MODULE_MAP="$ROOT/ios/Headers/VerbatimFFIFFI/module.modulemap"
 REGENERATE="scripts/test-swift.sh --update"
 
 T0=$(date +%s.%N)
@@ -78,7 +84,7 @@ GEN="$WORK/gen"
 "$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language swift --no-format --out-dir "$GEN" >&2
 stage "Swift bindings generated"
 
-# The generator's output must be exactly the three files we commit.
+# The generator's output must be exactly the files we commit.
 expected=$(for pair in "${BINDINGS[@]}"; do printf '%s ' "${pair%%:*}"; done | tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' ')
 actual=$(cd "$GEN" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' ')
 if [[ "$expected" == "$actual" ]]; then
@@ -140,7 +146,17 @@ else
   fail "facade coverage: $FACADE or the generated Swift is missing"
 fi
 
-# ------------------------------------------------------------------------------ 3. syntax
+# ------------------------------------------------------------------------------ 3. module map
+# The C module must expose every generated header and nothing else.
+want_headers=$(cd "$GEN" && find . -name '*.h' | sed 's|^\./||' | sort | tr '\n' ' ')
+have_headers=$(sed -nE 's/^[[:space:]]*header "([^"]+)".*/\1/p' "$MODULE_MAP" | sort | tr '\n' ' ')
+if [[ -n "$want_headers" && "$want_headers" == "$have_headers" ]]; then
+  pass "ios/Headers/VerbatimFFIFFI/module.modulemap lists every generated header: ${want_headers% }"
+else
+  fail "module.modulemap lists: ${have_headers% }; the generator wrote: ${want_headers% } (edit ios/Headers/VerbatimFFIFFI/module.modulemap)"
+fi
+
+# ------------------------------------------------------------------------------ 4. syntax
 mapfile -t SWIFT_FILES < <(find "$IOS" -name '*.swift' -not -path '*/.build/*' -not -path '*.xcframework/*' | sort)
 ((${#SWIFT_FILES[@]} > 0)) || fail "no .swift files under ios/"
 for f in "${SWIFT_FILES[@]}"; do

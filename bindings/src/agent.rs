@@ -119,17 +119,16 @@ impl Shared {
         {
             self.check_queue();
         }
-        result.map(CaptureOutcome::from).map_err(VerbatimError::from)
+        result.map_err(VerbatimError::from)
     }
 
     async fn apply_policy(&self, tree: Value) -> Result<Vec<PolicyProblem>> {
         let before = self.core.status().policy_fingerprint;
         match self.core.apply_policy(&tree).await {
             Ok(warnings) => {
-                let warnings: Vec<PolicyProblem> = warnings.iter().map(PolicyProblem::from).collect();
                 let status = self.core.status();
                 if let Some(p) = self.core.policy() {
-                    logging::set_level(p.log_level.into());
+                    logging::set_level(p.log_level);
                 }
                 let policy_version = status.policy_version.clone().unwrap_or_default();
                 let fingerprint = status.policy_fingerprint.clone().unwrap_or_default();
@@ -147,7 +146,7 @@ impl Shared {
                 Ok(warnings)
             }
             Err(e) if e.kind == CoreKind::PolicyRejected => {
-                let problems: Vec<PolicyProblem> = e.problems.iter().map(PolicyProblem::from).collect();
+                let problems = e.problems;
                 let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
                 tracing::warn!(keys = keys.join(",").as_str(), "policy rejected; the policy in force stays");
                 self.notify(AgentNotice::PolicyRejected { problems: problems.clone() });
@@ -162,16 +161,14 @@ impl Shared {
         #[cfg(target_os = "android")]
         crate::android::check_ready(self.core.policy().as_deref())?;
         tracing::debug!(?network, deadline_ms = deadline.as_millis() as u64, "upload starting");
-        let report = self.core.upload(UploadOptions::new(deadline, network.into())).await;
-        let more_pending = self.core.status().queue_records > 0;
-        let report = UploadReport::from_core(report, more_pending);
+        let report = self.core.upload(UploadOptions::new(deadline, network)).await;
         tracing::info!(
             stopped = ?report.stopped,
             records = report.records_sent,
             bytes = report.bytes_sent,
             retries = report.retries,
             acked_through = report.acked_through,
-            more_pending,
+            more_pending = report.more_pending,
             "upload finished"
         );
         if report.stopped == StopReason::Error {
@@ -200,7 +197,7 @@ impl Agent {
         runtime::spawn_blocking("open", move || {
             let core = CoreAgent::open(Path::new(&data_dir), AgentOptions::default())?;
             if let Some(p) = core.policy() {
-                logging::set_level(p.log_level.into());
+                logging::set_level(p.log_level);
             }
             let s = core.status();
             tracing::info!(configured = s.configured, queue_records = s.queue_records, last_seq = s.last_seq, "agent opened");
@@ -231,37 +228,38 @@ impl Agent {
     /// Captures a message. Returns once it is durable (or dropped as out of scope).
     pub async fn capture_message(&self, event: MessageEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("capture_message", OnCancel::Finish, async move { shared.capture(event.into()).await }).await
+        runtime::spawn("capture_message", OnCancel::Finish, async move { shared.capture(Event::Message(event)).await }).await
     }
 
     /// Captures an edit (the new text; the original was captured already).
     pub async fn capture_edit(&self, event: EditEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("capture_edit", OnCancel::Finish, async move { shared.capture(event.into()).await }).await
+        runtime::spawn("capture_edit", OnCancel::Finish, async move { shared.capture(Event::Edit(event)).await }).await
     }
 
     /// Captures an unsend / delete (as an event; nothing captured is ever deleted).
     pub async fn capture_unsend(&self, event: UnsendEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("capture_unsend", OnCancel::Finish, async move { shared.capture(event.into()).await }).await
+        runtime::spawn("capture_unsend", OnCancel::Finish, async move { shared.capture(Event::Unsend(event)).await }).await
     }
 
     /// Captures a reaction (or its removal).
     pub async fn capture_reaction(&self, event: ReactionEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("capture_reaction", OnCancel::Finish, async move { shared.capture(event.into()).await }).await
+        runtime::spawn("capture_reaction", OnCancel::Finish, async move { shared.capture(Event::Reaction(event)).await }).await
     }
 
     /// Captures an attachment, streaming the file at `event.path`.
     pub async fn capture_attachment(&self, event: AttachmentEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("capture_attachment", OnCancel::Finish, async move { shared.capture(event.into()).await }).await
+        runtime::spawn("capture_attachment", OnCancel::Finish, async move { shared.capture(Event::Attachment(event)).await })
+            .await
     }
 
     /// Captures a call, with its recording file if `recording_path` is set.
     pub async fn capture_call(&self, event: CallEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("capture_call", OnCancel::Finish, async move { shared.capture(event.into()).await }).await
+        runtime::spawn("capture_call", OnCancel::Finish, async move { shared.capture(Event::Call(event)).await }).await
     }
 
     /// Uploads pending records within `deadline_ms` on the network the app's
@@ -288,10 +286,7 @@ impl Agent {
     /// Everything about the agent, from memory only: no disk, no lock held across I/O, safe on
     /// the main thread. That is why it is the one synchronous call.
     pub fn status(&self) -> Result<AgentStatus> {
-        runtime::guard("status", || {
-            let policy = self.shared.core.policy();
-            Ok(AgentStatus::from_core(self.shared.core.status(), policy.as_deref()))
-        })
+        runtime::guard("status", || Ok(self.shared.core.status()))
     }
 
     /// The agent's health as MDM feedback entries (Android keyed app states, iOS managed app
@@ -314,7 +309,7 @@ impl Agent {
     pub async fn report_uncaptured(&self, meta: EventMeta, direction: Direction, reason: String) -> Result<()> {
         let shared = self.shared.clone();
         runtime::spawn("report_uncaptured", OnCancel::Finish, async move {
-            Ok(shared.core.report_uncaptured(&meta.into(), direction.into(), &reason).await?)
+            Ok(shared.core.report_uncaptured(&meta, direction, &reason).await?)
         })
         .await
     }
@@ -322,14 +317,14 @@ impl Agent {
     /// The client notice to show or send in this conversation now, if the policy's
     /// `disclaimer_mode` says it is due. Memory only: safe on the main thread.
     pub fn disclaimer_due(&self, channel: Channel, conversation_id: String) -> Result<Option<String>> {
-        runtime::guard("disclaimer_due", || Ok(self.shared.core.disclaimer_due(channel.into(), &conversation_id)))
+        runtime::guard("disclaimer_due", || Ok(self.shared.core.disclaimer_due(channel, &conversation_id)))
     }
 
     /// The app showed or sent the client notice: captured in the conversation.
     pub async fn disclaimer_shown(&self, meta: EventMeta) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
         runtime::spawn("disclaimer_shown", OnCancel::Finish, async move {
-            Ok(shared.core.disclaimer_shown(meta.into()).await?.into())
+            Ok(shared.core.disclaimer_shown(meta).await?)
         })
         .await
     }
@@ -342,14 +337,8 @@ impl Agent {
         let shared = self.shared.clone();
         runtime::spawn("unenroll", OnCancel::Finish, async move {
             let network = shared.network()?;
-            let options = UploadOptions::new(Duration::from_millis(deadline_ms), network.into());
-            let r = shared.core.unenroll(options, force).await?;
-            Ok(UnenrollReport {
-                shredded: r.shredded,
-                forced: r.forced,
-                unsent_records: r.unsent_records,
-                upload: r.upload.map(|u| UploadReport::from_core(u, r.unsent_records > 0)),
-            })
+            let options = UploadOptions::new(Duration::from_millis(deadline_ms), network);
+            Ok(shared.core.unenroll(options, force).await?)
         })
         .await
     }
@@ -384,16 +373,8 @@ pub fn check_policy(tree: PolicyValue) -> Result<PolicyCheck> {
     runtime::guard("check_policy", || {
         let tree: Value = tree.into();
         Ok(match policy::parse(&tree) {
-            Ok(parsed) => PolicyCheck {
-                valid: true,
-                problems: Vec::new(),
-                warnings: parsed.warnings.iter().map(PolicyProblem::from).collect(),
-            },
-            Err(rejected) => PolicyCheck {
-                valid: false,
-                problems: rejected.problems.iter().map(PolicyProblem::from).collect(),
-                warnings: rejected.warnings.iter().map(PolicyProblem::from).collect(),
-            },
+            Ok(parsed) => PolicyCheck { valid: true, problems: Vec::new(), warnings: parsed.warnings },
+            Err(rejected) => PolicyCheck { valid: false, problems: rejected.problems, warnings: rejected.warnings },
         })
     })
 }

@@ -8,129 +8,9 @@
 //! keys; the FFI adds only operation names. A panic's payload is never shown (it could quote a
 //! value): it becomes `Internal` with the operation's name.
 
+pub use verbatim_core::error::ErrorKind;
 use verbatim_core::error::{Error as CoreError, ErrorKind as CoreKind};
-use verbatim_core::policy::{Problem, ProblemKind as CoreProblemKind};
-
-/// What kind of failure, for code that branches on it. Mirrors the core's kinds plus
-/// `Callback` (the app's own callback failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum ErrorKind {
-    /// No valid policy is in force: capture fails closed.
-    NotConfigured,
-    /// The policy given was rejected; the one in force (if any) stays.
-    PolicyRejected,
-    /// An event handed to the agent is malformed.
-    InvalidEvent,
-    /// The queue reached `queue_max_mb`: capture fails closed, nothing stored is dropped.
-    QueueFull,
-    /// The device's storage is full.
-    DiskFull,
-    /// The local store failed.
-    Storage,
-    /// Stored data failed an integrity check.
-    Corrupt,
-    /// Sealing or opening failed.
-    Crypto,
-    /// A file the app pointed to (attachment, recording) could not be read.
-    File,
-    /// The archive could not be reached.
-    Network,
-    /// The archive's certificate did not validate.
-    Tls,
-    /// The archive's certificate did not match the policy's `tls_pins`.
-    PinMismatch,
-    /// The archive refused the device's credentials.
-    Unauthorized,
-    /// The archive refused a request as malformed or conflicting.
-    Rejected,
-    /// The archive holds different data for a sequence number (tampering or equivocation).
-    Conflict,
-    /// The archive does not accept the archive key the records are sealed to: a configuration
-    /// fault (the policy's `archive_public_key`). Every record is kept.
-    UnknownArchiveKey,
-    /// The agent was closed.
-    Closed,
-    /// A bug in the agent (including a caught panic).
-    Internal,
-    /// A callback the app implements (network state, observer) threw or misbehaved.
-    Callback,
-}
-
-impl From<CoreKind> for ErrorKind {
-    fn from(k: CoreKind) -> Self {
-        match k {
-            CoreKind::NotConfigured => ErrorKind::NotConfigured,
-            CoreKind::PolicyRejected => ErrorKind::PolicyRejected,
-            CoreKind::InvalidEvent => ErrorKind::InvalidEvent,
-            CoreKind::QueueFull => ErrorKind::QueueFull,
-            CoreKind::DiskFull => ErrorKind::DiskFull,
-            CoreKind::Storage => ErrorKind::Storage,
-            CoreKind::Corrupt => ErrorKind::Corrupt,
-            CoreKind::Crypto => ErrorKind::Crypto,
-            CoreKind::File => ErrorKind::File,
-            CoreKind::Network => ErrorKind::Network,
-            CoreKind::Tls => ErrorKind::Tls,
-            CoreKind::PinMismatch => ErrorKind::PinMismatch,
-            CoreKind::Unauthorized => ErrorKind::Unauthorized,
-            CoreKind::Rejected => ErrorKind::Rejected,
-            CoreKind::Conflict => ErrorKind::Conflict,
-            CoreKind::UnknownArchiveKey => ErrorKind::UnknownArchiveKey,
-            CoreKind::Closed => ErrorKind::Closed,
-            CoreKind::Internal => ErrorKind::Internal,
-        }
-    }
-}
-
-/// What is wrong with one policy key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum ProblemKind {
-    /// A required key is absent or empty.
-    Missing,
-    /// The value has the wrong type.
-    WrongType,
-    /// The value has the right type but is not acceptable.
-    InvalidValue,
-    /// A URL that does not use https.
-    InsecureUrl,
-    /// Base64 that does not decode to the required 32 bytes.
-    BadKeyLength,
-    /// A number outside the key's range.
-    OutOfRange,
-    /// A key the schema does not know (a warning: it is ignored).
-    UnknownKey,
-    /// A required key still holds the template's example value (an error: the policy is refused).
-    Placeholder,
-}
-
-impl From<CoreProblemKind> for ProblemKind {
-    fn from(k: CoreProblemKind) -> Self {
-        match k {
-            CoreProblemKind::Missing => ProblemKind::Missing,
-            CoreProblemKind::WrongType => ProblemKind::WrongType,
-            CoreProblemKind::InvalidValue => ProblemKind::InvalidValue,
-            CoreProblemKind::InsecureUrl => ProblemKind::InsecureUrl,
-            CoreProblemKind::BadKeyLength => ProblemKind::BadKeyLength,
-            CoreProblemKind::OutOfRange => ProblemKind::OutOfRange,
-            CoreProblemKind::UnknownKey => ProblemKind::UnknownKey,
-            CoreProblemKind::Placeholder => ProblemKind::Placeholder,
-        }
-    }
-}
-
-/// One problem with one policy key. `detail` never holds a secret's value.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct PolicyProblem {
-    /// The key (`(root)` when the tree is not a dictionary).
-    pub key: String,
-    pub kind: ProblemKind,
-    pub detail: String,
-}
-
-impl From<&Problem> for PolicyProblem {
-    fn from(p: &Problem) -> Self {
-        PolicyProblem { key: p.key.clone(), kind: p.kind.into(), detail: p.detail.clone() }
-    }
-}
+pub use verbatim_core::policy::{Problem as PolicyProblem, ProblemKind};
 
 /// The error of every fallible call. One variant per [`ErrorKind`].
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Error)]
@@ -298,10 +178,8 @@ impl std::error::Error for VerbatimError {}
 impl From<CoreError> for VerbatimError {
     fn from(e: CoreError) -> Self {
         match e.kind {
-            CoreKind::PolicyRejected => {
-                VerbatimError::PolicyRejected { problems: e.problems.iter().map(PolicyProblem::from).collect(), detail: e.detail }
-            }
-            kind => VerbatimError::new(kind.into(), e.detail),
+            CoreKind::PolicyRejected => VerbatimError::PolicyRejected { problems: e.problems, detail: e.detail },
+            kind => VerbatimError::new(kind, e.detail),
         }
     }
 }

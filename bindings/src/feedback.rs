@@ -70,7 +70,7 @@ pub(crate) fn feedback_items(s: &AgentStatus, now_ms: i64) -> Vec<FeedbackItem> 
     let stale_severity = if s.pending_stale { Error } else { Info };
     push("oldest_pending_hours", stale_severity, format!("oldest record waiting {hours} h"), hours);
     if !s.unavailable.is_empty() {
-        let causes = s.unavailable.join(",");
+        let causes = s.unavailable.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         push("unavailable", Error, format!("capture unavailable: {causes}"), causes);
     }
     if let Some(t) = s.upload.last_success_ms {

@@ -1,9 +1,12 @@
 //! verbatim-ffi: the UniFFI surface of the Verbatim agent for Kotlin (Android) and Swift (iOS).
 //!
-//! One object, [`Agent`], over `verbatim_core::Agent`; typed records and enums mirroring the
-//! core's model ([`types`]); one error family, [`VerbatimError`]; three traits the app
-//! implements ([`NetworkStateProvider`], [`AgentObserver`], [`LogSink`]). No decision is taken
-//! here: scope, validation, sealing, queueing and upload policy are all the core's.
+//! One object, [`Agent`], over `verbatim_core::Agent`; the core's own records and enums, which
+//! cross as they are (its `uniffi` feature derives them: a second UniFFI component in this
+//! library, generated as `com.verbatim.ffi.core` in Kotlin and into the same Swift module), plus
+//! the few types whose FFI shape differs ([`types`]); one error family, [`VerbatimError`];
+//! three traits the app implements ([`NetworkStateProvider`], [`AgentObserver`], [`LogSink`]).
+//! No decision is taken here: scope, validation, sealing, queueing and upload policy are all
+//! the core's.
 //!
 //! Threading: every call that touches disk or network is `async` (Kotlin `suspend`, Swift
 //! `async`) and runs on the agent's own small tokio runtime ([`runtime`]); `status()` is the

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use verbatim_core::evidence::Cause;
 use verbatim_core::policy::Value;
-use verbatim_core::upload::{StopReason as CoreStop, UploadReport as CoreReport};
 
 use crate::error::{ErrorKind, ProblemKind, VerbatimError};
 use crate::feedback::{FeedbackSeverity, feedback_items};
@@ -13,7 +13,7 @@ use crate::logging::{self, LogSink};
 use crate::runtime::{self, OnCancel};
 use crate::types::*;
 
-const ALL_KINDS: [ErrorKind; 18] = [
+const ALL_KINDS: [ErrorKind; 19] = [
     ErrorKind::NotConfigured,
     ErrorKind::PolicyRejected,
     ErrorKind::InvalidEvent,
@@ -29,6 +29,7 @@ const ALL_KINDS: [ErrorKind; 18] = [
     ErrorKind::Unauthorized,
     ErrorKind::Rejected,
     ErrorKind::Conflict,
+    ErrorKind::UnknownArchiveKey,
     ErrorKind::Closed,
     ErrorKind::Internal,
     ErrorKind::Callback,
@@ -49,7 +50,6 @@ fn core_errors_map_to_the_same_kind_and_a_rejected_policy_keeps_its_problems() {
     use verbatim_core::policy::{Problem, ProblemKind as PK};
     let e: VerbatimError = Error::new(K::QueueFull, "full").into();
     assert_eq!(e, VerbatimError::QueueFull { detail: "full".into() });
-    assert_eq!(ErrorKind::from(K::PinMismatch), ErrorKind::PinMismatch);
     let problems = vec![
         Problem { key: "tenant_id".into(), kind: PK::Missing, detail: "is required".into() },
         Problem { key: "heartbeat_hours".into(), kind: PK::OutOfRange, detail: "must be 1 to 168".into() },
@@ -86,30 +86,6 @@ fn policy_tree_converts_recursively() {
     };
     let v: Value = tree.into();
     assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"l":[true,{}],"n":-3,"s":"x"}"#);
-}
-
-fn report(stopped: CoreStop) -> CoreReport {
-    CoreReport {
-        stopped,
-        detail: None,
-        error_kind: Some(verbatim_core::ErrorKind::Unauthorized),
-        records_sent: 1,
-        bytes_sent: 2,
-        batches: 1,
-        duplicates: 0,
-        retries: 0,
-        acked_through: 5,
-        elapsed_ms: 10,
-    }
-}
-
-#[test]
-fn retry_soon_only_when_the_deadline_cut_a_session_short() {
-    assert!(UploadReport::from_core(report(CoreStop::Deadline), true).retry_soon);
-    assert!(!UploadReport::from_core(report(CoreStop::Deadline), false).retry_soon);
-    assert!(!UploadReport::from_core(report(CoreStop::Offline), true).retry_soon);
-    assert!(!UploadReport::from_core(report(CoreStop::Error), true).retry_soon);
-    assert_eq!(UploadReport::from_core(report(CoreStop::Error), true).error_kind, Some(ErrorKind::Unauthorized));
 }
 
 #[test]
@@ -157,6 +133,7 @@ fn log_records_below_the_level_never_reach_the_sink() {
 #[test]
 fn feedback_marks_what_needs_the_admin() {
     let mut s = AgentStatus {
+        agent_version: "1.0.0".into(),
         configured: false,
         not_configured_reason: Some("no policy has been applied".into()),
         capture_enabled: false,
@@ -207,7 +184,7 @@ fn feedback_marks_what_needs_the_admin() {
     assert_eq!(sev(&s, "verbatim.last_error"), Some(FeedbackSeverity::Error));
     s.pending_stale = true;
     assert_eq!(sev(&s, "verbatim.oldest_pending_hours"), Some(FeedbackSeverity::Error));
-    s.unavailable = vec!["disk_full".into()];
+    s.unavailable = vec![Cause::DiskFull];
     assert_eq!(sev(&s, "verbatim.unavailable"), Some(FeedbackSeverity::Error));
     assert_eq!(sev(&s, "verbatim.archive_key_refused"), None);
     s.upload.archive_key_refused = true;

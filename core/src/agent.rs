@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::evidence::{Cause, Counted, EvidenceState};
 use crate::model::{self, Channel, Event, in_scope, validate};
-use crate::policy::{self, Policy, Value};
+use crate::policy::{self, LogLevel, Policy, UploadSchedule, Value};
 use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use crate::wire::Batch;
@@ -45,6 +45,7 @@ impl Default for AgentOptions {
 
 /// What unenroll did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct UnenrollReport {
     /// The local store was destroyed.
     pub shredded: bool,
@@ -57,6 +58,7 @@ pub struct UnenrollReport {
 
 /// What became of a captured event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CaptureOutcome {
     /// Durable in the queue, sealed, under these sequence numbers.
@@ -68,15 +70,28 @@ pub enum CaptureOutcome {
 pub use crate::evidence::Counters;
 pub use crate::upload::UploadStatus;
 
+/// Everything about the agent, read from memory (safe on the main thread).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "AgentStatus"))]
 pub struct Status {
     /// This library's version, for MDM feedback.
     pub agent_version: String,
+    /// A policy is in force for capture (not before the first, not after the MDM withdrew it).
     pub configured: bool,
-    /// Why capture is refused when not configured (no policy yet, policy rejected, ...).
+    /// Why capture is refused when not configured (no policy yet, policy rejected, withdrawn).
     pub not_configured_reason: Option<String>,
-    /// Captures are accepted right now (configured and queue not full).
+    /// Captures are accepted right now (configured, queue not full, agent open).
     pub capture_enabled: bool,
+    /// Policy `fail_closed`: when `capture_enabled` is false the app must block sending
+    /// business messages. True when no policy is in force for capture (fail closed by default).
+    pub fail_closed: bool,
+    /// Policy `disclaimer_text`: the notice to show; None means the app's built-in notice.
+    pub disclaimer_text: Option<String>,
+    /// The policy's log level (the default, `Info`, before any policy).
+    pub log_level: LogLevel,
+    /// What the platform's upload scheduler should wait for; None without a policy. Kept while
+    /// the policy is withdrawn: what is queued still has to go.
+    pub upload_schedule: Option<UploadSchedule>,
     pub channels: Vec<Channel>,
     pub tenant_id: Option<String>,
     pub device_id: Option<String>,
@@ -90,8 +105,8 @@ pub struct Status {
     pub queue_full: bool,
     /// Pending records are older than the policy's `pending_alert_hours`.
     pub pending_stale: bool,
-    /// Causes for which capture is unavailable right now (serialised in their text form:
-    /// `not_configured`, `queue_full`, `disk_full`, `channel_disabled:<channel>`).
+    /// Causes for which capture is unavailable right now, in their text form (`not_configured`,
+    /// `policy_withdrawn`, `queue_full`, `disk_full`, `channel_disabled:<channel>`).
     pub unavailable: Vec<Cause>,
     pub last_heartbeat_ms: i64,
     pub oldest_pending_ms: Option<i64>,
@@ -523,6 +538,7 @@ impl Agent {
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
         let policy = self.capture_policy();
+        let uploading_under = self.policy();
         let now = self.inner.clock.now_ms();
         let configured = policy.is_some();
         // One lock at a time: a guard in a struct expression lives to the end of the statement.
@@ -537,6 +553,10 @@ impl Agent {
             configured,
             not_configured_reason,
             capture_enabled: configured && !snap.full && !self.inner.closed.load(Ordering::Acquire),
+            fail_closed: policy.as_ref().is_none_or(|p| p.fail_closed),
+            disclaimer_text: policy.as_ref().and_then(|p| p.disclaimer_text.clone()),
+            log_level: uploading_under.as_ref().map_or(LogLevel::Info, |p| p.log_level),
+            upload_schedule: uploading_under.as_ref().map(|p| p.upload_schedule()),
             channels: policy.as_ref().map(|p| p.capture_channels.iter().copied().collect()).unwrap_or_default(),
             tenant_id: snap.stream.as_ref().map(|s| s.tenant.clone()),
             device_id: snap.stream.as_ref().map(|s| s.device.clone()),

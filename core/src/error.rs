@@ -4,7 +4,10 @@
 
 use std::fmt;
 
+/// What kind of failure, for code that branches on it (the FFI's exception family has one
+/// variant per kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum ErrorKind {
     /// No valid policy is in force: capture fails closed.
     NotConfigured,
@@ -43,8 +46,11 @@ pub enum ErrorKind {
     UnknownArchiveKey,
     /// The agent was closed.
     Closed,
-    /// A bug: an invariant of ours did not hold.
+    /// A bug: an invariant of ours did not hold (including a caught panic).
     Internal,
+    /// Code the host app supplies (a callback over the FFI: network state, observer) threw or
+    /// misbehaved.
+    Callback,
 }
 
 impl ErrorKind {
@@ -68,6 +74,7 @@ impl ErrorKind {
             ErrorKind::UnknownArchiveKey => "unknown_archive_key",
             ErrorKind::Closed => "closed",
             ErrorKind::Internal => "internal",
+            ErrorKind::Callback => "callback",
         }
     }
 }

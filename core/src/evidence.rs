@@ -104,6 +104,7 @@ pub struct Tally {
 
 /// Capture requests since the agent opened, for its status (memory only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "CaptureCounters"))]
 pub struct Counters {
     pub captured: u64,
     pub out_of_scope: u64,
@@ -274,7 +275,10 @@ mod tests {
         let all = [
             Cause::NotConfigured,
             Cause::PolicyWithdrawn,
-            Cause::QueueFull, Cause::DiskFull, Cause::ChannelDisabled(Channel::Whatsapp)];
+            Cause::QueueFull,
+            Cause::DiskFull,
+            Cause::ChannelDisabled(Channel::Whatsapp),
+        ];
         for cause in all {
             assert_eq!(Cause::parse(&cause.to_string()), Some(cause));
         }

@@ -5,6 +5,13 @@
 //! archive's public key, appends them to the hash-[`chain`]ed durable [`queue`], and the
 //! uploader sends acknowledged-only-once batches in the [`wire`] format.
 
+// The core's records and enums carry UniFFI derives behind this feature; `verbatim-ffi`
+// exports them (a second UniFFI component in the same library, like matrix-sdk-base's).
+#[cfg(feature = "uniffi")]
+uniffi::setup_scaffolding!();
+#[cfg(feature = "uniffi")]
+mod ffi_types;
+
 pub mod agent;
 pub mod archive;
 mod block_on;

@@ -10,6 +10,7 @@ use crate::policy::Policy;
 
 /// A messaging channel the firm may capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Sms,
@@ -86,6 +87,7 @@ pub fn normalize_handle(raw: &str) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,
@@ -93,6 +95,7 @@ pub enum Direction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum CallOutcome {
     Answered,
@@ -104,6 +107,7 @@ pub enum CallOutcome {
 
 /// What every event carries, whatever its kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct EventMeta {
     pub channel: Channel,
     /// The employee's own number or handle the event happened on. Scope is decided by it:
@@ -117,6 +121,7 @@ pub struct EventMeta {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "MessageEvent"))]
 pub struct Message {
     pub meta: EventMeta,
     pub direction: Direction,
@@ -130,6 +135,7 @@ pub struct Message {
 
 /// A message was edited. Only the new text is kept: the original was captured already.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "EditEvent"))]
 pub struct Edit {
     pub meta: EventMeta,
     pub target_message_id: String,
@@ -139,6 +145,7 @@ pub struct Edit {
 
 /// A message was unsent or deleted. Captured as an event; never propagated as a deletion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "UnsendEvent"))]
 pub struct Unsend {
     pub meta: EventMeta,
     pub target_message_id: String,
@@ -146,6 +153,7 @@ pub struct Unsend {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "ReactionEvent"))]
 pub struct Reaction {
     pub meta: EventMeta,
     pub target_message_id: String,
@@ -157,6 +165,7 @@ pub struct Reaction {
 
 /// A file sent or received in a conversation, streamed from `path` in bounded chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "AttachmentEvent"))]
 pub struct Attachment {
     pub meta: EventMeta,
     pub message_id: Option<String>,
@@ -168,6 +177,7 @@ pub struct Attachment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "CallEvent"))]
 pub struct Call {
     pub meta: EventMeta,
     pub direction: Direction,

@@ -360,6 +360,7 @@ fn every_agent_event() -> Vec<AgentEvent> {
         AgentEvent::Started { agent_version: "1".into(), after_crash: true },
         AgentEvent::PolicyApplied { policy_version: "7".into(), fingerprint: "ab".into(), archive_key_id: "k".into() },
         AgentEvent::PolicyRejected { problems: vec!["archive_url: missing".into()] },
+        AgentEvent::PolicyWithdrawn { policy_version: "7".into(), fingerprint: "ab".into(), pending_records: 4 },
         AgentEvent::CaptureChannels { enabled: vec![Channel::Sms], disabled: vec![Channel::Wechat] },
         AgentEvent::EpochRotated { epoch: 2, reason: "restart".into(), archive_key_id: "k".into() },
         AgentEvent::QueueAlert { used_bytes: 80, max_bytes: 100, percent: 80 },
@@ -387,6 +388,7 @@ fn every_agent_event() -> Vec<AgentEvent> {
             AgentEvent::Started { .. }
             | AgentEvent::PolicyApplied { .. }
             | AgentEvent::PolicyRejected { .. }
+            | AgentEvent::PolicyWithdrawn { .. }
             | AgentEvent::CaptureChannels { .. }
             | AgentEvent::EpochRotated { .. }
             | AgentEvent::QueueAlert { .. }

@@ -32,6 +32,7 @@ pub enum UploadNetwork {
 /// Log verbosity; records below the policy's level are dropped in Rust before they reach
 /// any platform sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     Trace,
@@ -90,4 +91,36 @@ pub struct Policy {
     pub disclaimer_mode: DisclaimerMode,
     pub log_level: LogLevel,
     pub policy_version: String,
+}
+
+/// Which network the platform scheduler must wait for before running an upload, per policy:
+/// Android `JobInfo.NETWORK_TYPE_UNMETERED` / `_NOT_ROAMING` / `_ANY`; iOS
+/// `BGProcessingTaskRequest.requiresNetworkConnectivity` plus a check of `NWPath.isExpensive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredNetwork {
+    Unmetered,
+    NotRoaming,
+    Any,
+}
+
+/// What the platform's upload scheduler needs from the policy in force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct UploadSchedule {
+    pub required_network: RequiredNetwork,
+    pub interval_minutes: u32,
+}
+
+impl Policy {
+    /// When and on which network the platform should schedule uploads.
+    pub fn upload_schedule(&self) -> UploadSchedule {
+        let required_network = match (self.upload_network, self.upload_allow_roaming) {
+            (UploadNetwork::Unmetered, _) => RequiredNetwork::Unmetered,
+            (UploadNetwork::Any, false) => RequiredNetwork::NotRoaming,
+            (UploadNetwork::Any, true) => RequiredNetwork::Any,
+        };
+        UploadSchedule { required_network, interval_minutes: self.upload_interval_minutes }
+    }
 }

@@ -35,6 +35,7 @@ use crate::secret::Secret;
 
 /// What is wrong with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum ProblemKind {
     /// A required key is absent or empty.
     Missing,
@@ -72,6 +73,7 @@ impl ProblemKind {
 
 /// One problem with one key. `Display` is `<key>: <detail>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "PolicyProblem"))]
 pub struct Problem {
     /// The key (or `(root)` when the tree is not a dictionary).
     pub key: String,

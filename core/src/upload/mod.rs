@@ -36,7 +36,8 @@ const MAX_REQUEST: Duration = Duration::from_secs(30);
 /// window would only spend the phone's radio and battery. A new policy ends the wait at once.
 pub const ARCHIVE_KEY_REFUSAL_WAIT: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// Everything queued was acknowledged.
@@ -47,7 +48,7 @@ pub enum StopReason {
     Offline,
     /// A network policy forbids (metered, roaming).
     NotAllowed,
-    /// A failure that needs attention (see `error`).
+    /// A failure that needs attention (see `error_kind`, `detail`).
     Error,
     /// [`crate::Agent::cancel_upload`] was called (the OS took the background window back);
     /// the rest waits for the next window.
@@ -57,7 +58,10 @@ pub enum StopReason {
     AlreadyRunning,
 }
 
+/// How an upload session ended. Upload never fails for network or archive trouble: that is a
+/// report (`stopped`), because the platform job must reschedule either way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct UploadReport {
     pub stopped: StopReason,
     /// Why it stopped, in words (no secrets, no content).
@@ -72,6 +76,12 @@ pub struct UploadReport {
     pub retries: u32,
     pub acked_through: u64,
     pub elapsed_ms: u64,
+    /// Records are still queued after this session.
+    pub more_pending: bool,
+    /// The platform job should run again soon rather than at its next regular interval: the
+    /// deadline cut the session short with records still queued. (Offline, forbidden networks
+    /// and failures that need a person wait for the regular schedule.)
+    pub retry_soon: bool,
 }
 
 impl UploadReport {
@@ -88,6 +98,8 @@ impl UploadReport {
             retries: 0,
             acked_through: 0,
             elapsed_ms: 0,
+            more_pending: false,
+            retry_soon: false,
         }
     }
 
@@ -134,6 +146,7 @@ impl Outbox {
 
 /// The uploader's part of the agent's status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "UploadState"))]
 pub struct UploadStatus {
     pub last_attempt_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
@@ -273,7 +286,10 @@ impl Session<'_> {
         self.report.stopped = stopped;
         self.report.detail = detail;
         self.report.error_kind = error.map(|e| e.kind);
-        self.report.acked_through = self.outbox.queue.snapshot().acked_through;
+        let queue = self.outbox.queue.snapshot();
+        self.report.acked_through = queue.acked_through;
+        self.report.more_pending = queue.pending_count > 0;
+        self.report.retry_soon = retry_soon(stopped, self.report.more_pending);
         self.report.elapsed_ms = self.elapsed().as_millis() as u64;
         if let Some(e) = error {
             let text = e.to_string();
@@ -281,6 +297,13 @@ impl Session<'_> {
         }
         self.report
     }
+}
+
+/// The platform job should run again soon, not at its regular interval: only when the
+/// deadline cut a session short with records still queued. Offline, a forbidden network and
+/// failures that need a person are not helped by asking sooner.
+fn retry_soon(stopped: StopReason, more_pending: bool) -> bool {
+    more_pending && stopped == StopReason::Deadline
 }
 
 /// Runs one upload session. Never panics, never returns early without a report.
@@ -536,4 +559,18 @@ fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_soon_only_when_the_deadline_cut_a_session_short() {
+        assert!(retry_soon(StopReason::Deadline, true));
+        assert!(!retry_soon(StopReason::Deadline, false));
+        for stopped in [StopReason::Offline, StopReason::NotAllowed, StopReason::Error, StopReason::Cancelled, StopReason::Done] {
+            assert!(!retry_soon(stopped, true), "{stopped:?}");
+        }
+    }
 }

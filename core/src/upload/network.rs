@@ -6,6 +6,7 @@ use crate::policy::{Policy, UploadNetwork};
 
 /// What the platform's network monitor reports (NWPathMonitor, ConnectivityManager).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkState {
     Offline,

@@ -391,6 +391,11 @@ uint64_t uniffi_verbatim_ffi_fn_method_agent_unenroll(uint64_t ptr, uint64_t dea
 uint64_t uniffi_verbatim_ffi_fn_method_agent_upload(uint64_t ptr, uint64_t deadline_ms
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_WITHDRAW_POLICY
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_WITHDRAW_POLICY
+uint64_t uniffi_verbatim_ffi_fn_method_agent_withdraw_policy(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_CLONE_AGENTOBSERVER
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_CLONE_AGENTOBSERVER
 uint64_t uniffi_verbatim_ffi_fn_clone_agentobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -849,6 +854,12 @@ uint16_t uniffi_verbatim_ffi_checksum_method_agent_unenroll(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_UPLOAD
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_UPLOAD
 uint16_t uniffi_verbatim_ffi_checksum_method_agent_upload(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_WITHDRAW_POLICY
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_WITHDRAW_POLICY
+uint16_t uniffi_verbatim_ffi_checksum_method_agent_withdraw_policy(void
     
 );
 #endif

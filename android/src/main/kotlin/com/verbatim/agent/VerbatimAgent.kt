@@ -3,27 +3,27 @@ package com.verbatim.agent
 import com.verbatim.ffi.Agent
 import com.verbatim.ffi.AgentObserver
 import com.verbatim.ffi.AgentNotice
-import com.verbatim.ffi.AgentStatus
-import com.verbatim.ffi.AttachmentEvent
-import com.verbatim.ffi.CallEvent
-import com.verbatim.ffi.CaptureOutcome
-import com.verbatim.ffi.Channel
-import com.verbatim.ffi.Direction
-import com.verbatim.ffi.EditEvent
-import com.verbatim.ffi.EventMeta
+import com.verbatim.ffi.core.AgentStatus
+import com.verbatim.ffi.core.AttachmentEvent
+import com.verbatim.ffi.core.CallEvent
+import com.verbatim.ffi.core.CaptureOutcome
+import com.verbatim.ffi.core.Channel
+import com.verbatim.ffi.core.Direction
+import com.verbatim.ffi.core.EditEvent
+import com.verbatim.ffi.core.EventMeta
 import com.verbatim.ffi.FeedbackItem
-import com.verbatim.ffi.LogLevel
+import com.verbatim.ffi.core.LogLevel
 import com.verbatim.ffi.LogSink
-import com.verbatim.ffi.MessageEvent
-import com.verbatim.ffi.NetworkState
+import com.verbatim.ffi.core.MessageEvent
+import com.verbatim.ffi.core.NetworkState
 import com.verbatim.ffi.NetworkStateProvider
 import com.verbatim.ffi.PolicyCheck
-import com.verbatim.ffi.PolicyProblem
+import com.verbatim.ffi.core.PolicyProblem
 import com.verbatim.ffi.PolicyValue
-import com.verbatim.ffi.ReactionEvent
-import com.verbatim.ffi.UnenrollReport
-import com.verbatim.ffi.UnsendEvent
-import com.verbatim.ffi.UploadReport
+import com.verbatim.ffi.core.ReactionEvent
+import com.verbatim.ffi.core.UnenrollReport
+import com.verbatim.ffi.core.UnsendEvent
+import com.verbatim.ffi.core.UploadReport
 import java.io.File
 import kotlin.time.Duration
 import kotlin.time.Duration.Companion.milliseconds
@@ -38,7 +38,7 @@ import kotlin.time.Duration.Companion.milliseconds
  *
  * Errors: [com.verbatim.ffi.VerbatimException] and its subclasses (`NotConfigured`,
  * `PolicyRejected` with `problems`, `InvalidEvent`, `QueueFull`, ...); `e.kind()` gives the
- * [com.verbatim.ffi.ErrorKind] of any of them.
+ * [com.verbatim.ffi.core.ErrorKind] of any of them.
  */
 class VerbatimAgent private constructor(
     /** The generated object, for anything this facade does not cover. */

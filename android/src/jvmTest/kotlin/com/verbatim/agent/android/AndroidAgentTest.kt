@@ -9,7 +9,7 @@ import androidx.enterprise.feedback.RecordingKeyedAppStatesReporter
 import com.verbatim.agent.ARCHIVE
 import com.verbatim.agent.message
 import com.verbatim.agent.seqOf
-import com.verbatim.ffi.StopReason
+import com.verbatim.ffi.core.StopReason
 import com.verbatim.ffi.VerbatimException
 import kotlin.time.Duration.Companion.seconds
 import java.util.concurrent.CountDownLatch

@@ -2,7 +2,7 @@ package com.verbatim.agent.android
 
 import android.net.ConnectivityManager
 import android.net.NetworkCapabilities
-import com.verbatim.ffi.NetworkState
+import com.verbatim.ffi.core.NetworkState
 import kotlin.test.assertEquals
 import org.junit.Test
 import org.junit.runner.RunWith

@@ -1,7 +1,7 @@
 package com.verbatim.agent.android
 
 import android.util.Log
-import com.verbatim.ffi.LogLevel
+import com.verbatim.ffi.core.LogLevel
 import kotlin.test.assertEquals
 import org.junit.Test
 import org.junit.runner.RunWith

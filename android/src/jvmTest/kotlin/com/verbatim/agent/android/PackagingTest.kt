@@ -1,8 +1,8 @@
 package com.verbatim.agent.android
 
 import android.app.job.JobService
-import com.verbatim.ffi.RequiredNetwork
-import com.verbatim.ffi.UploadSchedule
+import com.verbatim.ffi.core.RequiredNetwork
+import com.verbatim.ffi.core.UploadSchedule
 import java.io.File
 import java.lang.reflect.Modifier
 import javax.xml.parsers.DocumentBuilderFactory
@@ -91,8 +91,10 @@ class PackagingTest {
         val loader = javaClass.classLoader
         val classesDir = File(System.getProperty("verbatim.classes.dir") ?: error("verbatim.classes.dir is not set (android/pom.xml sets it)"))
         val jnaTypes = listOf("com.sun.jna.Structure", "com.sun.jna.Callback", "com.sun.jna.Library").map { Class.forName(it, false, loader) }
-        val registered = classesDir.resolve("com/verbatim/ffi").listFiles { f -> f.name.endsWith(".class") }!!
-            .map { Class.forName("com.verbatim.ffi." + it.name.removeSuffix(".class"), false, loader) }
+        // Both UniFFI components: com.verbatim.ffi and com.verbatim.ffi.core.
+        val registered = classesDir.resolve("com/verbatim/ffi").walk().filter { it.name.endsWith(".class") }
+            .map { Class.forName(it.relativeTo(classesDir).path.removeSuffix(".class").replace(File.separatorChar, '.'), false, loader) }
+            .toList()
             .filter { c -> jnaTypes.any { it.isAssignableFrom(c) } || c.declaredMethods.any { Modifier.isNative(it.modifiers) } }
         assertTrue(registered.size > 10, "expected the bindings' JNA structures and callbacks, found ${registered.map { it.name }}")
         // Structures and callbacks by type; the library's functions through Native.register

@@ -2,8 +2,8 @@ package com.verbatim.agent.android
 
 import android.app.job.JobInfo
 import android.net.NetworkCapabilities
-import com.verbatim.ffi.RequiredNetwork
-import com.verbatim.ffi.UploadSchedule
+import com.verbatim.ffi.core.RequiredNetwork
+import com.verbatim.ffi.core.UploadSchedule
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
 import kotlin.test.assertFalse

@@ -4,7 +4,7 @@ import android.content.Context
 import android.net.ConnectivityManager
 import android.net.NetworkCapabilities
 import android.os.Build
-import com.verbatim.ffi.NetworkState
+import com.verbatim.ffi.core.NetworkState
 import com.verbatim.ffi.NetworkStateProvider
 
 /**

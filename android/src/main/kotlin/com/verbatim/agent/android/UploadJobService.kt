@@ -3,7 +3,7 @@ package com.verbatim.agent.android
 import android.app.job.JobParameters
 import android.app.job.JobService
 import android.util.Log
-import com.verbatim.ffi.StopReason
+import com.verbatim.ffi.core.StopReason
 import com.verbatim.ffi.VerbatimException
 import java.util.concurrent.ConcurrentHashMap
 import kotlin.time.Duration.Companion.minutes

@@ -8,8 +8,8 @@ import android.net.NetworkCapabilities
 import android.net.NetworkRequest
 import android.os.Build
 import android.util.Log
-import com.verbatim.ffi.RequiredNetwork
-import com.verbatim.ffi.UploadSchedule
+import com.verbatim.ffi.core.RequiredNetwork
+import com.verbatim.ffi.core.UploadSchedule
 
 /**
  * The two JobScheduler job ids the library uses. Job ids are shared by the whole app (every
