@@ -157,6 +157,17 @@ class AndroidAgentTest {
     }
 
     @Test
+    fun aFailingPlatformTlsInitIsCaptureUnavailableNotACrash() = runBlocking {
+        // What the JNI init throws when rustls-platform-verifier's classes are missing.
+        AndroidAgent.platformInit = { throw IllegalStateException("org/rustls/platformverifier/CertificateVerifier") }
+        AndroidAgent.start(app())
+        val e = assertFailsWith<CaptureUnavailableException> { AndroidAgent.get(app()) }
+        assertEquals(UnavailableReason.NATIVE_LIBRARY, e.reason)
+        val state = assertIs<AgentState.CaptureUnavailable>(AndroidAgent.state)
+        assertFalse("rustls" in state.detail, "the detail names the failure's type only")
+    }
+
+    @Test
     fun jobIdsAreConfigurable() {
         setRestrictions(managedPolicy("ids-1"))
         startAndOpen(jobIds = UploadJobIds(periodic = 4242, soon = 4243))

@@ -15,6 +15,7 @@ import com.verbatim.ffi.LogSink
 import com.verbatim.ffi.PolicyValue
 import com.verbatim.ffi.VerbatimException
 import java.io.File
+import kotlinx.coroutines.CoroutineExceptionHandler
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.SupervisorJob
@@ -42,7 +43,8 @@ sealed class AgentState {
 enum class UnavailableReason {
     /**
      * The native library could not be loaded or linked (missing for this ABI, a broken APK split,
-     * a JNI symbol missing). Permanent for this process.
+     * a JNI symbol missing), or its one-time platform TLS initialisation failed. Permanent for
+     * this process.
      */
     NATIVE_LIBRARY,
 
@@ -74,7 +76,15 @@ class CaptureUnavailableException(
 object AndroidAgent {
     private const val TAG = "Verbatim"
 
-    private val scope = CoroutineScope(SupervisorJob() + Dispatchers.Default)
+    /**
+     * The background work (opening, applying the configuration, rescheduling, feedback). An
+     * exception nothing expected is logged, never rethrown on a pool thread, where it would
+     * crash the host app.
+     */
+    private val scope = CoroutineScope(
+        SupervisorJob() + Dispatchers.Default +
+            CoroutineExceptionHandler { _, e -> Log.e(TAG, "background work failed: ${e.javaClass.simpleName}") },
+    )
     private val openLock = Mutex()
 
     /** Serialises every application of the managed configuration (start, broadcast, resume). */
@@ -181,6 +191,9 @@ object AndroidAgent {
             val detail = "native library unavailable: ${e.javaClass.simpleName}"
             state = AgentState.CaptureUnavailable(UnavailableReason.NATIVE_LIBRARY, detail)
             throw CaptureUnavailableException(UnavailableReason.NATIVE_LIBRARY, detail, e)
+        } catch (e: CaptureUnavailableException) {
+            state = AgentState.CaptureUnavailable(e.reason, e.message.orEmpty())
+            throw e
         } catch (e: VerbatimException) {
             state = AgentState.CaptureUnavailable(UnavailableReason.OPEN_FAILED, "agent not opened: ${e.kind()}")
             throw e
@@ -188,7 +201,17 @@ object AndroidAgent {
     }
 
     private suspend fun open(app: Context): VerbatimAgent {
-        platformInit(app)
+        try {
+            platformInit(app)
+        } catch (e: RuntimeException) {
+            // The JNI init throws (the JNI convention) when the verifier cannot start, e.g. its
+            // Kotlin classes were stripped from the APK: no upload could check the archive.
+            throw CaptureUnavailableException(
+                UnavailableReason.NATIVE_LIBRARY,
+                "platform TLS initialisation failed: ${e.javaClass.simpleName}",
+                e,
+            )
+        }
         VerbatimAgent.setLogSink(settings.logSink)
         val forward = settings.observer
         val observer = agentObserver { notice ->

@@ -8,6 +8,8 @@ import com.verbatim.ffi.VerbatimException
 import java.util.concurrent.ConcurrentHashMap
 import kotlin.time.Duration.Companion.minutes
 import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CoroutineExceptionHandler
+import kotlinx.coroutines.CoroutineStart
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.Job
@@ -26,11 +28,19 @@ import kotlinx.coroutines.launch
  * JobScheduler runs it again after the job's backoff instead of waiting a whole period.
  */
 class UploadJobService : JobService() {
-    private val scope = CoroutineScope(SupervisorJob() + Dispatchers.Default)
+    // An exception nothing expected is logged (the job is still finished, in `finally`), never
+    // rethrown on a pool thread, where it would crash the host app.
+    private val scope = CoroutineScope(
+        SupervisorJob() + Dispatchers.Default +
+            CoroutineExceptionHandler { _, e -> Log.e(TAG, "upload job failed: ${e.javaClass.simpleName}") },
+    )
     private val running = ConcurrentHashMap<Int, Job>()
 
     override fun onStartJob(params: JobParameters): Boolean {
-        running[params.jobId] = scope.launch {
+        // Started only once it is in `running`: a run that finishes at once (offline) must find
+        // itself there, or jobFinished would never be called and the job would hang until the
+        // system times it out.
+        val job = scope.launch(start = CoroutineStart.LAZY) {
             var reschedule = false
             try {
                 val agent = AndroidAgent.get(applicationContext)
@@ -52,6 +62,8 @@ class UploadJobService : JobService() {
                 if (running.remove(params.jobId) != null && isActive) jobFinished(params, reschedule)
             }
         }
+        running[params.jobId] = job
+        job.start()
         return true // work continues on the coroutine
     }
 
