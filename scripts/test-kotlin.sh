@@ -9,15 +9,16 @@
 #      key and a device token, and hands them to the tests in VERBATIM_* variables;
 #   4. runs `mvn test` on android/pom.xml: kotlin-maven-plugin compiles every Kotlin file under
 #      android/src/ with the bindings, Surefire runs the JUnit tests under Robolectric 4.17 (API
-#      34) with the Rust library loaded through JNA; Surefire's summary is the last word.
+#      34) with the Rust library loaded through JNA; the last line is `N passed, M failed`
+#      (Surefire's totals over its two executions; exit 1 on any failure).
 #
 # Usage: scripts/test-kotlin.sh            (Maven's downloads are cached, see below)
 # Env:   VERBATIM_TEST_FILTER=pattern      run only these tests (Surefire's -Dtest, e.g.
 #                                          'AndroidAgentTest' or 'AgentFacadeTest#fullUpload')
 # Maven's local repository is the tool cache, ${XDG_CACHE_HOME:-~/.cache}/verbatim/m2 (about
-# 650 MB with Robolectric's android-all jars): the first run downloads, later runs are offline
-# from it. The build output goes to $CARGO_TARGET_DIR/kotlin-tests/maven (Maven recompiles only
-# when a source changed).
+# 580 MB with Robolectric's android-all jars): the first run downloads (checksums enforced),
+# later runs download nothing. The build output goes to $CARGO_TARGET_DIR/kotlin-tests/maven:
+# compiled from scratch when a Kotlin source, the bindings or pom.xml changed, else not at all.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -145,7 +146,8 @@ fi
 
 # ------------------------------------------------------------------------------ run
 stage "running the tests (mvn test)"
-mvn_args=(-B -q -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
+# --strict-checksums: a download whose checksum does not match Maven Central's fails the run.
+mvn_args=(-B -q --strict-checksums -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
   "-Dverbatim.build.dir=$OUT/maven" "-Dverbatim.bindings.dir=$GEN" "-Dverbatim.lib.dir=$LIB_DIR"
   "-Dverbatim.tmp.dir=$WORK/tmp")
 if [[ -n "${VERBATIM_TEST_FILTER:-}" ]]; then
