@@ -70,8 +70,8 @@ kotlin {
 
 /** The Rust sources whose change must rebuild the native library. */
 fun rustInputs() = files(
-    fileTree(workspace.resolve("core")) { include("src/**", "Cargo.toml") },
-    fileTree(workspace.resolve("bindings")) { include("src/**", "Cargo.toml", "uniffi.toml") },
+    fileTree(workspace.resolve("core")) { include("src/**", "Cargo.toml", "uniffi.toml") },
+    fileTree(workspace.resolve("bindings")) { include("src/**", "Cargo.toml", "uniffi.toml", "build.rs") },
     workspace.resolve("Cargo.toml"),
     workspace.resolve("Cargo.lock"),
 )
