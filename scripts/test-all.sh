@@ -2,7 +2,7 @@
 # Every test of the project, in one command (the README's second command; .ci/run runs it).
 # Installs what a fresh machine lacks (pinned, checksum-verified, cached outside the clone in
 # ${XDG_CACHE_HOME:-~/.cache}/verbatim/, see scripts/install-tools.sh), then runs
-# the Rust tests, the Kotlin layer on the JVM, the Swift checks and the supply-chain checks.
+# the Rust tests, the Android layer under Robolectric, the Swift checks and the supply-chain checks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,7 +21,7 @@ stage "Rust style: rustfmt (rustfmt.toml) and clippy with warnings as errors"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
-stage "Kotlin layer on the JVM (generated bindings + wrappers, against the host library)"
+stage "Android layer under Robolectric (Maven + Surefire: bindings, wrappers, Android glue, against the host library)"
 bash scripts/test-kotlin.sh
 
 stage "Swift syntax checker self-test"
