@@ -28,12 +28,6 @@ class FacadeCoverageTest {
         "debugPanicUnguarded" to "test-hooks feature only: panic handling tests",
     )
 
-    /**
-     * Exported and wrapped in Kotlin, not yet in the Swift facade: added there by the iOS half of
-     * the same change (configuration removed by the MDM). Remove the entry when it lands.
-     */
-    private val pendingInSwift = setOf("withdrawPolicy")
-
     /** The generated file's own helpers (public for the generated code's sake), not exports. */
     private fun isMachinery(name: String) =
         '$' in name || name.startsWith("uniffi") || name.startsWith("getUniffi") || name == "use"
@@ -45,7 +39,7 @@ class FacadeCoverageTest {
             .toSortedSet()
         assertTrue(methods.size >= 15, "the generated AgentInterface looks empty: $methods")
         val missingKotlin = methods.filter { it !in internal && !kotlinFacade.contains("ffi.$it(") }
-        val missingSwift = methods.filter { it !in internal && it !in pendingInSwift && !swiftFacade.contains("ffi.$it(") }
+        val missingSwift = methods.filter { it !in internal && !swiftFacade.contains("ffi.$it(") }
         assertEquals(emptyList(), missingKotlin, "not wrapped in android/.../VerbatimAgent.kt")
         assertEquals(emptyList(), missingSwift, "not wrapped in ios/Sources/Verbatim/VerbatimAgent.swift")
     }
