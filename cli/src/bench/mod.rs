@@ -15,6 +15,8 @@
 //! 5. cold start: `Agent::open` + `status()` in a fresh process over a 1,000,000-event queue.
 //! 6. cost per event: instructions per captured event under callgrind, top functions named.
 //! 7. size: the stripped host cdylib of the bindings, with a per-crate breakdown.
+//! 8. telephony: the Google Messages archival source's re-scan of an unchanged provider
+//!    against a plain read of the same rows, and its peak RSS at 100,000 and 1,000,000 rows.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
@@ -27,6 +29,7 @@ mod plan;
 mod report;
 mod size;
 mod support;
+mod telephony;
 mod upload;
 
 use capture::*;
@@ -37,6 +40,7 @@ use plan::*;
 use report::*;
 use size::*;
 use support::*;
+use telephony::*;
 use upload::*;
 
 use std::collections::BTreeMap;
@@ -78,7 +82,8 @@ pub struct BenchArgs {
     /// Also print every figure as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size (comma-separated).
+    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size, telephony
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).
@@ -134,6 +139,16 @@ enum ChildCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Scans a Telephony provider stand-in of N rows; prints times and peak RSS as JSON.
+    #[command(hide = true)]
+    TelephonyChild {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        rounds: usize,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -162,6 +177,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(ChildCommand::CaptureChild { events, dir, capturers }) => child_exit(capture_child(events, &dir, capturers)),
         Some(ChildCommand::MemoryChild(a)) => child_exit(memory_child(a)),
         Some(ChildCommand::ColdChild { dir }) => child_exit(cold_child(&dir)),
+        Some(ChildCommand::TelephonyChild { rows, rounds, dir }) => child_exit(telephony_child(rows, rounds, &dir)),
         None => suite(args),
     }
 }

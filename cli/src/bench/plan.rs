@@ -14,6 +14,9 @@ pub(super) struct Plan {
     pub(super) cold_events: u64,
     pub(super) cold_runs: usize,
     pub(super) cpu_events: u64,
+    pub(super) telephony_rows: u64,
+    pub(super) telephony_rows_large: u64,
+    pub(super) telephony_rounds: usize,
 }
 
 impl Plan {
@@ -30,6 +33,9 @@ impl Plan {
             cold_events: if q { 50_000 } else { 1_000_000 },
             cold_runs: if q { 3 } else { 7 },
             cpu_events: if q { 200 } else { 2_000 },
+            telephony_rows: if q { 2_000 } else { 100_000 },
+            telephony_rows_large: if q { 10_000 } else { 1_000_000 },
+            telephony_rounds: if q { 2 } else { 7 },
         }
     }
 }

@@ -102,8 +102,8 @@ pub async fn scan(agent: &Agent, view: &ProviderView, options: &ScanOptions) -> 
 /// pages are taken as deleted, so a scan must see the whole provider. Stops at the first
 /// capture that fails (not configured, queue full): what was captured before it is kept and
 /// remembered, the rest is offered again at the next scan. Background-only.
-pub struct Scanner<'a> {
-    agent: &'a Agent,
+pub struct Scanner {
+    agent: Agent,
     options: ScanOptions,
     /// The business line, normalised.
     business: String,
@@ -132,8 +132,9 @@ impl Walk {
     }
 }
 
-impl<'a> Scanner<'a> {
-    pub async fn begin(agent: &'a Agent, options: ScanOptions) -> Result<Scanner<'a>> {
+impl Scanner {
+    /// Starts a scan with `agent` (a handle on the same agent: clones share it).
+    pub async fn begin(agent: &Agent, options: ScanOptions) -> Result<Scanner> {
         let first_run = agent.source_value(SOURCE, BASELINE_KEY)?.is_none();
         let mut history_before = i64::MIN;
         if first_run {
@@ -149,7 +150,7 @@ impl<'a> Scanner<'a> {
             history_before = started - i64::from(options.backfill_days) * DAY_MS;
         }
         Ok(Scanner {
-            agent,
+            agent: agent.clone(),
             business: normalize_handle(&options.line),
             options,
             first_run,
@@ -276,8 +277,10 @@ impl<'a> Scanner<'a> {
         self.agent.save_marks(marks).await
     }
 
-    fn digest(&self, text: &str) -> String {
-        hex::encode(self.agent.content_digest(SOURCE, text.as_bytes()))
+    /// The fingerprint of `text` (see [`memory::Fingerprint`]).
+    fn digest(&self, text: &str) -> memory::Fingerprint {
+        let d = self.agent.content_digest(SOURCE, text.as_bytes());
+        d[..16].try_into().expect("a digest has 32 bytes")
     }
 
     /// What to remember of `row`.
