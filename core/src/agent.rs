@@ -527,12 +527,12 @@ impl Agent {
         self.inner.queue.source_value(source, key)
     }
 
-    /// A page of what a capture source saved: entries with `after < key < before`, in key
-    /// order, at most `limit`, so a source can walk a large state in bounded memory. Reads
-    /// the store: background-only.
-    pub fn source_range(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    /// A page of the keys a capture source saved: `after < key < before`, in key order, at most
+    /// `limit`, so a source can walk a large state in bounded memory (values by
+    /// [`Agent::source_value`]). Reads the store: background-only.
+    pub fn source_keys(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<String>> {
         self.check_open()?;
-        self.inner.queue.source_range(source, after, before, limit)
+        self.inner.queue.source_keys(source, after, before, limit)
     }
 
     /// A keyed hash of `bytes` (HMAC-SHA256 under this store's random digest key, separated by

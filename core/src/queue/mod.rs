@@ -77,14 +77,14 @@ impl Queue {
         self.reader.source_state(source)
     }
 
+    /// The keys of a capture source's entries with `after < key < before`, in key order.
+    pub(crate) fn source_keys(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<String>> {
+        self.reader.source_keys(source, after, before, limit)
+    }
+
     /// One saved value of a capture source.
     pub(crate) fn source_value(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>> {
         self.reader.source_value(source, key)
-    }
-
-    /// A capture source's entries with `after < key < before`, in key order, at most `limit`.
-    pub(crate) fn source_range(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
-        self.reader.source_range(source, after, before, limit)
     }
 
     /// Records agent events in the chain (before any policy, in the deferred table), and saves

@@ -38,14 +38,13 @@ impl QueueReader {
         Ok(stmt.query_row(params![source, key], |r| r.get(0)).optional()?)
     }
 
-    /// A capture source's entries with `after < key < before`, in key order (a range scan of
-    /// the table's primary key), at most `limit`.
-    pub fn source_range(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    /// The keys of a capture source's entries with `after < key < before`, in key order, at
+    /// most `limit` (a walk that needs no values reads none).
+    pub fn source_keys(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<String>> {
         let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT key, value FROM source_state WHERE source = ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(params![source, after, before, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT key FROM source_state WHERE source = ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4")?;
+        let rows = stmt.query_map(params![source, after, before, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

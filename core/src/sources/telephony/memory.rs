@@ -55,6 +55,11 @@ impl Table {
         format!("{}:{id}", self.name())
     }
 
+    /// The id in a row key (`sms/000000000007` → 7).
+    pub fn id_of_key(key: &str) -> Option<i64> {
+        key.split_once('/').and_then(|(_, id)| id.parse().ok())
+    }
+
     /// The event id of a row key.
     pub fn event_id_of_key(key: &str) -> String {
         match key.split_once('/') {

@@ -116,9 +116,11 @@ pub struct Scanner {
     report: ScanReport,
 }
 
-/// The remembered rows of one table, walked in key order beside the provider's rows.
+/// The remembered rows of one table, walked in id order beside the provider's rows: ids
+/// only (a value is read when its row turns out to be gone).
 struct Walk {
-    buffer: VecDeque<(String, Vec<u8>)>,
+    table: Table,
+    buffer: VecDeque<i64>,
     after: String,
     before: String,
     exhausted: bool,
@@ -128,7 +130,7 @@ struct Walk {
 impl Walk {
     fn new(table: Table) -> Walk {
         let (after, before) = table.range();
-        Walk { buffer: VecDeque::new(), after, before, exhausted: false, last_id: 0 }
+        Walk { table, buffer: VecDeque::new(), after, before, exhausted: false, last_id: 0 }
     }
 }
 
@@ -182,8 +184,8 @@ impl Scanner {
     /// Every page was handed over: remembered rows not seen in them were deleted.
     pub async fn finish(mut self) -> Result<ScanReport> {
         for t in [0, 1] {
-            while let Some((key, value)) = self.next_remembered(t).await? {
-                self.gone(&key, &value).await?;
+            while let Some(id) = self.next_remembered(t)? {
+                self.gone(self.walks[t].table, id).await?;
             }
         }
         if self.first_run {
@@ -200,16 +202,17 @@ impl Scanner {
         }
     }
 
-    /// The next remembered row of walk `t`, reading a page when the buffer is empty.
-    async fn next_remembered(&mut self, t: usize) -> Result<Option<(String, Vec<u8>)>> {
+    /// The id of the next remembered row of walk `t`, reading a page of keys when the buffer
+    /// is empty.
+    fn next_remembered(&mut self, t: usize) -> Result<Option<i64>> {
         let w = &mut self.walks[t];
         if w.buffer.is_empty() && !w.exhausted {
-            let page = self.agent.source_range(SOURCE, &w.after, &w.before, STATE_PAGE)?;
+            let page = self.agent.source_keys(SOURCE, &w.after, &w.before, STATE_PAGE)?;
             w.exhausted = page.len() < STATE_PAGE;
-            if let Some((last, _)) = page.last() {
-                w.after = last.clone();
+            w.buffer.extend(page.iter().filter_map(|k| Table::id_of_key(k)));
+            if let Some(last) = page.into_iter().last() {
+                w.after = last;
             }
-            w.buffer.extend(page);
         }
         Ok(w.buffer.pop_front())
     }
@@ -227,21 +230,20 @@ impl Scanner {
             ));
         }
         self.walks[t].last_id = id;
-        let key = table.key(id);
-        loop {
-            let Some((next, value)) = self.next_remembered(t).await? else { break };
-            match next.cmp(&key) {
-                std::cmp::Ordering::Less => self.gone(&next, &value).await?,
+        while let Some(next) = self.next_remembered(t)? {
+            match next.cmp(&id) {
+                std::cmp::Ordering::Less => self.gone(table, next).await?,
                 std::cmp::Ordering::Equal => {
                     self.report.unchanged += 1;
                     return Ok(());
                 }
                 std::cmp::Ordering::Greater => {
-                    self.walks[t].buffer.push_front((next, value));
+                    self.walks[t].buffer.push_front(next);
                     break;
                 }
             }
         }
+        let key = table.key(id);
         if !row.is_final() || self.lookup(&memory::gone_key(table, id))?.is_some() {
             return Ok(()); // a draft; or a deleted row the provider shows again
         }
@@ -381,8 +383,10 @@ impl Scanner {
 
     /// A remembered row is gone from the provider. A captured message's deletion is evidence;
     /// anything else is just forgotten.
-    async fn gone(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        match Seen::parse(value) {
+    async fn gone(&mut self, table: Table, id: i64) -> Result<()> {
+        let key = &table.key(id);
+        let seen = self.lookup(key)?.and_then(|v| Seen::parse(&v));
+        match seen {
             Some(s) if s.fate == Fate::Captured => {
                 let event_id = Table::event_id_of_key(key);
                 let event = mapping::unsend(&event_id, &s, &self.options.line, self.options.now_ms);
