@@ -19,7 +19,7 @@ use tower_service::Service as _;
 use crate::error::{Error, Result};
 use crate::faults::FaultPlan;
 use crate::keys::AcceptedKeys;
-use crate::store::{Store, StoreRules};
+use crate::store::{ArchiveStore, SqliteStore, StoreRules};
 use crate::tls::{self, TlsSource};
 use crate::tokens::TokenStore;
 use api::{AppState, ConnKill, Peer};
@@ -157,8 +157,8 @@ impl Receiver {
             accepted_keys: config.archive_keys.clone(),
             max_streams_per_device: config.limits.max_streams_per_device,
         };
-        let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, rules, storage_limit))
+        let store: Arc<dyn ArchiveStore> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open_with_limit(&data_dir, rules, storage_limit))
                 .await
                 .map_err(|_| Error::Closed)??,
         );
@@ -283,7 +283,7 @@ pub struct RunningReceiver {
     slots: Arc<Semaphore>,
     max_connections: usize,
     grace: Duration,
-    store: Arc<Store>,
+    store: Arc<dyn ArchiveStore>,
 }
 
 impl RunningReceiver {

@@ -1,22 +1,22 @@
-//! The archive's durable store: SQLite (WAL, synchronous=FULL) in the data directory. One
-//! writer thread applies batches (see [`writer`]); readers (cursor queries, verify, export)
-//! use their own read-only connections and see committed data only.
+//! The embedded store: SQLite (WAL, synchronous=FULL) in the data directory, for one receiver.
+//! One writer thread applies batches (see [`writer`]); readers (cursor queries, verify,
+//! export) use their own read-only connections and see committed data only.
 
 pub mod read;
 mod schema;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 use verbatim_core::chain::{Link, StreamId};
 use verbatim_core::wire::Batch;
 
+use super::{ArchiveStore, BoxFuture, Mode, Outcome, StoreRules};
 use crate::error::{Error, Result};
-pub use writer::{ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP, ALERT_UNKNOWN_ARCHIVE_KEY};
-pub use writer::{DEFAULT_MAX_STREAMS_PER_DEVICE, Mode, Outcome, StoreRules};
+pub use read::SqliteReader;
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "archive.db";
@@ -36,23 +36,50 @@ fn sqlite_side_file(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub struct Store {
+pub struct SqliteStore {
     db: PathBuf,
     tx: Mutex<Option<mpsc::Sender<writer::Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<ReadPool>,
 }
 
-impl Store {
+/// Read-only connections kept for the cursor answer.
+struct ReadPool {
+    db: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn cursor(&self, id: &StreamId) -> Result<(u64, Link)> {
+        let conn = self.take()?;
+        let r = read::cursor(&conn, id);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < READ_POOL {
+            idle.push(conn);
+        }
+        r
+    }
+
+    fn take(&self) -> Result<Connection> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(c)
+    }
+}
+
+impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`, takes the directory's lock and
     /// starts the writer thread, which applies `rules` to every batch.
-    pub fn open(data_dir: &Path, rules: StoreRules) -> Result<Store> {
-        Store::open_with_limit(data_dir, rules, None)
+    pub fn open(data_dir: &Path, rules: StoreRules) -> Result<SqliteStore> {
+        SqliteStore::open_with_limit(data_dir, rules, None)
     }
 
     /// [`Store::open`] with the database capped at `storage_limit_bytes` (see
     /// `Limits::storage_limit_bytes`): an emulated full disk for tests.
-    pub fn open_with_limit(data_dir: &Path, rules: StoreRules, storage_limit_bytes: Option<u64>) -> Result<Store> {
+    pub fn open_with_limit(data_dir: &Path, rules: StoreRules, storage_limit_bytes: Option<u64>) -> Result<SqliteStore> {
         if rules.accepted_keys.is_empty() {
             return Err(Error::Config("the archive store needs at least one accepted archive key".into()));
         }
@@ -98,7 +125,13 @@ impl Store {
             .name("verbatim-archive-writer".into())
             .spawn(move || writer::run(conn, rx, lock, rules))
             .map_err(|e| Error::io("start the writer thread", e))?;
-        Ok(Store { db, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers: Mutex::new(Vec::new()) })
+        let readers = Arc::new(ReadPool { db: db.clone(), idle: Mutex::new(Vec::new()) });
+        Ok(SqliteStore { db, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers })
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db
     }
 
     /// Applies `batch`; resolves once the outcome is durable (or rolled back, in `RollBack`).
@@ -109,30 +142,10 @@ impl Store {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Highest contiguous sequence held for `id` and its link. Blocking.
-    pub fn cursor(&self, id: &StreamId) -> Result<(u64, Link)> {
-        let conn = self.reader()?;
-        let r = read::cursor(&conn, id);
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < READ_POOL {
-            pool.push(conn);
-        }
-        r
-    }
-
-    fn reader(&self) -> Result<Connection> {
-        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(c);
-        }
-        let c = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        c.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(c)
-    }
-
     /// Stops the writer after the batches already submitted and waits for it: the database
     /// is closed and the directory unlocked when this returns. Blocking.
     pub fn close(&self) {
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -140,7 +153,22 @@ impl Store {
     }
 }
 
-impl Drop for Store {
+impl ArchiveStore for SqliteStore {
+    fn submit(&self, batch: Batch, mode: Mode) -> BoxFuture<'_, Result<Outcome>> {
+        Box::pin(SqliteStore::submit(self, batch, mode))
+    }
+
+    fn cursor(&self, id: StreamId) -> BoxFuture<'_, Result<(u64, Link)>> {
+        let readers = self.readers.clone();
+        Box::pin(async move { tokio::task::spawn_blocking(move || readers.cursor(&id)).await.map_err(|_| Error::Closed)? })
+    }
+
+    fn close(&self) {
+        SqliteStore::close(self);
+    }
+}
+
+impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
     }
