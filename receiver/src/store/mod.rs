@@ -6,16 +6,19 @@
 //!   record at a time, so memory stays bounded whatever the archive's size.
 //!
 //! Implementations, one module each: [`sqlite`] (the embedded default: one SQLite file in a
-//! data directory, one receiver).
+//! data directory, one receiver) and [`s3`] (immutable objects under S3 Object Lock, any
+//! number of receivers on one bucket).
 //!
 //! Every implementation applies the same rules to a batch: duplicates must be byte-identical,
 //! no gap, every new record chains from the last held, an epoch id always means the same key,
 //! new epochs only for accepted archive keys, a bounded number of streams per device; a
 //! refusal stores nothing but its alert.
 
+pub mod s3;
 pub mod sqlite;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use verbatim_core::chain::{Link, StreamId};
@@ -55,9 +58,30 @@ pub trait ArchiveReader {
     fn alerts(&mut self, id: &StreamId) -> Result<Vec<Alert>>;
     /// When the newest record of a stream was received (receiver clock, ms).
     fn last_received_ms(&mut self, id: &StreamId) -> Result<Option<i64>>;
+    /// The last sequence the store's own index says it holds for a stream, when it keeps one
+    /// apart from the records (the object store's head): `verify` reports records missing up
+    /// to it as a gap.
+    fn held_through(&mut self, _id: &StreamId) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// Calls `f` with every record of a stream in sequence order, one at a time. `f` returns
     /// false to stop.
     fn for_each_record(&mut self, id: &StreamId, f: &mut dyn FnMut(WireRecord) -> Result<bool>) -> Result<()>;
+}
+
+/// Where an archive is: a data directory (SQLite) or a bucket.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    Dir(PathBuf),
+    S3(Box<s3::S3StoreConfig>),
+}
+
+/// A reader for `verify` and `export` (blocking; not from inside an async runtime).
+pub fn open_reader(location: &StoreLocation) -> Result<Box<dyn ArchiveReader>> {
+    Ok(match location {
+        StoreLocation::Dir(dir) => Box::new(sqlite::SqliteReader::open(dir)?),
+        StoreLocation::S3(config) => Box::new(s3::S3Reader::open(config)?),
+    })
 }
 
 /// One alert of a stream: the first of its kind as it was recorded, and how often that kind
