@@ -20,6 +20,8 @@ const COMMANDS: &[&[&str]] = &[
     &["receive", "add-device"],
     &["verify"],
     &["export"],
+    &["legal-hold", "put"],
+    &["legal-hold", "release"],
     &["bench"],
     &["crash-test"],
     &["recover"],

@@ -237,6 +237,19 @@ fn two_receivers_on_one_bucket_one_killed_mid_batch_every_acked_record_exactly_o
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["agent_events"], DEVICES as u64 * RECORDS, "{summary}");
     assert_eq!(summary["unreadable"], 0);
+
+    // A legal hold on one device through the CLI: every one of its objects, recorded.
+    let out = Command::new(BIN)
+        .args(["legal-hold", "put", "--json", "--store", &format!("s3://{bucket}/archive"), "--s3-endpoint", &endpoint])
+        .args(["--tenant", "acme", "--device", "dev-0", "--reason", "matter 17", "--by", "test"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hold: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hold["event"]["action"], "legal_hold_put");
+    assert!(hold["event"]["objects"].as_u64().unwrap() >= 1, "{hold}");
     let _ = a.child.kill();
     let mut b = b;
     let _ = b.child.kill();

@@ -15,7 +15,9 @@ use std::time::Duration;
 use support::*;
 use verbatim_core::wire::{Batch, Cursor};
 use verbatim_receiver::seaweed::{Seaweed, weed_binary};
-use verbatim_receiver::store::s3::{COMPLIANCE, Put, PutOptions, S3Client, S3Reader, S3Store, S3StoreConfig};
+use verbatim_receiver::store::s3::{
+    COMPLIANCE, MARKER_TTL, Put, PutOptions, S3Admin, S3Client, S3Reader, S3Store, S3StoreConfig,
+};
 use verbatim_receiver::store::{ALERT_EQUIVOCATION, ArchiveStore, Mode, Outcome, StoreRules};
 use verbatim_receiver::verify::{VerifyOptions, verify_reader};
 use verbatim_receiver::{AcceptedKeys, add_device};
@@ -452,4 +454,63 @@ async fn a_batch_is_one_object() {
     let client = S3Client::new(&config.s3).unwrap();
     let keys = client.list_all("archive/", None).await.unwrap();
     assert_eq!(keys.iter().filter(|k| k.contains("/b/")).count(), 1, "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legal_hold_covers_a_devices_objects_present_and_future_and_is_audited() {
+    let Some(weed) = shared() else { return };
+    let config = locked_bucket(&weed.lock().unwrap(), 1);
+    let store = S3Store::open(&config, rules()).await.unwrap();
+    let archive = archive_keys();
+    let mut held_dev = Device::new(&archive, "acme", "dev-held", "s-1");
+    let mut other = Device::new(&archive, "acme", "dev-other", "s-1");
+    held_dev.push_n(6);
+    other.push_n(3);
+    stored(&store.submit(held_dev.batch(1, 3), Mode::Commit).await.unwrap());
+    stored(&store.submit(other.batch(1, 3), Mode::Commit).await.unwrap());
+    // An alert object of the held device too (a gap).
+    assert!(matches!(store.submit(held_dev.batch(5, 5), Mode::Commit).await.unwrap(), Outcome::Gap { .. }));
+
+    let admin = S3Admin::open(&config).await.unwrap();
+    let refused = admin.legal_hold("acme", Some("dev-held"), true, "  ", "test").await;
+    assert!(refused.unwrap_err().to_string().contains("reason"));
+    let put = admin.legal_hold("acme", Some("dev-held"), true, "SEC matter 2026-17", "compliance@acme").await.unwrap();
+    assert_eq!(put.event.objects, 2, "one batch object and one alert object");
+    // Written after the hold (this store's marker cache is older than the hold: wait it out).
+    tokio::time::sleep(MARKER_TTL).await;
+    stored(&store.submit(held_dev.batch(4, 6), Mode::Commit).await.unwrap());
+
+    let client = S3Client::new(&config.s3).unwrap();
+    let keys = client.list_all("archive/v1/t/", None).await.unwrap();
+    let layout = verbatim_receiver::store::s3::Layout::new("archive");
+    let held_prefix = layout.device("acme", "dev-held");
+    let mut retention_before = Vec::new();
+    for key in keys.iter().filter(|k| verbatim_receiver::store::s3::Layout::is_locked(k)) {
+        let hold = client.legal_hold(key).await.unwrap();
+        let expected = if key.starts_with(&held_prefix) { Some("ON") } else { None };
+        assert_eq!(hold.as_deref().filter(|h| *h == "ON"), expected, "{key}");
+        if key.starts_with(&held_prefix) {
+            retention_before.push((key.clone(), client.retention(key).await.unwrap()));
+            // Held: not deletable, whatever its retention.
+            let version = client.version_id(key).await.unwrap().unwrap();
+            assert_eq!(client.delete(key, Some(&version)).await.unwrap().as_u16(), 403);
+        }
+    }
+    assert_eq!(retention_before.len(), 3, "two batch objects and the alert");
+
+    // Released: the hold is off, the retention exactly as it was (never shortened).
+    let released =
+        admin.legal_hold("acme", Some("dev-held"), false, "SEC matter 2026-17 closed", "compliance@acme").await.unwrap();
+    assert_eq!(released.event.objects, 3);
+    for (key, retention) in &retention_before {
+        assert_eq!(client.legal_hold(key).await.unwrap().as_deref(), Some("OFF"), "{key}");
+        assert_eq!(&client.retention(key).await.unwrap(), retention, "{key}");
+    }
+    // The audit trail: both events, in order, locked like the records.
+    let events = admin.audit_events().await.unwrap();
+    let actions: Vec<(&str, Option<&str>, u64)> =
+        events.iter().map(|e| (e.action.as_str(), e.device.as_deref(), e.objects)).collect();
+    assert_eq!(actions, [("legal_hold_put", Some("dev-held"), 2), ("legal_hold_released", Some("dev-held"), 3)]);
+    let (mode, _) = client.retention(&put.audit_key).await.unwrap().unwrap();
+    assert_eq!(mode, COMPLIANCE);
 }

@@ -11,6 +11,7 @@
 //! v1/t/<H(tenant)>/d/<H(device)>/s/<H(stream)>/a/<kind>      first alert of a kind (locked)
 //! v1/t/<H(tenant)>/d/<H(device)>/s/<H(stream)>/r/<kind>      how often it repeated (mutable, CAS)
 //! v1/audit/<ms>-<random>                                      audit events, e.g. legal holds (locked)
+//! v1/holds/<H(tenant)>[/<H(device)>]                          legal hold markers (mutable)
 //! ```
 //!
 //! A batch object's key is its first sequence number, zero-padded so keys sort in sequence
@@ -93,7 +94,24 @@ impl Layout {
     }
 
     pub fn audit(&self, at_ms: i64, nonce: &str) -> String {
-        format!("{}v1/audit/{at_ms:016}-{nonce}", self.prefix)
+        format!("{}{at_ms:016}-{nonce}", self.audits())
+    }
+
+    pub fn audits(&self) -> String {
+        format!("{}v1/audit/", self.prefix)
+    }
+
+    /// The legal hold marker of a tenant, or of one device of it.
+    pub fn hold(&self, tenant: &str, device: Option<&str>) -> String {
+        match device {
+            Some(d) => format!("{}v1/holds/{}/{}", self.prefix, h(tenant), h(d)),
+            None => format!("{}v1/holds/{}", self.prefix, h(tenant)),
+        }
+    }
+
+    /// Whether a key is one of the objects written under Object Lock (records, first alerts).
+    pub fn is_locked(key: &str) -> bool {
+        key.contains("/b/") || key.contains("/a/")
     }
 
     /// A stream folder's head key, from the folder listed.

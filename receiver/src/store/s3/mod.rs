@@ -16,6 +16,7 @@
 //! be revocable and nothing written under Object Lock can be removed.
 
 mod client;
+mod hold;
 mod layout;
 mod reader;
 mod writer;
@@ -23,11 +24,13 @@ mod writer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use verbatim_core::chain::{Link, StreamId};
 use verbatim_core::wire::Batch;
 
 pub use client::{COMPLIANCE, Put, PutOptions, S3Client, S3Config};
+pub use hold::{HoldEvent, HoldSummary, MARKER_TTL};
 pub use layout::Layout;
 pub use reader::S3Reader;
 
@@ -109,6 +112,19 @@ pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) rules: StoreRules,
     pub(crate) retention: Retention,
+    pub(crate) holds: hold::MarkerCache,
+}
+
+impl Inner {
+    fn new(client: S3Client, config: &S3StoreConfig, rules: StoreRules) -> Inner {
+        Inner {
+            client,
+            layout: Layout::new(&config.prefix),
+            rules,
+            retention: config.retention.clone(),
+            holds: hold::MarkerCache::default(),
+        }
+    }
 }
 
 pub struct S3Store {
@@ -143,8 +159,49 @@ impl S3Store {
         }
         let client = S3Client::new(&config.s3)?;
         require_object_lock(&client).await?;
-        let inner = Inner { client, layout: Layout::new(&config.prefix), rules, retention: config.retention.clone() };
+        let inner = Inner::new(client, config, rules);
         Ok(S3Store { inner: Arc::new(inner), closed: AtomicBool::new(false) })
+    }
+}
+
+/// Administration of a bucket archive: legal holds and the audit trail.
+pub struct S3Admin {
+    inner: Inner,
+}
+
+impl S3Admin {
+    /// Connects; refuses a bucket without Object Lock.
+    pub async fn open(config: &S3StoreConfig) -> Result<S3Admin> {
+        let client = S3Client::new(&config.s3)?;
+        require_object_lock(&client).await?;
+        let rules = StoreRules::new(crate::keys::AcceptedKeys::from_key_ids(std::iter::empty::<&str>()));
+        Ok(S3Admin { inner: Inner::new(client, config, rules) })
+    }
+
+    /// Puts (`on`) or releases the legal hold on everything of `tenant`, or of one of its
+    /// devices, present and future; records the audit event (who, why, how many objects).
+    /// Retention dates are never changed.
+    pub async fn legal_hold(&self, tenant: &str, device: Option<&str>, on: bool, reason: &str, by: &str) -> Result<HoldSummary> {
+        hold::set(&self.inner, tenant, device, on, reason, by, MARKER_TTL).await
+    }
+
+    /// [`S3Admin::legal_hold`] waiting `wait` for receivers' hold caches instead of
+    /// [`MARKER_TTL`] (tests whose receivers started after the marker).
+    pub async fn legal_hold_waiting(
+        &self,
+        tenant: &str,
+        device: Option<&str>,
+        on: bool,
+        reason: &str,
+        by: &str,
+        wait: Duration,
+    ) -> Result<HoldSummary> {
+        hold::set(&self.inner, tenant, device, on, reason, by, wait).await
+    }
+
+    /// The audit trail (legal holds put and released), oldest first.
+    pub async fn audit_events(&self) -> Result<Vec<HoldEvent>> {
+        hold::audit_events(&self.inner).await
     }
 }
 

@@ -27,13 +27,9 @@ impl S3Reader {
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::io("start a runtime", e))?;
         let client = S3Client::new(&config.s3)?;
         rt.block_on(require_object_lock(&client))?;
-        let inner = Inner {
-            client,
-            layout: Layout::new(&config.prefix),
-            // Readers apply no rules; these are never consulted.
-            rules: StoreRules::new(crate::keys::AcceptedKeys::from_key_ids(std::iter::empty::<&str>())),
-            retention: config.retention.clone(),
-        };
+        // Readers apply no rules; these are never consulted.
+        let rules = StoreRules::new(crate::keys::AcceptedKeys::from_key_ids(std::iter::empty::<&str>()));
+        let inner = Inner::new(client, config, rules);
         Ok(S3Reader { rt, inner, heads: HashMap::new() })
     }
 

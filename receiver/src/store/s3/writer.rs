@@ -128,8 +128,13 @@ pub(super) async fn submit(s: &Inner, batch: Batch, mode: Mode) -> Result<Outcom
         if !write {
             return Ok(Outcome::Stored(ack));
         }
-        let options =
-            PutOptions { if_none_match: true, retain_until: Some(s.retention.until(&id.tenant, now)), ..PutOptions::default() };
+        let options = PutOptions {
+            if_none_match: true,
+            retain_until: Some(s.retention.until(&id.tenant, now)),
+            // Under legal hold while the tenant or device is held.
+            legal_hold: super::hold::held(s, &id.tenant, &id.device).await?,
+            ..PutOptions::default()
+        };
         match s.client.put(&s.layout.batch(&id, object.first()), object.encode(), &options).await? {
             Put::Written { .. } => {
                 head.advance(&object);
@@ -171,8 +176,13 @@ async fn move_head(s: &Inner, id: &StreamId, mut etag: Option<String>, to: Head)
 /// the records; later ones of that kind are counted in a small mutable object beside it.
 pub(super) async fn alert(s: &Inner, id: &StreamId, now: i64, kind: &str, detail: &str) -> Result<()> {
     let first = AlertObject { at_ms: now, kind: kind.to_string(), detail: detail.to_string() };
-    let options =
-        PutOptions { if_none_match: true, retain_until: Some(s.retention.until(&id.tenant, now)), ..PutOptions::default() };
+    let options = PutOptions {
+        if_none_match: true,
+        retain_until: Some(s.retention.until(&id.tenant, now)),
+        // Under legal hold while the tenant or device is held.
+        legal_hold: super::hold::held(s, &id.tenant, &id.device).await?,
+        ..PutOptions::default()
+    };
     let body = serde_json::to_vec(&first).unwrap_or_default();
     if let Put::Written { .. } = s.client.put(&s.layout.alert(id, kind), body, &options).await? {
         tracing::warn!(kind, "stream alert recorded");
