@@ -23,6 +23,7 @@ mod capture;
 mod cold_start;
 mod instructions;
 mod memory;
+mod object_store;
 mod plan;
 mod report;
 mod size;
@@ -33,6 +34,7 @@ use capture::*;
 use cold_start::*;
 use instructions::*;
 use memory::*;
+use object_store::*;
 use plan::*;
 use report::*;
 use size::*;
@@ -78,7 +80,8 @@ pub struct BenchArgs {
     /// Also print every figure as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size (comma-separated).
+    /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).

@@ -99,6 +99,8 @@ pub struct Object {
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
     pub keys: Vec<String>,
+    /// The size of each of `keys`, in bytes.
+    pub sizes: Vec<u64>,
     pub prefixes: Vec<String>,
     pub next: Option<String>,
 }
@@ -254,6 +256,7 @@ impl S3Client {
         let parsed = ListObjectsV2::parse_response(&text)
             .map_err(|e| Error::Store(format!("object store listing is not valid ListObjectsV2 XML: {e}")))?;
         Ok(Listing {
+            sizes: parsed.contents.iter().map(|c| c.size.unwrap_or(0)).collect(),
             keys: parsed.contents.into_iter().map(|c| c.key).collect(),
             prefixes: parsed.common_prefixes.into_iter().map(|p| p.prefix).collect(),
             next: parsed.next_continuation_token,
@@ -270,6 +273,21 @@ impl S3Client {
             match page.next {
                 Some(n) => next = Some(n),
                 None => return Ok(keys),
+            }
+        }
+    }
+
+    /// How many objects there are under `prefix`, and their bytes (all pages).
+    pub async fn usage(&self, prefix: &str) -> Result<(u64, u64)> {
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        let mut next: Option<String> = None;
+        loop {
+            let page = self.list(prefix, None, None, next.as_deref()).await?;
+            objects += page.keys.len() as u64;
+            bytes += page.sizes.iter().sum::<u64>();
+            match page.next {
+                Some(n) => next = Some(n),
+                None => return Ok((objects, bytes)),
             }
         }
     }
