@@ -443,3 +443,52 @@ pub fn legal_hold(command: LegalHoldCommand) -> ExitCode {
         Err(e) => fail(e),
     }
 }
+
+#[derive(clap::Args)]
+pub struct CopyArchiveArgs {
+    /// Required. The embedded archive's data directory (stop its receiver first, or run the
+    /// copy again afterwards: a second run copies only what is new).
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `verbatim copy-archive`: an embedded SQLite archive into a bucket, then both verified and
+/// compared.
+pub fn copy_archive(args: CopyArchiveArgs) -> ExitCode {
+    let target = match args.store.object_store() {
+        Ok(Some(t)) => t,
+        Ok(None) => return fail("copy-archive needs --store s3://BUCKET[/PREFIX] --s3-endpoint URL"),
+        Err(e) => return fail(e),
+    };
+    let summary = verbatim_receiver::store::sqlite::SqliteReader::open(&args.data)
+        .and_then(|mut source| verbatim_receiver::store::s3::copy_archive(&mut source, &target));
+    match summary {
+        Ok(s) => {
+            if args.json {
+                outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                outln!(
+                    "{} stream(s): {} record(s) copied, {} already in the bucket, {} alert(s) copied",
+                    s.streams,
+                    s.records_copied,
+                    s.records_already_there,
+                    s.alerts_copied
+                );
+                for m in &s.mismatches {
+                    outln!("MISMATCH {m}");
+                }
+                outln!(
+                    "{}",
+                    if s.ok() { "the bucket verifies the same as the source" } else { "COPY DOES NOT MATCH THE SOURCE" }
+                );
+            }
+            if s.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -107,6 +107,13 @@ enum Command {
     )]
     Verify(archive_cmd::VerifyArgs),
 
+    /// Copy an embedded (SQLite) archive into an S3 bucket with Object Lock, then verify both
+    /// and compare them stream by stream.
+    #[command(
+        after_help = "Required: --data, --store, --s3-endpoint.\n\nExit codes: 0 copied, and the bucket verifies the same as the source; 1 copied, but a stream does not match (listed); 2 the copy could not run (no Object Lock, store unreachable, no archive).\n\nExample: verbatim copy-archive --data archive --store s3://acme-archive --s3-endpoint https://s3.eu-west-1.amazonaws.com"
+    )]
+    CopyArchive(archive_cmd::CopyArchiveArgs),
+
     /// Put or release a legal hold on everything of a tenant or device in a bucket archive
     /// (S3 Object Lock legal hold), recorded as an audit event in the bucket.
     #[command(
@@ -193,6 +200,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => archive_cmd::verify(args),
         Command::Export(args) => archive_cmd::export(args),
         Command::LegalHold(command) => archive_cmd::legal_hold(command),
+        Command::CopyArchive(args) => archive_cmd::copy_archive(args),
         Command::Bench(args) => bench::run(args),
         Command::CrashTest(args) => crash_cmd::run(args),
         Command::Recover(args) => recover_cmd::run(args),

@@ -20,6 +20,7 @@ const COMMANDS: &[&[&str]] = &[
     &["receive", "add-device"],
     &["verify"],
     &["export"],
+    &["copy-archive"],
     &["legal-hold", "put"],
     &["legal-hold", "release"],
     &["bench"],

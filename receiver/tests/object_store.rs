@@ -514,3 +514,47 @@ async fn a_legal_hold_covers_a_devices_objects_present_and_future_and_is_audited
     let (mode, _) = client.retention(&put.audit_key).await.unwrap().unwrap();
     assert_eq!(mode, COMPLIANCE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_archive_copies_into_a_bucket_and_verifies_the_same() {
+    let Some(weed) = shared() else { return };
+    let config = locked_bucket(&weed.lock().unwrap(), 1);
+    // An embedded archive: two streams, 1,500 records over both (more than one copy batch),
+    // and an alert.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = archive_keys();
+    let sqlite = verbatim_receiver::store::SqliteStore::open(dir.path(), rules()).unwrap();
+    let mut a = Device::new(&archive, "acme", "dev-1", "s-1");
+    let mut b = Device::new(&archive, "acme", "dev-2", "s-1");
+    a.push_n(1_200);
+    b.push_n(302);
+    for first in (1..=1_200).step_by(200) {
+        assert!(matches!(sqlite.submit(a.batch(first, first + 199), Mode::Commit).await.unwrap(), Outcome::Stored(_)));
+    }
+    sqlite.submit(b.batch(1, 300), Mode::Commit).await.unwrap();
+    assert!(matches!(sqlite.submit(b.batch(302, 302), Mode::Commit).await.unwrap(), Outcome::Gap { .. }));
+    sqlite.close();
+
+    let (data, target) = (dir.path().to_path_buf(), config.clone());
+    let copy = move || {
+        let mut source = verbatim_receiver::store::sqlite::SqliteReader::open(&data).unwrap();
+        verbatim_receiver::store::s3::copy_archive(&mut source, &target).unwrap()
+    };
+    let first = tokio::task::spawn_blocking(copy.clone()).await.unwrap();
+    assert!(first.ok(), "{first:?}");
+    assert_eq!((first.streams, first.records_copied, first.records_already_there, first.alerts_copied), (2, 1_500, 0, 1));
+    // Again (an interrupted copy resumed): nothing new, still the same.
+    let again = tokio::task::spawn_blocking(copy).await.unwrap();
+    assert!(again.ok(), "{again:?}");
+    assert_eq!((again.records_copied, again.records_already_there, again.alerts_copied), (0, 1_500, 0));
+
+    let source = verbatim_receiver::verify::verify_with(dir.path(), &VerifyOptions::default()).unwrap();
+    let copied = verify_bucket(&config).await;
+    assert_eq!(copied.totals.records, 1_500);
+    for (s, c) in source.streams.iter().zip(&copied.streams) {
+        assert_eq!((&s.device, s.records, s.contiguous_through), (&c.device, c.records, c.contiguous_through));
+        // When records were first received survives the copy (silent-device detection).
+        assert_eq!(s.last_received_ms, c.last_received_ms);
+        assert_eq!(s.alerts.len(), c.alerts.len());
+    }
+}

@@ -16,6 +16,7 @@
 //! be revocable and nothing written under Object Lock can be removed.
 
 mod client;
+mod copy;
 mod hold;
 mod layout;
 mod reader;
@@ -30,6 +31,7 @@ use verbatim_core::chain::{Link, StreamId};
 use verbatim_core::wire::Batch;
 
 pub use client::{COMPLIANCE, Put, PutOptions, S3Client, S3Config};
+pub use copy::{CopySummary, copy_archive};
 pub use hold::{HoldEvent, HoldSummary, MARKER_TTL};
 pub use layout::Layout;
 pub use reader::S3Reader;
@@ -211,7 +213,7 @@ impl ArchiveStore for S3Store {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            writer::submit(&self.inner, batch, mode).await
+            writer::submit(&self.inner, batch, mode, None).await
         })
     }
 

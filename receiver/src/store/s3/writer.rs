@@ -81,7 +81,9 @@ enum Checked {
     },
 }
 
-pub(super) async fn submit(s: &Inner, batch: Batch, mode: Mode) -> Result<Outcome> {
+/// Stores `batch`; its records are marked received now, or at `received_ms` (a copy from
+/// another archive keeps when they were first received).
+pub(super) async fn submit(s: &Inner, batch: Batch, mode: Mode, received_ms: Option<i64>) -> Result<Outcome> {
     let id = batch.stream.clone();
     // A roll-back (fault injection: a crash before the commit) checks as usual and writes
     // nothing, alerts included.
@@ -122,7 +124,10 @@ pub(super) async fn submit(s: &Inner, batch: Batch, mode: Mode) -> Result<Outcom
                 }
                 return Ok(Outcome::Stored(ack));
             }
-            Checked::New { object, duplicates } => (object, duplicates),
+            Checked::New { mut object, duplicates } => {
+                object.received_ms = received_ms.unwrap_or(now);
+                (object, duplicates)
+            }
         };
         let ack = BatchAck { acked_through: object.last(), stored: object.batch.records.len() as u64, duplicates };
         if !write {
