@@ -98,6 +98,8 @@ impl Seaweed {
             // Small volumes and many of them: every bucket is a collection with volumes of its own,
             // and tests make many small buckets.
             .args(["-master.volumeSizeLimitMB=32", "-volume.max=1000"])
+            .arg(format!("-filer.localSocket={}", self.dir.join("filer.sock").display()))
+            .arg(format!("-s3.localSocket={}", self.dir.join("s3.sock").display()))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -187,6 +189,28 @@ impl Seaweed {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// What it leaves on disk: its directory, and the gRPC sockets weed always puts in /tmp
+    /// (named by port; no flag moves them). Removed on drop.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let b = self.base_port + 10_000;
+        let mut files = vec![self.dir.clone()];
+        for (name, port) in [("master-grpc", b), ("volume-grpc", b + 1), ("filer-grpc", b + 2), ("s3-grpc", b + 3)] {
+            files.push(PathBuf::from(format!("/tmp/seaweedfs-{name}-{port}.sock")));
+        }
+        files
+    }
+}
+
+/// Removes what [`Seaweed::files`] names.
+pub fn remove_files(files: &[PathBuf]) {
+    for f in files {
+        if f.is_dir() {
+            let _ = std::fs::remove_dir_all(f);
+        } else {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 /// Runs `f` to completion on a runtime of its own, on a thread of its own: callable from
@@ -211,6 +235,6 @@ where
 impl Drop for Seaweed {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_files(&self.files());
     }
 }

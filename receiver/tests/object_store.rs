@@ -25,11 +25,12 @@ use verbatim_receiver::{AcceptedKeys, add_device};
 /// The SeaweedFS these tests share (each test uses buckets of its own). Killed at exit.
 fn shared() -> Option<&'static Mutex<Seaweed>> {
     static WEED: OnceLock<Option<Mutex<Seaweed>>> = OnceLock::new();
-    static PID: OnceLock<u32> = OnceLock::new();
+    static PID: OnceLock<(u32, Vec<std::path::PathBuf>)> = OnceLock::new();
     extern "C" fn kill_at_exit() {
-        if let Some(pid) = PID.get() {
-            // SIGKILL: weed ignores SIGTERM.
+        if let Some((pid, files)) = PID.get() {
+            // SIGKILL: weed ignores SIGTERM. Statics are never dropped, so clean up here.
             unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            verbatim_receiver::seaweed::remove_files(files);
         }
     }
     WEED.get_or_init(|| {
@@ -38,7 +39,7 @@ fn shared() -> Option<&'static Mutex<Seaweed>> {
         }
         let weed = Seaweed::start().expect("SeaweedFS starts");
         if let Some(pid) = weed.pid() {
-            let _ = PID.set(pid);
+            let _ = PID.set((pid, weed.files()));
             unsafe { libc::atexit(kill_at_exit) };
         }
         Some(Mutex::new(weed))
