@@ -299,6 +299,11 @@ install_seaweedfs() {
     log "  present and verified: $WEED"
   else
     command -v go >/dev/null || die "go not found (SeaweedFS is built from the Go module proxy)"
+    # Go's module and build caches for this build only (about 4 GB), removed with the rest of
+    # the temporary directory; -modcacherw so that they can be.
+    make_tmp
+    tmp=$TMP
+    export GOMODCACHE="$tmp/gomodcache" GOCACHE="$tmp/gocache" GOFLAGS="-modcacherw ${GOFLAGS:-}"
     info=$(go mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION") \
       || die "go mod download $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION failed: $info"
     json_field() { printf '%s' "$info" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -308,8 +313,6 @@ install_seaweedfs() {
     [[ "$sum" == "$SEAWEEDFS_H1" ]] || die "SeaweedFS module hash mismatch: expected $SEAWEEDFS_H1, got $sum"
     [[ "$(sha256_of "$zip")" == "$SEAWEEDFS_ZIP_SHA256" ]] \
       || die "SeaweedFS module zip checksum mismatch: expected $SEAWEEDFS_ZIP_SHA256, got $(sha256_of "$zip")"
-    make_tmp
-    tmp=$TMP
     cp -R "$dir" "$tmp/src"
     chmod -R u+w "$tmp/src" # the module cache is read-only
     log "  go build ./weed (about 15 minutes on 2 cores)"
