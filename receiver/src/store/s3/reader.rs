@@ -2,7 +2,8 @@
 //! id-hash folders, records read one batch object at a time and listed one page (1,000 keys)
 //! at a time, so memory stays bounded by one page and one object however large the archive.
 //! Safe while receivers write: batch objects are immutable and only ever added after the end
-//! of a stream's chain, so a reader sees every stream as a contiguous prefix of what it will be.
+//! of a stream's chain, so a reader sees every stream as a contiguous prefix of what it will be;
+//! it reads each stream up to its head as first read, so its epochs and records agree.
 
 use std::collections::HashMap;
 
@@ -115,6 +116,9 @@ impl ArchiveReader for S3Reader {
     }
 
     fn for_each_record(&mut self, id: &StreamId, f: &mut dyn FnMut(WireRecord) -> Result<bool>) -> Result<()> {
+        // Up to the head as first read: one consistent view of the stream (its epochs, its
+        // records) while receivers keep adding to it.
+        let through = self.head(id)?.seq;
         let (inner, rt) = (&self.inner, &self.rt);
         let prefix = inner.layout.batches(id);
         let mut next: Option<String> = None;
@@ -129,7 +133,7 @@ impl ArchiveReader for S3Reader {
                     continue;
                 };
                 for record in object.batch.records {
-                    if !f(record)? {
+                    if record.seq > through || !f(record)? {
                         return Ok(());
                     }
                 }
