@@ -600,3 +600,25 @@ async fn verify_and_export_read_consistently_while_receivers_ingest() {
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert_eq!(verify_bucket(&config).await.totals.records, 200);
 }
+
+/// The two conditions the exactly-once design rests on, checked on the store itself:
+/// `If-None-Match: *` creates once, `If-Match` replaces only the version read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_honours_both_conditional_writes() {
+    let Some(weed) = shared() else { return };
+    let config = locked_bucket(&weed.lock().unwrap(), 1);
+    let client = S3Client::new(&config.s3).unwrap();
+    let create = PutOptions { if_none_match: true, ..PutOptions::default() };
+    let Put::Written { etag: Some(first) } = client.put("cas", b"1".to_vec(), &create).await.unwrap() else {
+        panic!("created, with an ETag")
+    };
+    assert_eq!(client.put("cas", b"2".to_vec(), &create).await.unwrap(), Put::PreconditionFailed);
+    let swap = |etag: &str| PutOptions { if_match: Some(etag.to_string()), ..PutOptions::default() };
+    let Put::Written { etag: Some(second) } = client.put("cas", b"2".to_vec(), &swap(&first)).await.unwrap() else {
+        panic!("swapped, with an ETag")
+    };
+    // The ETag read before that swap is stale now: refused, the value unchanged.
+    assert_eq!(client.put("cas", b"3".to_vec(), &swap(&first)).await.unwrap(), Put::PreconditionFailed);
+    assert_eq!(client.get("cas").await.unwrap().unwrap().body, b"2");
+    assert!(matches!(client.put("cas", b"3".to_vec(), &swap(&second)).await.unwrap(), Put::Written { .. }));
+}
