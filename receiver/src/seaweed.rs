@@ -44,13 +44,15 @@ pub struct Seaweed {
     s3_port: u16,
 }
 
-/// Ports `base..base+4` and their gRPC twins (+10000, SeaweedFS's convention) all free now.
+/// Ports `base..base+4` and their gRPC twins (+10000, SeaweedFS's convention) all free now,
+/// all below Linux's ephemeral range (32768 and up) so that no client socket takes one of
+/// them before weed binds it.
 fn free_ports() -> Result<u16> {
     let free = |p: u16| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p)).is_ok();
     for _ in 0..200 {
         let mut b = [0u8; 2];
         getrandom::fill(&mut b).map_err(|e| Error::Config(format!("random: {e}")))?;
-        let base = 20_000 + (u16::from_le_bytes(b) % 20_000);
+        let base = 12_000 + (u16::from_le_bytes(b) % 10_000);
         if (base..base + 4).all(|p| free(p) && free(p + 10_000)) {
             return Ok(base);
         }
@@ -61,14 +63,23 @@ fn free_ports() -> Result<u16> {
 impl Seaweed {
     /// Starts `weed server` with the S3 gateway and waits until it creates buckets.
     pub fn start() -> Result<Seaweed> {
-        let mut name = [0u8; 8];
-        getrandom::fill(&mut name).map_err(|e| Error::Config(format!("random: {e}")))?;
-        let dir = std::env::temp_dir().join(format!("verbatim-seaweed-{}", hex::encode(name)));
-        std::fs::create_dir_all(dir.join("data")).map_err(|e| Error::io_path("create", &dir, e))?;
-        let base = free_ports()?;
-        let mut me = Seaweed { child: None, dir, base_port: base, s3_port: base + 3 };
-        me.spawn()?;
-        Ok(me)
+        // Another process may take a port between the check and weed binding it: start again
+        // on other ports (a few times) when weed does not come up. A failed attempt's
+        // directory and sockets go with it (drop).
+        let mut last = None;
+        for _ in 0..3 {
+            let mut name = [0u8; 8];
+            getrandom::fill(&mut name).map_err(|e| Error::Config(format!("random: {e}")))?;
+            let dir = std::env::temp_dir().join(format!("verbatim-seaweed-{}", hex::encode(name)));
+            std::fs::create_dir_all(dir.join("data")).map_err(|e| Error::io_path("create", &dir, e))?;
+            let base = free_ports()?;
+            let mut me = Seaweed { child: None, dir, base_port: base, s3_port: base + 3 };
+            match me.spawn() {
+                Ok(()) => return Ok(me),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Config("SeaweedFS did not start".into())))
     }
 
     /// Starts it again after [`Seaweed::kill`], on the same ports and data.
