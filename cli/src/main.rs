@@ -103,19 +103,34 @@ enum Command {
 
     /// Serve the upload API (reference archive receiver) over HTTPS.
     #[command(
-        after_help = "Required: --listen, --data, --tokens, and either --self-signed or --tls-cert with --tls-key (none of them for the add-device subcommand).\n\nExit codes: 0 stopped by SIGINT or SIGTERM after draining; 2 the receiver could not start (port in use, bad certificate, missing flag).\n\nExample: verbatim receive --listen 127.0.0.1:8443 --data archive --tokens archive/tokens.jsonl --self-signed"
+        after_help = "Required: --listen, --data (or --store with --s3-endpoint: an S3 bucket with Object Lock), --tokens, --archive-key, and either --self-signed or --tls-cert with --tls-key (none of them for the add-device subcommand).\n\nExit codes: 0 stopped by SIGINT or SIGTERM after draining; 2 the receiver could not start (port in use, bad certificate, missing flag).\n\nExample: verbatim receive --listen 127.0.0.1:8443 --data archive --tokens archive/tokens.jsonl --self-signed"
     )]
     Receive(archive_cmd::ReceiveArgs),
 
     /// Report, per device stream held by a receiver: records, gaps, chain, alerts.
     #[command(
-        after_help = "Required: --data.\n\nExit codes: 0 every stream is complete and verified; 1 a gap, a chain failure, an alert or a silent device; 2 the data could not be read.\n\nExample: verbatim verify --data archive"
+        after_help = "Required: --data, or --store with --s3-endpoint.\n\nExit codes: 0 every stream is complete and verified; 1 a gap, a chain failure, an alert or a silent device; 2 the data could not be read.\n\nExample: verbatim verify --data archive"
     )]
     Verify(archive_cmd::VerifyArgs),
 
+    /// Copy an embedded (SQLite) archive into an S3 bucket with Object Lock, then verify both
+    /// and compare them stream by stream.
+    #[command(
+        after_help = "Required: --data, --store, --s3-endpoint.\n\nExit codes: 0 copied, and the bucket verifies the same as the source; 1 copied, but a stream does not match (listed); 2 the copy could not run (no Object Lock, store unreachable, no archive).\n\nExample: verbatim copy-archive --data archive --store s3://acme-archive --s3-endpoint https://s3.eu-west-1.amazonaws.com"
+    )]
+    CopyArchive(archive_cmd::CopyArchiveArgs),
+
+    /// Put or release a legal hold on everything of a tenant or device in a bucket archive
+    /// (S3 Object Lock legal hold), recorded as an audit event in the bucket.
+    #[command(
+        subcommand,
+        after_help = "Required: put|release, --store, --s3-endpoint, --tenant, --reason.\n\nExit codes: 0 the hold was put or released on every object and the audit event written; 2 it could not be (no Object Lock, store unreachable, no reason).\n\nExample: verbatim legal-hold put --store s3://archive --s3-endpoint https://s3.eu-west-1.amazonaws.com --tenant acme --device iphone-0042 --reason 'SEC matter 2026-17'"
+    )]
+    LegalHold(archive_cmd::LegalHoldCommand),
+
     /// Open held records with the archive private key and export JSON Lines and .eml files.
     #[command(
-        after_help = "Required: --data, --key, --out.\n\nExit codes: 0 everything was opened and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key or data).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
+        after_help = "Required: --data (or --store with --s3-endpoint), --key, --out.\n\nExit codes: 0 everything was opened and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key or data).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
     )]
     Export(archive_cmd::ExportArgs),
 
@@ -206,6 +221,8 @@ fn main() -> ExitCode {
         Command::Receive(args) => archive_cmd::receive(args),
         Command::Verify(args) => archive_cmd::verify(args),
         Command::Export(args) => archive_cmd::export(args),
+        Command::LegalHold(command) => archive_cmd::legal_hold(command),
+        Command::CopyArchive(args) => archive_cmd::copy_archive(args),
         Command::Bench(args) => bench::run(args),
         Command::CrashTest(args) => crash_cmd::run(args),
         Command::Recover(args) => recover_cmd::run(args),

@@ -25,6 +25,7 @@ mod capture;
 mod cold_start;
 mod instructions;
 mod memory;
+mod object_store;
 mod plan;
 mod report;
 mod size;
@@ -36,6 +37,7 @@ use capture::*;
 use cold_start::*;
 use instructions::*;
 use memory::*;
+use object_store::*;
 use plan::*;
 use report::*;
 use size::*;
@@ -82,7 +84,7 @@ pub struct BenchArgs {
     /// Also print every figure as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size, telephony
+    /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony
     /// (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
