@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use verbatim_core::clock::{Clock, SystemClock};
 use verbatim_core::sources::Mark;
-use verbatim_core::sources::telephony::{ProviderView, ScanOptions, ScanReport, scan};
+use verbatim_core::sources::telephony::{ProviderView, ScanOptions, ScanReport, scan_with};
 
 /// Where a replay remembers how many lines of a snapshots file it applied: each line is the
 /// whole provider at one moment, so applying an earlier line again would read as the provider
@@ -84,11 +84,17 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         }
         let options =
             ScanOptions { line: line.clone(), backfill_days: policy.backfill_days, now_ms: SystemClock::default().now_ms() };
-        match rt.block_on(scan(&agent, &view, &options)) {
+        // Each event is printed once its page is durable, so the output follows the capture.
+        let mut printed = 0;
+        let mut print_new = |report: &ScanReport| {
+            for (kind, id) in &report.events[printed..] {
+                outln!("captured {kind} {id}");
+            }
+            printed = report.events.len();
+        };
+        match rt.block_on(scan_with(&agent, &view, &options, &mut print_new)) {
             Ok(report) => {
-                for (kind, id) in &report.events {
-                    outln!("captured {kind} {id}");
-                }
+                print_new(&report);
                 total.events.extend(report.events);
                 total.baseline += report.baseline;
                 total.out_of_scope += report.out_of_scope;

@@ -38,28 +38,8 @@ fn write_lines(path: &Path, views: &[serde_json::Value]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_views_reach_the_archive_as_messages_edits_and_deletions() {
     let dir = tempfile::tempdir().unwrap();
-    let key = verbatim_receiver::keygen(&dir.path().join("key")).unwrap();
-    let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
-    let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
-    let data = dir.path().join("data");
-    let receiver = Receiver::start(ReceiverConfig::local_self_signed(data.clone(), AcceptedKeys::from_public_keys([&public])))
-        .await
-        .unwrap();
-    let token = verbatim_receiver::add_device(&data.join("tokens.jsonl"), "acme-telecom", "pixel-1").unwrap();
-    let s = |v: &str| Value::String(v.to_string());
-    let policy = sample_policy(
-        &receiver.url(),
-        &public,
-        token.expose(),
-        &[
-            ("tenant_id", s("acme-telecom")),
-            ("device_id", s("pixel-1")),
-            ("business_lines", s(LINE)),
-            ("archive_ca_pem", s(receiver.ca_pem().unwrap())),
-        ],
-    );
-    let policy_file = dir.path().join("policy.json");
-    std::fs::write(&policy_file, serde_json::to_vec(&policy).unwrap()).unwrap();
+    let archive = Archive::start(dir.path()).await;
+    let policy_file = archive.policy_file(dir.path(), "pixel-1");
     std::fs::write(dir.path().join("photo.jpg"), vec![0xFFu8; 20_000]).unwrap();
 
     let (s_now, ms_now) = recent();
@@ -119,18 +99,7 @@ async fn provider_views_reach_the_archive_as_messages_edits_and_deletions() {
     let up =
         run(&["upload", "--state", state.to_str().unwrap(), "--policy", policy_file.to_str().unwrap(), "--deadline-ms", "20000"]);
     assert!(up.status.success(), "{}", text(&up));
-    receiver.shutdown().await;
-    let out_dir = dir.path().join("export");
-    let summary = verbatim_receiver::export(&data, &secret, &out_dir).unwrap();
-    assert!(summary.ok(), "{}", summary.to_text());
-    let mut lines = Vec::new();
-    for entry in walkdir(&out_dir) {
-        if entry.extension().is_some_and(|e| e == "jsonl") {
-            lines.extend(
-                std::fs::read_to_string(&entry).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
-            );
-        }
-    }
+    let lines = archive.export(dir.path()).await;
     let of = |t: &str| lines.iter().filter(|l| l["type"] == t).cloned().collect::<Vec<_>>();
     let messages = of("message");
     assert_eq!(messages.len(), 2, "history is not captured");
@@ -202,6 +171,124 @@ fn a_bad_line_is_refused_by_line_and_field_and_changes_nothing_captured() {
     write_lines(&snapshots, &[json!({}), good]);
     let ok = replay();
     assert!(ok.status.success() && ok.stdout.is_empty(), "already captured: {}", text(&ok));
+}
+
+/// The reference receiver over TLS on 127.0.0.1 with its archive key.
+struct Archive {
+    data: std::path::PathBuf,
+    receiver: verbatim_receiver::RunningReceiver,
+    public: [u8; 32],
+    secret: verbatim_core::seal::ArchiveSecretKey,
+}
+
+impl Archive {
+    async fn start(dir: &Path) -> Archive {
+        let key = verbatim_receiver::keygen(&dir.join("key")).unwrap();
+        let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
+        let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
+        let data = dir.join("data");
+        let receiver =
+            Receiver::start(ReceiverConfig::local_self_signed(data.clone(), AcceptedKeys::from_public_keys([&public])))
+                .await
+                .unwrap();
+        Archive { data, receiver, public, secret }
+    }
+
+    /// A device policy file whose business line is [`LINE`].
+    fn policy_file(&self, dir: &Path, device: &str) -> std::path::PathBuf {
+        let token = verbatim_receiver::add_device(&self.data.join("tokens.jsonl"), "acme-telecom", device).unwrap();
+        let s = |v: &str| Value::String(v.to_string());
+        let policy = sample_policy(
+            &self.receiver.url(),
+            &self.public,
+            token.expose(),
+            &[
+                ("tenant_id", s("acme-telecom")),
+                ("device_id", s(device)),
+                ("business_lines", s(LINE)),
+                ("archive_ca_pem", s(self.receiver.ca_pem().unwrap())),
+            ],
+        );
+        let path = dir.join("policy.json");
+        std::fs::write(&path, serde_json::to_vec(&policy).unwrap()).unwrap();
+        path
+    }
+
+    /// Stops the receiver and exports everything: every JSON line.
+    async fn export(self, dir: &Path) -> Vec<serde_json::Value> {
+        self.receiver.shutdown().await;
+        let out_dir = dir.join("export");
+        let summary = verbatim_receiver::export(&self.data, &self.secret, &out_dir).unwrap();
+        assert!(summary.ok(), "{}", summary.to_text());
+        let mut lines = Vec::new();
+        for entry in walkdir(&out_dir) {
+            if entry.extension().is_some_and(|e| e == "jsonl") {
+                let text = std::fs::read_to_string(&entry).unwrap();
+                lines.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+            }
+        }
+        lines
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_killed_mid_view_and_run_again_captures_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::start(dir.path()).await;
+    let policy_file = archive.policy_file(dir.path(), "pixel-2");
+    let (_, ms_now) = recent();
+    // More rows than a pipe holds lines of output: once the test stops reading, the replay
+    // blocks on its stdout inside the second view, so the kill lands there whatever the timing.
+    const ROWS: i64 = 3000;
+    let rows: Vec<serde_json::Value> = (1..=ROWS)
+        .map(|i| json!({"_id": i, "thread_id": 1 + i % 7, "address": PEER, "date": ms_now - ROWS + i, "type": 1 + i % 2, "body": format!("row {i}")}))
+        .collect();
+    let snapshots = dir.path().join("provider.jsonl");
+    write_lines(&snapshots, &[json!({}), json!({ "sms": rows })]);
+    let state = dir.path().join("device");
+    let args = [
+        "telephony",
+        "replay",
+        "--state",
+        state.to_str().unwrap(),
+        "--policy",
+        policy_file.to_str().unwrap(),
+        "--snapshots",
+        snapshots.to_str().unwrap(),
+    ];
+
+    // Killed (SIGKILL) after its first 60 captures were read: somewhere inside the second view.
+    let mut child =
+        Command::new(BIN).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = 0;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        if line.unwrap().starts_with("captured ") {
+            seen += 1;
+        }
+        if seen == 60 {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(seen, 60, "the replay finished before it could be killed");
+
+    let again = run(&args);
+    assert!(again.status.success(), "{}", text(&again));
+    let finished = std::str::from_utf8(&again.stdout).unwrap().lines().count();
+    assert!(finished > 0 && finished <= (ROWS - 60) as usize, "the second run captures what is left: {finished}");
+
+    let up =
+        run(&["upload", "--state", state.to_str().unwrap(), "--policy", policy_file.to_str().unwrap(), "--deadline-ms", "30000"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let lines = archive.export(dir.path()).await;
+    let mut ids: Vec<String> =
+        lines.iter().filter(|l| l["type"] == "message").map(|l| l["meta"]["source_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    let mut want: Vec<String> = (1..=ROWS).map(|i| format!("sms:{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "every row exactly once");
 }
 
 fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -81,6 +81,17 @@ impl ScanReport {
 /// Scans a whole view of the provider: checks it (nothing is captured from a view the provider
 /// could not have produced), then hands its rows to a [`Scanner`] in pages. Background-only.
 pub async fn scan(agent: &Agent, view: &ProviderView, options: &ScanOptions) -> Result<ScanReport> {
+    scan_with(agent, view, options, |_| {}).await
+}
+
+/// [`scan`], calling `after_page` with the report so far after each page (to show progress as
+/// it is made).
+pub async fn scan_with(
+    agent: &Agent,
+    view: &ProviderView,
+    options: &ScanOptions,
+    mut after_page: impl FnMut(&ScanReport),
+) -> Result<ScanReport> {
     view.check(options.now_ms)?;
     let mut sms: Vec<&SmsRow> = view.sms.iter().collect();
     sms.sort_by_key(|r| r.id);
@@ -89,9 +100,11 @@ pub async fn scan(agent: &Agent, view: &ProviderView, options: &ScanOptions) -> 
     let mut scanner = Scanner::begin(agent, options.clone()).await?;
     for page in sms.chunks(VIEW_PAGE) {
         scanner.sms(page.iter().copied()).await?;
+        after_page(&scanner.report);
     }
     for page in mms.chunks(VIEW_PAGE) {
         scanner.mms(page.iter().copied()).await?;
+        after_page(&scanner.report);
     }
     scanner.finish().await
 }
