@@ -26,6 +26,7 @@ pub mod queue;
 pub mod record;
 pub mod seal;
 pub mod secret;
+pub mod sources;
 #[cfg(feature = "tools")]
 pub mod synth;
 #[cfg(feature = "testing")]
