@@ -36,7 +36,7 @@ fn options(world: &World) -> RelayOptions {
 }
 
 fn scan(agent: &Agent, world: &World) -> imessage::ScanReport {
-    tokio_rt().block_on(imessage::scan_evidenced(agent, &options(world))).unwrap()
+    tokio_rt().block_on(imessage::scan_evidenced(agent, &options(world), &mut |_| {})).unwrap()
 }
 
 /// Every captured record (agent events aside), keyed by source id, each exactly once.
@@ -228,22 +228,22 @@ fn losing_the_database_is_a_could_not_record_window_closed_when_it_comes_back() 
     let moved = mac.path().join("elsewhere.db");
     std::fs::rename(&opts.chat_db, &moved).unwrap();
     let rt = tokio_rt();
-    let err = rt.block_on(imessage::scan_evidenced(&agent, &opts)).unwrap_err();
+    let err = rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap_err();
     assert!(matches!(err, RelayError::Source(imessage::ReadError::Unavailable(_))), "{err}");
     let since = imessage::unavailable_since(&agent).unwrap().expect("window open");
     // Still unavailable on the next pass: the same window.
-    rt.block_on(imessage::scan_evidenced(&agent, &opts)).unwrap_err();
+    rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap_err();
     assert_eq!(imessage::unavailable_since(&agent).unwrap(), Some(since));
 
     // Not a database at all is unavailable too.
     let garbage = RelayOptions { chat_db: mac.path().join("garbage.db"), attachments_root: None };
     std::fs::write(&garbage.chat_db, b"this is not sqlite, not at all; just bytes").unwrap();
-    let err = rt.block_on(imessage::scan_evidenced(&agent, &garbage)).unwrap_err();
+    let err = rt.block_on(imessage::scan_evidenced(&agent, &garbage, &mut |_| {})).unwrap_err();
     assert!(matches!(err, RelayError::Source(imessage::ReadError::Unavailable(_))), "{err}");
     assert_eq!(imessage::unavailable_since(&agent).unwrap(), Some(since));
 
     std::fs::rename(&moved, &opts.chat_db).unwrap();
-    let report = rt.block_on(imessage::scan_evidenced(&agent, &opts)).unwrap();
+    let report = rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap();
     assert_eq!(report.captured, 13);
     assert_eq!(imessage::unavailable_since(&agent).unwrap(), None);
     let windows: Vec<_> = agent_events(&s)

@@ -115,9 +115,20 @@ fn decode_pair(v: &[u8]) -> Option<(i64, i64)> {
 /// One pass over `chat.db`: new rows, then edits and retractions of earlier ones, then
 /// attachments that were missing. Returns after everything it found is durable.
 pub async fn scan(agent: &Agent, options: &RelayOptions) -> std::result::Result<ScanReport, RelayError> {
+    scan_observed(agent, options, &mut |_| {}).await
+}
+
+/// As [`scan`], telling `observe` the source id of each event once it is durable (ids only:
+/// Messages' guids, never content).
+pub async fn scan_observed(
+    agent: &Agent,
+    options: &RelayOptions,
+    observe: &mut dyn FnMut(&str),
+) -> std::result::Result<ScanReport, RelayError> {
     let mut db = ChatDb::open(&options.chat_db)?;
     let state = agent.source_state(SOURCE)?;
-    let mut pass = Pass { agent, options, report: ScanReport::default(), home: std::env::var_os("HOME").map(PathBuf::from) };
+    let mut pass =
+        Pass { agent, options, report: ScanReport::default(), home: std::env::var_os("HOME").map(PathBuf::from), observe };
     let (mut rowid, mut done) = state.get(POS).and_then(|v| decode_pair(v)).unwrap_or((0, 0));
     // Phase 1: rows after the position (and the rest of the one a kill interrupted).
     let mut from = if done > 0 { rowid } else { rowid + 1 };
@@ -166,6 +177,7 @@ struct Pass<'a> {
     options: &'a RelayOptions,
     report: ScanReport,
     home: Option<PathBuf>,
+    observe: &'a mut dyn FnMut(&str),
 }
 
 impl Pass<'_> {
@@ -232,8 +244,10 @@ impl Pass<'_> {
         match action {
             Action::Capture(event) => {
                 let kind = event.kind();
+                let id = event.meta().source_id.clone();
                 match self.agent.capture_marked(event, marks).await? {
                     CaptureOutcome::Captured { .. } => {
+                        (self.observe)(&id);
                         self.report.captured += 1;
                         match kind {
                             "edit" => self.report.edits += 1,
@@ -356,12 +370,55 @@ pub struct WatchOptions {
     /// A pass runs at least this often even when nothing seems to have changed (missing
     /// attachments that were downloaded, a change the file times did not show).
     pub backstop: Duration,
+    /// Upload in-process (the store is the relay's alone while it runs), within this
+    /// deadline, at the first pass and then every policy `upload_interval_minutes`; `None`
+    /// leaves uploads to `verbatim upload` run while the relay is stopped.
+    pub upload_deadline: Option<Duration>,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        WatchOptions { poll: Duration::from_millis(500), backstop: Duration::from_secs(30) }
+        WatchOptions {
+            poll: Duration::from_millis(500),
+            backstop: Duration::from_secs(30),
+            upload_deadline: Some(Duration::from_secs(120)),
+        }
     }
+}
+
+/// What the relay's status file says, for the MDM (a Jamf extension attribute or a
+/// compliance script reads it): whether Messages can be read, since when not, and the last
+/// pass. No content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelayStatus {
+    pub source: String,
+    pub available: bool,
+    /// `source_unavailable:imessage` while unavailable.
+    pub cause: Option<String>,
+    pub unavailable_since_ms: Option<i64>,
+    pub last_pass_ms: i64,
+    pub last_pass_captured: u64,
+}
+
+/// The status file's name in the agent's data directory.
+pub const STATUS_FILE: &str = "imessage-relay-status.json";
+
+/// Writes the status file atomically (a new file renamed over the old one).
+pub fn write_status(agent: &Agent, report: Option<&ScanReport>) -> Result<RelayStatus> {
+    let since = unavailable_since(agent)?;
+    let status = RelayStatus {
+        source: SOURCE.into(),
+        available: since.is_none(),
+        cause: since.map(|_| UNAVAILABLE_CAUSE.to_string()),
+        unavailable_since_ms: since,
+        last_pass_ms: agent.clock().now_ms(),
+        last_pass_captured: report.map_or(0, |r| r.captured),
+    };
+    let dir = agent.data_dir();
+    let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(&status).expect("status serialises");
+    std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, dir.join(STATUS_FILE)))?;
+    Ok(status)
 }
 
 /// Runs passes until `stop` is set: whenever `chat.db` or its WAL changes, and at the
@@ -377,12 +434,23 @@ pub async fn watch(
 ) -> Result<()> {
     let mut last_print = None;
     let mut last_pass: Option<Instant> = None;
+    let mut last_upload: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
         let print = fingerprint(&options.chat_db);
         let due = last_print.as_ref() != Some(&print) || last_pass.is_none_or(|t| t.elapsed() >= pacing.backstop);
         if due {
-            let outcome = scan_evidenced(agent, options).await;
+            let outcome = scan_evidenced(agent, options, &mut |_| {}).await;
             last_pass = Some(Instant::now());
+            write_status(agent, outcome.as_ref().ok())?;
+            if let (Some(deadline), Some(policy)) = (pacing.upload_deadline, agent.policy()) {
+                let every = Duration::from_secs(u64::from(policy.upload_interval_minutes) * 60);
+                if last_upload.is_none_or(|t| t.elapsed() >= every) {
+                    let report =
+                        agent.upload(crate::upload::UploadOptions::new(deadline, crate::upload::NetworkState::Unmetered)).await;
+                    tracing::info!(stopped = ?report.stopped, records = report.records_sent, "imessage relay: upload");
+                    last_upload = Some(Instant::now());
+                }
+            }
             if let Err(RelayError::Agent(e)) = &outcome {
                 on_pass(&outcome);
                 if matches!(e.kind, ErrorKind::NotConfigured | ErrorKind::Closed) {
@@ -399,8 +467,12 @@ pub async fn watch(
 }
 
 /// One pass, with the could-not-record window kept when the database cannot be read.
-pub async fn scan_evidenced(agent: &Agent, options: &RelayOptions) -> std::result::Result<ScanReport, RelayError> {
-    let outcome = scan(agent, options).await;
+pub async fn scan_evidenced(
+    agent: &Agent,
+    options: &RelayOptions,
+    observe: &mut dyn FnMut(&str),
+) -> std::result::Result<ScanReport, RelayError> {
+    let outcome = scan_observed(agent, options, observe).await;
     let now = agent.clock().now_ms();
     let state = agent.source_state(SOURCE)?;
     let open = state.get(DOWN).and_then(|v| decode_pair(v));

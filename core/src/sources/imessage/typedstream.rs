@@ -82,6 +82,9 @@ pub fn attributed_string_text(blob: &[u8]) -> Result<String, DecodeError> {
     }
     r.expect_type(b"+")?;
     let bytes = r.counted_bytes()?;
+    if r.byte()? != TAG_END {
+        return Err(DecodeError::Unexpected("the end of the string object"));
+    }
     String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8)
 }
 
