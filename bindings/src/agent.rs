@@ -323,10 +323,7 @@ impl Agent {
     /// The app showed or sent the client notice: captured in the conversation.
     pub async fn disclaimer_shown(&self, meta: EventMeta) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
-        runtime::spawn("disclaimer_shown", OnCancel::Finish, async move {
-            Ok(shared.core.disclaimer_shown(meta).await?)
-        })
-        .await
+        runtime::spawn("disclaimer_shown", OnCancel::Finish, async move { Ok(shared.core.disclaimer_shown(meta).await?) }).await
     }
 
     /// Leaves the device: uploads everything within `deadline_ms`, then destroys the local

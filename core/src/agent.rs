@@ -22,6 +22,7 @@ use crate::model::{self, Channel, Event, in_scope, validate};
 use crate::policy::{self, LogLevel, Policy, UploadSchedule, Value};
 use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
+use crate::sources::{Mark, SourceState};
 use crate::wire::Batch;
 
 /// Why capture is refused after the MDM removed the managed configuration.
@@ -137,6 +138,8 @@ struct Inner {
     clock_watch: Mutex<ClockWatch>,
     uploader: crate::upload::UploaderState,
     evidence: Mutex<EvidenceState>,
+    /// Key of capture sources' content digests ([`crate::sources`]).
+    source_digest_key: [u8; 32],
     closed: AtomicBool,
 }
 
@@ -179,6 +182,7 @@ impl Agent {
             clock,
             uploader: Default::default(),
             evidence: Mutex::new(EvidenceState::load(info.evidence_json.as_deref(), now)),
+            source_digest_key: digest_key(&info.source_digest_key)?,
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
@@ -414,6 +418,10 @@ impl Agent {
 
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
     pub async fn capture(&self, event: Event) -> Result<CaptureOutcome> {
+        self.capture_with(event, Vec::new()).await
+    }
+
+    async fn capture_with(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
         self.check_open()?;
         let Some(policy) = self.capture_policy() else {
             {
@@ -445,7 +453,7 @@ impl Agent {
         self.tick().await?;
         let kind = event.kind();
         let records = records_of(&policy, event, now)?;
-        let result = self.inner.queue.append(records).await;
+        let result = self.inner.queue.append_marked(records, marks).await;
         match result {
             Ok(o) => {
                 tracing::trace!(kind, first_seq = o.first_seq, last_seq = o.last_seq, "capture: durable");
@@ -481,6 +489,38 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// [`Agent::capture`] for a capture source: `marks` (what the source has now seen, see
+    /// [`crate::sources`]) commit in the same transaction as the event's records, so a crash
+    /// leaves both or neither. An out-of-scope event stores nothing but the marks; a refused
+    /// capture (not configured, queue full, invalid) stores nothing at all, and the source
+    /// offers the event again at its next scan.
+    pub async fn capture_marked(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
+        let outcome = self.capture_with(event, marks.clone()).await?;
+        if outcome == CaptureOutcome::OutOfScope && !marks.is_empty() {
+            self.save_marks(marks).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Saves a capture source's marks with nothing captured (a first scan's baseline, rows
+    /// seen and deliberately left alone).
+    pub async fn save_marks(&self, marks: Vec<Mark>) -> Result<()> {
+        self.check_open()?;
+        self.inner.queue.save_marks(marks, self.inner.clock.now_ms()).await
+    }
+
+    /// Everything a capture source saved: key → value. Reads the store: background-only.
+    pub fn source_state(&self, source: &str) -> Result<SourceState> {
+        self.check_open()?;
+        self.inner.queue.source_state(source)
+    }
+
+    /// A keyed hash of `bytes` (HMAC-SHA256 under this store's random digest key, separated by
+    /// source), for a source to remember content by fingerprint, never by text.
+    pub fn content_digest(&self, source: &str, bytes: &[u8]) -> [u8; 32] {
+        crate::sources::digest(&self.inner.source_digest_key, source, bytes)
     }
 
     /// Blocking form of [`Agent::capture`], for background threads.
@@ -709,6 +749,14 @@ impl Agent {
 }
 
 /// Why an attachment is archived as metadata only, or None when it is captured in full.
+/// The store's source digest key, from its hex form in `meta`.
+fn digest_key(hex_key: &str) -> Result<[u8; 32]> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the store's source digest key is malformed; run `verbatim recover`"))
+}
+
 fn omission_reason(policy: &Policy, enabled: bool, disabled_reason: &str, path: &Path) -> std::result::Result<u64, String> {
     if !enabled {
         return Err(disabled_reason.to_string());

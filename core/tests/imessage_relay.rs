@@ -14,7 +14,7 @@ use verbatim_core::record::{AgentEvent, RecordBody};
 use verbatim_core::sources::imessage::fixture::{
     BUSINESS_ID, BUSINESS_NUMBER, CLIENT_A, CLIENT_B, CLIENT_C, ChatDbFixture, PERSONAL_ID, World, expect,
 };
-use verbatim_core::sources::imessage::{self, RelayError, RelayOptions, SOURCE, SourceStateApi};
+use verbatim_core::sources::imessage::{self, RelayError, RelayOptions, SOURCE};
 use verbatim_core::{Agent, Channel};
 
 fn setup() -> (Setup, Agent, tempfile::TempDir, World) {

@@ -24,6 +24,7 @@ use crate::block_on::block_on;
 use crate::chain::{Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{AgentEvent, AttachmentHeader};
+use crate::sources::{Mark, SourceState};
 use crate::wire::Batch;
 use reader::QueueReader;
 
@@ -52,20 +53,35 @@ pub(crate) enum NewRecords {
 impl Queue {
     /// Seals, chains and stores captured records; they count against the queue's cap.
     pub(crate) async fn append(&self, records: NewRecords) -> Result<Outcome> {
+        self.append_marked(records, Vec::new()).await
+    }
+
+    /// [`Queue::append`], with a capture source's marks committed in the same transaction.
+    pub(crate) async fn append_marked(&self, records: NewRecords, marks: Vec<Mark>) -> Result<Outcome> {
         self.ask(|reply| match records {
-            NewRecords::Records(records) => Job::Capture { records, reply },
+            NewRecords::Records(records) => Job::Capture { records, marks, reply },
             NewRecords::Attachment { lead, header, path, captured_ms } => {
-                Job::Attachment { lead, header, path, captured_ms, reply }
+                Job::Attachment { lead, header, path, captured_ms, marks, reply }
             }
         })
         .await
+    }
+
+    /// Saves a capture source's marks with nothing captured.
+    pub(crate) async fn save_marks(&self, marks: Vec<Mark>, now_ms: i64) -> Result<()> {
+        self.ask(|reply| Job::Agent { events: Vec::new(), meta: Vec::new(), marks, now_ms, reply }).await.map(|_| ())
+    }
+
+    /// What a capture source saved. Reads the store: background-only.
+    pub(crate) fn source_state(&self, source: &str) -> Result<SourceState> {
+        self.reader.source_state(source)
     }
 
     /// Records agent events in the chain (before any policy, in the deferred table), and saves
     /// `meta` entries (the agent's evidence state) in the same commit. Not capped: evidence of a
     /// full queue must still be written.
     pub(crate) async fn record(&self, events: Vec<AgentEvent>, meta: Vec<(String, String)>, now_ms: i64) -> Result<Outcome> {
-        self.ask(|reply| Job::Agent { events, meta, now_ms, reply }).await
+        self.ask(|reply| Job::Agent { events, meta, marks: Vec::new(), now_ms, reply }).await
     }
 
     /// Puts a policy's settings in force (identity, archive key, cap) and records its events.
@@ -278,10 +294,15 @@ pub(crate) struct OpenInfo {
     pub stored_policy: Option<(String, String)>,
     /// The agent's compliance-evidence state (JSON), saved under [`EVIDENCE_META_KEY`].
     pub evidence_json: Option<String>,
+    /// The key of capture sources' content digests (hex), saved under [`SOURCE_DIGEST_KEY`].
+    pub source_digest_key: String,
 }
 
 /// `meta` key of the agent's compliance-evidence state.
 pub const EVIDENCE_META_KEY: &str = "evidence";
+
+/// `meta` key of the random per-store key of capture sources' content digests.
+pub const SOURCE_DIGEST_KEY: &str = "source_digest_key";
 
 /// A read-only look at a store, for operators: no lock taken, nothing written, no content.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -23,6 +23,14 @@ impl QueueReader {
         Ok(QueueReader { conn: Mutex::new(open_connection(path, true)?) })
     }
 
+    /// Everything a capture source saved (see [`crate::sources`]).
+    pub fn source_state(&self, source: &str) -> Result<crate::sources::SourceState> {
+        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
+        let mut stmt = conn.prepare_cached("SELECT key, value FROM source_state WHERE source = ?1")?;
+        let rows = stmt.query_map(params![source], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The stored link of a pending record, if the queue still holds it.
     pub fn link_of(&self, seq: u64) -> Result<Option<Link>> {
         let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;

@@ -69,6 +69,16 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 2: what each capture source has seen (provider row ids, guids, edit times, keyed hashes;
+    // never text), written in the same transaction as the records captured from it.
+    "
+    CREATE TABLE source_state (
+        source TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        value  BLOB NOT NULL,
+        PRIMARY KEY (source, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

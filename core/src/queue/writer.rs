@@ -14,12 +14,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::head::Head;
-use super::{OpenInfo, ROW_OVERHEAD, Snapshot};
+use super::{OpenInfo, ROW_OVERHEAD, SOURCE_DIGEST_KEY, Snapshot};
 use crate::chain::{self, Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::policy::{Problem, ProblemKind};
 use crate::record::{AgentEvent, AttachmentHeader, Record, RecordBody};
 use crate::seal::{EpochKey, KEY_LEN};
+use crate::sources::Mark;
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 256;
@@ -80,17 +81,21 @@ pub struct Config {
 }
 
 pub enum Job {
-    /// Captured records; they count against the queue cap.
+    /// Captured records; they count against the queue cap. The source's `marks` commit with
+    /// them (see [`crate::sources`]).
     Capture {
         records: Vec<Pending>,
+        marks: Vec<Mark>,
         reply: Reply,
     },
     /// Agent events; they bypass the cap (evidence about a full queue must still be written).
     /// Without a policy in force they wait, unsealed but content-free, in `deferred_events`.
-    /// `meta` entries are saved in the same transaction (the agent's evidence state).
+    /// `meta` entries (the agent's evidence state) and source `marks` are saved in the same
+    /// transaction.
     Agent {
         events: Vec<AgentEvent>,
         meta: Vec<(String, String)>,
+        marks: Vec<Mark>,
         now_ms: i64,
         reply: Reply,
     },
@@ -102,6 +107,7 @@ pub enum Job {
         header: Box<AttachmentHeader>,
         path: PathBuf,
         captured_ms: i64,
+        marks: Vec<Mark>,
         reply: Reply,
     },
     Configure {
@@ -232,6 +238,14 @@ fn load(conn: &mut Connection, _now_ms: i64) -> Result<(Head, OpenInfo)> {
             id
         }
     };
+    let source_digest_key = match meta(&tx, SOURCE_DIGEST_KEY)? {
+        Some(key) => key,
+        None => {
+            let key = random_hex(32)?;
+            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![SOURCE_DIGEST_KEY, &key])?;
+            key
+        }
+    };
     let after_crash = meta(&tx, "running")?.as_deref() == Some("1");
     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('running', '1')", [])?;
     let with_remedy = |e: Error| Error::new(e.kind, format!("{}; run `verbatim recover`", e.detail));
@@ -247,8 +261,14 @@ fn load(conn: &mut Connection, _now_ms: i64) -> Result<(Head, OpenInfo)> {
     let stored_policy = super::stored_policy(&tx)?;
     let evidence_json = meta(&tx, super::EVIDENCE_META_KEY)?;
     tx.commit()?;
-    let info =
-        OpenInfo { after_crash, generated_device_id, last_captured_ms: state.last_captured_ms, stored_policy, evidence_json };
+    let info = OpenInfo {
+        after_crash,
+        generated_device_id,
+        last_captured_ms: state.last_captured_ms,
+        stored_policy,
+        evidence_json,
+        source_digest_key,
+    };
     Ok((state, info))
 }
 
@@ -293,10 +313,10 @@ impl Writer {
                         replies.push((reply, Ok(Outcome::default())));
                         continue;
                     }
-                    Job::Capture { records, reply } => (reply, Work::Capture(records)),
-                    Job::Agent { events, meta, now_ms, reply } => (reply, Work::Agent(events, meta, now_ms)),
-                    Job::Attachment { lead, header, path, captured_ms, reply } => {
-                        (reply, Work::Attachment(lead, header, path, captured_ms))
+                    Job::Capture { records, marks, reply } => (reply, Work::Capture(records, marks)),
+                    Job::Agent { events, meta, marks, now_ms, reply } => (reply, Work::Agent(events, meta, marks, now_ms)),
+                    Job::Attachment { lead, header, path, captured_ms, marks, reply } => {
+                        (reply, Work::Attachment(lead, header, path, captured_ms, marks))
                     }
                     Job::Configure { config, now_ms, reply } => (reply, Work::Configure(config, now_ms)),
                     Job::Ack { through, reply } => (reply, Work::Ack(through)),
@@ -400,15 +420,24 @@ impl WriterState {
 
     fn perform(&mut self, conn: &Connection, work: Work) -> Result<Outcome> {
         match work {
-            Work::Capture(records) => self.capture(conn, records),
-            Work::Agent(events, meta, now_ms) => {
+            Work::Capture(records, marks) => {
+                let outcome = self.capture(conn, records)?;
+                save_marks(conn, &marks)?;
+                Ok(outcome)
+            }
+            Work::Agent(events, meta, marks, now_ms) => {
                 for (key, value) in meta {
                     conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
                         .execute(params![key, value])?;
                 }
+                save_marks(conn, &marks)?;
                 self.agent_events(conn, events, now_ms)
             }
-            Work::Attachment(lead, header, path, captured_ms) => self.attachment(conn, lead, *header, path, captured_ms),
+            Work::Attachment(lead, header, path, captured_ms, marks) => {
+                let outcome = self.attachment(conn, lead, *header, path, captured_ms)?;
+                save_marks(conn, &marks)?;
+                Ok(outcome)
+            }
             Work::Configure(config, now_ms) => self.configure(conn, config, now_ms),
             Work::Ack(through) => self.ack(conn, through),
         }
@@ -832,11 +861,26 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
     Ok(filled)
 }
 
+/// Applies a source's marks (inside the job's savepoint: they stand or fall with its records).
+fn save_marks(conn: &Connection, marks: &[Mark]) -> Result<()> {
+    for mark in marks {
+        match &mark.value {
+            Some(value) => conn
+                .prepare_cached("INSERT OR REPLACE INTO source_state (source, key, value) VALUES (?1, ?2, ?3)")?
+                .execute(params![mark.source, mark.key, value])?,
+            None => conn
+                .prepare_cached("DELETE FROM source_state WHERE source = ?1 AND key = ?2")?
+                .execute(params![mark.source, mark.key])?,
+        };
+    }
+    Ok(())
+}
+
 /// A job's work, once its reply channel is set aside.
 enum Work {
-    Capture(Vec<Pending>),
-    Agent(Vec<AgentEvent>, Vec<(String, String)>, i64),
-    Attachment(Vec<Pending>, Box<AttachmentHeader>, PathBuf, i64),
+    Capture(Vec<Pending>, Vec<Mark>),
+    Agent(Vec<AgentEvent>, Vec<(String, String)>, Vec<Mark>, i64),
+    Attachment(Vec<Pending>, Box<AttachmentHeader>, PathBuf, i64, Vec<Mark>),
     Configure(Box<Config>, i64),
     Ack(u64),
 }
@@ -845,11 +889,11 @@ impl Work {
     /// Bytes this work adds to the queue, and when, for work that counts against the cap.
     fn incoming_bytes(&self) -> Option<(u64, i64)> {
         match self {
-            Work::Capture(records) => {
+            Work::Capture(records, _) => {
                 let now = records.first().map_or(0, |p| p.captured_ms);
                 Some((records.iter().map(Pending::queued_size).sum(), now))
             }
-            Work::Attachment(lead, header, _, captured_ms) => {
+            Work::Attachment(lead, header, _, captured_ms, _) => {
                 let chunks = header.size / CHUNK_SIZE as u64 + 3;
                 let lead: u64 = lead.iter().map(Pending::queued_size).sum();
                 Some((lead + header.size + chunks * (TAG_LEN + ROW_OVERHEAD + 256), *captured_ms))

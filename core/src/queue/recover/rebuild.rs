@@ -107,6 +107,12 @@ pub(super) fn build(
         if let Some(ev) = &s.evidence {
             tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![crate::queue::EVIDENCE_META_KEY, ev])?;
         }
+        if let Some(key) = &s.source_digest_key {
+            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![crate::queue::SOURCE_DIGEST_KEY, key])?;
+        }
+        for (source, key, value) in &s.source_state {
+            tx.execute("INSERT INTO source_state (source, key, value) VALUES (?1, ?2, ?3)", params![source, key, value])?;
+        }
         if let (Some(json), Some(_)) = (&tree_json, &policy) {
             tx.execute(
                 "INSERT INTO policy (id, tree, fingerprint, applied_ms) VALUES (1, ?1, ?2, ?3)",

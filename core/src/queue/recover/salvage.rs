@@ -23,6 +23,10 @@ pub(super) struct Salvage {
     pub(super) damage: Vec<String>,
     pub(super) generated_device_id: Option<String>,
     pub(super) evidence: Option<String>,
+    /// Capture sources' digest key and memory ([`crate::sources`]): carried over, so sources
+    /// do not capture again what the kept records already hold.
+    pub(super) source_digest_key: Option<String>,
+    pub(super) source_state: Vec<(String, String, Vec<u8>)>,
     pub(super) head: Option<Head>,
     pub(super) policy: Option<(String, String)>,
     pub(super) deferred: Vec<(i64, Vec<u8>)>,
@@ -50,6 +54,8 @@ pub(super) fn read_salvage_from(db: &Path) -> Salvage {
         damage: Vec::new(),
         generated_device_id: None,
         evidence: None,
+        source_digest_key: None,
+        source_state: Vec::new(),
         head: None,
         policy: None,
         deferred: Vec::new(),
@@ -79,6 +85,14 @@ pub(super) fn read_salvage_from(db: &Path) -> Salvage {
     match meta(crate::queue::EVIDENCE_META_KEY) {
         Ok(v) => s.evidence = v,
         Err(e) => s.damage.push(format!("evidence state unreadable: {e}")),
+    }
+    match meta(crate::queue::SOURCE_DIGEST_KEY) {
+        Ok(v) => s.source_digest_key = v,
+        Err(e) => s.damage.push(format!("source digest key unreadable: {e}")),
+    }
+    match read_source_state(&conn) {
+        Ok(rows) => s.source_state = rows,
+        Err(e) => s.damage.push(format!("capture sources' state unreadable (they will take a new baseline): {e}")),
     }
     match crate::queue::stored_policy(&conn) {
         Ok(p) => s.policy = p,
@@ -291,4 +305,18 @@ pub(super) fn read_records(conn: &Connection, s: &mut Salvage) {
             s.damage.push("the queue head does not match the last record held".into());
         }
     }
+}
+
+/// The `source_state` rows (none in a store older than the table).
+fn read_source_state(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Vec<u8>)>> {
+    let exists: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'source_state')", [], |r| {
+            r.get(0)
+        })?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT source, key, value FROM source_state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
 }

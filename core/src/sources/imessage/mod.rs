@@ -17,7 +17,6 @@
 pub mod fixture;
 mod mapping;
 mod schema;
-mod standin;
 pub mod typedstream;
 
 use std::collections::BTreeMap;
@@ -27,10 +26,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use mapping::{ATTACHMENTS_PREFIX, Action};
 pub use schema::ReadError;
-pub use standin::{Mark, SourceStateApi};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::AgentEvent;
+use crate::sources::Mark;
 use crate::{Agent, CaptureOutcome};
 use mapping::FoundAttachment;
 use schema::{ChatDb, MessageRow};

@@ -1,0 +1,358 @@
+//! The Google Messages archival source: one wake-up's view of the Telephony provider in, the
+//! difference from the previous view out as events. Fixtures follow what was observed on a
+//! fully managed phone: SMS dates in milliseconds, MMS/RCS dates in seconds, RCS rows with
+//! `ct_cls` 135, senders in `addr` type 137, edits as new rows, deletions without tombstones.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::*;
+use verbatim_core::model::{Channel, Direction};
+use verbatim_core::record::RecordBody;
+use verbatim_core::sources::telephony::{Addr, MmsRow, Part, ProviderView, ScanOptions, SmsRow, scan};
+use verbatim_core::synth::BUSINESS_LINE;
+use verbatim_core::{Agent, ErrorKind};
+
+const NOW: i64 = 1_779_656_400_000; // 2026-05-24
+const PEER: &str = "+15555550111";
+const PEER2: &str = "+15555550122";
+
+fn sms(id: i64, kind: i64, body: &str, at_ms: i64) -> SmsRow {
+    SmsRow { id, thread_id: 2, address: Some(PEER.into()), date: at_ms, kind, body: Some(body.into()) }
+}
+
+fn text_part(id: i64, text: &str) -> Part {
+    Part { id, ct: "text/plain".into(), text: Some(text.into()), name: None, file_name: None, data: None, file: None }
+}
+
+fn media_part(id: i64, ct: &str, name: &str, file: PathBuf) -> Part {
+    Part {
+        id,
+        ct: ct.into(),
+        text: None,
+        name: Some(name.into()),
+        file_name: None,
+        data: Some(format!("/data/user/0/com.android.providers.telephony/app_parts/PART_{id}")),
+        file: Some(file),
+    }
+}
+
+/// An RCS row (`ct_cls` 135) in thread 3; received rows come from `from`.
+fn rcs(id: i64, msg_box: i64, from: &str, to: &[&str], at_s: i64, parts: Vec<Part>) -> MmsRow {
+    let mut addr = vec![Addr { address: from.into(), kind: 137 }];
+    addr.extend(to.iter().map(|a| Addr { address: (*a).into(), kind: 151 }));
+    MmsRow { id, thread_id: 3, date: at_s, msg_box, ct_cls: Some(135), ct_t: Some("text/plain".into()), parts, addr }
+}
+
+fn opts() -> ScanOptions {
+    ScanOptions { line: BUSINESS_LINE.into(), backfill_days: 0, now_ms: NOW }
+}
+
+async fn configured(s: &Setup) -> Agent {
+    let agent = s.open();
+    agent.apply_policy(&s.policy(&[])).await.unwrap();
+    agent
+}
+
+/// Captured bodies in chain order, as the archive will read them.
+fn archived(s: &Setup) -> Vec<RecordBody> {
+    open_all(s).into_iter().map(|(_, r)| r.body).filter(|b| !matches!(b, RecordBody::Agent(_))).collect()
+}
+
+#[tokio::test]
+async fn the_first_scan_takes_a_baseline_then_only_new_rows_are_captured() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let mut view = ProviderView { sms: vec![sms(1, 1, "old history", NOW - 86_400_000)], mms: vec![] };
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!((r.baseline, r.events.len()), (1, 0), "history is not captured: {r:?}");
+
+    // A received SMS, a sent one, a draft (not yet a communication).
+    view.sms.push(sms(2, 1, "in", NOW - 5000));
+    view.sms.push(sms(3, 2, "out", NOW - 4000));
+    view.sms.push(sms(4, 3, "draft", NOW - 3000));
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.events, [("message", "sms:2".to_string()), ("message", "sms:3".to_string())]);
+
+    // Repeated wake-ups, a read receipt, the draft still a draft: nothing.
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert!(r.events.is_empty() && r.unchanged == 3, "{r:?}");
+
+    // The draft is sent: the same row, now type 2, is a new communication.
+    view.sms[3].kind = 2;
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.events, [("message", "sms:4".to_string())]);
+
+    let bodies = archived(&s);
+    let messages: Vec<_> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Message(m) => {
+                Some((m.meta.source_id.clone(), m.direction, m.sender.clone(), m.recipients.clone(), m.meta.channel))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            ("sms:2".into(), Direction::Inbound, PEER.into(), vec![BUSINESS_LINE.to_string()], Channel::Sms),
+            ("sms:3".into(), Direction::Outbound, BUSINESS_LINE.into(), vec![PEER.to_string()], Channel::Sms),
+            ("sms:4".into(), Direction::Outbound, BUSINESS_LINE.into(), vec![PEER.to_string()], Channel::Sms),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn backfill_days_captures_recent_history_on_the_first_scan_only() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let view = ProviderView {
+        sms: vec![sms(1, 1, "last month", NOW - 30 * 86_400_000), sms(2, 1, "yesterday", NOW - 86_400_000)],
+        mms: vec![],
+    };
+    let r = scan(&agent, &view, &ScanOptions { backfill_days: 7, ..opts() }).await.unwrap();
+    assert_eq!(r.baseline, 1);
+    assert_eq!(r.events, [("message", "sms:2".to_string())]);
+}
+
+#[tokio::test]
+async fn rcs_groups_media_locations_edits_reactions_and_deletions() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let mut view = ProviderView::default();
+    scan(&agent, &view, &opts()).await.unwrap(); // empty baseline
+    let t = NOW / 1000 - 60;
+    let photo = s.files.path().join("photo.jpg");
+    std::fs::write(&photo, vec![7u8; 30_000]).unwrap();
+    let voice = s.files.path().join("voice.m4a");
+    std::fs::write(&voice, vec![9u8; 12_000]).unwrap();
+
+    // A received RCS group message with a photo; members from the addr rows.
+    view.mms.push(rcs(
+        10,
+        1,
+        PEER,
+        &[BUSINESS_LINE, PEER2],
+        t,
+        vec![text_part(100, "Quarterly numbers attached"), media_part(101, "image/jpeg", "q3.jpg", photo.clone())],
+    ));
+    // A sent voice note (the provider writes the self token as From on sent rows).
+    let mut sent = rcs(11, 2, "insert-address-token", &[PEER], t + 1, vec![media_part(110, "audio/mp4", "voice.m4a", voice)]);
+    sent.ct_t = Some("application/vnd.gsma.rcs-ft-http+xml".into());
+    view.mms.push(sent);
+    // A shared location: its content is a text part with a maps URL.
+    let mut loc = rcs(12, 1, PEER, &[BUSINESS_LINE], t + 2, vec![text_part(120, "https://maps.google.com/?q=51.5,-0.12")]);
+    loc.ct_t = Some("application/vnd.gsma.rcspushlocation+xml".into());
+    view.mms.push(loc);
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.count("message"), 3, "{r:?}");
+    assert_eq!(r.count("attachment"), 2, "{r:?}");
+
+    // The peer edits the group message: a new row, same thread, sender and time, other text.
+    view.mms.push(rcs(13, 1, PEER, &[BUSINESS_LINE, PEER2], t, vec![text_part(130, "Q3 numbers attached (corrected)")]));
+    // A tapback on the location, quoting it exactly.
+    view.mms.push(rcs(
+        14,
+        1,
+        PEER2,
+        &[BUSINESS_LINE, PEER],
+        t + 3,
+        vec![text_part(140, "\u{200B}👍\u{200B} to \"https://maps.google.com/?q=51.5,-0.12\"")],
+    ));
+    // A tapback quoting nothing we hold (truncated): archived as a message with its text.
+    view.mms.push(rcs(15, 1, PEER2, &[BUSINESS_LINE, PEER], t + 4, vec![text_part(150, "😂 to \"Quarterly numb…\"")]));
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.events, [("edit", "mms:13".to_string()), ("reaction", "mms:14".to_string()), ("message", "mms:15".to_string())]);
+
+    // The user deletes the location and the sent voice note: no tombstone, the rows are gone.
+    view.mms.retain(|m| m.id != 12 && m.id != 11);
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.events, [("unsend", "mms:11".to_string()), ("unsend", "mms:12".to_string())]);
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert!(r.events.is_empty(), "a deletion is captured once: {r:?}");
+
+    let bodies = archived(&s);
+    let group = bodies.iter().find_map(|b| match b {
+        RecordBody::Message(m) if m.meta.source_id == "mms:10" => Some(m.clone()),
+        _ => None,
+    });
+    let group = group.unwrap();
+    assert_eq!(group.meta.channel, Channel::Rcs);
+    assert_eq!(group.sender, PEER);
+    assert_eq!(group.recipients, [BUSINESS_LINE, PEER2]);
+    assert_eq!(group.meta.source_time_ms, t * 1000, "MMS/RCS seconds become milliseconds");
+    assert_eq!(group.attachment_ids, ["mms:10/part:101"]);
+    let edit = bodies.iter().find_map(|b| match b {
+        RecordBody::Edit(e) => Some(e.clone()),
+        _ => None,
+    });
+    let edit = edit.unwrap();
+    assert_eq!((edit.target_message_id.as_str(), edit.editor.as_str()), ("mms:10", PEER));
+    assert_eq!(edit.new_text, "Q3 numbers attached (corrected)");
+    let reaction = bodies.iter().find_map(|b| match b {
+        RecordBody::Reaction(r) => Some(r.clone()),
+        _ => None,
+    });
+    let reaction = reaction.unwrap();
+    assert_eq!(
+        (reaction.target_message_id.as_str(), reaction.actor.as_str(), reaction.reaction.as_str()),
+        ("mms:12", PEER2, "👍")
+    );
+    let unsent: Vec<_> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Unsend(u) => Some((u.target_message_id.clone(), u.meta.channel)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unsent, [("mms:11".to_string(), Channel::Rcs), ("mms:12".to_string(), Channel::Rcs)]);
+    let sent_voice = bodies.iter().find_map(|b| match b {
+        RecordBody::AttachmentStart(a) if a.meta.source_id == "mms:11/part:110" => Some(a.clone()),
+        _ => None,
+    });
+    let sent_voice = sent_voice.unwrap();
+    assert_eq!((sent_voice.sender.as_str(), sent_voice.direction), (BUSINESS_LINE, Direction::Outbound));
+}
+
+#[tokio::test]
+async fn a_real_mms_and_an_rcs_fallback_to_sms_keep_their_channels() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    scan(&agent, &ProviderView::default(), &opts()).await.unwrap();
+    let t = NOW / 1000 - 30;
+    let pic = s.files.path().join("pic.gif");
+    std::fs::write(&pic, b"GIF89a").unwrap();
+    let mut mms = rcs(
+        20,
+        1,
+        PEER,
+        &[BUSINESS_LINE],
+        t,
+        vec![
+            Part {
+                id: 200,
+                ct: "application/smil".into(),
+                text: None,
+                name: None,
+                file_name: None,
+                data: Some("smil".into()),
+                file: None,
+            },
+            text_part(201, "see pic"),
+            media_part(202, "image/gif", "pic.gif", pic),
+        ],
+    );
+    mms.ct_cls = None;
+    let view = ProviderView { sms: vec![sms(30, 1, "sent as SMS after RCS failed", NOW - 1000)], mms: vec![mms] };
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.count("message"), 2);
+    assert_eq!(r.count("attachment"), 1, "the SMIL layout part is not an attachment");
+    let channels: Vec<_> = archived(&s)
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Message(m) => Some((m.meta.source_id.clone(), m.meta.channel)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        channels.contains(&("mms:20".into(), Channel::Mms)) && channels.contains(&("sms:30".into(), Channel::Sms)),
+        "{channels:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_scan_cut_short_is_finished_by_the_next_one_without_duplicates() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    scan(&agent, &ProviderView::default(), &opts()).await.unwrap();
+    let photo = s.files.path().join("a.jpg");
+    std::fs::write(&photo, vec![1u8; 5000]).unwrap();
+    let t = NOW / 1000 - 10;
+    let view = ProviderView {
+        sms: vec![sms(1, 1, "one", NOW - 30_000)],
+        mms: vec![rcs(
+            5,
+            1,
+            PEER,
+            &[BUSINESS_LINE],
+            t,
+            vec![text_part(50, "two"), media_part(51, "image/jpeg", "a.jpg", photo.clone())],
+        )],
+    };
+    // The part's bytes are unreadable this time: the scan stops there, after the SMS.
+    let mut broken = view.clone();
+    broken.mms[0].parts[1].file = Some(s.files.path().join("missing.jpg"));
+    let e = scan(&agent, &broken, &opts()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::File, "{e}");
+    // The next wake-up gets the photo in, then fails storing the message itself.
+    let db = s.db();
+    db.execute_batch(
+        "CREATE TRIGGER cut BEFORE INSERT ON source_state WHEN NEW.key = 'mms:5' BEGIN SELECT RAISE(ABORT, 'cut'); END;",
+    )
+    .unwrap();
+    assert_eq!(scan(&agent, &view, &opts()).await.unwrap_err().kind, ErrorKind::Storage);
+    db.execute_batch("DROP TRIGGER cut;").unwrap();
+    // The one after finishes: neither the SMS nor the photo is captured again, the message is.
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.events, [("message", "mms:5".to_string())]);
+    let photos = archived(&s).iter().filter(|b| matches!(b, RecordBody::AttachmentStart(_))).count();
+    assert_eq!(photos, 1);
+    let ids: Vec<String> = archived(&s)
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Message(m) => Some(m.meta.source_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["sms:1", "mms:5"]);
+}
+
+#[tokio::test]
+async fn refused_captures_are_offered_again_and_bad_views_change_nothing() {
+    let s = Setup::new();
+    let agent = s.open();
+    let view = ProviderView { sms: vec![sms(1, 1, "before the policy", NOW - 1000)], mms: vec![] };
+    // No policy yet: the baseline is taken (the provider's history), nothing is captured.
+    scan(&agent, &ProviderView::default(), &opts()).await.unwrap();
+    assert_eq!(scan(&agent, &view, &opts()).await.unwrap_err().kind, ErrorKind::NotConfigured);
+    agent.apply_policy(&s.policy(&[])).await.unwrap();
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.events, [("message", "sms:1".to_string())], "the refused row is captured once a policy is in force");
+
+    // Units the provider never uses, duplicate ids: refused by name, nothing stored.
+    let before = agent.status().last_seq;
+    for (bad, needle) in [
+        (ProviderView { sms: vec![sms(2, 1, "x", NOW / 1000)], mms: vec![] }, "sms _id 2: date must be milliseconds"),
+        (
+            ProviderView { sms: vec![], mms: vec![rcs(3, 1, PEER, &[], NOW, vec![text_part(1, "x")])] },
+            "mms _id 3: date must be seconds",
+        ),
+        (
+            ProviderView { sms: vec![sms(4, 1, "a", NOW - 1), sms(4, 1, "b", NOW - 1)], mms: vec![] },
+            "sms _id 4: not a positive, unique",
+        ),
+    ] {
+        let e = scan(&agent, &bad, &opts()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidEvent);
+        assert!(e.detail.contains(needle), "{e}");
+        assert!(!e.detail.contains("\"x\""), "no content in errors: {e}");
+    }
+    assert_eq!(agent.status().last_seq, before);
+}
+
+#[tokio::test]
+async fn an_unchanged_provider_of_many_rows_emits_nothing() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let view = ProviderView { sms: (1..=2000).map(|i| sms(i, 1 + i % 2, "x", NOW - 10_000_000 + i)).collect(), mms: vec![] };
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.baseline, 2000);
+    let before = agent.status().last_seq;
+    for _ in 0..3 {
+        let r = scan(&agent, &view, &opts()).await.unwrap();
+        assert!(r.events.is_empty() && r.unchanged == 2000);
+    }
+    assert_eq!(agent.status().last_seq, before);
+}
