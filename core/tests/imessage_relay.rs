@@ -249,7 +249,7 @@ fn losing_the_database_is_a_could_not_record_window_closed_when_it_comes_back() 
     let windows: Vec<_> = agent_events(&s)
         .into_iter()
         .filter_map(|e| match e {
-            AgentEvent::CaptureUnavailable { cause, start_ms, end_ms, .. } if cause == imessage::UNAVAILABLE_CAUSE => {
+            AgentEvent::CaptureUnavailable { cause, start_ms, end_ms, .. } if cause == "source_unavailable:imessage" => {
                 Some((start_ms, end_ms))
             }
             _ => None,

@@ -28,6 +28,7 @@ pub use mapping::{ATTACHMENTS_PREFIX, Action};
 pub use schema::ReadError;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::evidence::Cause;
 use crate::record::AgentEvent;
 use crate::sources::Mark;
 use crate::{Agent, CaptureOutcome};
@@ -37,7 +38,7 @@ use schema::{ChatDb, MessageRow};
 /// The source's name in the agent's source state.
 pub const SOURCE: &str = "imessage";
 /// The cause of the could-not-record window while `chat.db` cannot be read.
-pub const UNAVAILABLE_CAUSE: &str = "source_unavailable:imessage";
+pub const UNAVAILABLE_CAUSE: Cause = Cause::SourceUnavailable(SOURCE);
 /// Rows read per short read transaction.
 const PAGE_ROWS: usize = 500;
 
@@ -477,13 +478,13 @@ pub async fn scan_evidenced(
     let open = state.get(DOWN).and_then(|v| decode_pair(v));
     match (&outcome, open) {
         (Err(RelayError::Source(ReadError::Unavailable(_))), None) => {
-            tracing::warn!(cause = UNAVAILABLE_CAUSE, "imessage: chat.db cannot be read; capture from Messages is unavailable");
+            tracing::warn!(cause = %UNAVAILABLE_CAUSE, "imessage: chat.db cannot be read; capture from Messages is unavailable");
             agent.save_marks(vec![mark(DOWN.into(), Some(encode_pair(now, 0)))]).await?;
         }
         (Ok(_), Some((start_ms, _))) => {
             agent
                 .record_agent_events(vec![AgentEvent::CaptureUnavailable {
-                    cause: UNAVAILABLE_CAUSE.into(),
+                    cause: UNAVAILABLE_CAUSE.to_string(),
                     detail: "Messages' database could not be read (missing, unreadable, or Full Disk Access revoked)".into(),
                     start_ms,
                     end_ms: now,
