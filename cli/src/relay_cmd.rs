@@ -37,7 +37,20 @@ pub struct ImessageArgs {
     pub no_upload: bool,
 }
 
-pub fn imessage(args: ImessageArgs) -> ExitCode {
+/// `~/...` under $HOME: launchd passes paths as written, and the launch agent names the
+/// user's own Messages folder that way.
+fn expand_home(path: PathBuf) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path,
+    }
+}
+
+pub fn imessage(mut args: ImessageArgs) -> ExitCode {
+    args.chat_db = expand_home(args.chat_db);
+    args.state = expand_home(args.state);
+    args.policy = expand_home(args.policy);
+    args.attachments_root = args.attachments_root.map(expand_home);
     let agent = match open_configured(&args.state, &args.policy) {
         Ok(agent) => agent,
         Err(code) => return code,
