@@ -15,12 +15,15 @@
 //! 5. cold start: `Agent::open` + `status()` in a fresh process over a 1,000,000-event queue.
 //! 6. cost per event: instructions per captured event under callgrind, top functions named.
 //! 7. size: the stripped host cdylib of the bindings, with a per-crate breakdown.
+//! 8. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
+//!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
 
 mod capture;
 mod cold_start;
+mod imessage;
 mod instructions;
 mod memory;
 mod plan;
@@ -31,6 +34,7 @@ mod upload;
 
 use capture::*;
 use cold_start::*;
+use imessage::*;
 use instructions::*;
 use memory::*;
 use plan::*;
@@ -78,7 +82,7 @@ pub struct BenchArgs {
     /// Also print every figure as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size (comma-separated).
+    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size, imessage (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).
@@ -90,6 +94,9 @@ pub struct BenchArgs {
     /// Events queued before the upload benchmark (default 100,000; 2,000 with --quick).
     #[arg(long)]
     upload_events: Option<u64>,
+    /// Messages in the large chat.db of the iMessage relay benchmark (default 1,000,000; 2,000 with --quick).
+    #[arg(long)]
+    imessage_messages: Option<u64>,
     /// Events of the large memory run (default 1,000,000; 20,000 with --quick).
     #[arg(long)]
     memory_events: Option<u64>,
@@ -134,6 +141,9 @@ enum ChildCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Runs the iMessage relay's first scan and re-scans over a chat.db; prints figures as JSON.
+    #[command(hide = true)]
+    ImessageChild(ImessageChildArgs),
 }
 
 #[derive(clap::Args)]
@@ -162,6 +172,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(ChildCommand::CaptureChild { events, dir, capturers }) => child_exit(capture_child(events, &dir, capturers)),
         Some(ChildCommand::MemoryChild(a)) => child_exit(memory_child(a)),
         Some(ChildCommand::ColdChild { dir }) => child_exit(cold_child(&dir)),
+        Some(ChildCommand::ImessageChild(a)) => child_exit(imessage_child(a)),
         None => suite(args),
     }
 }

@@ -14,6 +14,8 @@ pub(super) struct Plan {
     pub(super) cold_events: u64,
     pub(super) cold_runs: usize,
     pub(super) cpu_events: u64,
+    pub(super) imessage_small: u64,
+    pub(super) imessage_large: u64,
 }
 
 impl Plan {
@@ -30,6 +32,8 @@ impl Plan {
             cold_events: if q { 50_000 } else { 1_000_000 },
             cold_runs: if q { 3 } else { 7 },
             cpu_events: if q { 200 } else { 2_000 },
+            imessage_small: if q { 500 } else { 10_000 },
+            imessage_large: args.imessage_messages.unwrap_or(if q { 2_000 } else { 1_000_000 }),
         }
     }
 }

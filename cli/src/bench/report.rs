@@ -36,8 +36,8 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
     let plan = Plan::new(&args);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o.trim() == name);
     for o in &args.only {
-        if !["capture", "upload", "memory", "cold", "cpu", "size"].contains(&o.trim()) {
-            eprintln!("error: unknown benchmark {o:?} (capture, upload, memory, cold, cpu, size)");
+        if !["capture", "upload", "memory", "cold", "cpu", "size", "imessage"].contains(&o.trim()) {
+            eprintln!("error: unknown benchmark {o:?} (capture, upload, memory, cold, cpu, size, imessage)");
             return ExitCode::from(2);
         }
     }
@@ -67,6 +67,7 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
         ("cold", Box::new(|r: &mut Report| bench_cold(r, &plan, &base))),
         ("cpu", Box::new(|r: &mut Report| bench_cpu(r, &plan, &base, args.symbols_exe.as_deref()))),
         ("size", Box::new(|r: &mut Report| bench_size(r, args.ffi_lib.as_deref(), args.ffi_lib_unstripped.as_deref()))),
+        ("imessage", Box::new(|r: &mut Report| bench_imessage(r, &plan, &base))),
     ];
     for (name, bench) in benches {
         if !wanted(name) {

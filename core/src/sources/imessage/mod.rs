@@ -3,7 +3,8 @@
 //! through the agent like any other source.
 //!
 //! Position and idempotence come from the source state the agent keeps beside its queue
-//! (never text): `pos` (the last row handled and how many of its events were captured),
+//! (never text): `pos` (the last row handled, and how many of its events were captured
+//! when a kill interrupted it),
 //! `e:<guid>` (the edit time and history length captured), `r:<guid>` (its unsend was
 //! captured), `a:<guid>` (an attachment not on disk yet). Each mark commits with the capture
 //! it describes, so a kill at any instant captures nothing twice and misses nothing:
@@ -13,7 +14,8 @@
 //!   and compares them with `e:`/`r:`;
 //! - attachments still missing are looked up again by guid at every pass.
 
-#[cfg(any(test, feature = "testing"))]
+/// `chat.db` fixtures for tests and `verbatim bench` (feature `tools`).
+#[cfg(any(test, feature = "tools"))]
 pub mod fixture;
 mod mapping;
 mod schema;
@@ -143,13 +145,15 @@ pub async fn scan_observed(
             let actions = pass.first_sight(&mut db, &row)?;
             let n = actions.len();
             for (i, (action, marks)) in actions.into_iter().enumerate().skip(skip) {
+                // `(row, k)`: k events of the row captured, the rest due; `(row, 0)`: row done.
+                let next = if i + 1 == n { 0 } else { (i + 1) as i64 };
                 let mut marks = marks;
-                marks.push(mark(POS.into(), Some(encode_pair(row.rowid, (i + 1) as i64))));
+                marks.push(mark(POS.into(), Some(encode_pair(row.rowid, next))));
                 pass.perform(action, marks).await?;
                 unsaved_position = false;
             }
             rowid = row.rowid;
-            done = n as i64;
+            done = 0;
             if n <= skip {
                 unsaved_position = true;
             }

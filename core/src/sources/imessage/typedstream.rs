@@ -209,7 +209,7 @@ impl<'a> Reader<'a> {
 
 /// Writes `text` as Messages archives it in `attributedBody`, following the same format;
 /// for building `chat.db` fixtures.
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "tools"))]
 pub fn encode_attributed_string(text: &str) -> Vec<u8> {
     fn int(out: &mut Vec<u8>, v: i64) {
         if (-110..=127).contains(&v) {
