@@ -222,3 +222,50 @@ async fn relay_upload_receive_export_holds_every_message_reaction_edit_and_unsen
     assert!(by_id.contains_key(expect::PHOTO_ATTACHMENT) && by_id.contains_key(expect::MISSING_ATTACHMENT), "{:?}", by_id.keys());
     receiver.shutdown().await;
 }
+
+/// At trace level, the relay's output and everything it stores hold no captured text and
+/// nothing of the personal account; its source state keeps positions and times only.
+#[test]
+fn the_relay_logs_and_stores_no_captured_text() {
+    let (_, public) = generate_archive_keypair();
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::create(tmp.path());
+    world.db.edit(world.db.rowid_of("M1-QUOTE").unwrap(), "Can you quote 200 ACME?", World::at(20));
+    let state = tmp.path().join("relay");
+    let policy = tmp.path().join("policy.json");
+    let tree = sample_policy("https://archive.acme-securities.test", &public, "tok-test", &[]);
+    std::fs::write(&policy, serde_json::to_vec(&tree).unwrap()).unwrap();
+    let mut args = relay_args(&world, &state, &policy);
+    args.extend(["--log-level".into(), "trace".into()]);
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("capture: durable"), "trace logging was on");
+    let mut haystacks = vec![("stdout".to_string(), out.stdout.clone()), ("stderr".to_string(), out.stderr.clone())];
+    for file in walk(&state) {
+        haystacks.push((file.display().to_string(), std::fs::read(&file).unwrap()));
+    }
+    let needles = [
+        "quote 100 ACME",
+        "quote 200 ACME",
+        "12.40 / 12.55",
+        "Term sheet attached",
+        "Buy 100",
+        "dinner",
+        "wrong chat",
+        PERSONAL_ID,
+        "PNG fixture",
+    ];
+    // Positive control: Messages' own files hold every needle, so the scan would see them.
+    let mut source = std::fs::read(&world.db.path).unwrap();
+    source.extend(std::fs::read(tmp.path().join("chat.db-wal")).unwrap_or_default());
+    source.extend(std::fs::read(world.attachments_root.join("ab/01/ATT-PHOTO/term-sheet.png")).unwrap());
+    for needle in needles {
+        assert!(source.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle:?} is not in the fixture");
+    }
+    for (name, bytes) in &haystacks {
+        for needle in needles {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle:?} found in {name}");
+        }
+    }
+}
