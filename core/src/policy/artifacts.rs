@@ -670,117 +670,6 @@ fn android_string(text: &str) -> String {
     escaped.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sha2::{Digest, Sha256};
-
-    /// SHA-256 of the specfile generated with version 0 and the placeholder bundle id. When the
-    /// specfile changes, consoles must see a new `<version>`: the test below fails until
-    /// [`SPECFILE_VERSION`] is bumped and this digest updated.
-    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (3, "e9e6f19f30ba4fb16d6549877cdc235435734659af17610584b0a4fcdd6d2d79");
-
-    #[test]
-    fn specfile_version_is_bumped_when_the_specfile_changes() {
-        let digest = hex::encode(Sha256::digest(specfile(PLACEHOLDER_BUNDLE_ID, 0).as_bytes()));
-        let (version, recorded) = SPECFILE_DIGEST_AT_VERSION;
-        assert!(
-            version == SPECFILE_VERSION && recorded == digest,
-            "the AppConfig specfile changed: set SPECFILE_VERSION to {} and SPECFILE_DIGEST_AT_VERSION to ({}, \"{digest}\")",
-            if recorded == digest { SPECFILE_VERSION } else { version + 1 },
-            if recorded == digest { SPECFILE_VERSION } else { version + 1 },
-        );
-    }
-
-    #[test]
-    fn groups_name_only_known_keys_once() {
-        let mut seen = Vec::new();
-        for (_, names) in GROUPS {
-            for name in *names {
-                assert!(KEYS.iter().any(|k| k.name == *name), "group lists unknown key {name}");
-                assert!(!seen.contains(name), "{name} is in two groups");
-                seen.push(*name);
-            }
-        }
-    }
-
-    #[test]
-    fn every_key_is_in_exactly_one_group() {
-        let grouped: Vec<&str> = groups().iter().flat_map(|(_, keys)| keys.iter().map(|k| k.name)).collect();
-        let mut sorted = grouped.clone();
-        sorted.sort_unstable();
-        let mut all: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
-        all.sort_unstable();
-        assert_eq!(sorted, all);
-    }
-
-    #[test]
-    fn titles() {
-        assert_eq!(title("archive_ca_pem"), "Archive CA PEM");
-        assert_eq!(title("archive_url"), "Archive URL");
-        assert_eq!(title("max_attachment_mb"), "Max attachment MB");
-        assert_eq!(title("tls_pins"), "TLS pins");
-    }
-
-    #[test]
-    fn bundle_ids() {
-        assert!(is_valid_bundle_id(PLACEHOLDER_BUNDLE_ID));
-        assert!(is_valid_bundle_id("com.acme.Messenger2"));
-        for bad in ["com", "com.", ".com", "com.acme-capital.app", "com.acme_x.app", "com..acme", ""] {
-            assert!(!is_valid_bundle_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn android_strings_are_escaped() {
-        assert_eq!(android_string("the firm's \"archive\""), "the firm\\'s \\\"archive\\\"");
-        assert_eq!(android_string("@home"), "\\@home");
-        assert_eq!(android_string("a@b?c"), "a@b?c");
-        assert_eq!(android_string("a < b & c"), "a &lt; b &amp; c");
-        assert_eq!(android_string("back\\slash"), "back\\\\slash");
-    }
-
-    #[test]
-    fn xml_escaping_and_comments() {
-        assert_eq!(xml_attr("a<b>&\"'\n"), "a&lt;b&gt;&amp;&quot;'&#10;");
-        assert_eq!(xml_text("a<b>&\"'"), "a&lt;b&gt;&amp;\"'");
-        assert_eq!(comment_text("x -- y ---"), "x - - y - - -.");
-        let mut out = String::new();
-        write_comment(&mut out, "  ", &"word ".repeat(60));
-        assert!(out.lines().all(|l| l.len() <= 100), "{out}");
-    }
-
-    #[test]
-    fn output_is_deterministic() {
-        assert_eq!(artifacts(PLACEHOLDER_BUNDLE_ID), artifacts(PLACEHOLDER_BUNDLE_ID));
-    }
-
-    #[test]
-    fn secret_keys_are_flagged_in_console_descriptions() {
-        for spec in KEYS.iter().filter(|k| k.secret) {
-            assert!(console_description(spec, Target::Specfile).contains("credential"), "{}", spec.name);
-        }
-    }
-
-    #[test]
-    fn variables_name_known_keys_and_look_like_variables() {
-        for console in [Console::Intune, Console::Jamf] {
-            for v in mdm_variables(console) {
-                assert!(KEYS.iter().any(|k| k.name == v.key), "{}", v.key);
-                // The agent must refuse the variable if the console leaves it unsubstituted.
-                let tree = crate::policy::Value::dict([(v.key, crate::policy::Value::from(v.variable))]);
-                let rejected = crate::policy::parse(&tree).expect_err("incomplete policy");
-                assert!(
-                    rejected.problems.iter().any(|p| p.key == v.key && p.detail.contains("MDM variable")),
-                    "{} {}: {rejected}",
-                    v.key,
-                    v.variable
-                );
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The iMessage relay on a managed Mac
 // ---------------------------------------------------------------------------------------------
@@ -931,4 +820,115 @@ pub fn mac_relay_settings_profile() -> String {
     out.push_str("    <key>PayloadVersion</key>\n    <integer>1</integer>\n");
     out.push_str("</dict>\n</plist>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// SHA-256 of the specfile generated with version 0 and the placeholder bundle id. When the
+    /// specfile changes, consoles must see a new `<version>`: the test below fails until
+    /// [`SPECFILE_VERSION`] is bumped and this digest updated.
+    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (3, "e9e6f19f30ba4fb16d6549877cdc235435734659af17610584b0a4fcdd6d2d79");
+
+    #[test]
+    fn specfile_version_is_bumped_when_the_specfile_changes() {
+        let digest = hex::encode(Sha256::digest(specfile(PLACEHOLDER_BUNDLE_ID, 0).as_bytes()));
+        let (version, recorded) = SPECFILE_DIGEST_AT_VERSION;
+        assert!(
+            version == SPECFILE_VERSION && recorded == digest,
+            "the AppConfig specfile changed: set SPECFILE_VERSION to {} and SPECFILE_DIGEST_AT_VERSION to ({}, \"{digest}\")",
+            if recorded == digest { SPECFILE_VERSION } else { version + 1 },
+            if recorded == digest { SPECFILE_VERSION } else { version + 1 },
+        );
+    }
+
+    #[test]
+    fn groups_name_only_known_keys_once() {
+        let mut seen = Vec::new();
+        for (_, names) in GROUPS {
+            for name in *names {
+                assert!(KEYS.iter().any(|k| k.name == *name), "group lists unknown key {name}");
+                assert!(!seen.contains(name), "{name} is in two groups");
+                seen.push(*name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_in_exactly_one_group() {
+        let grouped: Vec<&str> = groups().iter().flat_map(|(_, keys)| keys.iter().map(|k| k.name)).collect();
+        let mut sorted = grouped.clone();
+        sorted.sort_unstable();
+        let mut all: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        all.sort_unstable();
+        assert_eq!(sorted, all);
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title("archive_ca_pem"), "Archive CA PEM");
+        assert_eq!(title("archive_url"), "Archive URL");
+        assert_eq!(title("max_attachment_mb"), "Max attachment MB");
+        assert_eq!(title("tls_pins"), "TLS pins");
+    }
+
+    #[test]
+    fn bundle_ids() {
+        assert!(is_valid_bundle_id(PLACEHOLDER_BUNDLE_ID));
+        assert!(is_valid_bundle_id("com.acme.Messenger2"));
+        for bad in ["com", "com.", ".com", "com.acme-capital.app", "com.acme_x.app", "com..acme", ""] {
+            assert!(!is_valid_bundle_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn android_strings_are_escaped() {
+        assert_eq!(android_string("the firm's \"archive\""), "the firm\\'s \\\"archive\\\"");
+        assert_eq!(android_string("@home"), "\\@home");
+        assert_eq!(android_string("a@b?c"), "a@b?c");
+        assert_eq!(android_string("a < b & c"), "a &lt; b &amp; c");
+        assert_eq!(android_string("back\\slash"), "back\\\\slash");
+    }
+
+    #[test]
+    fn xml_escaping_and_comments() {
+        assert_eq!(xml_attr("a<b>&\"'\n"), "a&lt;b&gt;&amp;&quot;'&#10;");
+        assert_eq!(xml_text("a<b>&\"'"), "a&lt;b&gt;&amp;\"'");
+        assert_eq!(comment_text("x -- y ---"), "x - - y - - -.");
+        let mut out = String::new();
+        write_comment(&mut out, "  ", &"word ".repeat(60));
+        assert!(out.lines().all(|l| l.len() <= 100), "{out}");
+    }
+
+    #[test]
+    fn output_is_deterministic() {
+        assert_eq!(artifacts(PLACEHOLDER_BUNDLE_ID), artifacts(PLACEHOLDER_BUNDLE_ID));
+    }
+
+    #[test]
+    fn secret_keys_are_flagged_in_console_descriptions() {
+        for spec in KEYS.iter().filter(|k| k.secret) {
+            assert!(console_description(spec, Target::Specfile).contains("credential"), "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn variables_name_known_keys_and_look_like_variables() {
+        for console in [Console::Intune, Console::Jamf] {
+            for v in mdm_variables(console) {
+                assert!(KEYS.iter().any(|k| k.name == v.key), "{}", v.key);
+                // The agent must refuse the variable if the console leaves it unsubstituted.
+                let tree = crate::policy::Value::dict([(v.key, crate::policy::Value::from(v.variable))]);
+                let rejected = crate::policy::parse(&tree).expect_err("incomplete policy");
+                assert!(
+                    rejected.problems.iter().any(|p| p.key == v.key && p.detail.contains("MDM variable")),
+                    "{} {}: {rejected}",
+                    v.key,
+                    v.variable
+                );
+            }
+        }
+    }
 }

@@ -195,7 +195,8 @@ impl ChatDbFixture {
     /// Edits a message as Messages does: the new text in `text` and `attributedBody`,
     /// `date_edited`, and the version appended to the history in `message_summary_info`.
     pub fn edit(&self, rowid: i64, new_text: &str, unix_ms: i64) {
-        let (date, text, body, summary): (i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>) = ok(self.conn.query_row(
+        type Row = (i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+        let (date, text, body, summary): Row = ok(self.conn.query_row(
             "SELECT date, text, attributedBody, message_summary_info FROM message WHERE ROWID = ?1",
             [rowid],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
