@@ -231,6 +231,11 @@ fn losing_the_database_is_a_could_not_record_window_closed_when_it_comes_back() 
     let err = rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap_err();
     assert!(matches!(err, RelayError::Source(imessage::ReadError::Unavailable(_))), "{err}");
     let since = imessage::unavailable_since(&agent).unwrap().expect("window open");
+    let status = imessage::write_status(&agent, None).unwrap();
+    assert_eq!(
+        (status.available, status.cause.as_deref(), status.unavailable_since_ms),
+        (false, Some("source_unavailable:imessage"), Some(since))
+    );
     // Still unavailable on the next pass: the same window.
     rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap_err();
     assert_eq!(imessage::unavailable_since(&agent).unwrap(), Some(since));
@@ -286,4 +291,46 @@ fn an_unknown_service_or_a_row_without_parties_is_skipped_not_fatal() {
     assert!(got.contains_key("M10-SMS"), "own handle from the chat's last_addressed_handle");
     assert_eq!(report.skipped_rows, 2, "{report:?}");
     let _ = (CLIENT_A, Direction::Inbound);
+}
+
+#[test]
+fn watching_captures_rows_as_they_arrive_and_keeps_the_status_file_until_stopped() {
+    let (s, agent, _mac, world) = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let captured_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = {
+        let (agent, stop, count, opts) = (agent.clone(), stop.clone(), captured_so_far.clone(), options(&world));
+        std::thread::spawn(move || {
+            let pacing = imessage::WatchOptions {
+                poll: std::time::Duration::from_millis(20),
+                backstop: std::time::Duration::from_secs(3600),
+                upload_deadline: None,
+            };
+            tokio_rt().block_on(imessage::watch(&agent, &opts, &pacing, &stop, |outcome| {
+                if let Ok(r) = outcome {
+                    count.fetch_add(r.captured, Ordering::AcqRel);
+                }
+            }))
+        })
+    };
+    let wait_for = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while captured_so_far.load(Ordering::Acquire) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher captured {} of {n}",
+                captured_so_far.load(Ordering::Acquire)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(13);
+    World::more_messages(&world.db, "LIVE", 5);
+    wait_for(18);
+    let status: imessage::RelayStatus =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join(imessage::STATUS_FILE)).unwrap()).unwrap();
+    assert!(status.available && status.cause.is_none(), "{status:?}");
+    stop.store(true, Ordering::Release);
+    watcher.join().unwrap().unwrap();
+    assert_eq!(captured(&s).len(), 13 + 5);
 }
