@@ -285,8 +285,18 @@ fn an_unknown_service_or_a_row_without_parties_is_skipped_not_fatal() {
         .connection()
         .execute("UPDATE message SET destination_caller_id = NULL, account = NULL WHERE guid = 'M10-SMS'", [])
         .unwrap();
+    // A row the agent refuses (dated two days ahead of the clock) must not stop every pass there.
+    let ahead = verbatim_core::sources::imessage::fixture::apple_ns(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 2 * 86_400_000,
+    );
+    world.db.connection().execute("UPDATE message SET date = ?1 WHERE guid = 'M2-REPLY'", [ahead]).unwrap();
     let report = scan(&agent, &world);
+    assert_eq!(report.refused, 1, "{report:?}");
+    assert!(agent_events(&s).iter().any(|e| matches!(e, AgentEvent::UncapturedCommunication { source_id, reason, .. }
+        if source_id == "M2-REPLY" && reason.starts_with("invalid event"))));
     let got = captured(&s);
+    assert!(!got.contains_key("M2-REPLY") && got.contains_key("M10-SMS"));
+    assert_eq!(scan(&agent, &world).refused, 0, "passed over once, not at every pass");
     assert!(!got.contains_key("M1-QUOTE"));
     assert!(got.contains_key("M10-SMS"), "own handle from the chat's last_addressed_handle");
     assert_eq!(report.skipped_rows, 2, "{report:?}");

@@ -69,6 +69,8 @@ pub struct ScanReport {
     pub attachments_recovered: u64,
     pub edits: u64,
     pub unsends: u64,
+    /// Rows the agent refused (invalid), evidenced as uncaptured and passed over.
+    pub refused: u64,
 }
 
 /// Why a pass stopped: the database could not be read, or the agent refused.
@@ -97,6 +99,16 @@ impl From<ReadError> for RelayError {
 impl From<Error> for RelayError {
     fn from(e: Error) -> Self {
         RelayError::Agent(e)
+    }
+}
+
+fn direction_of(event: &crate::model::Event) -> crate::model::Direction {
+    use crate::model::{Direction, Event};
+    match event {
+        Event::Message(m) => m.direction,
+        Event::Attachment(a) => a.direction,
+        Event::Call(c) => c.direction,
+        Event::Edit(_) | Event::Unsend(_) | Event::Reaction(_) => Direction::Inbound,
     }
 }
 
@@ -248,8 +260,24 @@ impl Pass<'_> {
         match action {
             Action::Capture(event) => {
                 let kind = event.kind();
-                let id = event.meta().source_id.clone();
-                match self.agent.capture_marked(event, marks).await? {
+                let meta = event.meta().clone();
+                let id = meta.source_id.clone();
+                let direction = direction_of(&event);
+                let kept = marks.clone();
+                let outcome = match self.agent.capture_marked(event, marks).await {
+                    Ok(outcome) => outcome,
+                    // A row the agent refuses as invalid (or an attachment it cannot read) would
+                    // stop every pass at the same place: it is evidenced, and passed over.
+                    Err(e) if e.kind == ErrorKind::InvalidEvent || (e.kind == ErrorKind::File && kind == "attachment") => {
+                        tracing::debug!(kind, error = e.kind.as_str(), "imessage: row refused by the agent, evidenced");
+                        let pending = kind == "attachment";
+                        let reason = if pending { "attachment_omitted: file unreadable" } else { "invalid event" };
+                        self.evidence_uncaptured(meta, direction, &format!("{reason}: {}", e.detail), kept, pending).await?;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                match outcome {
                     CaptureOutcome::Captured { .. } => {
                         (self.observe)(&id);
                         self.report.captured += 1;
@@ -263,23 +291,39 @@ impl Pass<'_> {
                 }
             }
             Action::AttachmentMissing { meta, direction, .. } => {
-                // Personal conversations leave no trace at all, not even this report.
-                let in_scope = self.agent.policy().is_some_and(|p| {
-                    p.capture_channels.contains(&meta.channel)
-                        && p.business_lines.contains(&crate::model::normalize_handle(&meta.line))
-                });
-                if in_scope {
-                    self.agent.report_uncaptured(&meta, direction, "attachment_omitted: file not downloaded yet").await?;
-                    self.report.attachments_pending += 1;
-                    self.agent.save_marks(marks).await?;
-                } else {
-                    let marks = marks.into_iter().filter(|m| !m.key.starts_with("a:")).collect();
-                    self.agent.save_marks(marks).await?;
-                    self.report.out_of_scope += 1;
-                }
+                self.evidence_uncaptured(meta, direction, "attachment_omitted: file not downloaded yet", marks, true).await?;
             }
         }
         Ok(())
+    }
+
+    /// Records, metadata only, that an event could not be captured, with its marks (the
+    /// position moves past it; a pending attachment stays marked to be captured when it
+    /// can be). Personal conversations leave no trace at all, not even this report.
+    async fn evidence_uncaptured(
+        &mut self,
+        meta: crate::model::EventMeta,
+        direction: crate::model::Direction,
+        reason: &str,
+        marks: Vec<Mark>,
+        pending_attachment: bool,
+    ) -> Result<()> {
+        let in_scope = self.agent.policy().is_some_and(|p| {
+            p.capture_channels.contains(&meta.channel) && p.business_lines.contains(&crate::model::normalize_handle(&meta.line))
+        });
+        if in_scope {
+            self.agent.report_uncaptured(&meta, direction, reason).await?;
+            if pending_attachment {
+                self.report.attachments_pending += 1;
+            } else {
+                self.report.refused += 1;
+            }
+            self.agent.save_marks(marks).await
+        } else {
+            let marks = marks.into_iter().filter(|m| !m.key.starts_with("a:")).collect();
+            self.report.out_of_scope += 1;
+            self.agent.save_marks(marks).await
+        }
     }
 
     /// An earlier row that was edited or retracted: the events it now needs.
@@ -350,8 +394,17 @@ impl Pass<'_> {
             return Ok(());
         };
         let event = mapping::attachment_event(&p, &row.guid, schema::apple_time_to_unix_ms(row.date), &a, path);
-        self.perform(Action::Capture(event), vec![mark(key, None)]).await?;
-        self.report.attachments_recovered += 1;
+        match self.agent.capture_marked(event, vec![mark(key, None)]).await {
+            Ok(CaptureOutcome::Captured { .. }) => {
+                (self.observe)(guid);
+                self.report.captured += 1;
+                self.report.attachments_recovered += 1;
+            }
+            Ok(CaptureOutcome::OutOfScope) => self.report.out_of_scope += 1,
+            // Still unreadable: already evidenced; tried again at the next pass.
+            Err(e) if e.kind == ErrorKind::File => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 }
