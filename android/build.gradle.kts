@@ -4,17 +4,25 @@
 //
 //   gradle -p android assembleRelease      ->  android/build/outputs/aar/verbatim-android-release.aar
 //
-// Needs: the Android SDK (ANDROID_HOME) with an NDK (ANDROID_NDK_HOME or the SDK's ndk/),
-// Rust with the three Android targets, and cargo-ndk (see README.md).
+//   gradle -p android publishReleasePublicationToMavenLocal   (or ...ToReleaseRepository, see below)
+//
+// Needs: the Android SDK (ANDROID_HOME) with the pinned NDK (verbatim.ndkVersion in
+// gradle.properties, installed with `sdkmanager "ndk;<version>"`), Rust with the three Android
+// targets, and cargo-ndk (see README.md). Honours CARGO_TARGET_DIR like cargo does.
 
 import org.jetbrains.kotlin.gradle.dsl.JvmTarget
 
 plugins {
     id("com.android.library") version "8.7.3"
     id("org.jetbrains.kotlin.android") version "2.1.0"
+    `maven-publish`
 }
 
 val workspace: File = rootDir.parentFile // the Cargo workspace (android/..)
+// Where cargo writes, as cargo itself decides it: CARGO_TARGET_DIR (relative to the workspace)
+// or the workspace's target/.
+val cargoTargetDir: File = providers.environmentVariable("CARGO_TARGET_DIR").orNull
+    ?.let { workspace.resolve(it) } ?: workspace.resolve("target")
 val abis: List<String> = providers.gradleProperty("verbatim.abis").get().split(",").map { it.trim() }
 val cargoProfile: String = providers.gradleProperty("verbatim.cargoProfile").get()
 val rustJniLibs = layout.buildDirectory.dir("rustJniLibs")
@@ -23,6 +31,9 @@ val uniffiKotlin = layout.buildDirectory.dir("generated/source/uniffi/kotlin")
 android {
     namespace = "com.verbatim.agent"
     compileSdk = 35
+    // Pinned: the NDK links libverbatim_ffi.so (through cargo-ndk). r27c; its clang and lld
+    // accept -z max-page-size=16384, which bindings/build.rs passes for Google Play's 16 KB pages.
+    ndkVersion = providers.gradleProperty("verbatim.ndkVersion").get()
 
     defaultConfig {
         minSdk = 26
@@ -37,6 +48,11 @@ android {
     compileOptions {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
+    }
+
+    // A release AAR plus its sources jar, for the publication below.
+    publishing {
+        singleVariant("release") { withSourcesJar() }
     }
 
     sourceSets["main"].apply {
@@ -54,16 +70,19 @@ kotlin {
 
 /** The Rust sources whose change must rebuild the native library. */
 fun rustInputs() = files(
-    fileTree(workspace.resolve("core")) { include("src/**", "Cargo.toml") },
-    fileTree(workspace.resolve("bindings")) { include("src/**", "Cargo.toml", "uniffi.toml") },
+    fileTree(workspace.resolve("core")) { include("src/**", "Cargo.toml", "uniffi.toml") },
+    fileTree(workspace.resolve("bindings")) { include("src/**", "Cargo.toml", "uniffi.toml", "build.rs") },
     workspace.resolve("Cargo.toml"),
     workspace.resolve("Cargo.lock"),
 )
 
-// libverbatim_ffi.so for every ABI, stripped release build (root [profile.release]), API 26.
+// libverbatim_ffi.so for every ABI, stripped release build (root [profile.release]), API 26,
+// linked by the pinned NDK with 16 KB-aligned LOAD segments (bindings/build.rs).
 val cargoNdkBuild by tasks.registering(Exec::class) {
     description = "Builds libverbatim_ffi.so for ${abis.joinToString()} with cargo-ndk."
     workingDir = workspace
+    // cargo-ndk finds the NDK here: the pinned one, not whichever is newest on the machine.
+    doFirst { environment("ANDROID_NDK_HOME", android.ndkDirectory.absolutePath) }
     inputs.files(rustInputs())
     outputs.dir(rustJniLibs)
     val targets = abis.flatMap { listOf("-t", it) }
@@ -93,7 +112,7 @@ val generateUniffiBindings by tasks.registering(Exec::class) {
     val out = uniffiKotlin.get().asFile.absolutePath
     commandLine(
         "cargo", "run", "--locked", "-p", "verbatim-ffi", "--features", "cli", "--bin", "uniffi-bindgen", "--",
-        "generate", "--library", workspace.resolve("target/debug/$hostLib").absolutePath,
+        "generate", "--library", cargoTargetDir.resolve("debug/$hostLib").absolutePath,
         "--language", "kotlin", "--out-dir", out,
     )
 }
@@ -143,4 +162,49 @@ dependencies {
     implementation("androidx.enterprise:enterprise-feedback:1.1.0")
     // Android certificate verification for the archive's TLS (called from Rust over JNI).
     implementation("org.rustls:rustls-platform-verifier")
+}
+
+// ---------------------------------------------------------------------------------- publishing
+
+// The AAR as a Maven artifact: com.verbatim:verbatim-android:<workspace version>, with its POM
+// (dependencies included, as the AAR needs them at run time) and a sources jar.
+//   gradle -p android publishReleasePublicationToMavenLocal
+//   gradle -p android publishReleasePublicationToReleaseRepository \
+//       -Pverbatim.publishUrl=https://maven.example/releases   (credentials: verbatim.publishUser
+//       and verbatim.publishPassword in ~/.gradle/gradle.properties, never in this repository)
+val workspaceVersion: String = workspace.resolve("Cargo.toml").readLines()
+    .dropWhile { it.trim() != "[workspace.package]" }
+    .first { it.trim().startsWith("version = ") }.substringAfter('"').substringBefore('"')
+
+publishing {
+    publications {
+        register<MavenPublication>("release") {
+            groupId = "com.verbatim"
+            artifactId = "verbatim-android"
+            version = workspaceVersion
+            afterEvaluate { from(components["release"]) }
+            pom {
+                name.set("Verbatim for Android")
+                description.set("On-device compliance capture agent: the Rust core, its Kotlin bindings and the Android glue.")
+                licenses {
+                    license {
+                        name.set("Apache-2.0")
+                        url.set("https://www.apache.org/licenses/LICENSE-2.0")
+                    }
+                }
+            }
+        }
+    }
+    repositories {
+        providers.gradleProperty("verbatim.publishUrl").orNull?.let { url ->
+            maven {
+                name = "Release"
+                setUrl(url)
+                credentials {
+                    username = providers.gradleProperty("verbatim.publishUser").orNull
+                    password = providers.gradleProperty("verbatim.publishPassword").orNull
+                }
+            }
+        }
+    }
 }

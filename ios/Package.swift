@@ -35,11 +35,15 @@ let package = Package(
                 .linkedFramework("CoreFoundation"),
             ]
         ),
-        // The thin wrappers (`import Verbatim`, which re-exports VerbatimFFI).
+        // The thin wrappers (`import Verbatim`, which re-exports VerbatimFFI), and the
+        // package's privacy manifest (what the Rust library, its SQLite and the wrappers use
+        // and send: ios/README.md, "Privacy manifest"). A binary target cannot carry
+        // resources, so it ships with this target.
         .target(
             name: "Verbatim",
             dependencies: ["VerbatimFFI"],
-            path: "Sources/Verbatim"
+            path: "Sources/Verbatim",
+            resources: [.copy("PrivacyInfo.xcprivacy")]
         ),
         // XCTest against the real library: run on an iOS simulator (ios/README.md).
         .testTarget(

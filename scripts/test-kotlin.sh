@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# The Kotlin layer on the desktop JVM, end to end:
+# The Kotlin layer (android/), end to end, under Robolectric on the desktop JVM:
 #   1. builds the host library (verbatim-ffi with the `test-hooks` feature, plus its
 #      `uniffi-bindgen` binary) and the `verbatim` CLI (the reference receiver);
-#   2. generates the Kotlin bindings in library mode, twice: for the JVM (java.lang.ref.Cleaner)
-#      and as the Android library ships them (`android = true`, bindings/uniffi.toml);
-#   3. compiles the bindings + the platform-neutral wrappers + the JVM tests with kotlinc, and
-#      compile-checks the Android-specific classes against the Android platform jar (API 34);
-#   4. starts the reference receiver on 127.0.0.1 over TLS (self-signed CA), creates an archive
+#   2. generates the Kotlin bindings in library mode as the Android library ships them
+#      (`android = true`; bindings/uniffi.toml and core/uniffi.toml: packages com.verbatim.ffi
+#      and com.verbatim.ffi.core);
+#   3. starts the reference receiver on 127.0.0.1 over TLS (self-signed CA), creates an archive
 #      key and a device token, and hands them to the tests in VERBATIM_* variables;
-#   5. runs the tests (plain `main` runner; last line `N passed, M failed`; exit 1 on failure).
+#   4. runs `mvn test` on android/pom.xml: kotlin-maven-plugin compiles every Kotlin file under
+#      android/src/ with the bindings, Surefire runs the JUnit tests under Robolectric 4.17 (API
+#      34) with the Rust library loaded through JNA; the last line is `N passed, M failed`
+#      (Surefire's totals over its two executions; exit 1 on any failure).
 #
-# Usage: scripts/test-kotlin.sh            (tools are installed on first use, then cached)
-# Env:   VERBATIM_TEST_FILTER=substring    run only the tests whose name contains it
-#        VERBATIM_SKIP_ANDROID_CHECK=1     skip the Android compile check (step 3, second half)
-# kotlinc runs only when a Kotlin source, the bindings or the tools changed (hash stamp in
-# target/kotlin-tests/); a cached run is the cargo no-op build plus the JVM run.
+# Usage: scripts/test-kotlin.sh            (Maven's downloads are cached, see below)
+# Env:   VERBATIM_TEST_FILTER=pattern      run only these tests (Surefire's -Dtest, e.g.
+#                                          'AndroidAgentTest' or 'AgentFacadeTest#fullUpload')
+# Maven's local repository is the tool cache, ${XDG_CACHE_HOME:-~/.cache}/verbatim/m2 (about
+# 580 MB with Robolectric's android-all jars): the first run downloads (checksums enforced),
+# later runs download nothing. The build output goes to $CARGO_TARGET_DIR/kotlin-tests/maven:
+# compiled from scratch when a Kotlin source, the bindings or pom.xml changed, else not at all.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,26 +29,21 @@ OUT="$TARGET_DIR/kotlin-tests"
 LIB_DIR="$TARGET_DIR/debug"
 LIB="$LIB_DIR/libverbatim_ffi.so"
 ANDROID_SRC="$ROOT/android/src/main/kotlin"
-# Classes that need Google-Maven-only libraries (androidx.enterprise) live here; the Gradle
-# build compiles them, this script cannot (see android/README.md).
-ANDROID_GOOGLE_ONLY="$ROOT/android/src/enterprise/kotlin"
-JVM_TEST_SRC="$ROOT/android/src/jvmTest/kotlin"
 
 T0=$(date +%s.%N)
 stage() { printf '[test-kotlin] %-44s (%ss)\n' "$*" "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')" >&2; }
 die() { printf '[test-kotlin] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ------------------------------------------------------------------------------ tools
-bash scripts/install-tools.sh kotlin jna android-jar </dev/null >&2
-eval "$(bash scripts/install-tools.sh env)"
-for v in KOTLINC KOTLIN_LIB JNA_JAR ANDROID_JAR ANDROIDX_ANNOTATION_JAR; do
-  [[ -e "${!v}" ]] || die "$v=${!v} is missing (scripts/install-tools.sh kotlin jna android-jar)"
-done
 command -v java >/dev/null || die "java not found (JDK 17)"
-STDLIB="$KOTLIN_LIB/kotlin-stdlib.jar"
-KTEST="$KOTLIN_LIB/kotlin-test.jar"
-COROUTINES="$KOTLIN_LIB/kotlinx-coroutines-core-jvm.jar"
-stage "tools ready"
+if ! command -v mvn >/dev/null 2>&1; then
+  printf '[test-kotlin] installing Maven (Debian package)\n' >&2
+  if [[ "$(id -u)" == 0 ]]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get install -y maven >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y maven >/dev/null; }
+fi
+command -v mvn >/dev/null || die "mvn not found (Maven 3.8+; Debian: apt-get install maven)"
+M2="${VERBATIM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/verbatim}/m2"
+mkdir -p "$M2"
 
 # ------------------------------------------------------------------------------ build
 # One build gives the library and the generator from the same features, so the bindings are
@@ -55,62 +54,40 @@ cargo build -p verbatim-cli --bin verbatim >&2
 stage "host library and CLI built"
 
 mkdir -p "$OUT"
-JVM_CONFIG="$OUT/uniffi-jvm.toml"
-# The JVM flavour differs from the shipped Android flavour only in the object cleaner.
-printf '[crates.%s.bindings.kotlin]\nandroid = false\n' verbatim_ffi verbatim_core > "$JVM_CONFIG"
-rm -rf "$OUT/gen-jvm" "$OUT/gen-android"
+GEN="$OUT/gen-android"
+# Generated into a temporary directory and moved in place only when different, so Maven's
+# incremental compile sees an unchanged file on a warm run.
+rm -rf "$OUT/gen-android.new"
 "$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language kotlin --no-format \
-  --out-dir "$OUT/gen-jvm" --config "$JVM_CONFIG" >&2
-"$LIB_DIR/uniffi-bindgen" generate --library "$LIB" --language kotlin --no-format \
-  --out-dir "$OUT/gen-android" >&2
+  --out-dir "$OUT/gen-android.new" >&2
 # Two UniFFI components in one library: verbatim-ffi (com.verbatim.ffi) and verbatim-core's
 # records and enums (com.verbatim.ffi.core, core/uniffi.toml).
-GEN_JVM=("$OUT/gen-jvm/com/verbatim/ffi/verbatim_ffi.kt" "$OUT/gen-jvm/com/verbatim/ffi/core/verbatim_core.kt")
-GEN_ANDROID=("$OUT/gen-android/com/verbatim/ffi/verbatim_ffi.kt" "$OUT/gen-android/com/verbatim/ffi/core/verbatim_core.kt")
-for f in "${GEN_JVM[@]}" "${GEN_ANDROID[@]}"; do [[ -f "$f" ]] || die "bindings not generated: $f"; done
+for f in com/verbatim/ffi/verbatim_ffi.kt com/verbatim/ffi/core/verbatim_core.kt; do
+  [[ -f "$OUT/gen-android.new/$f" ]] || die "bindings not generated: $f"
+done
+if ! diff -r -q "$OUT/gen-android.new" "$GEN" >/dev/null 2>&1; then
+  rm -rf "$GEN"
+  mv "$OUT/gen-android.new" "$GEN"
+else
+  rm -rf "$OUT/gen-android.new"
+fi
 stage "Kotlin bindings generated"
 
-# ------------------------------------------------------------------------------ compile
-# The platform-neutral wrappers: package com.verbatim.agent, not its .android subpackage.
+# The platform-neutral wrappers (package com.verbatim.agent, not .android) must not touch Android.
 mapfile -t NEUTRAL < <(find "$ANDROID_SRC/com/verbatim/agent" -maxdepth 1 -name '*.kt' | sort)
-mapfile -t ANDROID_ONLY < <(find "$ANDROID_SRC/com/verbatim/agent/android" -name '*.kt' | sort)
-mapfile -t TESTS < <(find "$JVM_TEST_SRC" -name '*.kt' | sort)
-((${#NEUTRAL[@]} > 0 && ${#TESTS[@]} > 0)) || die "no Kotlin sources found"
-# The neutral code must not touch Android: it is what runs on the desktop JVM.
+((${#NEUTRAL[@]} > 0)) || die "no Kotlin sources found"
 if grep -lE '^import (android|androidx)\.' "${NEUTRAL[@]}"; then
   die "the files above are platform-neutral but import Android classes: move them to com/verbatim/agent/android/"
 fi
 
-# compile_cached NAME CLASSPATH SOURCES...: kotlinc into $OUT/NAME.jar unless the inputs match
-# the stamp of the last successful compile.
-compile_cached() {
-  local name=$1 cp=$2 jar="$OUT/$1.jar" stamp="$OUT/$1.stamp" want
-  shift 2
-  # kotlinc's path names its version (install-tools.sh); the classpath jars are versioned too.
-  want=$( { printf '%s\n' "$KOTLINC" "$cp"; sha256sum "$@"; } | sha256sum | cut -d' ' -f1)
-  if [[ -f "$jar" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    stage "$name: up to date"
-    return 0
-  fi
-  rm -f "$jar" "$stamp"
-  # -nowarn: the generated bindings warn a lot (unused parameters, redundant casts).
-  "$KOTLINC" -nowarn -jvm-target 17 -cp "$cp" -d "$jar" "$@" >&2 || die "kotlinc failed for $name"
-  printf '%s\n' "$want" > "$stamp"
-  stage "$name: compiled"
-}
-
-compile_cached jvm-tests "$JNA_JAR:$COROUTINES:$KTEST" "${GEN_JVM[@]}" "${NEUTRAL[@]}" "${TESTS[@]}"
-
-if [[ "${VERBATIM_SKIP_ANDROID_CHECK:-}" != 1 ]]; then
-  # Compile only (nothing Android runs here): the Android-flavour bindings, the neutral
-  # wrappers and the Android glue against the API 34 platform jar. kotlinx-coroutines-android
-  # adds only Dispatchers.Main at run time; compiling against -core is equivalent.
-  compile_cached android-check "$ANDROID_JAR:$ANDROIDX_ANNOTATION_JAR:$JNA_JAR:$COROUTINES" \
-    "${GEN_ANDROID[@]}" "${NEUTRAL[@]}" "${ANDROID_ONLY[@]}"
-  if [[ -d "$ANDROID_GOOGLE_ONLY" ]]; then
-    printf '[test-kotlin] not compiled here (needs Google Maven): %s\n' \
-      "$(cd "$ROOT" && find "${ANDROID_GOOGLE_ONLY#"$ROOT"/}" -name '*.kt' | tr '\n' ' ')" >&2
-  fi
+# Kotlin's incremental compile under Maven does not recompile the tests when only the library
+# classes they call changed (a stale test then fails with NoSuchMethodError): when any input
+# changed since the last successful run, compile from scratch; otherwise nothing is compiled.
+STAMP="$OUT/maven/inputs.sha256"
+inputs=$( { find "$ROOT/android/src" "$GEN" -type f -print0 | sort -z | xargs -0 sha256sum;
+  sha256sum "$ROOT/android/pom.xml"; } | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$inputs" ]]; then
+  rm -rf "$OUT/maven/classes" "$OUT/maven/test-classes" "$OUT/maven/kotlin-ic" "$STAMP"
 fi
 
 # ------------------------------------------------------------------------------ receiver
@@ -168,17 +145,37 @@ else
 fi
 
 # ------------------------------------------------------------------------------ run
-stage "running the JVM tests"
-set +e
-# RUST_BACKTRACE=0: the panic tests panic on purpose; the default hook's one line is enough.
-# The tests' temporary directories go under $WORK, removed on exit.
-mkdir -p "$WORK/tmp"
+stage "running the tests (mvn test)"
+# --strict-checksums: a download whose checksum does not match Maven Central's fails the run.
+mvn_args=(-B -q --strict-checksums -f "$ROOT/android/pom.xml" "-Dmaven.repo.local=$M2"
+  "-Dverbatim.build.dir=$OUT/maven" "-Dverbatim.bindings.dir=$GEN" "-Dverbatim.lib.dir=$LIB_DIR"
+  "-Dverbatim.tmp.dir=$WORK/tmp")
+if [[ -n "${VERBATIM_TEST_FILTER:-}" ]]; then
+  mvn_args+=("-Dtest=$VERBATIM_TEST_FILTER" -Dsurefire.failIfNoSpecifiedTests=false)
+fi
 # The value-conversion table every layer runs (the Rust test reads it too).
 export VERBATIM_VALUE_TABLE="$ROOT/core/tests/data/policy-value-conversions.json"
-RUST_BACKTRACE=0 java -Xss1m -Djava.io.tmpdir="$WORK/tmp" -Djna.library.path="$LIB_DIR" \
-  -cp "$OUT/jvm-tests.jar:$STDLIB:$KTEST:$COROUTINES:$JNA_JAR" \
-  com.verbatim.agent.JvmTestsKt
-status=$?
+mkdir -p "$WORK/tmp" # the tests' temporary files, removed on exit
+rm -rf "$OUT"/maven/surefire-reports* # the summary below counts this run only
+set +e
+# RUST_BACKTRACE=0: the panic tests panic on purpose; the default hook's one line is enough.
+# (Maven 3.8 prints bare colour resets even in batch mode: stripped.)
+RUST_BACKTRACE=0 mvn "${mvn_args[@]}" test 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g'
+status=${PIPESTATUS[0]}
+if ((status == 0)); then printf '%s\n' "$inputs" > "$STAMP"; fi
 set -e
+# Surefire's totals over every execution, as one line.
+# Surefire's totals over both executions (its own summary is per execution, and -q prints it
+# only on failure); the last line is the project's usual `N passed, M failed`.
+read -r run failed skipped < <(cat "$OUT"/maven/surefire-reports*/TEST-*.xml 2>/dev/null | python3 -c '
+import re, sys
+t = f = s = 0
+for m in re.finditer(r"<testsuite [^>]*>", sys.stdin.read()):
+    a = dict(re.findall(r"(\w+)=\"([^\"]*)\"", m.group(0)))
+    t += int(a.get("tests", 0)); f += int(a.get("failures", 0)) + int(a.get("errors", 0)); s += int(a.get("skipped", 0))
+print(t, f, s)')
+printf '[test-kotlin] Surefire ran %s tests: %s failed or in error, %s skipped\n' "$run" "$failed" "$skipped" >&2
 stage "done (exit $status)"
+if ((status != 0 && failed == 0)); then failed=1; fi # the build itself failed (compile, fork)
+printf '%s passed, %s failed\n' "$((run - failed - skipped))" "$failed"
 exit "$status"

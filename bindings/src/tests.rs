@@ -168,6 +168,7 @@ fn feedback_marks_what_needs_the_admin() {
             next_retry_ms: None,
             archive_key_refused: false,
         },
+        upload_due_ms: None,
     };
     let sev = |s: &AgentStatus, key: &str| feedback_items(s, 0).into_iter().find(|i| i.key == key).map(|i| i.severity);
     assert_eq!(sev(&s, "verbatim.configured"), Some(FeedbackSeverity::Error));

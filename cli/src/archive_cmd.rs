@@ -54,15 +54,77 @@ struct AddDeviceArgs {
     device: String,
 }
 
+/// Where the archive is kept: a data directory (`--data`, SQLite, the default) or a bucket
+/// with S3 Object Lock (`--store s3://...`).
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// The archive in an S3 bucket with Object Lock, instead of --data: s3://BUCKET[/PREFIX].
+    /// Credentials and region come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN and AWS_REGION. A bucket without Object Lock is refused.
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", requires = "s3_endpoint")]
+    store: Option<String>,
+    /// The S3 endpoint, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:8333
+    /// (path-style requests).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// Days records stay under COMPLIANCE retention from when they are written (the default,
+    /// 2196, is six years).
+    #[arg(long, default_value_t = verbatim_receiver::store::s3::Retention::DEFAULT_DAYS)]
+    retention_days: u32,
+    /// A tenant's own retention period: TENANT=DAYS (repeatable).
+    #[arg(long, value_name = "TENANT=DAYS")]
+    tenant_retention: Vec<String>,
+}
+
+impl StoreArgs {
+    /// The object store's configuration when --store is given.
+    pub fn object_store(&self) -> Result<Option<verbatim_receiver::store::s3::S3StoreConfig>, String> {
+        use verbatim_receiver::store::s3::{Retention, S3Config, S3Location, S3StoreConfig};
+        let Some(store) = &self.store else { return Ok(None) };
+        let location = match S3Location::parse(store) {
+            Some(l) => l.map_err(|e| e.to_string())?,
+            None => return Err(format!("--store {store}: expected s3://BUCKET[/PREFIX] (use --data for a directory)")),
+        };
+        let endpoint = self.s3_endpoint.as_deref().ok_or("--store needs --s3-endpoint URL")?;
+        let endpoint = url::Url::parse(endpoint).map_err(|e| format!("--s3-endpoint {endpoint}: {e}"))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err("--s3-endpoint must be an http:// or https:// URL".into());
+        }
+        let mut retention = Retention::days(self.retention_days);
+        for t in &self.tenant_retention {
+            let (tenant, days) = t.split_once('=').ok_or_else(|| format!("--tenant-retention {t}: expected TENANT=DAYS"))?;
+            let days: u32 = days.parse().map_err(|_| format!("--tenant-retention {t}: DAYS must be a whole number"))?;
+            retention.tenants.insert(tenant.to_string(), days);
+        }
+        if retention.default_days == 0 || retention.tenants.values().any(|d| *d == 0) {
+            return Err("retention periods must be at least 1 day".into());
+        }
+        Ok(Some(S3StoreConfig { s3: S3Config::from_env(endpoint, location.bucket), prefix: location.prefix, retention }))
+    }
+
+    /// --data or --store, exactly one.
+    pub fn location(&self, data: Option<&PathBuf>) -> Result<verbatim_receiver::store::StoreLocation, String> {
+        use verbatim_receiver::store::StoreLocation;
+        match (data, self.object_store()?) {
+            (Some(_), Some(_)) => Err("give --data or --store, not both".into()),
+            (Some(d), None) => Ok(StoreLocation::Dir(d.clone())),
+            (None, Some(s3)) => Ok(StoreLocation::S3(Box::new(s3))),
+            (None, None) => Err("give --data DIR (SQLite) or --store s3://BUCKET --s3-endpoint URL".into()),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Required (to serve). Address to listen on, e.g. 0.0.0.0:8443 or 127.0.0.1:0 (any free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Required (to serve). Data directory: the archive database (and, with --self-signed, the
-    /// certificates).
+    /// Required (to serve) unless --store is given. Data directory: the archive database (and,
+    /// with --self-signed, the certificates; with --store, only those).
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Required (to serve). Device token file (see `verbatim receive add-device`).
     #[arg(long)]
     tokens: Option<PathBuf>,
@@ -144,8 +206,21 @@ fn add_device(a: AddDeviceArgs) -> ExitCode {
 }
 
 fn serve(a: ServeArgs) -> ExitCode {
-    let (Some(listen), Some(data), Some(tokens)) = (a.listen, a.data, a.tokens) else {
-        return fail("receive needs --listen, --data, --tokens and --archive-key (or the add-device subcommand)");
+    let object_store = match a.store.object_store() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if object_store.is_some() && a.self_signed && a.data.is_none() {
+        return fail("--self-signed with --store needs --data DIR for the certificates");
+    }
+    let data = match (a.data, &object_store) {
+        (Some(d), _) => Some(d),
+        // The object store keeps nothing locally; TLS files come from --tls-cert/--tls-key.
+        (None, Some(_)) => Some(PathBuf::new()),
+        (None, None) => None,
+    };
+    let (Some(listen), Some(data), Some(tokens)) = (a.listen, data, a.tokens) else {
+        return fail("receive needs --listen, --data (or --store), --tokens and --archive-key (or the add-device subcommand)");
     };
     if a.archive_keys.is_empty() {
         return fail("receive needs --archive-key FILE (archive-public.key from `verbatim keygen`; repeat it for several keys)");
@@ -169,6 +244,7 @@ fn serve(a: ServeArgs) -> ExitCode {
     }
     let key_ids: Vec<String> = archive_keys.ids().map(str::to_string).collect();
     let mut config = ReceiverConfig::new(listen, data, tokens, archive_keys, tls);
+    config.object_store = object_store;
     config.limits.max_streams_per_device = a.max_streams_per_device;
     config.limits.max_body_bytes = a.max_body_mib.saturating_mul(1024 * 1024);
     config.limits.max_concurrent_requests = a.max_concurrent;
@@ -195,8 +271,10 @@ fn serve(a: ServeArgs) -> ExitCode {
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     /// The receiver's data directory (may be in use by a running receiver).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "store")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -211,7 +289,13 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
         silent_after_hours: (args.silent_after_hours > 0).then_some(args.silent_after_hours),
         now_ms: None,
     };
-    match verbatim_receiver::verify::verify_with(&args.data, &options) {
+    let location = match args.store.location(args.data.as_ref()) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let report = verbatim_receiver::store::open_reader(&location)
+        .and_then(|mut r| verbatim_receiver::verify::verify_reader(&mut *r, &options));
+    match report {
         Ok(report) => {
             if args.json {
                 outln!("{}", report.to_json());
@@ -234,8 +318,10 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
   3  partial export: the streams listed as FAILED could not be exported; every other stream was")]
 pub struct ExportArgs {
     /// The receiver's data directory.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "store")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// An archive private key file (from `verbatim keygen`). Repeat it for the keys of
     /// earlier rotations: each epoch opens with the key whose id it names.
     #[arg(long, required = true)]
@@ -259,7 +345,13 @@ pub fn export(args: ExportArgs) -> ExitCode {
             Err(e) => return fail(e),
         }
     }
-    match verbatim_receiver::export_with_keys(&args.data, &secrets, &args.out) {
+    let location = match args.store.location(args.data.as_ref()) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let summary = verbatim_receiver::store::open_reader(&location)
+        .and_then(|mut r| verbatim_receiver::export::export_reader(&mut *r, &secrets, &args.out));
+    match summary {
         Ok(summary) => {
             if args.json {
                 outln!("{}", summary.to_json());
@@ -273,6 +365,129 @@ pub fn export(args: ExportArgs) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum LegalHoldCommand {
+    /// Put a legal hold on everything of a tenant (or one device): held objects cannot be
+    /// deleted even after their retention date, until released. Objects written later get it too.
+    #[command(
+        after_help = "Required: --store, --s3-endpoint, --tenant, --reason.\n\nExit codes: 0 every object held and the audit event written; 2 it could not be (no Object Lock, store unreachable, no reason).\n\nExample: verbatim legal-hold put --store s3://archive --s3-endpoint https://s3.eu-west-1.amazonaws.com --tenant acme --device iphone-0042 --reason 'SEC matter 2026-17'"
+    )]
+    Put(LegalHoldArgs),
+    /// Release it. Retention dates are never changed (nor shortened).
+    #[command(
+        after_help = "Required: --store, --s3-endpoint, --tenant, --reason.\n\nExit codes: 0 every object released and the audit event written; 2 it could not be.\n\nExample: verbatim legal-hold release --store s3://archive --s3-endpoint https://s3.eu-west-1.amazonaws.com --tenant acme --device iphone-0042 --reason 'SEC matter 2026-17 closed'"
+    )]
+    Release(LegalHoldArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LegalHoldArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Required. The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Only this device of the tenant.
+    #[arg(long)]
+    device: Option<String>,
+    /// Required. Why: the matter or case reference (recorded in the audit event).
+    #[arg(long)]
+    reason: String,
+    /// Who asks for it (recorded in the audit event; default: $USER).
+    #[arg(long)]
+    by: Option<String>,
+    /// Print the audit event as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn legal_hold(command: LegalHoldCommand) -> ExitCode {
+    let (on, a) = match command {
+        LegalHoldCommand::Put(a) => (true, a),
+        LegalHoldCommand::Release(a) => (false, a),
+    };
+    let config = match a.store.object_store() {
+        Ok(Some(c)) => c,
+        Ok(None) => return fail("legal-hold needs --store s3://BUCKET[/PREFIX] --s3-endpoint URL (a bucket with Object Lock)"),
+        Err(e) => return fail(e),
+    };
+    let by = a.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("start a runtime: {e}")),
+    };
+    let result = rt.block_on(async {
+        let admin = verbatim_receiver::store::s3::S3Admin::open(&config).await?;
+        admin.legal_hold(&a.tenant, a.device.as_deref(), on, &a.reason, &by).await
+    });
+    match result {
+        Ok(summary) => {
+            if a.json {
+                outln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            } else {
+                let whom = match &a.device {
+                    Some(d) => format!("device {d} of tenant {}", a.tenant),
+                    None => format!("tenant {}", a.tenant),
+                };
+                let what = if on { "put on" } else { "released from" };
+                outln!("legal hold {what} {} object(s) of {whom}", summary.event.objects);
+                outln!("audit event: {}", summary.audit_key);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CopyArchiveArgs {
+    /// Required. The embedded archive's data directory (stop its receiver first, or run the
+    /// copy again afterwards: a second run copies only what is new).
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `verbatim copy-archive`: an embedded SQLite archive into a bucket, then both verified and
+/// compared.
+pub fn copy_archive(args: CopyArchiveArgs) -> ExitCode {
+    let target = match args.store.object_store() {
+        Ok(Some(t)) => t,
+        Ok(None) => return fail("copy-archive needs --store s3://BUCKET[/PREFIX] --s3-endpoint URL"),
+        Err(e) => return fail(e),
+    };
+    let summary = verbatim_receiver::store::sqlite::SqliteReader::open(&args.data)
+        .and_then(|mut source| verbatim_receiver::store::s3::copy_archive(&mut source, &target));
+    match summary {
+        Ok(s) => {
+            if args.json {
+                outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                outln!(
+                    "{} stream(s): {} record(s) copied, {} already in the bucket, {} alert(s) copied",
+                    s.streams,
+                    s.records_copied,
+                    s.records_already_there,
+                    s.alerts_copied
+                );
+                for m in &s.mismatches {
+                    outln!("MISMATCH {m}");
+                }
+                outln!(
+                    "{}",
+                    if s.ok() { "the bucket verifies the same as the source" } else { "COPY DOES NOT MATCH THE SOURCE" }
+                );
+            }
+            if s.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Err(e) => fail(e),
     }

@@ -70,6 +70,19 @@ pub struct CrashTestArgs {
     /// Start no new round after this many seconds; the report covers the rounds run.
     #[arg(long)]
     pub time_limit_secs: Option<u64>,
+    /// Run the receiver on the object store instead of SQLite: a local SeaweedFS (S3 with
+    /// Object Lock; the binary named by VERBATIM_WEED, from scripts/install-tools.sh seaweedfs),
+    /// one bucket per round.
+    #[arg(long)]
+    pub object_store: bool,
+}
+
+/// The archive in a bucket: the arguments and environment `receive`, `verify` and `export`
+/// need to reach it.
+#[derive(Clone)]
+struct BucketTarget {
+    args: Vec<OsString>,
+    env: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,6 +149,8 @@ pub struct CrashReport {
     pub failures: Vec<String>,
     pub elapsed_s: f64,
     pub work_dir: String,
+    /// `sqlite` or `s3` (SeaweedFS with Object Lock).
+    pub backend: String,
 }
 
 type HResult<T> = Result<T, String>;
@@ -150,9 +165,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(exe: &Path, args: &[OsString], log: &Path) -> HResult<Proc> {
+        Proc::spawn_with(exe, args, &[], log)
+    }
+
+    fn spawn_with(exe: &Path, args: &[OsString], env: &[(&str, String)], log: &Path) -> HResult<Proc> {
         let err = File::options().create(true).append(true).open(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut child = Command::new(exe)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(err))
@@ -244,6 +264,8 @@ struct World {
     first_ack_ms: f64,
     upload_ms: f64,
     log: File,
+    /// The archive is in this bucket (`--object-store`) instead of `data`.
+    bucket: Option<BucketTarget>,
 }
 
 fn free_port() -> HResult<u16> {
@@ -252,7 +274,14 @@ fn free_port() -> HResult<u16> {
 }
 
 impl World {
-    fn new(exe: &Path, dir: PathBuf, key_dir: &Path, public: &[u8; 32], round: u64) -> HResult<World> {
+    fn new(
+        exe: &Path,
+        dir: PathBuf,
+        key_dir: &Path,
+        public: &[u8; 32],
+        round: u64,
+        bucket: Option<BucketTarget>,
+    ) -> HResult<World> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let log = File::create(dir.join("cycles.log")).map_err(|e| e.to_string())?;
         let data = dir.join("archive");
@@ -275,6 +304,7 @@ impl World {
             first_ack_ms: 40.0,
             upload_ms: 400.0,
             log,
+            bucket,
         };
         // A port is chosen once; a restarted receiver listens on it again (the policy names it).
         let mut last = String::new();
@@ -315,9 +345,21 @@ impl World {
         let _ = writeln!(self.log, "{text}");
     }
 
+    /// `--data DIR`, or the bucket's `--store ... --s3-endpoint ...`.
+    fn store_args(&self) -> Vec<OsString> {
+        match &self.bucket {
+            Some(b) => b.args.clone(),
+            None => vec![a("--data"), a(&self.data)],
+        }
+    }
+
+    fn store_env(&self) -> Vec<(&'static str, String)> {
+        self.bucket.as_ref().map(|b| b.env.clone()).unwrap_or_default()
+    }
+
     fn start_receiver(&mut self) -> HResult<()> {
         let listen = format!("127.0.0.1:{}", self.port);
-        let args = [
+        let mut args = vec![
             a("receive"),
             a("--listen"),
             a(listen),
@@ -329,7 +371,10 @@ impl World {
             a(&self.public_key),
             a("--self-signed"),
         ];
-        let p = Proc::spawn(&self.exe, &args, &self.dir.join("receiver.log"))?;
+        // With the object store, --data still holds the self-signed certificate (the same one
+        // after a restart); the records go to the bucket.
+        args.extend(self.bucket.as_ref().map(|b| b.args.clone()).unwrap_or_default());
+        let p = Proc::spawn_with(&self.exe, &args, &self.store_env(), &self.dir.join("receiver.log"))?;
         let end = Instant::now() + CHILD_TIMEOUT;
         loop {
             match p.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
@@ -588,8 +633,9 @@ impl World {
         }
         // The receiver stays up while verify and export read (they take no lock).
         let out = Command::new(&self.exe)
-            .args(["verify", "--json", "--silent-after-hours", "0", "--data"])
-            .arg(&self.data)
+            .args(["verify", "--json", "--silent-after-hours", "0"])
+            .args(self.store_args())
+            .envs(self.store_env())
             .output()
             .map_err(|e| format!("verify: {e}"))?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("verify output: {e}"))?;
@@ -621,8 +667,9 @@ impl World {
         }
         let export_dir = self.dir.join("export");
         let out = Command::new(&self.exe)
-            .args(["export", "--json", "--data"])
-            .arg(&self.data)
+            .args(["export", "--json"])
+            .args(self.store_args())
+            .envs(self.store_env())
             .arg("--key")
             .arg(&self.key)
             .arg("--out")
@@ -701,7 +748,11 @@ fn harness(args: &CrashTestArgs, seed: u64) -> HResult<CrashReport> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     eprintln!("crash-test: seed {seed}, {} kill cycles in rounds of {}, in {}", args.iterations, args.round, dir.display());
-    eprintln!("  repeat with: verbatim crash-test --iterations {} --round {} --seed {seed}", args.iterations, args.round);
+    let backend = if args.object_store { " --object-store" } else { "" };
+    eprintln!(
+        "  repeat with: verbatim crash-test --iterations {} --round {} --seed {seed}{backend}",
+        args.iterations, args.round
+    );
     let key_dir = dir.join("archive-key");
     let key = verbatim_receiver::keygen(&key_dir).map_err(|e| format!("keygen: {e}"))?;
     let public: [u8; 32] = base64::engine::general_purpose::STANDARD
@@ -710,6 +761,14 @@ fn harness(args: &CrashTestArgs, seed: u64) -> HResult<CrashReport> {
         .and_then(|b| b.try_into().ok())
         .ok_or("archive public key")?;
 
+    // With --object-store: one SeaweedFS for the run (killed when this returns), a bucket
+    // with Object Lock per round.
+    let weed = if args.object_store {
+        eprintln!("  starting SeaweedFS (S3 with Object Lock) on 127.0.0.1");
+        Some(verbatim_receiver::seaweed::Seaweed::start().map_err(|e| format!("SeaweedFS: {e}"))?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     let mut report = CrashReport {
@@ -717,6 +776,7 @@ fn harness(args: &CrashTestArgs, seed: u64) -> HResult<CrashReport> {
         iterations_requested: args.iterations,
         chain_ok: true,
         work_dir: dir.display().to_string(),
+        backend: if weed.is_some() { "s3" } else { "sqlite" }.into(),
         ..Default::default()
     };
     let mut done = 0u64;
@@ -729,7 +789,11 @@ fn harness(args: &CrashTestArgs, seed: u64) -> HResult<CrashReport> {
         let cycles = args.round.min(args.iterations - done);
         let round_dir = dir.join(format!("round-{round:04}"));
         let mut round_rng = Rng::new(rng.next_u64());
-        let outcome = run_round(&exe, &round_dir, &key_dir, &public, round, cycles, &mut round_rng, &mut report);
+        let bucket = match &weed {
+            Some(w) => Some(round_bucket(w, seed, round)?),
+            None => None,
+        };
+        let outcome = run_round(&exe, &round_dir, &key_dir, &public, round, cycles, &mut round_rng, &mut report, bucket);
         report.rounds += 1;
         match outcome {
             Ok(problems) if problems.is_empty() => {
@@ -766,6 +830,20 @@ fn harness(args: &CrashTestArgs, seed: u64) -> HResult<CrashReport> {
     Ok(report)
 }
 
+/// A new bucket with Object Lock for one round, and how the children reach it.
+fn round_bucket(weed: &verbatim_receiver::seaweed::Seaweed, seed: u64, round: u64) -> HResult<BucketTarget> {
+    let name = format!("crash-{seed}-{round}");
+    weed.create_bucket(&name, true).map_err(|e| format!("create bucket {name}: {e}"))?;
+    Ok(BucketTarget {
+        args: vec![a("--store"), a(format!("s3://{name}/archive")), a("--s3-endpoint"), a(weed.endpoint().as_str())],
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", verbatim_receiver::seaweed::ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", verbatim_receiver::seaweed::SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ],
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_round(
     exe: &Path,
@@ -776,8 +854,9 @@ fn run_round(
     cycles: u64,
     rng: &mut Rng,
     report: &mut CrashReport,
+    bucket: Option<BucketTarget>,
 ) -> HResult<Vec<String>> {
-    let mut w = World::new(exe, dir.to_path_buf(), key_dir, public, round)?;
+    let mut w = World::new(exe, dir.to_path_buf(), key_dir, public, round, bucket)?;
     let mut problems = Vec::new();
     for i in 0..cycles {
         let kind = Kind::pick(rng);
@@ -817,7 +896,7 @@ fn print_report(r: &CrashReport, json: bool) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    outln!("Verbatim crash-test report (seed {})", r.seed);
+    outln!("Verbatim crash-test report (seed {}, archive store {})", r.seed, r.backend);
     outln!("  kill points                {} ({})", r.kill_points.values().sum::<u64>(), kinds(&r.kill_points));
     outln!("  landed mid-work            {} ({})", r.kills_landed.values().sum::<u64>(), kinds(&r.kills_landed));
     outln!("  rounds checked             {}", r.rounds);

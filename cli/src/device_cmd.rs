@@ -58,7 +58,7 @@ pub fn open_configured(state: &Path, policy: &Path) -> Result<Agent, ExitCode> {
 }
 
 /// As [`open_configured`], also returning the applied policy.
-fn open_with_policy(state: &Path, policy: &Path) -> Result<(Agent, verbatim_core::Policy), ExitCode> {
+pub(crate) fn open_with_policy(state: &Path, policy: &Path) -> Result<(Agent, verbatim_core::Policy), ExitCode> {
     let tree = verbatim_core::policy::file::load(policy).map_err(|e| fail("policy", e))?;
     let agent = Agent::open(state, AgentOptions::default()).map_err(|e| fail("open", e))?;
     match runtime().block_on(agent.apply_policy(&tree)) {

@@ -1,5 +1,6 @@
-//! `verbatim`: the operator's command line. Device side: simulate, inspect, upload, unenroll,
-//! recover. Archive side: keygen, receive (and receive add-device), verify, export. Admin:
+//! `verbatim`: the operator's command line. Device side: simulate, telephony replay (Android's
+//! Google Messages archival source without a phone), inspect, upload, unenroll, recover.
+//! Archive side: keygen, receive (and receive add-device), verify, export. Admin:
 //! policy check/template/reference/export-artifacts. Proof: demo (the whole product end
 //! to end on this machine), bench (every performance figure with its baselines), crash-test
 //! (kill -9 of device, uploader and receiver).
@@ -26,6 +27,7 @@ mod mdm_cmd;
 mod policy_cmd;
 mod recover_cmd;
 mod relay_cmd;
+mod telephony_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +72,10 @@ enum Command {
     )]
     Simulate(device_cmd::SimulateArgs),
 
+    /// Android's Google Messages archival source without a phone.
+    #[command(subcommand)]
+    Telephony(TelephonyCommand),
+
     /// Print a device data directory's queue status as JSON (never content: there is none on disk).
     #[command(
         after_help = "Required: --state.\n\nExit codes: 0 printed; 2 the store could not be read.\n\nExample: verbatim inspect --state device | head -5"
@@ -98,19 +104,34 @@ enum Command {
 
     /// Serve the upload API (reference archive receiver) over HTTPS.
     #[command(
-        after_help = "Required: --listen, --data, --tokens, and either --self-signed or --tls-cert with --tls-key (none of them for the add-device subcommand).\n\nExit codes: 0 stopped by SIGINT or SIGTERM after draining; 2 the receiver could not start (port in use, bad certificate, missing flag).\n\nExample: verbatim receive --listen 127.0.0.1:8443 --data archive --tokens archive/tokens.jsonl --self-signed"
+        after_help = "Required: --listen, --data (or --store with --s3-endpoint: an S3 bucket with Object Lock), --tokens, --archive-key, and either --self-signed or --tls-cert with --tls-key (none of them for the add-device subcommand).\n\nExit codes: 0 stopped by SIGINT or SIGTERM after draining; 2 the receiver could not start (port in use, bad certificate, missing flag).\n\nExample: verbatim receive --listen 127.0.0.1:8443 --data archive --tokens archive/tokens.jsonl --self-signed"
     )]
     Receive(archive_cmd::ReceiveArgs),
 
     /// Report, per device stream held by a receiver: records, gaps, chain, alerts.
     #[command(
-        after_help = "Required: --data.\n\nExit codes: 0 every stream is complete and verified; 1 a gap, a chain failure, an alert or a silent device; 2 the data could not be read.\n\nExample: verbatim verify --data archive"
+        after_help = "Required: --data, or --store with --s3-endpoint.\n\nExit codes: 0 every stream is complete and verified; 1 a gap, a chain failure, an alert or a silent device; 2 the data could not be read.\n\nExample: verbatim verify --data archive"
     )]
     Verify(archive_cmd::VerifyArgs),
 
+    /// Copy an embedded (SQLite) archive into an S3 bucket with Object Lock, then verify both
+    /// and compare them stream by stream.
+    #[command(
+        after_help = "Required: --data, --store, --s3-endpoint.\n\nExit codes: 0 copied, and the bucket verifies the same as the source; 1 copied, but a stream does not match (listed); 2 the copy could not run (no Object Lock, store unreachable, no archive).\n\nExample: verbatim copy-archive --data archive --store s3://acme-archive --s3-endpoint https://s3.eu-west-1.amazonaws.com"
+    )]
+    CopyArchive(archive_cmd::CopyArchiveArgs),
+
+    /// Put or release a legal hold on everything of a tenant or device in a bucket archive
+    /// (S3 Object Lock legal hold), recorded as an audit event in the bucket.
+    #[command(
+        subcommand,
+        after_help = "Required: put|release, --store, --s3-endpoint, --tenant, --reason.\n\nExit codes: 0 the hold was put or released on every object and the audit event written; 2 it could not be (no Object Lock, store unreachable, no reason).\n\nExample: verbatim legal-hold put --store s3://archive --s3-endpoint https://s3.eu-west-1.amazonaws.com --tenant acme --device iphone-0042 --reason 'SEC matter 2026-17'"
+    )]
+    LegalHold(archive_cmd::LegalHoldCommand),
+
     /// Open held records with the archive private key and export JSON Lines and .eml files.
     #[command(
-        after_help = "Required: --data, --key, --out.\n\nExit codes: 0 everything was opened and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key or data).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
+        after_help = "Required: --data (or --store with --s3-endpoint), --key, --out.\n\nExit codes: 0 everything was opened and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key or data).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
     )]
     Export(archive_cmd::ExportArgs),
 
@@ -158,6 +179,21 @@ enum RelayCommand {
 }
 
 #[derive(Subcommand)]
+enum TelephonyCommand {
+    /// Apply a sequence of Telephony provider views (one JSON object per line, each the whole
+    /// provider at one wake-up, in the provider's column names and units) to a simulated
+    /// device, as Google Messages' archival wake-ups would. Prints `captured <kind> <provider
+    /// id>` per event (message, attachment, edit, reaction, unsend), then a summary on stderr.
+    /// `verbatim upload` and `export` work on the same state as for `simulate`. Safe to kill
+    /// at any instant and run again: it resumes after the last view applied, and nothing is
+    /// captured twice.
+    #[command(
+        after_help = "Required: --state, --policy, --snapshots.\n\nExit codes: 0 every view was applied; 1 the policy was refused (one line per problem) or names no business line; 2 a line is not a provider view (the error names the line and field; views before it stay captured, nothing of it is), a part file cannot be read, a capture failed, or the command could not run.\n\nExample: verbatim telephony replay --state device --policy policy.json --snapshots provider.jsonl"
+    )]
+    Replay(telephony_cmd::ReplayArgs),
+}
+
+#[derive(Subcommand)]
 enum PolicyCommand {
     /// Check a policy file as an MDM would push it: an XML or binary property list (whole, or
     /// the bare <dict> pasted into Intune or Jamf), Intune's Android managed-configuration JSON,
@@ -198,6 +234,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::ExportArtifacts(args)) => mdm_cmd::export_artifacts(args),
         Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => device_cmd::simulate(args),
+        Command::Telephony(TelephonyCommand::Replay(args)) => telephony_cmd::replay(args),
         Command::Inspect(args) => device_cmd::inspect(args),
         Command::Upload(args) => device_cmd::upload(args),
         Command::Unenroll(args) => device_cmd::unenroll(args),
@@ -205,6 +242,8 @@ fn main() -> ExitCode {
         Command::Receive(args) => archive_cmd::receive(args),
         Command::Verify(args) => archive_cmd::verify(args),
         Command::Export(args) => archive_cmd::export(args),
+        Command::LegalHold(command) => archive_cmd::legal_hold(command),
+        Command::CopyArchive(args) => archive_cmd::copy_archive(args),
         Command::Bench(args) => bench::run(args),
         Command::CrashTest(args) => crash_cmd::run(args),
         Command::Recover(args) => recover_cmd::run(args),

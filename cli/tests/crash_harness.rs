@@ -42,3 +42,39 @@ fn every_acknowledged_event_is_archived_exactly_once_across_two_dozen_kill_point
     // Everything passed: the harness cleaned up after itself.
     assert!(!work.exists(), "the working directory is removed when everything passed");
 }
+
+/// The same harness with the receiver on the object store (a local SeaweedFS with Object
+/// Lock): the receiver killed mid-upload and restarted loses nothing acknowledged and stores
+/// nothing twice there either. Needs VERBATIM_WEED (scripts/install-tools.sh seaweedfs):
+/// skipped with a note without it, failed when VERBATIM_REQUIRE_WEED or CI is set.
+#[test]
+fn the_object_store_keeps_every_acknowledged_event_exactly_once_across_kill_points() {
+    if let Err(e) = verbatim_receiver::seaweed::weed_binary() {
+        if std::env::var_os("VERBATIM_REQUIRE_WEED").is_some() || std::env::var_os("CI").is_some() {
+            panic!("this test needs SeaweedFS: {e}");
+        }
+        eprintln!("SKIPPED (no SeaweedFS): {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("crash");
+    let out = Command::new(BIN)
+        .args(["crash-test", "--object-store", "--iterations", "16", "--round", "8", "--seed", "20261206", "--json", "--dir"])
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "crash-test failed ({}):\n{stdout}\n{stderr}", out.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.last(), Some(&"16 passed, 0 failed"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    assert_eq!(report["backend"], "s3");
+    assert!(report["kill_points"]["receiver"].as_u64().unwrap_or(0) >= 1, "{report}");
+    let acked = report["events_acknowledged"].as_u64().unwrap();
+    assert!(acked >= 200, "the kill points should cover real work: {report}");
+    assert_eq!(report["archived"].as_u64().unwrap(), acked, "{report}");
+    assert_eq!((report["missing"].as_u64(), report["duplicates"].as_u64()), (Some(0), Some(0)), "{report}");
+    assert_eq!((report["gaps"].as_u64(), report["alerts"].as_u64()), (Some(0), Some(0)), "{report}");
+    assert_eq!(report["chain_ok"], true);
+}

@@ -9,7 +9,7 @@ use verbatim_core::record::{AgentEvent, Record, RecordBody};
 use verbatim_core::seal::EpochKey;
 use verbatim_core::wire::{Batch, EpochInfo, WireRecord};
 use verbatim_receiver::AcceptedKeys;
-use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};
+use verbatim_receiver::store::{Mode, Outcome, SqliteStore, StoreRules};
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
@@ -50,7 +50,7 @@ fn stream(device: &str, name: &str, counts: &[(&Key, usize)]) -> Batch {
 fn store(data: &Path, batches: Vec<Batch>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let ids: Vec<&str> = batches.iter().flat_map(|b| b.epochs.iter().map(|e| e.archive_key_id.as_str())).collect();
-    let store = Store::open(data, StoreRules::new(AcceptedKeys::from_key_ids(ids))).unwrap();
+    let store = SqliteStore::open(data, StoreRules::new(AcceptedKeys::from_key_ids(ids))).unwrap();
     for b in batches {
         assert!(matches!(rt.block_on(store.submit(b, Mode::Commit)).unwrap(), Outcome::Stored(_)));
     }

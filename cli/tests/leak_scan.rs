@@ -184,10 +184,10 @@ fn the_demo_under_trace_logging_leaves_no_content_token_or_key_in_logs_or_stores
     let key = base64::engine::general_purpose::STANDARD.decode(key_b64.trim()).unwrap();
     needles.push(key_needle("the archive private key", &key));
     let secret = ArchiveSecretKey::from_bytes(&key).unwrap();
-    let conn = verbatim_receiver::store::read::open_read_only(&archive_dir).unwrap();
+    let conn = verbatim_receiver::store::sqlite::read::open_read_only(&archive_dir).unwrap();
     let mut epoch_keys = 0;
-    for (sid, stream) in verbatim_receiver::store::read::streams(&conn).unwrap() {
-        for e in verbatim_receiver::store::read::epochs(&conn, sid).unwrap() {
+    for (sid, stream) in verbatim_receiver::store::sqlite::read::streams(&conn).unwrap() {
+        for e in verbatim_receiver::store::sqlite::read::epochs(&conn, sid).unwrap() {
             let k = derive_epoch_key(&secret, &e.encapsulation, &StreamId { ..stream.clone() }, e.epoch).unwrap();
             needles.push(key_needle(&format!("the key of epoch {}", e.epoch), &k[..]));
             epoch_keys += 1;

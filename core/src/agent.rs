@@ -117,6 +117,10 @@ pub struct Status {
     pub epoch: Option<u64>,
     pub counters: Counters,
     pub upload: UploadStatus,
+    /// When the app may start an upload on its own, soon after a capture while it is in the
+    /// foreground (wall-clock ms; None: it should not, no policy or nothing queued). See
+    /// `upload::due`. The OS's background windows are not affected.
+    pub upload_due_ms: Option<i64>,
 }
 
 /// Notices wall-clock jumps by comparing it with the monotonic clock.
@@ -517,6 +521,20 @@ impl Agent {
         self.inner.queue.source_state(source)
     }
 
+    /// One value a capture source saved, by key. Reads the store: background-only.
+    pub fn source_value(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        self.inner.queue.source_value(source, key)
+    }
+
+    /// A page of the keys a capture source saved: `after < key < before`, in key order, at most
+    /// `limit`, so a source can walk a large state in bounded memory (values by
+    /// [`Agent::source_value`]). Reads the store: background-only.
+    pub fn source_keys(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<String>> {
+        self.check_open()?;
+        self.inner.queue.source_keys(source, after, before, limit)
+    }
+
     /// A keyed hash of `bytes` (HMAC-SHA256 under this store's random digest key, separated by
     /// source), for a source to remember content by fingerprint, never by text.
     pub fn content_digest(&self, source: &str, bytes: &[u8]) -> [u8; 32] {
@@ -587,6 +605,13 @@ impl Agent {
             (ev.pending_alert_raised, ev.windows.keys().cloned().collect(), ev.last_heartbeat_ms, ev.since_open.clone())
         };
         let upload = self.inner.uploader.status();
+        // Under the policy uploads run under: also while withdrawn (the queue keeps uploading).
+        let upload_due_ms = self.inner.uploader.app_upload_due_ms(
+            uploading_under.as_deref(),
+            snap.pending_count,
+            now,
+            self.inner.clock.monotonic_ms(),
+        );
         let not_configured_reason = (!configured).then(|| lock(&self.inner.not_configured_reason).clone());
         Status {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -618,6 +643,7 @@ impl Agent {
             epoch: snap.epoch,
             counters,
             upload,
+            upload_due_ms,
         }
     }
 

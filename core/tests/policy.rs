@@ -732,6 +732,8 @@ fn changed_value(key: &str) -> Value {
         "disclaimer_mode" => "daily".into(),
         "log_level" => "debug".into(),
         "policy_version" => "2026-12".into(),
+        "backfill_days" => 3.into(),
+        "organization_name" => "Acme Capital".into(),
         other => panic!("no changed value for {other}: add one"),
     }
 }
@@ -903,4 +905,25 @@ fn unsubstituted_mdm_variables_in_business_lines_are_refused() {
 fn valid_tree_for_variables() -> Value {
     let (_, pk) = verbatim_core::seal::generate_archive_keypair();
     verbatim_core::synth::sample_policy("https://archive.acme-securities.test", &pk, "tok-x", &[])
+}
+
+#[test]
+fn keys_added_later_leave_the_fingerprint_of_earlier_policies_unchanged() {
+    // Fingerprint of this policy as computed before backfill_days and organization_name
+    // existed: a pushed policy that does not set them must not look changed after an upgrade.
+    let t = Value::dict([
+        ("archive_url", Value::from("https://archive.acme.test")),
+        ("archive_public_key", Value::from("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")),
+        ("tenant_id", Value::from("acme-test")),
+        ("device_token", Value::from("tok-test")),
+        ("business_lines", Value::from("+15550199")),
+        ("policy_version", Value::from("2026-01")),
+    ]);
+    let before = ok(&t).policy.fingerprint_hex();
+    assert!(before.starts_with("9c38e8f8fbbc381d"), "{before}");
+    let mut with_defaults = t.clone();
+    if let Value::Dict(m) = &mut with_defaults {
+        m.insert("backfill_days".into(), Value::Integer(0));
+    }
+    assert_eq!(ok(&with_defaults).policy.fingerprint_hex(), before, "a default value is not a change");
 }

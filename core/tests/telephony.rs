@@ -289,7 +289,7 @@ async fn a_scan_cut_short_is_finished_by_the_next_one_without_duplicates() {
     // The next wake-up gets the photo in, then fails storing the message itself.
     let db = s.db();
     db.execute_batch(
-        "CREATE TRIGGER cut BEFORE INSERT ON source_state WHEN NEW.key = 'mms:5' BEGIN SELECT RAISE(ABORT, 'cut'); END;",
+        "CREATE TRIGGER cut BEFORE INSERT ON source_state WHEN NEW.key = 'mms/000000000005' BEGIN SELECT RAISE(ABORT, 'cut'); END;",
     )
     .unwrap();
     assert_eq!(scan(&agent, &view, &opts()).await.unwrap_err().kind, ErrorKind::Storage);
@@ -331,7 +331,7 @@ async fn refused_captures_are_offered_again_and_bad_views_change_nothing() {
         ),
         (
             ProviderView { sms: vec![sms(4, 1, "a", NOW - 1), sms(4, 1, "b", NOW - 1)], mms: vec![] },
-            "sms _id 4: not a positive, unique",
+            "sms _id 4: not a unique provider id",
         ),
     ] {
         let e = scan(&agent, &bad, &opts()).await.unwrap_err();
@@ -355,4 +355,38 @@ async fn an_unchanged_provider_of_many_rows_emits_nothing() {
         assert!(r.events.is_empty() && r.unchanged == 2000);
     }
     assert_eq!(agent.status().last_seq, before);
+}
+
+#[tokio::test]
+async fn pages_walk_a_large_state_in_order_and_find_deletions_anywhere() {
+    use verbatim_core::sources::telephony::Scanner;
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let mut rows: Vec<SmsRow> = (1..=3000).map(|i| sms(i, 1, "history", NOW - 10_000_000 + i)).collect();
+    let feed = |rows: Vec<SmsRow>| {
+        let agent = &agent;
+        async move {
+            let mut scanner = Scanner::begin(agent, opts()).await.unwrap();
+            for page in rows.chunks(700) {
+                scanner.sms(page).await.unwrap();
+            }
+            scanner.finish().await.unwrap()
+        }
+    };
+    assert_eq!(feed(rows.clone()).await.baseline, 3000);
+    // New rows among the history's ids' successors, then deletions in every state page.
+    rows.extend((3001..=3003).map(|i| sms(i, 1, "new", NOW - 1000 + i)));
+    assert_eq!(feed(rows.clone()).await.count("message"), 3);
+    rows.retain(|r| ![5, 1500, 2999, 3002].contains(&r.id));
+    let r = feed(rows.clone()).await;
+    assert_eq!(r.events, [("unsend", "sms:3002".to_string())], "history deleted is forgotten, a captured row is evidenced");
+    assert_eq!(r.unchanged, 2999);
+    let r = feed(rows.clone()).await;
+    assert!(r.events.is_empty() && r.unchanged == 2999, "{r:?}");
+
+    // Pages out of order are refused by row, before that row is looked at.
+    let mut scanner = Scanner::begin(&agent, opts()).await.unwrap();
+    scanner.sms(&rows[10..12]).await.unwrap();
+    let e = scanner.sms(&rows[5..6]).await.unwrap_err();
+    assert!(e.detail.contains("ascending _id"), "{e}");
 }

@@ -158,3 +158,31 @@ fn policy_applied_count(s: &Setup) -> usize {
         })
         .count()
 }
+
+/// `status().upload_due_ms`, which the iOS foreground upload waits for: none without a policy,
+/// at once when records wait, 30 s after the last session (here one the network refused), at
+/// once again after that; the withdrawn policy still uploads what is queued.
+#[tokio::test]
+async fn the_app_may_upload_on_its_own_within_policy() {
+    let s = Setup::new();
+    let clock = verbatim_core::clock::ManualClock::new(1_767_225_600_000);
+    let agent = s.open_with(verbatim_core::AgentOptions { clock: std::sync::Arc::new(clock.clone()), ..Default::default() });
+    assert_eq!(agent.status().upload_due_ms, None, "no policy: nowhere to upload to");
+
+    let tree = verbatim_core::synth::sample_policy("https://127.0.0.1:9", &s.public, TOKEN, &[]);
+    agent.apply_policy(&tree).await.unwrap();
+    one_message(&agent).await;
+    assert!(agent.status().queue_records > 0);
+    assert_eq!(agent.status().upload_due_ms, Some(clock.now()), "records wait: at once");
+
+    let report = agent.upload(UploadOptions::new(Duration::from_secs(5), NetworkState::Offline)).await;
+    assert_eq!(report.stopped, StopReason::Offline);
+    let spacing = verbatim_core::upload::APP_UPLOAD_SPACING.as_millis() as i64;
+    assert_eq!(agent.status().upload_due_ms, Some(clock.now() + spacing), "spaced after the last session");
+    clock.advance(spacing);
+    assert_eq!(agent.status().upload_due_ms, Some(clock.now()));
+
+    assert!(agent.withdraw_policy().await.unwrap());
+    assert!(!agent.status().configured);
+    assert_eq!(agent.status().upload_due_ms, Some(clock.now()), "the queue keeps uploading after a withdrawal");
+}

@@ -11,6 +11,7 @@ pub mod export;
 pub mod faults;
 mod fsutil;
 pub mod keys;
+pub mod seaweed;
 pub mod server;
 pub mod store;
 pub mod time;

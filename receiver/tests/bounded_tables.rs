@@ -159,7 +159,7 @@ fn alert_counts_only_grow_and_an_older_database_is_migrated() {
     }
     let rules =
         verbatim_receiver::store::StoreRules::new(verbatim_receiver::AcceptedKeys::from_public_keys([&archive_keys().public]));
-    let store = verbatim_receiver::store::Store::open(dir.path(), rules).unwrap();
+    let store = verbatim_receiver::store::SqliteStore::open(dir.path(), rules).unwrap();
     // A gap on the migrated stream is counted on its first gap row.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut dev = Device::new(&archive_keys(), "acme", "dev-1", "s-1");
@@ -171,7 +171,7 @@ fn alert_counts_only_grow_and_an_older_database_is_migrated() {
     let conn = rusqlite::Connection::open(dir.path().join("archive.db")).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, 2);
-    let alerts = verbatim_receiver::store::read::alert_list(&conn, 1).unwrap();
+    let alerts = verbatim_receiver::store::sqlite::read::alert_list(&conn, 1).unwrap();
     assert_eq!(alerts.iter().map(|a| (a.detail.as_str(), a.count)).collect::<Vec<_>>(), [("first", 2), ("second", 1)]);
     // The counts are tamper-evident like the rest: they cannot be lowered or deleted.
     assert!(conn.execute("UPDATE alert_repeats SET repeats = 0", []).is_err());

@@ -15,7 +15,7 @@ use verbatim_core::record::{AgentEvent, Record, RecordBody};
 use verbatim_core::seal::{self, EpochKey};
 use verbatim_core::wire::{Batch, EpochInfo, WireRecord};
 use verbatim_receiver::AcceptedKeys;
-use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};
+use verbatim_receiver::store::{Mode, Outcome, SqliteStore, StoreRules};
 use verbatim_receiver::{export, export_with_keys};
 
 /// A device stream sealed and chained as the agent does, with any number of epochs, each to
@@ -86,7 +86,7 @@ fn store(data: &Path, streams: &[&Sealer]) {
     // Written as a receiver of before the key-id check could have: every id the epochs name.
     let ids: Vec<&str> = streams.iter().flat_map(|s| s.epochs.iter().map(|e| e.archive_key_id.as_str())).collect();
     let rules = StoreRules::new(AcceptedKeys::from_key_ids(ids));
-    let store = Store::open(data, rules).unwrap();
+    let store = SqliteStore::open(data, rules).unwrap();
     for s in streams {
         let outcome = rt.block_on(store.submit(s.batch(), Mode::Commit)).unwrap();
         assert!(matches!(outcome, Outcome::Stored(_)), "{:?}: {outcome:?}", s.id);

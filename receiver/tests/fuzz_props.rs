@@ -20,7 +20,7 @@ use proptest::test_runner::TestCaseError;
 use support::*;
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::wire::{ApiError, Batch, BatchAck, CONTENT_TYPE, EpochInfo, WireRecord};
-use verbatim_receiver::store::{Mode, Outcome, Store, StoreRules};
+use verbatim_receiver::store::{Mode, Outcome, SqliteStore, StoreRules};
 use verbatim_receiver::{AcceptedKeys, add_device, verify};
 
 fn fail(msg: impl Into<String>) -> TestCaseError {
@@ -232,7 +232,7 @@ fn the_store_answers_every_decoded_batch_as_the_api_promises() {
     props::check("store_model", 64, proptest::collection::vec(step(), 1..40), |steps| {
         let dir = tempfile::tempdir().unwrap();
         let rules = StoreRules::new(AcceptedKeys::from_public_keys([&archive_keys().public]));
-        let store = Store::open(dir.path(), rules).map_err(|e| fail(e.to_string()))?;
+        let store = SqliteStore::open(dir.path(), rules).map_err(|e| fail(e.to_string()))?;
         let devices: Vec<Honest> = (0..3).map(|i| Honest::new("acme", "dev-1", &format!("s-{i}"), 48)).collect();
         let mut models: Vec<Held> = vec![Held::default(); 3];
         for (k, (s, first, len, t)) in steps.iter().enumerate() {

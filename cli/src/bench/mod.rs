@@ -15,7 +15,9 @@
 //! 5. cold start: `Agent::open` + `status()` in a fresh process over a 1,000,000-event queue.
 //! 6. cost per event: instructions per captured event under callgrind, top functions named.
 //! 7. size: the stripped host cdylib of the bindings, with a per-crate breakdown.
-//! 8. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
+//! 8. telephony: the Google Messages archival source's re-scan of an unchanged provider
+//!    against a plain read of the same rows, and its peak RSS at 100,000 and 1,000,000 rows.
+//! 9. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
 //!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
@@ -26,10 +28,12 @@ mod cold_start;
 mod imessage;
 mod instructions;
 mod memory;
+mod object_store;
 mod plan;
 mod report;
 mod size;
 mod support;
+mod telephony;
 mod upload;
 
 use capture::*;
@@ -37,10 +41,12 @@ use cold_start::*;
 use imessage::*;
 use instructions::*;
 use memory::*;
+use object_store::*;
 use plan::*;
 use report::*;
 use size::*;
 use support::*;
+use telephony::*;
 use upload::*;
 
 use std::collections::BTreeMap;
@@ -82,7 +88,8 @@ pub struct BenchArgs {
     /// Also print every figure as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks: capture, upload, memory, cold, cpu, size, imessage (comma-separated).
+    /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony,
+    /// imessage (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).
@@ -144,6 +151,16 @@ enum ChildCommand {
     /// Runs the iMessage relay's first scan and re-scans over a chat.db; prints figures as JSON.
     #[command(hide = true)]
     ImessageChild(ImessageChildArgs),
+    /// Scans a Telephony provider stand-in of N rows; prints times and peak RSS as JSON.
+    #[command(hide = true)]
+    TelephonyChild {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        rounds: usize,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -173,6 +190,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(ChildCommand::MemoryChild(a)) => child_exit(memory_child(a)),
         Some(ChildCommand::ColdChild { dir }) => child_exit(cold_child(&dir)),
         Some(ChildCommand::ImessageChild(a)) => child_exit(imessage_child(a)),
+        Some(ChildCommand::TelephonyChild { rows, rounds, dir }) => child_exit(telephony_child(rows, rounds, &dir)),
         None => suite(args),
     }
 }

@@ -16,6 +16,9 @@ pub(super) struct Plan {
     pub(super) cpu_events: u64,
     pub(super) imessage_small: u64,
     pub(super) imessage_large: u64,
+    pub(super) telephony_rows: u64,
+    pub(super) telephony_rows_large: u64,
+    pub(super) telephony_rounds: usize,
 }
 
 impl Plan {
@@ -34,6 +37,9 @@ impl Plan {
             cpu_events: if q { 200 } else { 2_000 },
             imessage_small: if q { 500 } else { 10_000 },
             imessage_large: args.imessage_messages.unwrap_or(if q { 2_000 } else { 1_000_000 }),
+            telephony_rows: if q { 2_000 } else { 100_000 },
+            telephony_rows_large: if q { 10_000 } else { 1_000_000 },
+            telephony_rounds: if q { 2 } else { 7 },
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::model::Channel;
 
 /// The specfile's `<version>`: consoles use it to tell a revised specfile from the one they
 /// hold. Bump it whenever the generated specfile changes (a unit test insists).
-pub const SPECFILE_VERSION: u32 = 3;
+pub const SPECFILE_VERSION: u32 = 4;
 
 /// The bundle identifier written into the committed specfile. Verbatim is embedded in the
 /// firm's messaging app, so the real value is that app's; regenerate with it.
@@ -104,6 +104,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("Upload", &["upload_network", "upload_allow_roaming", "upload_interval_minutes", "max_batch_kb"]),
     ("Queue and fail-closed", &["queue_max_mb", "queue_alert_percent", "pending_alert_hours", "heartbeat_hours", "fail_closed"]),
     ("Notice, logging and version", &["disclaimer_text", "disclaimer_mode", "log_level", "policy_version"]),
+    ("Android: Google Messages archival", &["backfill_days", "organization_name"]),
 ];
 const OTHER_GROUP: &str = "Other settings";
 
@@ -830,7 +831,7 @@ mod tests {
     /// SHA-256 of the specfile generated with version 0 and the placeholder bundle id. When the
     /// specfile changes, consoles must see a new `<version>`: the test below fails until
     /// [`SPECFILE_VERSION`] is bumped and this digest updated.
-    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (3, "e9e6f19f30ba4fb16d6549877cdc235435734659af17610584b0a4fcdd6d2d79");
+    const SPECFILE_DIGEST_AT_VERSION: (u32, &str) = (4, "9fc5605f3a8ee354672cc32e79586d2104f83fc9050001513430943cea73d123");
 
     #[test]
     fn specfile_version_is_bumped_when_the_specfile_changes() {

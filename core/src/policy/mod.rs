@@ -86,6 +86,10 @@ pub struct Policy {
     pub queue_alert_percent: u8,
     pub pending_alert_hours: u32,
     pub heartbeat_hours: u32,
+    /// Android, Google Messages archival: days of history the first scan captures.
+    pub backfill_days: u32,
+    /// The firm's name for the archiving notice on Android.
+    pub organization_name: Option<String>,
     pub fail_closed: bool,
     pub disclaimer_text: Option<String>,
     pub disclaimer_mode: DisclaimerMode,

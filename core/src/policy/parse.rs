@@ -797,6 +797,8 @@ impl Fields {
             queue_alert_percent: self.int("queue_alert_percent")?,
             pending_alert_hours: self.int("pending_alert_hours")?,
             heartbeat_hours: self.int("heartbeat_hours")?,
+            backfill_days: self.int("backfill_days")?,
+            organization_name: self.optional_text("organization_name")?,
             fail_closed: self.bool("fail_closed")?,
             disclaimer_text: self.optional_text("disclaimer_text")?,
             disclaimer_mode,
@@ -911,6 +913,8 @@ impl Policy {
             queue_alert_percent,
             pending_alert_hours,
             heartbeat_hours,
+            backfill_days,
+            organization_name,
             fail_closed,
             disclaimer_text,
             disclaimer_mode,
@@ -936,7 +940,7 @@ impl Policy {
             LogLevel::Error => "error",
             LogLevel::Off => "off",
         };
-        vec![
+        let mut fields = vec![
             ("archive_url", Canon::Str(archive_url.as_str())),
             ("archive_public_key", Canon::Bytes(archive_public_key.to_vec())),
             ("archive_key_id", Canon::Str(archive_key_id)),
@@ -963,7 +967,17 @@ impl Policy {
             ("disclaimer_mode", Canon::Str(disclaimer)),
             ("log_level", Canon::Str(level)),
             ("policy_version", Canon::Str(policy_version)),
-        ]
+        ];
+        // Keys added after the first release enter only when set away from their default, so
+        // every policy pushed before them keeps its fingerprint (and no upgrade records a
+        // policy change that did not happen).
+        if *backfill_days != 0 {
+            fields.push(("backfill_days", Canon::Int(u64::from(*backfill_days))));
+        }
+        if organization_name.is_some() {
+            fields.push(("organization_name", optional(organization_name)));
+        }
+        fields
     }
 }
 

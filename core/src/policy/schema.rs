@@ -344,6 +344,24 @@ pub static KEYS: &[KeySpec] = &[
         description: "The admin's label for this policy revision, reported back through MDM feedback and recorded when applied.",
         example: "2026-01",
     },
+    KeySpec {
+        name: "backfill_days",
+        kind: KeyKind::Integer { min: 0, max: 90 },
+        default: Some("0"),
+        required: false,
+        secret: false,
+        description: "Android, Google Messages archival: the first scan after enrolment also captures the phone's SMS, MMS and RCS history of the last this many days. 0: only what arrives from enrolment on.",
+        example: "7",
+    },
+    KeySpec {
+        name: "organization_name",
+        kind: KeyKind::Text,
+        default: None,
+        required: false,
+        secret: false,
+        description: "The firm's name, in the notice Android shows while the phone's own messages are archived (Google Messages archival). Unset: the notice names no firm.",
+        example: "Acme Capital",
+    },
 ];
 
 /// The schema row for `name`, if it is a known key.

@@ -77,6 +77,16 @@ impl Queue {
         self.reader.source_state(source)
     }
 
+    /// The keys of a capture source's entries with `after < key < before`, in key order.
+    pub(crate) fn source_keys(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<String>> {
+        self.reader.source_keys(source, after, before, limit)
+    }
+
+    /// One saved value of a capture source.
+    pub(crate) fn source_value(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.reader.source_value(source, key)
+    }
+
     /// Records agent events in the chain (before any policy, in the deferred table), and saves
     /// `meta` entries (the agent's evidence state) in the same commit. Not capped: evidence of a
     /// full queue must still be written.

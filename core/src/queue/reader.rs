@@ -31,6 +31,23 @@ impl QueueReader {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// One saved value of a capture source.
+    pub fn source_value(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
+        let mut stmt = conn.prepare_cached("SELECT value FROM source_state WHERE source = ?1 AND key = ?2")?;
+        Ok(stmt.query_row(params![source, key], |r| r.get(0)).optional()?)
+    }
+
+    /// The keys of a capture source's entries with `after < key < before`, in key order, at
+    /// most `limit` (a walk that needs no values reads none).
+    pub fn source_keys(&self, source: &str, after: &str, before: &str, limit: usize) -> Result<Vec<String>> {
+        let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT key FROM source_state WHERE source = ?1 AND key > ?2 AND key < ?3 ORDER BY key LIMIT ?4")?;
+        let rows = stmt.query_map(params![source, after, before, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The stored link of a pending record, if the queue still holds it.
     pub fn link_of(&self, seq: u64) -> Result<Option<Link>> {
         let conn = self.conn.lock().map_err(|_| Error::new(ErrorKind::Internal, "queue reader lock poisoned"))?;

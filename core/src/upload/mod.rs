@@ -3,6 +3,7 @@
 //! policy allows. Records are deleted only through what the archive acknowledged, so an
 //! interrupted upload loses nothing and never resends what was acknowledged.
 
+mod due;
 mod http;
 pub mod network;
 pub mod retry;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use due::APP_UPLOAD_SPACING;
 pub use network::NetworkState;
 pub use retry::{Pause, tokio_pause};
 
@@ -172,6 +174,8 @@ pub(crate) struct UploaderState {
     /// wait; one started after it runs normally.
     cancel_generation: AtomicU64,
     cancelled: tokio::sync::Notify,
+    /// How the last session of this process ended (for [`UploaderState::app_upload_due_ms`]).
+    last_session: Mutex<Option<due::LastSession>>,
 }
 
 struct KeyRefusal {
@@ -190,6 +194,35 @@ impl UploaderState {
 
     fn update_status(&self, f: impl FnOnce(&mut UploadStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// When the app may start an upload on its own (wall-clock ms), or None when it should
+    /// not: see [`due::app_upload_due_ms`]. `policy`: the one uploads run under.
+    pub(crate) fn app_upload_due_ms(
+        &self,
+        policy: Option<&Policy>,
+        pending_records: u64,
+        now_ms: i64,
+        mono_ms: i64,
+    ) -> Option<i64> {
+        let policy = policy?;
+        if pending_records == 0 {
+            return None;
+        }
+        let fingerprint = policy.fingerprint_hex();
+        let next_retry_ms = self.status.lock().unwrap_or_else(|p| p.into_inner()).next_retry_ms;
+        let refusal =
+            self.key_refusal.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|r| (r.at_ms, r.policy_fingerprint.clone()));
+        let last_session = self.last_session.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        due::app_upload_due_ms(&due::Inputs {
+            now_ms,
+            mono_ms,
+            pending_records,
+            policy: Some((Duration::from_secs(u64::from(policy.upload_interval_minutes) * 60), &fingerprint)),
+            next_retry_ms,
+            key_refusal: refusal.as_ref().map(|(at, f)| (*at, f.as_str())),
+            last_session: last_session.as_ref(),
+        })
     }
 
     /// The archive's recent refusal of the archive key, while sessions should not ask again.
@@ -283,6 +316,14 @@ impl Session<'_> {
             retries = self.report.retries,
             "upload: session ended"
         );
+        if stopped != StopReason::AlreadyRunning {
+            let last = due::LastSession {
+                ended_ms: self.outbox.clock.monotonic_ms(),
+                stopped,
+                policy_fingerprint: self.outbox.policy.as_ref().map(|p| p.fingerprint_hex()),
+            };
+            *self.state.last_session.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+        }
         self.report.stopped = stopped;
         self.report.detail = detail;
         self.report.error_kind = error.map(|e| e.kind);

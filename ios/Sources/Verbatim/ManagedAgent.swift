@@ -9,15 +9,21 @@ import UIKit
 /// - opens it in a protected, backup-excluded directory (`DataDirectory`);
 /// - applies the managed configuration at start, when it changes (`ManagedConfiguration`,
 ///   debounced) and when the app becomes active; with no configuration yet the agent stays not
-///   configured and capture fails closed until one arrives;
-/// - keeps the background upload windows booked as the policy says (`BackgroundUpload`);
+///   configured and capture fails closed until one arrives; when the MDM removes it after a
+///   policy was in force, withdraws the policy (`VerbatimAgent.withdrawPolicy`: recorded in the
+///   chain, capture fails closed, the queue keeps uploading, nothing deleted) until a
+///   configuration is pushed again;
+/// - keeps the background upload windows booked as the policy says (`BackgroundUpload`), and
+///   uploads soon after capture while the app is in the foreground (`ForegroundUpload`);
 /// - writes health to the MDM feedback dictionary (`ManagedFeedback`) at start, after every
 ///   policy push, upload, heartbeat and agent notice;
 /// - logs to the unified log (`OSLogSink`, filtered in Rust).
 ///
 /// Call `ManagedAgent.shared.start()` from `application(_:didFinishLaunchingWithOptions:)`
 /// (it registers the background tasks, which iOS requires before launch ends), then
-/// `try await ManagedAgent.shared.agent()` wherever the agent is needed.
+/// `try await ManagedAgent.shared.agent()` wherever the agent is needed. There is one per
+/// process (`shared`; the initializer is private): a second one would register the same
+/// background-task identifiers, which iOS answers with an exception.
 public final class ManagedAgent: @unchecked Sendable {
     // @unchecked: every mutable property is guarded by `lock`.
     public static let shared = ManagedAgent()
@@ -32,6 +38,8 @@ public final class ManagedAgent: @unchecked Sendable {
         /// nil: no logging.
         public var logSink: LogSink?
         public var background: BackgroundUpload.Options
+        /// Uploads while the app is in the foreground; nil: only in background windows.
+        public var foreground: ForegroundUpload.Options?
         /// Quiet time before a changed configuration is applied.
         public var configurationDebounce: TimeInterval
         /// Where the managed configuration is read and the feedback written.
@@ -48,6 +56,7 @@ public final class ManagedAgent: @unchecked Sendable {
             network: NetworkStateProvider? = nil,
             logSink: LogSink? = OSLogSink(),
             background: BackgroundUpload.Options = BackgroundUpload.Options(),
+            foreground: ForegroundUpload.Options? = ForegroundUpload.Options(),
             configurationDebounce: TimeInterval = 0.5
         ) {
             self.directory = directory
@@ -55,6 +64,7 @@ public final class ManagedAgent: @unchecked Sendable {
             self.network = network
             self.logSink = logSink
             self.background = background
+            self.foreground = foreground
             self.configurationDebounce = configurationDebounce
         }
     }
@@ -68,9 +78,11 @@ public final class ManagedAgent: @unchecked Sendable {
     private var applying: Task<Void, Never>?
     private var lastTree: PolicyValue?
     private var background = BackgroundUpload()
+    private var foreground: ForegroundUpload?
+    private var isActive = false
     private var observers: [AnyObject] = []
 
-    public init() {}
+    private init() {}
 
     // MARK: Start
 
@@ -88,8 +100,11 @@ public final class ManagedAgent: @unchecked Sendable {
         }
         guard first else { return }
         VerbatimAgent.setLogSink(options.logSink)
-        background.register { [weak self] deadline in
+        let registration = background.register { [weak self] deadline in
             await self?.runBackgroundWindow(deadline: deadline) ?? false
+        }
+        if registration != .registered {
+            ManagedAgent.log.error("background tasks: \(String(describing: registration), privacy: .public)")
         }
         let configuration = ManagedConfiguration(defaults: options.defaults)
         let watch = configuration.observe(debounce: options.configurationDebounce) { [weak self] in
@@ -103,6 +118,12 @@ public final class ManagedAgent: @unchecked Sendable {
             forName: UIApplication.didBecomeActiveNotification, object: nil, queue: nil
         ) { [weak self] _ in
             _ = self?.applyManagedConfigurationLater()
+            self?.foregroundChanged(active: true)
+        }
+        let inactive = center.addObserver(
+            forName: UIApplication.didEnterBackgroundNotification, object: nil, queue: nil
+        ) { [weak self] _ in
+            self?.foregroundChanged(active: false)
         }
         // Opening fails before the first unlock after boot (protected files): retry then.
         let unlocked = center.addObserver(
@@ -111,6 +132,7 @@ public final class ManagedAgent: @unchecked Sendable {
             Task { _ = try? await self?.agent() }
         }
         watching.append(active as AnyObject)
+        watching.append(inactive as AnyObject)
         watching.append(unlocked as AnyObject)
         #endif
         locked { observers = watching }
@@ -160,6 +182,7 @@ public final class ManagedAgent: @unchecked Sendable {
             await applyManagedConfiguration(to: agent)
             reschedule(agent)
             publishFeedback(agent)
+            startForegroundUploads(agent, options.foreground)
             return agent
         } catch {
             ManagedAgent.log.error("agent did not open: \(ManagedAgent.describe(error), privacy: .public)")
@@ -192,7 +215,7 @@ public final class ManagedAgent: @unchecked Sendable {
     private func applyManagedConfiguration(to agent: VerbatimAgent) async {
         let configuration = ManagedConfiguration(defaults: locked { options.defaults })
         guard let tree = configuration.tree() else {
-            ManagedAgent.log.info("no managed configuration: the stored policy stays for capture, without a device token upload waits; with no stored policy, capture is refused until the MDM pushes one")
+            await withdrawPolicy(from: agent)
             return
         }
         let changed: Bool = locked {
@@ -219,6 +242,27 @@ public final class ManagedAgent: @unchecked Sendable {
         publishFeedback(agent)
     }
 
+    /// No managed configuration: removed by the MDM after a policy was in force (the agent
+    /// records `policy_withdrawn` and refuses capture; the queue keeps uploading), or none yet
+    /// (nothing to withdraw: the agent says so and records nothing). Asked at every start,
+    /// change and activation: the removal may have happened while the app was not running.
+    private func withdrawPolicy(from agent: VerbatimAgent) async {
+        // A configuration pushed again, even the same one, must be applied again to resume.
+        locked { lastTree = nil }
+        do {
+            guard try await agent.withdrawPolicy() else {
+                ManagedAgent.log.info("no managed configuration: capture is refused until the MDM pushes one")
+                return
+            }
+            ManagedAgent.log.error("managed configuration removed: policy withdrawn, capture refused, queued records keep uploading")
+        } catch {
+            // Not recorded (storage, closed): asked again at the next change or activation.
+            ManagedAgent.log.error("policy not withdrawn: \(ManagedAgent.describe(error), privacy: .public)")
+        }
+        reschedule(agent)
+        publishFeedback(agent)
+    }
+
     // MARK: Feedback and scheduling
 
     /// Writes the agent's health to the MDM feedback dictionary (memory only: cheap).
@@ -242,10 +286,37 @@ public final class ManagedAgent: @unchecked Sendable {
         background.schedule((try? agent.status())?.uploadSchedule, soon: soon)
     }
 
+    /// Uploads after captures while the app is active (`ForegroundUpload`), from the agent's
+    /// first open on.
+    private func startForegroundUploads(_ agent: VerbatimAgent, _ options: ForegroundUpload.Options?) {
+        guard let options else { return }
+        let uploads = ForegroundUpload(
+            options: options,
+            status: { try agent.status() },
+            upload: { deadline in try await agent.upload(deadline: deadline) },
+            finished: { [weak self] _ in self?.publishFeedback(agent) }
+        )
+        agent.captured.set { [weak uploads] in uploads?.requested() }
+        // Under the lock, like `foregroundChanged`: the two never apply states out of order
+        // (ForegroundUpload never calls back into this lock).
+        locked {
+            foreground = uploads
+            uploads.setActive(isActive)
+        }
+    }
+
+    private func foregroundChanged(active: Bool) {
+        locked {
+            isActive = active
+            foreground?.setActive(active)
+        }
+    }
+
     private func afterNotice(_ notice: AgentNotice) async {
         guard let agent = try? await agent() else { return }
         if case .policyApplied = notice {
             reschedule(agent)
+            locked { foreground }?.reconsider()
         }
         publishFeedback(agent)
     }

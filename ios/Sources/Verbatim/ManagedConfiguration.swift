@@ -14,14 +14,18 @@ public final class ManagedConfiguration: @unchecked Sendable {
         self.defaults = defaults
     }
 
-    /// The configuration as pushed, or nil when none has arrived (yet).
+    /// The configuration as pushed, or nil when there is none: not arrived yet, or removed by
+    /// the MDM. An empty dictionary counts as none (as an empty restrictions Bundle does on
+    /// Android: neither platform tells "removed" from "emptied").
     public func dictionary() -> [String: Any]? {
-        defaults.dictionary(forKey: Self.key)
+        guard let pushed = defaults.dictionary(forKey: Self.key), !pushed.isEmpty else { return nil }
+        return pushed
     }
 
     /// The configuration as the agent's policy tree (unsupported values left out and logged),
-    /// or nil when none has arrived: the agent then stays as it is (on a first launch: not
-    /// configured, capture refused) until one does.
+    /// or nil when there is none (see `dictionary()`): `ManagedAgent` then withdraws the policy
+    /// in force, if any (capture fails closed, the queue keeps uploading); on a first launch
+    /// the agent simply stays not configured until a configuration arrives.
     public func tree() -> PolicyValue? {
         dictionary().map(PolicyTree.from)
     }
@@ -110,7 +114,7 @@ public final class ManagedConfiguration: @unchecked Sendable {
         }
 
         private static func current(_ defaults: UserDefaults) -> PolicyValue? {
-            defaults.dictionary(forKey: ManagedConfiguration.key).map { PolicyTree.convert($0).tree }
+            ManagedConfiguration(defaults: defaults).dictionary().map { PolicyTree.convert($0).tree }
         }
     }
 }

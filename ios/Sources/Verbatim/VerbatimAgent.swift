@@ -17,6 +17,9 @@ public final class VerbatimAgent: Sendable {
     public let ffi: Agent
     /// The agent's data directory (see `DataDirectory`).
     public let directory: URL
+    /// Told after every capture that stored something (`ManagedAgent` books a foreground
+    /// upload with it).
+    let captured = CaptureHook()
 
     private init(ffi: Agent, directory: URL) {
         self.ffi = ffi
@@ -68,32 +71,43 @@ public final class VerbatimAgent: Sendable {
         try await ffi.applyPolicy(tree: tree)
     }
 
+    /// The MDM removed the managed configuration (`ManagedAgent` calls this when it finds none
+    /// after a policy was in force). Records a `policy_withdrawn` event in the chain; capture
+    /// then fails closed with `VerbatimError.NotConfigured` (the app blocks business sending)
+    /// while what is queued keeps uploading under the withdrawn policy's archive settings.
+    /// Nothing is deleted; `applyPolicy` (even with the same configuration) resumes capture.
+    /// Returns false, recording nothing, when no policy is in force or it was withdrawn already.
+    @discardableResult
+    public func withdrawPolicy() async throws -> Bool {
+        try await ffi.withdrawPolicy()
+    }
+
     // MARK: Capture (each returns once the event is durable, or dropped as out of scope)
 
     public func capture(_ event: MessageEvent) async throws -> CaptureOutcome {
-        try await ffi.captureMessage(event: event)
+        try await stored(ffi.captureMessage(event: event))
     }
 
     public func capture(_ event: EditEvent) async throws -> CaptureOutcome {
-        try await ffi.captureEdit(event: event)
+        try await stored(ffi.captureEdit(event: event))
     }
 
     public func capture(_ event: UnsendEvent) async throws -> CaptureOutcome {
-        try await ffi.captureUnsend(event: event)
+        try await stored(ffi.captureUnsend(event: event))
     }
 
     public func capture(_ event: ReactionEvent) async throws -> CaptureOutcome {
-        try await ffi.captureReaction(event: event)
+        try await stored(ffi.captureReaction(event: event))
     }
 
     /// Streams the file at `event.path` (a path the app can read) in bounded chunks.
     public func capture(_ event: AttachmentEvent) async throws -> CaptureOutcome {
-        try await ffi.captureAttachment(event: event)
+        try await stored(ffi.captureAttachment(event: event))
     }
 
     /// With the recording at `event.recordingPath`, if any.
     public func capture(_ event: CallEvent) async throws -> CaptureOutcome {
-        try await ffi.captureCall(event: event)
+        try await stored(ffi.captureCall(event: event))
     }
 
     /// The client notice to show or send in this conversation now, if the policy says it is due.
@@ -103,13 +117,21 @@ public final class VerbatimAgent: Sendable {
 
     /// The app showed or sent the client notice: captured in the conversation.
     public func disclaimerShown(_ meta: EventMeta) async throws -> CaptureOutcome {
-        try await ffi.disclaimerShown(meta: meta)
+        try await stored(ffi.disclaimerShown(meta: meta))
     }
 
     /// The app let a communication through while capture was unavailable (only when the
     /// policy's `fail_closed` is false): recorded, metadata only.
     public func reportUncaptured(_ meta: EventMeta, direction: Direction, reason: String) async throws {
         try await ffi.reportUncaptured(meta: meta, direction: direction, reason: reason)
+        captured.fire()
+    }
+
+    private func stored(_ outcome: CaptureOutcome) -> CaptureOutcome {
+        if case .captured = outcome {
+            captured.fire()
+        }
+        return outcome
     }
 
     // MARK: Upload and housekeeping
@@ -165,6 +187,26 @@ public final class VerbatimAgent: Sendable {
     static func milliseconds(_ seconds: TimeInterval) -> UInt64 {
         guard !seconds.isNaN, seconds > 0 else { return 0 }
         return UInt64(min(seconds, 365 * 86_400) * 1_000)
+    }
+}
+
+/// A closure called after a capture stored something (set once the agent is open).
+final class CaptureHook: @unchecked Sendable {
+    // @unchecked: `block` is guarded by `lock`.
+    private let lock = NSLock()
+    private var block: (@Sendable () -> Void)?
+
+    func set(_ block: (@Sendable () -> Void)?) {
+        lock.lock()
+        self.block = block
+        lock.unlock()
+    }
+
+    func fire() {
+        lock.lock()
+        let block = self.block
+        lock.unlock()
+        block?()
     }
 }
 

@@ -647,6 +647,12 @@ public struct AgentStatus: Equatable, Hashable {
     public var epoch: UInt64?
     public var counters: CaptureCounters
     public var upload: UploadState
+    /**
+     * When the app may start an upload on its own, soon after a capture while it is in the
+     * foreground (wall-clock ms; None: it should not, no policy or nothing queued). See
+     * `upload::due`. The OS's background windows are not affected.
+     */
+    public var uploadDueMs: Int64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -683,7 +689,12 @@ public struct AgentStatus: Equatable, Hashable {
         /**
          * Causes for which capture is unavailable right now, in their text form (`not_configured`,
          * `policy_withdrawn`, `queue_full`, `disk_full`, `channel_disabled:<channel>`).
-         */unavailable: [Cause], lastHeartbeatMs: Int64, oldestPendingMs: Int64?, oldestPendingAgeMs: Int64?, lastSeq: UInt64, ackedThrough: UInt64, epoch: UInt64?, counters: CaptureCounters, upload: UploadState) {
+         */unavailable: [Cause], lastHeartbeatMs: Int64, oldestPendingMs: Int64?, oldestPendingAgeMs: Int64?, lastSeq: UInt64, ackedThrough: UInt64, epoch: UInt64?, counters: CaptureCounters, upload: UploadState, 
+        /**
+         * When the app may start an upload on its own, soon after a capture while it is in the
+         * foreground (wall-clock ms; None: it should not, no policy or nothing queued). See
+         * `upload::due`. The OS's background windows are not affected.
+         */uploadDueMs: Int64?) {
         self.agentVersion = agentVersion
         self.configured = configured
         self.notConfiguredReason = notConfiguredReason
@@ -713,6 +724,7 @@ public struct AgentStatus: Equatable, Hashable {
         self.epoch = epoch
         self.counters = counters
         self.upload = upload
+        self.uploadDueMs = uploadDueMs
     }
 
     
@@ -759,7 +771,8 @@ public struct FfiConverterTypeAgentStatus: FfiConverterRustBuffer {
                 ackedThrough: FfiConverterUInt64.read(from: &buf), 
                 epoch: FfiConverterOptionUInt64.read(from: &buf), 
                 counters: FfiConverterTypeCaptureCounters.read(from: &buf), 
-                upload: FfiConverterTypeUploadState.read(from: &buf)
+                upload: FfiConverterTypeUploadState.read(from: &buf), 
+                uploadDueMs: FfiConverterOptionInt64.read(from: &buf)
         )
     }
 
@@ -793,6 +806,7 @@ public struct FfiConverterTypeAgentStatus: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.epoch, into: &buf)
         FfiConverterTypeCaptureCounters.write(value.counters, into: &buf)
         FfiConverterTypeUploadState.write(value.upload, into: &buf)
+        FfiConverterOptionInt64.write(value.uploadDueMs, into: &buf)
     }
 }
 

@@ -28,6 +28,61 @@ final class ManagedTests: XCTestCase {
         XCTAssertNil(configuration.tree())
     }
 
+    /// An emptied configuration counts as removed, as an empty restrictions Bundle on Android.
+    func testAnEmptyConfigurationIsNone() {
+        let store = defaults()
+        store.set([String: Any](), forKey: ManagedConfiguration.key)
+        XCTAssertNil(ManagedConfiguration(defaults: store).dictionary())
+        XCTAssertNil(ManagedConfiguration(defaults: store).tree())
+    }
+
+    /// What ManagedAgent does when the MDM removes the configuration: the policy is withdrawn
+    /// (recorded once), capture fails closed, nothing queued is deleted and uploads stay
+    /// booked; the same configuration pushed again resumes capture.
+    func testRemovingTheConfigurationWithdrawsThePolicyUntilOneIsPushedAgain() async throws {
+        let agent = try await openAgent()
+        let pushed = policy(version: "w-1")
+        _ = try await agent.applyPolicy(pushed)
+        _ = try await agent.capture(message("before"))
+        let queued = try agent.status().queueRecords
+
+        let withdrawn = try await agent.withdrawPolicy()
+        XCTAssertTrue(withdrawn)
+        let status = try agent.status()
+        XCTAssertFalse(status.configured)
+        XCTAssertFalse(status.captureEnabled)
+        XCTAssertTrue(status.unavailable.contains("policy_withdrawn"), "\(status.unavailable)")
+        // The policy_withdrawn event joined the queue; nothing was deleted.
+        XCTAssertGreaterThan(status.queueRecords, queued)
+        // Still uploading what is queued, under the withdrawn policy's settings.
+        XCTAssertNotNil(status.uploadSchedule)
+        await assertThrowsAsync({ try await agent.capture(message("after")) }) { error in
+            guard case .NotConfigured = error as? VerbatimError else {
+                return XCTFail("expected NotConfigured, got \(error)")
+            }
+        }
+        // Once: a second removal seen (another activation) records nothing.
+        let again = try await agent.withdrawPolicy()
+        XCTAssertFalse(again)
+
+        _ = try await agent.applyPolicy(pushed)
+        XCTAssertTrue(try agent.status().captureEnabled)
+        guard case .captured = try await agent.capture(message("resumed")) else {
+            return XCTFail("capture did not resume")
+        }
+        try await agent.shutdown()
+    }
+
+    /// First launch, no configuration ever: nothing to withdraw, nothing recorded.
+    func testWithdrawingWithoutAPolicyRecordsNothing() async throws {
+        let agent = try await openAgent()
+        let before = try agent.status().queueRecords
+        let withdrawn = try await agent.withdrawPolicy()
+        XCTAssertFalse(withdrawn)
+        XCTAssertEqual(try agent.status().queueRecords, before)
+        try await agent.shutdown()
+    }
+
     func testConfigurationIsReadAsATree() {
         let store = defaults()
         let pushed: [String: Any] = ["fail_closed": true, "upload_interval_minutes": 30, "business_lines": ["+15550100"]]

@@ -21,7 +21,8 @@ use verbatim_core::chain::StreamId;
 use verbatim_core::seal::ArchiveSecretKey;
 
 use crate::error::{Error, Result};
-use crate::store::read;
+use crate::store::ArchiveReader;
+use crate::store::sqlite::SqliteReader;
 
 /// What one stream's export produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -193,22 +194,25 @@ pub fn export(data_dir: &Path, secret: &ArchiveSecretKey, out_dir: &Path) -> Res
 /// that cannot be read or written is listed as failed and the other streams are exported.
 /// Only failing to open the store, list its streams or create `out_dir` stops it.
 pub fn export_with_keys(data_dir: &Path, secrets: &[ArchiveSecretKey], out_dir: &Path) -> Result<ExportSummary> {
+    let mut reader = SqliteReader::open(data_dir)?; // one consistent snapshot
+    export_reader(&mut reader, secrets, out_dir)
+}
+
+/// [`export_with_keys`] over any store's reader.
+pub fn export_reader(reader: &mut dyn ArchiveReader, secrets: &[ArchiveSecretKey], out_dir: &Path) -> Result<ExportSummary> {
     let keys = KeyRing::new(secrets)?;
     crate::fsutil::create_dir(out_dir)?;
-    let mut conn = read::open_read_only(data_dir)?;
-    let tx = conn.transaction()?; // one consistent snapshot
     let mut summary = ExportSummary::default();
     let mut claims = names::PathClaims::default();
-    for (sid, id) in read::streams(&tx)? {
-        summary.add(export_stream(&tx, sid, &id, out_dir, &keys, &mut claims));
+    for id in reader.streams()? {
+        summary.add(export_stream(reader, &id, out_dir, &keys, &mut claims));
     }
     Ok(summary)
 }
 
 /// One stream's export; whatever stops it is the stream's failure, never the export's.
 fn export_stream(
-    conn: &rusqlite::Connection,
-    sid: i64,
+    reader: &mut dyn ArchiveReader,
     id: &StreamId,
     out_dir: &Path,
     keys: &KeyRing,
@@ -222,7 +226,7 @@ fn export_stream(
     if claims.claim(&paths.dir, &owner).is_err() {
         return failed(format!("export path {} is already taken by another stream", paths.dir));
     }
-    let epochs = match read::epochs(conn, sid) {
+    let epochs = match reader.epochs(id) {
         Ok(e) => e,
         Err(e) => return failed(e.to_string()),
     };
@@ -230,7 +234,7 @@ fn export_stream(
         Ok(x) => x,
         Err(e) => return failed(e.to_string()),
     };
-    let read = read::for_each_record(conn, sid, |r| {
+    let read = reader.for_each_record(id, &mut |r| {
         exporter.record(r)?;
         Ok(true)
     });

@@ -22,11 +22,11 @@ use verbatim_core::wire::{ApiError, Batch, CONTENT_TYPE, Cursor};
 use super::Limits;
 use super::auth::{AuthGate, Refusal};
 use crate::faults::{Fault, FaultPlan};
-use crate::store::{Mode, Outcome, Store};
+use crate::store::{ArchiveStore, Mode, Outcome};
 use crate::tokens::{DeviceIdentity, check_identifier};
 
 pub(crate) struct AppState {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn ArchiveStore>,
     pub auth: AuthGate,
     /// Authenticated requests being handled at once; beyond it, 503 + Retry-After rather than
     /// a queue. Taken only after authentication: a refused request never holds one.
@@ -348,7 +348,7 @@ async fn post_batch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         }
         Ok(Outcome::UnknownArchiveKey { epoch, key_id }) => {
             tracing::warn!(status = 422, epoch, "batch refused: epoch sealed to an archive key this archive does not accept");
-            let reason = crate::store::writer::unknown_key_reason(epoch, &key_id);
+            let reason = crate::store::unknown_key_reason(epoch, &key_id);
             let body = UnknownArchiveKeyError { error: "unknown_archive_key", reason: &reason, archive_key_id: &key_id };
             (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
         }
@@ -393,19 +393,16 @@ async fn get_cursor(
         }
     };
     let id = StreamId { tenant: identity.tenant, device: identity.device, stream };
-    let store = st.store.clone();
-    let lookup = id.clone();
-    match tokio::task::spawn_blocking(move || store.cursor(&lookup)).await {
-        Ok(Ok((acked_through, link))) => {
+    match st.store.cursor(id.clone()).await {
+        Ok((acked_through, link)) => {
             tracing::debug!(status = 200, acked_through, "cursor");
             let body =
                 Cursor { tenant: id.tenant, device: id.device, stream: id.stream, acked_through, last_link: hex::encode(link) };
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!(error = %e, "archive store failed");
             store_unavailable()
         }
-        Err(_) => store_unavailable(),
     }
 }

@@ -19,7 +19,8 @@ use tower_service::Service as _;
 use crate::error::{Error, Result};
 use crate::faults::FaultPlan;
 use crate::keys::AcceptedKeys;
-use crate::store::{Store, StoreRules};
+use crate::store::s3::{S3Store, S3StoreConfig};
+use crate::store::{ArchiveStore, SqliteStore, StoreRules};
 use crate::tls::{self, TlsSource};
 use crate::tokens::TokenStore;
 use api::{AppState, ConnKill, Peer};
@@ -81,8 +82,12 @@ impl Default for Limits {
 pub struct ReceiverConfig {
     /// Where to listen; port 0 picks a free port (see [`RunningReceiver::addr`]).
     pub listen: SocketAddr,
-    /// Holds the database, and with [`TlsSource::SelfSigned`] the CA and server certificate.
+    /// Holds the database (unless `object_store` is set), and with [`TlsSource::SelfSigned`]
+    /// the CA and server certificate.
     pub data_dir: PathBuf,
+    /// Store records in an S3 bucket with Object Lock instead of the SQLite database in
+    /// `data_dir`; any number of receivers may share one bucket.
+    pub object_store: Option<S3StoreConfig>,
     /// The device token file (see [`crate::tokens`]).
     pub tokens_file: PathBuf,
     /// The archive key ids epochs may be sealed to (see [`AcceptedKeys`]).
@@ -104,6 +109,7 @@ impl ReceiverConfig {
         ReceiverConfig {
             listen,
             data_dir: data_dir.into(),
+            object_store: None,
             tokens_file: tokens_file.into(),
             archive_keys,
             tls,
@@ -142,7 +148,9 @@ impl Receiver {
         if config.archive_keys.is_empty() {
             return Err(Error::Config("at least one archive key must be accepted".into()));
         }
-        crate::fsutil::create_private_dir(&config.data_dir)?;
+        if config.object_store.is_none() || matches!(config.tls, TlsSource::SelfSigned) {
+            crate::fsutil::create_private_dir(&config.data_dir)?;
+        }
         let (server_config, self_signed) = match &config.tls {
             TlsSource::SelfSigned => {
                 let ss = tls::ensure_self_signed(&config.data_dir)?;
@@ -157,11 +165,14 @@ impl Receiver {
             accepted_keys: config.archive_keys.clone(),
             max_streams_per_device: config.limits.max_streams_per_device,
         };
-        let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open_with_limit(&data_dir, rules, storage_limit))
-                .await
-                .map_err(|_| Error::Closed)??,
-        );
+        let store: Arc<dyn ArchiveStore> = match &config.object_store {
+            Some(s3) => Arc::new(S3Store::open(s3, rules).await?),
+            None => Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open_with_limit(&data_dir, rules, storage_limit))
+                    .await
+                    .map_err(|_| Error::Closed)??,
+            ),
+        };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("listen on {}", config.listen), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
@@ -283,7 +294,7 @@ pub struct RunningReceiver {
     slots: Arc<Semaphore>,
     max_connections: usize,
     grace: Duration,
-    store: Arc<Store>,
+    store: Arc<dyn ArchiveStore>,
 }
 
 impl RunningReceiver {

@@ -1,147 +1,180 @@
-//! The archive's durable store: SQLite (WAL, synchronous=FULL) in the data directory. One
-//! writer thread applies batches (see [`writer`]); readers (cursor queries, verify, export)
-//! use their own read-only connections and see committed data only.
+//! The archive's durable store, behind one trait so the server, `verify` and `export` do not
+//! care where records live:
+//!
+//! - [`ArchiveStore`]: what the receiver writes through (batches, the cursor answer);
+//! - [`ArchiveReader`]: what `verify` and `export` read through, one stream at a time and one
+//!   record at a time, so memory stays bounded whatever the archive's size.
+//!
+//! Implementations, one module each: [`sqlite`] (the embedded default: one SQLite file in a
+//! data directory, one receiver) and [`s3`] (immutable objects under S3 Object Lock, any
+//! number of receivers on one bucket).
+//!
+//! Every implementation applies the same rules to a batch: duplicates must be byte-identical,
+//! no gap, every new record chains from the last held, an epoch id always means the same key,
+//! new epochs only for accepted archive keys, a bounded number of streams per device; a
+//! refusal stores nothing but its alert.
 
-pub mod read;
-mod schema;
-pub(crate) mod writer;
+pub mod s3;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
 use verbatim_core::chain::{Link, StreamId};
-use verbatim_core::wire::Batch;
+use verbatim_core::wire::{Batch, BatchAck, EpochInfo, WireRecord};
 
-use crate::error::{Error, Result};
-pub use writer::{ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP, ALERT_UNKNOWN_ARCHIVE_KEY};
-pub use writer::{DEFAULT_MAX_STREAMS_PER_DEVICE, Mode, Outcome, StoreRules};
+use crate::error::Result;
+use crate::keys::AcceptedKeys;
 
-/// The database file inside a data directory.
-pub const DB_FILE: &str = "archive.db";
-/// Held (locked) by the receiver that owns a data directory.
-pub const LOCK_FILE: &str = "receiver.lock";
-/// Read connections kept for reuse.
-const READ_POOL: usize = 8;
+pub use sqlite::SqliteStore;
 
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(DB_FILE)
+/// A future a store method returns (trait objects cannot have `async fn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the receiver writes. Answers only once the outcome is durable.
+pub trait ArchiveStore: Send + Sync {
+    /// Applies `batch`; resolves once the outcome is durable (or, in [`Mode::RollBack`],
+    /// abandoned as a crash before the commit would).
+    fn submit(&self, batch: Batch, mode: Mode) -> BoxFuture<'_, Result<Outcome>>;
+
+    /// Highest contiguous sequence held for `id` and its link (0 and the genesis link when
+    /// nothing is held).
+    fn cursor(&self, id: StreamId) -> BoxFuture<'_, Result<(u64, Link)>>;
+
+    /// Stops after the batches already submitted; everything acknowledged is durable when
+    /// this returns. Blocking.
+    fn close(&self);
 }
 
-/// `archive.db-wal`, `archive.db-shm`.
-fn sqlite_side_file(db: &Path, suffix: &str) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
+/// What `verify` and `export` read: one consistent view (a snapshot for SQLite; for the
+/// object store, every stream as of when it is read, which only ever grows).
+pub trait ArchiveReader {
+    /// Every stream held, in a stable order.
+    fn streams(&mut self) -> Result<Vec<StreamId>>;
+    /// The epochs held for a stream (few: one per rotation).
+    fn epochs(&mut self, id: &StreamId) -> Result<Vec<EpochInfo>>;
+    /// Alerts of a stream, oldest first.
+    fn alerts(&mut self, id: &StreamId) -> Result<Vec<Alert>>;
+    /// When the newest record of a stream was received (receiver clock, ms).
+    fn last_received_ms(&mut self, id: &StreamId) -> Result<Option<i64>>;
+    /// The last sequence the store's own index says it holds for a stream, when it keeps one
+    /// apart from the records (the object store's head): `verify` reports records missing up
+    /// to it as a gap.
+    fn held_through(&mut self, _id: &StreamId) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Calls `f` with every record of a stream in sequence order, one at a time. `f` returns
+    /// false to stop.
+    fn for_each_record(&mut self, id: &StreamId, f: &mut dyn FnMut(WireRecord) -> Result<bool>) -> Result<()>;
 }
 
-pub struct Store {
-    db: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<writer::Job>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+/// Where an archive is: a data directory (SQLite) or a bucket.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    Dir(PathBuf),
+    S3(Box<s3::S3StoreConfig>),
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `data_dir`, takes the directory's lock and
-    /// starts the writer thread, which applies `rules` to every batch.
-    pub fn open(data_dir: &Path, rules: StoreRules) -> Result<Store> {
-        Store::open_with_limit(data_dir, rules, None)
-    }
+/// A reader for `verify` and `export` (blocking; not from inside an async runtime).
+pub fn open_reader(location: &StoreLocation) -> Result<Box<dyn ArchiveReader>> {
+    Ok(match location {
+        StoreLocation::Dir(dir) => Box::new(sqlite::SqliteReader::open(dir)?),
+        StoreLocation::S3(config) => Box::new(s3::S3Reader::open(config)?),
+    })
+}
 
-    /// [`Store::open`] with the database capped at `storage_limit_bytes` (see
-    /// `Limits::storage_limit_bytes`): an emulated full disk for tests.
-    pub fn open_with_limit(data_dir: &Path, rules: StoreRules, storage_limit_bytes: Option<u64>) -> Result<Store> {
-        if rules.accepted_keys.is_empty() {
-            return Err(Error::Config("the archive store needs at least one accepted archive key".into()));
-        }
-        if rules.max_streams_per_device == 0 {
-            return Err(Error::Config("max_streams_per_device must be at least 1".into()));
-        }
-        // Owner only: the directory 0700, the lock, the database and its WAL files 0600.
-        // Created so, and narrowed if an older receiver (or a umask) left them wider.
-        crate::fsutil::create_private_dir(data_dir)?;
-        crate::fsutil::restrict_dir(data_dir)?;
-        let lock_path = data_dir.join(LOCK_FILE);
-        crate::fsutil::create_private_file(&lock_path)?;
-        crate::fsutil::restrict_file(&lock_path)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io_path("open", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(data_dir.display().to_string())),
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io_path("lock", &lock_path, e)),
-        }
-        let db = db_path(data_dir);
-        // SQLite gives its -wal and -shm files the database file's mode.
-        crate::fsutil::create_private_file(&db)?;
-        for file in [db.clone(), sqlite_side_file(&db, "-wal"), sqlite_side_file(&db, "-shm")] {
-            crate::fsutil::restrict_file(&file)?;
-        }
-        let mut conn = Connection::open(&db)?;
-        schema::prepare_writer(&mut conn)?;
-        if let Some(limit) = storage_limit_bytes {
-            // Disk-full emulation: SQLite refuses to grow the file past this many pages and
-            // fails the write with SQLITE_FULL, as a full file system makes it do. (A cap below
-            // the current size holds the database at its current size.)
-            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            let pages = (limit / page_size.max(1) as u64).max(1);
-            conn.pragma_update(None, "max_page_count", i64::try_from(pages).unwrap_or(i64::MAX))?;
-        }
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("verbatim-archive-writer".into())
-            .spawn(move || writer::run(conn, rx, lock, rules))
-            .map_err(|e| Error::io("start the writer thread", e))?;
-        Ok(Store { db, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers: Mutex::new(Vec::new()) })
-    }
+/// One alert of a stream: the first of its kind as it was recorded, and how often that kind
+/// came again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: String,
+    /// Occurrences in all, the first included.
+    pub count: u64,
+    /// When the latest occurrence was recorded and its detail (the first's when `count` is 1).
+    pub last_ms: i64,
+    pub last_detail: String,
+}
 
-    /// Applies `batch`; resolves once the outcome is durable (or rolled back, in `RollBack`).
-    pub async fn submit(&self, batch: Batch, mode: Mode) -> Result<Outcome> {
-        let (reply, rx) = oneshot::channel();
-        let sender = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
-        sender.send(writer::Job { batch, mode, reply }).map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
-    }
+/// Streams one device may open unless configured otherwise: a new stream per app install or
+/// store recovery, so a real device needs a handful over its life.
+pub const DEFAULT_MAX_STREAMS_PER_DEVICE: u64 = 100;
 
-    /// Highest contiguous sequence held for `id` and its link. Blocking.
-    pub fn cursor(&self, id: &StreamId) -> Result<(u64, Link)> {
-        let conn = self.reader()?;
-        let r = read::cursor(&conn, id);
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < READ_POOL {
-            pool.push(conn);
-        }
-        r
-    }
+/// What every batch is held to besides continuity.
+#[derive(Debug, Clone)]
+pub struct StoreRules {
+    /// Archive key ids a new epoch may be sealed to.
+    pub accepted_keys: AcceptedKeys,
+    /// New streams beyond this many for one (tenant, device) are refused.
+    pub max_streams_per_device: u64,
+}
 
-    fn reader(&self) -> Result<Connection> {
-        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(c);
-        }
-        let c = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        c.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(c)
-    }
-
-    /// Stops the writer after the batches already submitted and waits for it: the database
-    /// is closed and the directory unlocked when this returns. Blocking.
-    pub fn close(&self) {
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
+impl StoreRules {
+    pub fn new(accepted_keys: AcceptedKeys) -> StoreRules {
+        StoreRules { accepted_keys, max_streams_per_device: DEFAULT_MAX_STREAMS_PER_DEVICE }
     }
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.close();
-    }
+/// Commit, or (fault injection) roll back as a crash before fsync would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Commit,
+    RollBack,
+}
+
+/// What became of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Stored(BatchAck),
+    /// The batch starts past `expected`; nothing stored.
+    Gap {
+        expected: u64,
+    },
+    /// The batch contradicts what is held (or does not chain); nothing stored, alert kept.
+    Conflict {
+        expected: u64,
+        reason: String,
+    },
+    /// A new epoch is sealed to an archive key this archive does not accept; nothing stored,
+    /// alert kept.
+    UnknownArchiveKey {
+        epoch: u64,
+        key_id: String,
+    },
+    /// The batch would open a new stream for a device that has `limit` already; nothing stored.
+    StreamLimit {
+        limit: u64,
+    },
+}
+
+/// Alert kinds, as stored and reported.
+pub const ALERT_EQUIVOCATION: &str = "equivocation";
+pub const ALERT_EPOCH_CONFLICT: &str = "epoch_conflict";
+pub const ALERT_CHAIN_BREAK: &str = "chain_break";
+pub const ALERT_GAP: &str = "gap";
+pub const ALERT_UNKNOWN_ARCHIVE_KEY: &str = "unknown_archive_key";
+
+/// Why an epoch announcement contradicts the one held, or `None` if it is the same.
+pub(crate) fn epoch_difference(
+    epoch: u64,
+    held_key_id: &str,
+    held_enc: &[u8],
+    announced: &verbatim_core::wire::EpochInfo,
+) -> Option<String> {
+    let key_differs = held_key_id != announced.archive_key_id;
+    let enc_differs = held_enc != announced.encapsulation.as_slice();
+    let what = match (key_differs, enc_differs) {
+        (false, false) => return None,
+        (true, false) => "a different archive key id (same encapsulation)",
+        (false, true) => "a different encapsulation (same archive key id)",
+        (true, true) => "a different archive key id and encapsulation",
+    };
+    Some(format!("epoch {epoch} re-announced with {what}"))
+}
+
+/// The `reason` of a refusal for an epoch sealed to an unknown archive key.
+pub fn unknown_key_reason(epoch: u64, key_id: &str) -> String {
+    format!("epoch {epoch} is sealed to archive key id {key_id}, which this archive does not accept")
 }

@@ -49,6 +49,13 @@ impl Device {
         Device { prev: chain::genesis(&stream), stream, key, epoch, records: Vec::new() }
     }
 
+    /// The same device and epoch key with the same records so far: what a forked (cloned or
+    /// tampered) device would continue from.
+    pub fn fork(&self, archive: &Archive) -> Device {
+        let key = EpochKey::open(&archive.secret, &self.epoch.encapsulation, &self.stream, 1).unwrap();
+        Device { stream: self.stream.clone(), key, epoch: self.epoch.clone(), prev: self.prev, records: self.records.clone() }
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.records.len() as u64 + 1
     }

@@ -26,7 +26,7 @@ pub(super) fn sender(row: &Row<'_>, line: &str) -> Option<String> {
 /// One row's events.
 pub(super) struct Mapping<'a> {
     pub row: &'a Row<'a>,
-    pub key: &'a str,
+    pub event_id: &'a str,
     /// The business line as the policy writes it, and normalised.
     pub line: &'a str,
     pub business: &'a str,
@@ -53,7 +53,7 @@ impl Mapping<'_> {
                 Row::Sms(_) => "address",
                 Row::Mms(_) => "addr (type 137, From)",
             };
-            Error::new(ErrorKind::InvalidEvent, format!("{}: a received row without its sender ({field})", self.key))
+            Error::new(ErrorKind::InvalidEvent, format!("{}: a received row without its sender ({field})", self.event_id))
         })
     }
 
@@ -75,7 +75,10 @@ impl Mapping<'_> {
                 Row::Sms(_) => "address",
                 Row::Mms(_) => "addr (types 151, 130)",
             };
-            return Err(Error::new(ErrorKind::InvalidEvent, format!("{}: a sent row without recipients ({field})", self.key)));
+            return Err(Error::new(
+                ErrorKind::InvalidEvent,
+                format!("{}: a sent row without recipients ({field})", self.event_id),
+            ));
         }
         Ok(out)
     }
@@ -87,7 +90,7 @@ impl Mapping<'_> {
             return Ok(None);
         }
         Ok(Some(Event::Message(Message {
-            meta: self.meta(self.key),
+            meta: self.meta(self.event_id),
             direction: self.direction(),
             sender: self.sender()?,
             recipients: self.recipients()?,
@@ -110,7 +113,7 @@ impl Mapping<'_> {
             .unwrap_or_else(|| format!("part-{}", part.id));
         Ok(Event::Attachment(Attachment {
             meta: self.meta(part_key),
-            message_id: Some(self.key.to_string()),
+            message_id: Some(self.event_id.to_string()),
             direction: self.direction(),
             sender: self.sender()?,
             file_name,
@@ -122,7 +125,7 @@ impl Mapping<'_> {
     /// An RCS edit of `original`, with the new text.
     pub fn edit(&self, original: &str) -> Result<Event> {
         Ok(Event::Edit(Edit {
-            meta: self.meta(self.key),
+            meta: self.meta(self.event_id),
             target_message_id: original.to_string(),
             editor: self.sender()?,
             new_text: self.row.text(),
@@ -132,7 +135,7 @@ impl Mapping<'_> {
     /// A tapback on `target`.
     pub fn reaction(&self, target: &str, emoji: &str) -> Result<Event> {
         Ok(Event::Reaction(Reaction {
-            meta: self.meta(self.key),
+            meta: self.meta(self.event_id),
             target_message_id: target.to_string(),
             actor: self.sender()?,
             reaction: emoji.to_string(),
@@ -142,16 +145,16 @@ impl Mapping<'_> {
 }
 
 /// The deletion of a captured row, seen now: the phone's user deleted it.
-pub(super) fn unsend(key: &str, s: &Seen, line: &str, now_ms: i64) -> Event {
+pub(super) fn unsend(event_id: &str, s: &Seen, line: &str, now_ms: i64) -> Event {
     Event::Unsend(Unsend {
         meta: EventMeta {
             channel: s.channel,
             line: line.to_string(),
             conversation_id: format!("thread:{}", s.thread),
-            source_id: format!("{key}#deleted"),
+            source_id: format!("{event_id}#deleted"),
             source_time_ms: now_ms,
         },
-        target_message_id: key.to_string(),
+        target_message_id: event_id.to_string(),
         actor: line.to_string(),
     })
 }

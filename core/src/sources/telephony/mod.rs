@@ -19,12 +19,17 @@
 //! capture they belong to ([`crate::sources`]), so a crash between reading and capturing, or a
 //! re-scan, captures nothing twice and misses nothing. Event ids are the provider's:
 //! `sms:<_id>` and `mms:<_id>` (never reused by the provider), parts `mms:<_id>/part:<_id>`.
+//!
+//! Memory stays bounded whatever the provider holds: the platform hands rows over in pages,
+//! in ascending `_id` per table ([`Scanner`]), and the scan walks the remembered rows beside
+//! them in key order, a page at a time (a merge join), so an unchanged provider costs a read
+//! of both and no per-row lookup.
 
 mod mapping;
 pub mod memory;
 pub mod view;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
@@ -32,10 +37,16 @@ use crate::agent::{Agent, CaptureOutcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Channel, Event, normalize_handle};
 use crate::sources::Mark;
-use memory::{BASELINE_KEY, Fate, SOURCE, Seen};
+use memory::{AMBIGUOUS, BASELINE_KEY, BASELINE_STARTED_KEY, Fate, SOURCE, Seen, Table};
 pub use view::{Addr, MmsRow, Part, ProviderView, SmsRow};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Remembered rows read per step of the walk.
+const STATE_PAGE: usize = 1024;
+/// Marks with no capture of their own (history, forgotten rows) saved together up to this many.
+const MARK_BATCH: usize = 4096;
+/// Rows per page when a whole view is scanned at once.
+const VIEW_PAGE: usize = 512;
 
 /// How a scan runs.
 #[derive(Debug, Clone)]
@@ -50,7 +61,7 @@ pub struct ScanOptions {
 /// What one scan captured, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ScanReport {
-    /// `(kind, provider id)` of every event handed to the agent: `message`, `edit`, `reaction`,
+    /// `(kind, event id)` of every event handed to the agent: `message`, `edit`, `reaction`,
     /// `unsend`, `attachment`.
     pub events: Vec<(&'static str, String)>,
     /// Rows the first scan took as history.
@@ -67,55 +78,330 @@ impl ScanReport {
     }
 }
 
-/// Scans one view of the provider (see the module documentation). Returns at the first
-/// capture that fails (not configured, queue full): what was captured before it is kept and
-/// remembered, the rest is offered again at the next scan. Background-only.
+/// Scans a whole view of the provider: checks it (nothing is captured from a view the provider
+/// could not have produced), then hands its rows to a [`Scanner`] in pages. Background-only.
 pub async fn scan(agent: &Agent, view: &ProviderView, options: &ScanOptions) -> Result<ScanReport> {
     view.check(options.now_ms)?;
-    let state = agent.source_state(SOURCE)?;
-    let mut seen = memory::rows(&state);
-    let parts_done: BTreeSet<String> = state.keys().filter(|k| k.contains("/part:")).cloned().collect();
-    let mut report = ScanReport::default();
-    let mut scan = Scan { agent, options, line: normalize_handle(&options.line), report: &mut report };
+    let mut sms: Vec<&SmsRow> = view.sms.iter().collect();
+    sms.sort_by_key(|r| r.id);
+    let mut mms: Vec<&MmsRow> = view.mms.iter().collect();
+    mms.sort_by_key(|r| r.id);
+    let mut scanner = Scanner::begin(agent, options.clone()).await?;
+    for page in sms.chunks(VIEW_PAGE) {
+        scanner.sms(page.iter().copied()).await?;
+    }
+    for page in mms.chunks(VIEW_PAGE) {
+        scanner.mms(page.iter().copied()).await?;
+    }
+    scanner.finish().await
+}
 
-    let rows = view.final_rows();
-    if !state.contains_key(BASELINE_KEY) {
-        let since = if options.backfill_days == 0 { i64::MAX } else { options.now_ms - options.backfill_days as i64 * DAY_MS };
+/// One scan of the provider, fed in pages: every row of `content://sms` in ascending `_id`
+/// through [`Scanner::sms`], every row of `content://mms` (with its parts and addresses) in
+/// ascending `_id` through [`Scanner::mms`], then [`Scanner::finish`]. Rows missing from the
+/// pages are taken as deleted, so a scan must see the whole provider. Stops at the first
+/// capture that fails (not configured, queue full): what was captured before it is kept and
+/// remembered, the rest is offered again at the next scan. Background-only.
+pub struct Scanner {
+    agent: Agent,
+    options: ScanOptions,
+    /// The business line, normalised.
+    business: String,
+    first_run: bool,
+    /// Rows dated before this are history (on the first scan only).
+    history_before: i64,
+    walks: [Walk; 2],
+    /// Marks with no capture of their own, saved in batches.
+    pending: BTreeMap<String, Option<Vec<u8>>>,
+    report: ScanReport,
+}
+
+/// The remembered rows of one table, walked in id order beside the provider's rows: ids
+/// only (a value is read when its row turns out to be gone).
+struct Walk {
+    table: Table,
+    buffer: VecDeque<i64>,
+    after: String,
+    before: String,
+    exhausted: bool,
+    last_id: i64,
+}
+
+impl Walk {
+    fn new(table: Table) -> Walk {
+        let (after, before) = table.range();
+        Walk { table, buffer: VecDeque::new(), after, before, exhausted: false, last_id: 0 }
+    }
+}
+
+impl Scanner {
+    /// Starts a scan with `agent` (a handle on the same agent: clones share it).
+    pub async fn begin(agent: &Agent, options: ScanOptions) -> Result<Scanner> {
+        let first_run = agent.source_value(SOURCE, BASELINE_KEY)?.is_none();
+        let mut history_before = i64::MIN;
+        if first_run {
+            // The first scan's start, kept so that a first scan cut short and run again draws
+            // the line between history and new messages at the same instant.
+            let started = match agent.source_value(SOURCE, BASELINE_STARTED_KEY)? {
+                Some(v) => std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()).unwrap_or(options.now_ms),
+                None => {
+                    agent.save_marks(vec![Mark::set(SOURCE, BASELINE_STARTED_KEY, options.now_ms.to_string())]).await?;
+                    options.now_ms
+                }
+            };
+            history_before = started - i64::from(options.backfill_days) * DAY_MS;
+        }
+        Ok(Scanner {
+            agent: agent.clone(),
+            business: normalize_handle(&options.line),
+            options,
+            first_run,
+            history_before,
+            walks: [Walk::new(Table::Sms), Walk::new(Table::Mms)],
+            pending: BTreeMap::new(),
+            report: ScanReport::default(),
+        })
+    }
+
+    /// The next page of `content://sms`, in ascending `_id` after the previous page's.
+    pub async fn sms<'r>(&mut self, rows: impl IntoIterator<Item = &'r SmsRow>) -> Result<()> {
+        for row in rows {
+            view::check_sms(row, self.options.now_ms)?;
+            self.walk(Table::Sms, row.id, Row::Sms(row)).await?;
+        }
+        self.flush().await
+    }
+
+    /// The next page of `content://mms`, in ascending `_id` after the previous page's.
+    pub async fn mms<'r>(&mut self, rows: impl IntoIterator<Item = &'r MmsRow>) -> Result<()> {
+        for row in rows {
+            view::check_mms(row, self.options.now_ms)?;
+            self.walk(Table::Mms, row.id, Row::Mms(row)).await?;
+        }
+        self.flush().await
+    }
+
+    /// Every page was handed over: remembered rows not seen in them were deleted.
+    pub async fn finish(mut self) -> Result<ScanReport> {
+        for t in [0, 1] {
+            while let Some(id) = self.next_remembered(t)? {
+                self.gone(self.walks[t].table, id).await?;
+            }
+        }
+        if self.first_run {
+            self.pending.insert(BASELINE_KEY.into(), Some(self.options.now_ms.to_string().into_bytes()));
+        }
+        self.flush().await?;
+        Ok(self.report)
+    }
+
+    fn walk_index(table: Table) -> usize {
+        match table {
+            Table::Sms => 0,
+            Table::Mms => 1,
+        }
+    }
+
+    /// The id of the next remembered row of walk `t`, reading a page of keys when the buffer
+    /// is empty.
+    fn next_remembered(&mut self, t: usize) -> Result<Option<i64>> {
+        let w = &mut self.walks[t];
+        if w.buffer.is_empty() && !w.exhausted {
+            let page = self.agent.source_keys(SOURCE, &w.after, &w.before, STATE_PAGE)?;
+            w.exhausted = page.len() < STATE_PAGE;
+            w.buffer.extend(page.iter().filter_map(|k| Table::id_of_key(k)));
+            if let Some(last) = page.into_iter().last() {
+                w.after = last;
+            }
+        }
+        Ok(w.buffer.pop_front())
+    }
+
+    async fn walk(&mut self, table: Table, id: i64, row: Row<'_>) -> Result<()> {
+        let t = Self::walk_index(table);
+        if id <= self.walks[t].last_id {
+            return Err(Error::new(
+                ErrorKind::InvalidEvent,
+                format!(
+                    "{} _id {id}: rows must come in ascending _id, and this one follows _id {}",
+                    table.name(),
+                    self.walks[t].last_id
+                ),
+            ));
+        }
+        self.walks[t].last_id = id;
+        while let Some(next) = self.next_remembered(t)? {
+            match next.cmp(&id) {
+                std::cmp::Ordering::Less => self.gone(table, next).await?,
+                std::cmp::Ordering::Equal => {
+                    self.report.unchanged += 1;
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => {
+                    self.walks[t].buffer.push_front(next);
+                    break;
+                }
+            }
+        }
+        let key = table.key(id);
+        if !row.is_final() || self.lookup(&memory::gone_key(table, id))?.is_some() {
+            return Ok(()); // a draft; or a deleted row the provider shows again
+        }
+        if row.time_ms() < self.history_before {
+            let s = self.remembered(&row, Fate::Baseline, None);
+            for mark in self.index_marks(&row, &key, &s)? {
+                self.pending.insert(mark.key, mark.value);
+            }
+            self.pending.insert(key.clone(), s.mark(&key).value);
+            self.report.baseline += 1;
+            if self.pending.len() >= MARK_BATCH {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
+        self.capture_new(&row, &key).await
+    }
+
+    /// A value as saved, or as about to be saved with the pending marks.
+    fn lookup(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.agent.source_value(SOURCE, key),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let marks =
+            std::mem::take(&mut self.pending).into_iter().map(|(key, value)| Mark { source: SOURCE, key, value }).collect();
+        self.agent.save_marks(marks).await
+    }
+
+    /// The fingerprint of `text` (see [`memory::Fingerprint`]).
+    fn digest(&self, text: &str) -> memory::Fingerprint {
+        let d = self.agent.content_digest(SOURCE, text.as_bytes());
+        d[..16].try_into().expect("a digest has 32 bytes")
+    }
+
+    /// What to remember of `row`.
+    fn remembered(&self, row: &Row<'_>, fate: Fate, refers_to: Option<String>) -> Seen {
+        let sender = mapping::sender(row, &self.options.line).map(|s| normalize_handle(&s)).unwrap_or_default();
+        Seen {
+            fate,
+            channel: row.channel(),
+            thread: row.thread(),
+            time_ms: row.time_ms(),
+            outbound: row.outbound(),
+            sender: self.digest(&sender),
+            body: self.digest(&row.text()),
+            refers_to,
+        }
+    }
+
+    /// The index entries of a message row: where an edit finds it (RCS rows), and where a
+    /// reaction finds it by its body (`*` once two messages of the thread share it).
+    fn index_marks(&self, row: &Row<'_>, key: &str, s: &Seen) -> Result<Vec<Mark>> {
         let mut marks = Vec::new();
-        for row in rows.iter().filter(|r| r.time_ms() < since) {
-            let s = scan.remembered(row, Fate::Baseline, None);
-            marks.push(s.mark(&row.key()));
-            seen.insert(row.key(), s);
+        if matches!(row, Row::Mms(m) if m.is_rcs()) {
+            let at = memory::at_key(s.thread, s.time_ms, &s.sender);
+            if self.lookup(&at)?.is_none() {
+                marks.push(Mark::set(SOURCE, at, key.as_bytes().to_vec()));
+            }
         }
-        scan.report.baseline = marks.len() as u64;
-        marks.push(Mark::set(SOURCE, BASELINE_KEY, options.now_ms.to_string()));
-        agent.save_marks(marks).await?;
+        let body = memory::body_key(s.thread, &s.body);
+        let value = match self.lookup(&body)? {
+            None => key.as_bytes().to_vec(),
+            Some(v) if v == key.as_bytes() => return Ok(marks),
+            Some(_) => AMBIGUOUS.to_vec(),
+        };
+        marks.push(Mark::set(SOURCE, body, value));
+        Ok(marks)
     }
 
-    for row in &rows {
-        let key = row.key();
-        if seen.contains_key(&key) {
-            scan.report.unchanged += 1;
-            continue;
+    async fn capture(&mut self, kind: &'static str, id: String, event: Event, marks: Vec<Mark>) -> Result<()> {
+        match self.agent.capture_marked(event, marks).await? {
+            CaptureOutcome::Captured { .. } => self.report.events.push((kind, id)),
+            CaptureOutcome::OutOfScope => self.report.out_of_scope += 1,
         }
-        let s = scan.capture_new(row, &seen, &parts_done).await?;
-        seen.insert(key, s);
+        Ok(())
     }
 
-    // Rows gone from the provider (in any box): a captured message's deletion is evidence.
-    let present = view.all_keys();
-    for (key, s) in &seen {
-        if present.contains(key) {
-            continue;
+    /// A row not seen before: an edit, a reaction, or a message with its attachments.
+    async fn capture_new(&mut self, row: &Row<'_>, key: &str) -> Result<()> {
+        let event_id = Table::event_id_of_key(key);
+        let plain = self.remembered(row, Fate::Captured, None);
+        let (line, business) = (self.options.line.clone(), self.business.clone());
+        let m = mapping::Mapping { row, event_id: &event_id, line: &line, business: &business };
+
+        if let Row::Mms(mms) = row
+            && mms.is_rcs()
+            && let Some(original) = self.lookup(&memory::at_key(plain.thread, plain.time_ms, &plain.sender))?
+        {
+            let original = String::from_utf8_lossy(&original).into_owned();
+            let differs = self.lookup(&original)?.and_then(|v| Seen::parse(&v)).is_some_and(|o| o.body != plain.body);
+            if differs {
+                let target = Table::event_id_of_key(&original);
+                let s = Seen { fate: Fate::Edit, refers_to: Some(target.clone()), ..plain };
+                let event = m.edit(&target)?;
+                return self.capture("edit", event_id.clone(), event, vec![s.mark(key)]).await;
+            }
         }
-        match s.fate {
-            Fate::Captured => scan.capture_unsend(key, s).await?,
-            // History, edits and reactions gone: nothing to say; forget them.
-            Fate::Baseline | Fate::Edit | Fate::Reaction => agent.save_marks(vec![Mark::forget(SOURCE, key.clone())]).await?,
-            Fate::Deleted => {}
+
+        if let Some((emoji, quoted)) = mapping::tapback(&row.text()) {
+            let target = self.lookup(&memory::body_key(plain.thread, &self.digest(quoted)))?;
+            if let Some(target) = target.filter(|t| t != AMBIGUOUS) {
+                let target = Table::event_id_of_key(&String::from_utf8_lossy(&target));
+                let s = Seen { fate: Fate::Reaction, refers_to: Some(target.clone()), ..plain };
+                let event = m.reaction(&target, emoji)?;
+                return self.capture("reaction", event_id.clone(), event, vec![s.mark(key)]).await;
+            }
+        }
+
+        let mut attachment_ids = Vec::new();
+        if let Row::Mms(mms) = row {
+            for part in mms.media() {
+                let part_event_id = format!("{event_id}/part:{}", part.id);
+                attachment_ids.push(part_event_id.clone());
+                let part_key = memory::part_key(mms.id, part.id);
+                if self.lookup(&part_key)?.is_some() {
+                    continue; // captured before a crash cut this row short
+                }
+                let event = m.attachment(part, &part_event_id)?;
+                self.capture("attachment", part_event_id, event, vec![Mark::set(SOURCE, part_key, b"1".to_vec())]).await?;
+            }
+        }
+        let mut marks = vec![plain.mark(key)];
+        marks.extend(self.index_marks(row, key, &plain)?);
+        match m.message(attachment_ids)? {
+            Some(event) => self.capture("message", event_id.clone(), event, marks).await,
+            // Nothing to archive (an empty body and no media): remembered, not captured.
+            None => self.agent.save_marks(marks).await,
         }
     }
-    Ok(report)
+
+    /// A remembered row is gone from the provider. A captured message's deletion is evidence;
+    /// anything else is just forgotten.
+    async fn gone(&mut self, table: Table, id: i64) -> Result<()> {
+        let key = &table.key(id);
+        let seen = self.lookup(key)?.and_then(|v| Seen::parse(&v));
+        match seen {
+            Some(s) if s.fate == Fate::Captured => {
+                let event_id = Table::event_id_of_key(key);
+                let event = mapping::unsend(&event_id, &s, &self.options.line, self.options.now_ms);
+                let marks = vec![Mark::forget(SOURCE, key), Mark::set(SOURCE, format!("gone/{key}"), b"1".to_vec())];
+                self.capture("unsend", event_id, event, marks).await
+            }
+            _ => {
+                self.pending.insert(key.to_string(), None);
+                if self.pending.len() >= MARK_BATCH {
+                    self.flush().await?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One provider row of either table.
@@ -126,10 +412,10 @@ enum Row<'a> {
 }
 
 impl Row<'_> {
-    fn key(&self) -> String {
+    fn is_final(&self) -> bool {
         match self {
-            Row::Sms(r) => format!("sms:{}", r.id),
-            Row::Mms(r) => format!("mms:{}", r.id),
+            Row::Sms(r) => r.is_final(),
+            Row::Mms(r) => r.is_final(),
         }
     }
 
@@ -167,168 +453,5 @@ impl Row<'_> {
             Row::Sms(r) => r.body.clone().unwrap_or_default(),
             Row::Mms(r) => r.text(),
         }
-    }
-}
-
-impl ProviderView {
-    /// Received and sent rows of both tables, oldest first.
-    fn final_rows(&self) -> Vec<Row<'_>> {
-        let mut rows: Vec<Row<'_>> = self.sms.iter().filter(|r| r.is_final()).map(Row::Sms).collect();
-        rows.extend(self.mms.iter().filter(|r| r.is_final()).map(Row::Mms));
-        rows.sort_by_key(|r| (r.time_ms(), r.key()));
-        rows
-    }
-
-    /// The provider ids of every row, whatever its box.
-    fn all_keys(&self) -> BTreeSet<String> {
-        let sms = self.sms.iter().map(|r| format!("sms:{}", r.id));
-        sms.chain(self.mms.iter().map(|r| format!("mms:{}", r.id))).collect()
-    }
-
-    /// Refuses a view the provider could not have produced, naming the row and the field,
-    /// before anything is captured from it.
-    pub fn check(&self, now_ms: i64) -> Result<()> {
-        let bad = |what: String| Error::new(ErrorKind::InvalidEvent, what);
-        // Milliseconds since 2001 are above 1e12; seconds until 2286 stay below 1e10.
-        let (ms_floor, s_ceiling) = (978_307_200_000_i64, 10_000_000_000_i64);
-        let mut ids = BTreeSet::new();
-        for r in &self.sms {
-            if r.id <= 0 || !ids.insert(("sms", r.id)) {
-                return Err(bad(format!("sms _id {}: not a positive, unique provider id", r.id)));
-            }
-            if r.date < ms_floor || r.date > now_ms + DAY_MS {
-                return Err(bad(format!(
-                    "sms _id {}: date must be milliseconds since the Unix epoch (content://sms), not in the future{}",
-                    r.id,
-                    if r.date > 0 && r.date < s_ceiling { "; this looks like seconds" } else { "" }
-                )));
-            }
-        }
-        for r in &self.mms {
-            if r.id <= 0 || !ids.insert(("mms", r.id)) {
-                return Err(bad(format!("mms _id {}: not a positive, unique provider id", r.id)));
-            }
-            if r.date <= ms_floor / 1000 || r.date >= s_ceiling || r.date * 1000 > now_ms + DAY_MS {
-                return Err(bad(format!(
-                    "mms _id {}: date must be seconds since the Unix epoch (content://mms), not in the future{}",
-                    r.id,
-                    if r.date >= s_ceiling { "; this looks like milliseconds" } else { "" }
-                )));
-            }
-            for p in &r.parts {
-                if p.id <= 0 {
-                    return Err(bad(format!("mms _id {}: part _id {} is not a positive provider id", r.id, p.id)));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One scan's working state.
-struct Scan<'a> {
-    agent: &'a Agent,
-    options: &'a ScanOptions,
-    /// The business line, normalised.
-    line: String,
-    report: &'a mut ScanReport,
-}
-
-impl Scan<'_> {
-    fn digest(&self, text: &str) -> String {
-        hex::encode(self.agent.content_digest(SOURCE, text.as_bytes()))
-    }
-
-    /// What to remember of `row`.
-    fn remembered(&self, row: &Row<'_>, fate: Fate, refers_to: Option<String>) -> Seen {
-        let sender = mapping::sender(row, &self.options.line).map(|s| normalize_handle(&s)).unwrap_or_default();
-        Seen {
-            fate,
-            channel: row.channel(),
-            thread: row.thread(),
-            time_ms: row.time_ms(),
-            outbound: row.outbound(),
-            sender: self.digest(&sender),
-            body: self.digest(&row.text()),
-            refers_to,
-        }
-    }
-
-    async fn capture(&mut self, kind: &'static str, id: String, event: Event, marks: Vec<Mark>) -> Result<()> {
-        match self.agent.capture_marked(event, marks).await? {
-            CaptureOutcome::Captured { .. } => self.report.events.push((kind, id)),
-            CaptureOutcome::OutOfScope => self.report.out_of_scope += 1,
-        }
-        Ok(())
-    }
-
-    /// A row not seen before: an edit, a reaction, or a message with its attachments.
-    async fn capture_new(
-        &mut self,
-        row: &Row<'_>,
-        seen: &std::collections::BTreeMap<String, Seen>,
-        parts_done: &BTreeSet<String>,
-    ) -> Result<Seen> {
-        let key = row.key();
-        let plain = self.remembered(row, Fate::Captured, None);
-        let (options, business) = (self.options, self.line.clone());
-        let m = mapping::Mapping { row, key: &key, line: &options.line, business: &business };
-
-        if let Row::Mms(mms) = row
-            && mms.is_rcs()
-            && let Some(original) = seen.iter().find(|(_, s)| {
-                matches!(s.fate, Fate::Captured | Fate::Baseline)
-                    && s.thread == plain.thread
-                    && s.time_ms == plain.time_ms
-                    && s.sender == plain.sender
-                    && s.body != plain.body
-            })
-        {
-            let (original, _) = original;
-            let s = Seen { fate: Fate::Edit, refers_to: Some(original.clone()), ..plain };
-            let event = m.edit(original)?;
-            self.capture("edit", key.clone(), event, vec![s.mark(&key)]).await?;
-            return Ok(s);
-        }
-
-        if let Some((emoji, quoted)) = mapping::tapback(&row.text()) {
-            let quoted = self.digest(quoted);
-            let mut targets = seen.iter().filter(|(_, s)| {
-                matches!(s.fate, Fate::Captured | Fate::Baseline) && s.thread == plain.thread && s.body == quoted
-            });
-            if let (Some((target, _)), None) = (targets.next(), targets.next()) {
-                let s = Seen { fate: Fate::Reaction, refers_to: Some(target.clone()), ..plain };
-                let event = m.reaction(target, emoji)?;
-                self.capture("reaction", key.clone(), event, vec![s.mark(&key)]).await?;
-                return Ok(s);
-            }
-        }
-
-        let mut attachment_ids = Vec::new();
-        if let Row::Mms(mms) = row {
-            for part in mms.media() {
-                let part_key = memory::part_key(&key, part.id);
-                attachment_ids.push(part_key.clone());
-                if parts_done.contains(&part_key) {
-                    continue; // captured before a crash cut this row short
-                }
-                let event = m.attachment(part, &part_key)?;
-                self.capture("attachment", part_key.clone(), event, vec![Mark::set(SOURCE, part_key.clone(), b"1".to_vec())])
-                    .await?;
-            }
-        }
-        match m.message(attachment_ids)? {
-            Some(event) => self.capture("message", key.clone(), event, vec![plain.mark(&key)]).await?,
-            // Nothing to archive (an empty body and no media): remembered, not captured.
-            None => self.agent.save_marks(vec![plain.mark(&key)]).await?,
-        }
-        Ok(plain)
-    }
-
-    /// A captured row is gone from the provider: its deletion is evidence.
-    async fn capture_unsend(&mut self, key: &str, s: &Seen) -> Result<()> {
-        let event = mapping::unsend(key, s, &self.options.line, self.options.now_ms);
-        let gone = Seen { fate: Fate::Deleted, ..s.clone() };
-        self.capture("unsend", key.to_string(), event, vec![gone.mark(key)]).await
     }
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::error::{Error, ErrorKind, Result};
+
 /// `addr.type` of the sender (From), the recipients (To) and copies (Cc).
 pub const ADDR_FROM: i64 = 137;
 pub const ADDR_TO: i64 = 151;
@@ -143,5 +145,69 @@ impl Part {
     /// Media: any part with bytes of its own, except the SMIL layout of a real MMS.
     pub fn is_media(&self) -> bool {
         !self.is_text() && !self.ct.eq_ignore_ascii_case("application/smil") && self.data.is_some()
+    }
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Milliseconds since 2001 are above this; seconds until 2286 stay below [`SECONDS_CEILING`].
+const MS_FLOOR: i64 = 978_307_200_000;
+const SECONDS_CEILING: i64 = 10_000_000_000;
+
+fn bad(what: String) -> Error {
+    Error::new(ErrorKind::InvalidEvent, what)
+}
+
+/// Refuses an SMS row the provider could not have written, naming the row and the field
+/// (never a value: it could be a message's text).
+pub fn check_sms(r: &SmsRow, now_ms: i64) -> Result<()> {
+    if r.id <= 0 {
+        return Err(bad(format!("sms _id {}: not a positive provider id", r.id)));
+    }
+    if r.date < MS_FLOOR || r.date > now_ms + DAY_MS {
+        let hint = if r.date > 0 && r.date < SECONDS_CEILING { "; this looks like seconds" } else { "" };
+        return Err(bad(format!(
+            "sms _id {}: date must be milliseconds since the Unix epoch (content://sms), not in the future{hint}",
+            r.id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an MMS/RCS row the provider could not have written, naming the row and the field.
+pub fn check_mms(r: &MmsRow, now_ms: i64) -> Result<()> {
+    if r.id <= 0 {
+        return Err(bad(format!("mms _id {}: not a positive provider id", r.id)));
+    }
+    if r.date <= MS_FLOOR / 1000 || r.date >= SECONDS_CEILING || r.date * 1000 > now_ms + DAY_MS {
+        let hint = if r.date >= SECONDS_CEILING { "; this looks like milliseconds" } else { "" };
+        return Err(bad(format!(
+            "mms _id {}: date must be seconds since the Unix epoch (content://mms), not in the future{hint}",
+            r.id
+        )));
+    }
+    if let Some(p) = r.parts.iter().find(|p| p.id <= 0) {
+        return Err(bad(format!("mms _id {}: part _id {} is not a positive provider id", r.id, p.id)));
+    }
+    Ok(())
+}
+
+impl ProviderView {
+    /// Refuses a view the provider could not have produced (bad units, ids not unique), by
+    /// row and field, before anything is captured from it.
+    pub fn check(&self, now_ms: i64) -> Result<()> {
+        let mut ids = std::collections::BTreeSet::new();
+        for r in &self.sms {
+            check_sms(r, now_ms)?;
+            if !ids.insert(("sms", r.id)) {
+                return Err(bad(format!("sms _id {}: not a unique provider id", r.id)));
+            }
+        }
+        for r in &self.mms {
+            check_mms(r, now_ms)?;
+            if !ids.insert(("mms", r.id)) {
+                return Err(bad(format!("mms _id {}: not a unique provider id", r.id)));
+            }
+        }
+        Ok(())
     }
 }

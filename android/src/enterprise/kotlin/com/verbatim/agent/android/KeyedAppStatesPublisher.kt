@@ -9,11 +9,16 @@ import com.verbatim.ffi.FeedbackSeverity
 
 /**
  * Publishes the agent's health as keyed app states, which the MDM (EMM) shows to its admin.
- * Built by Gradle only: androidx.enterprise:enterprise-feedback is published on Google's Maven
- * repository, which scripts/test-kotlin.sh cannot reach (this file is not compiled there).
+ *
+ * A batch holding an error goes out with `setStatesImmediate` (delivered at once, as the
+ * keyed-app-states guide asks for errors, so the admin sees a broken agent without waiting for
+ * the next batched upload); a batch of information only with `setStates` (batched by the device).
+ *
+ * Built by Gradle with androidx.enterprise:enterprise-feedback (Google's Maven repository);
+ * the Maven test build compiles it against a stand-in of that documented API (android/README.md).
  */
-class KeyedAppStatesPublisher(context: Context) : FeedbackPublisher {
-    private val reporter = KeyedAppStatesReporter.create(context.applicationContext)
+class KeyedAppStatesPublisher(private val reporter: KeyedAppStatesReporter) : FeedbackPublisher {
+    constructor(context: Context) : this(KeyedAppStatesReporter.create(context.applicationContext))
 
     override fun publish(items: List<FeedbackItem>) {
         val states = items.map { item ->
@@ -26,6 +31,10 @@ class KeyedAppStatesPublisher(context: Context) : FeedbackPublisher {
                 .setData(item.data.take(KeyedAppState.MAX_DATA_LENGTH))
                 .build()
         }
-        reporter.setStates(states, null)
+        if (items.any { it.severity == FeedbackSeverity.ERROR }) {
+            reporter.setStatesImmediate(states, null)
+        } else {
+            reporter.setStates(states, null)
+        }
     }
 }

@@ -16,75 +16,20 @@ use verbatim_core::chain::{self, ChainBreak, Link, StreamId};
 use verbatim_core::wire::{Batch, BatchAck, WireRecord};
 
 use crate::error::{Error, Result};
-use crate::keys::AcceptedKeys;
+use crate::store::{
+    ALERT_CHAIN_BREAK, ALERT_EPOCH_CONFLICT, ALERT_EQUIVOCATION, ALERT_GAP, ALERT_UNKNOWN_ARCHIVE_KEY, Mode, Outcome, StoreRules,
+    epoch_difference, unknown_key_reason,
+};
 use crate::time::now_ms;
-
-/// Streams one device may open unless configured otherwise: a new stream per app install or
-/// store recovery, so a real device needs a handful over its life.
-pub const DEFAULT_MAX_STREAMS_PER_DEVICE: u64 = 100;
-
-/// What every batch is held to besides continuity.
-#[derive(Debug, Clone)]
-pub struct StoreRules {
-    /// Archive key ids a new epoch may be sealed to.
-    pub accepted_keys: AcceptedKeys,
-    /// New streams beyond this many for one (tenant, device) are refused.
-    pub max_streams_per_device: u64,
-}
-
-impl StoreRules {
-    pub fn new(accepted_keys: AcceptedKeys) -> StoreRules {
-        StoreRules { accepted_keys, max_streams_per_device: DEFAULT_MAX_STREAMS_PER_DEVICE }
-    }
-}
 
 /// Most batches committed in one transaction.
 const MAX_GROUP: usize = 64;
-
-/// Commit, or (fault injection) roll back as a crash before fsync would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Commit,
-    RollBack,
-}
-
-/// What became of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Stored(BatchAck),
-    /// The batch starts past `expected`; nothing stored.
-    Gap {
-        expected: u64,
-    },
-    /// The batch contradicts what is held (or does not chain); nothing stored, alert kept.
-    Conflict {
-        expected: u64,
-        reason: String,
-    },
-    /// A new epoch is sealed to an archive key this archive does not accept; nothing stored,
-    /// alert kept.
-    UnknownArchiveKey {
-        epoch: u64,
-        key_id: String,
-    },
-    /// The batch would open a new stream for a device that has `limit` already; nothing stored.
-    StreamLimit {
-        limit: u64,
-    },
-}
 
 pub struct Job {
     pub batch: Batch,
     pub mode: Mode,
     pub reply: oneshot::Sender<Result<Outcome>>,
 }
-
-/// Alert kinds, as stored and reported.
-pub const ALERT_EQUIVOCATION: &str = "equivocation";
-pub const ALERT_EPOCH_CONFLICT: &str = "epoch_conflict";
-pub const ALERT_CHAIN_BREAK: &str = "chain_break";
-pub const ALERT_GAP: &str = "gap";
-pub const ALERT_UNKNOWN_ARCHIVE_KEY: &str = "unknown_archive_key";
 
 pub fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, _lock: std::fs::File, rules: StoreRules) {
     while let Ok(first) = rx.recv() {
@@ -245,29 +190,6 @@ fn alert(conn: &Connection, sid: i64, now: i64, kind: &str, detail: &str) -> Res
         }
     }
     Ok(())
-}
-
-/// Why an epoch announcement contradicts the one held, or `None` if it is the same.
-fn epoch_difference(
-    epoch: u64,
-    held_key_id: &str,
-    held_enc: &[u8],
-    announced: &verbatim_core::wire::EpochInfo,
-) -> Option<String> {
-    let key_differs = held_key_id != announced.archive_key_id;
-    let enc_differs = held_enc != announced.encapsulation.as_slice();
-    let what = match (key_differs, enc_differs) {
-        (false, false) => return None,
-        (true, false) => "a different archive key id (same encapsulation)",
-        (false, true) => "a different encapsulation (same archive key id)",
-        (true, true) => "a different archive key id and encapsulation",
-    };
-    Some(format!("epoch {epoch} re-announced with {what}"))
-}
-
-/// The `reason` of a refusal for an epoch sealed to an unknown archive key.
-pub fn unknown_key_reason(epoch: u64, key_id: &str) -> String {
-    format!("epoch {epoch} is sealed to archive key id {key_id}, which this archive does not accept")
 }
 
 /// Applies one batch: duplicates, continuity, chain, epochs, then the new records.

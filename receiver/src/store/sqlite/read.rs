@@ -1,6 +1,7 @@
 //! Read-side queries shared by the cursor endpoint, verify and export. Every function takes a
 //! connection so callers choose the transaction (export and verify read one snapshot).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -9,6 +10,7 @@ use verbatim_core::wire::{EpochInfo, WireRecord};
 
 use super::writer::{self, bytes, link_from};
 use crate::error::{Error, Result};
+use crate::store::{Alert, ArchiveReader};
 
 /// Opens a data directory's database for reading only (verify, export). Works while a
 /// receiver is running on it.
@@ -65,20 +67,6 @@ pub fn last_received_ms(conn: &Connection, sid: i64) -> Result<Option<i64>> {
     Ok(conn.query_row("SELECT max(received_ms) FROM records WHERE stream_id = ?1", [sid], |r| r.get(0))?)
 }
 
-/// One alert of a stream: the first of its kind as it was recorded, and how often that kind
-/// came again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    pub at_ms: i64,
-    pub kind: String,
-    pub detail: String,
-    /// Occurrences in all, the first included.
-    pub count: u64,
-    /// When the latest occurrence was recorded and its detail (the first's when `count` is 1).
-    pub last_ms: i64,
-    pub last_detail: String,
-}
-
 /// Alerts of a stream, oldest first.
 pub fn alert_list(conn: &Connection, sid: i64) -> Result<Vec<Alert>> {
     let mut stmt = conn.prepare(
@@ -125,4 +113,58 @@ pub fn for_each_record(conn: &Connection, sid: i64, mut f: impl FnMut(WireRecord
         }
     }
     Ok(())
+}
+
+/// [`ArchiveReader`] over one read transaction of a data directory's database: verify and
+/// export see one consistent snapshot, even while a receiver writes.
+pub struct SqliteReader {
+    conn: Connection,
+    rows: HashMap<StreamId, i64>,
+}
+
+impl SqliteReader {
+    pub fn open(data_dir: &Path) -> Result<SqliteReader> {
+        let conn = open_read_only(data_dir)?;
+        // A deferred transaction takes its snapshot at the first read and keeps it until the
+        // connection closes (dropping the reader rolls it back).
+        conn.execute_batch("BEGIN")?;
+        Ok(SqliteReader { conn, rows: HashMap::new() })
+    }
+
+    fn row(&mut self, id: &StreamId) -> Result<i64> {
+        if let Some(sid) = self.rows.get(id) {
+            return Ok(*sid);
+        }
+        let sid = stream_row(&self.conn, id)?.ok_or_else(|| Error::Store("no such stream in the archive".into()))?;
+        self.rows.insert(id.clone(), sid);
+        Ok(sid)
+    }
+}
+
+impl ArchiveReader for SqliteReader {
+    fn streams(&mut self) -> Result<Vec<StreamId>> {
+        let all = streams(&self.conn)?;
+        self.rows = all.iter().map(|(sid, id)| (id.clone(), *sid)).collect();
+        Ok(all.into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn epochs(&mut self, id: &StreamId) -> Result<Vec<EpochInfo>> {
+        let sid = self.row(id)?;
+        epochs(&self.conn, sid)
+    }
+
+    fn alerts(&mut self, id: &StreamId) -> Result<Vec<Alert>> {
+        let sid = self.row(id)?;
+        alert_list(&self.conn, sid)
+    }
+
+    fn last_received_ms(&mut self, id: &StreamId) -> Result<Option<i64>> {
+        let sid = self.row(id)?;
+        last_received_ms(&self.conn, sid)
+    }
+
+    fn for_each_record(&mut self, id: &StreamId, f: &mut dyn FnMut(WireRecord) -> Result<bool>) -> Result<()> {
+        let sid = self.row(id)?;
+        for_each_record(&self.conn, sid, f)
+    }
 }
