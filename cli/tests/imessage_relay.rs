@@ -269,3 +269,40 @@ fn the_relay_logs_and_stores_no_captured_text() {
         }
     }
 }
+
+/// Watching (no --once): the relay captures, writes its status file for the MDM, and stops
+/// cleanly (exit 0) on SIGTERM, as launchd stops it.
+#[test]
+fn watching_relay_writes_its_status_and_stops_on_sigterm() {
+    let (_, public) = generate_archive_keypair();
+    let tmp = tempfile::tempdir().unwrap();
+    let world = World::create(tmp.path());
+    let state = tmp.path().join("relay");
+    let policy = tmp.path().join("policy.json");
+    let tree = sample_policy("https://archive.acme-securities.test", &public, "tok-test", &[]);
+    std::fs::write(&policy, serde_json::to_vec(&tree).unwrap()).unwrap();
+    let args: Vec<std::ffi::OsString> = relay_args(&world, &state, &policy)
+        .into_iter()
+        .filter(|a| a != "--once")
+        .chain(["--no-upload".into(), "--poll-ms".into(), "20".into()])
+        .collect();
+    let mut child = Command::new(BIN).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // The first pass prints its report as one JSON line.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["captured"], 13);
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("imessage-relay-status.json")).unwrap()).unwrap();
+    assert_eq!(status["available"], true);
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the relay did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
