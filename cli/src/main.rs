@@ -26,6 +26,7 @@ mod logging;
 mod mdm_cmd;
 mod policy_cmd;
 mod recover_cmd;
+mod relay_cmd;
 mod telephony_cmd;
 
 #[derive(Parser)]
@@ -155,6 +156,26 @@ enum Command {
         after_help = "Required: --state.\n\nExit codes: 0 rebuilt (--check: no damage); 1 no damage found, nothing changed (--check: damage found); 2 the command could not run.\n\nExample: verbatim recover --state device"
     )]
     Recover(recover_cmd::RecoverArgs),
+
+    /// Relays that capture what another app stores, on a managed computer.
+    #[command(
+        subcommand,
+        after_help = "Example: verbatim relay imessage --chat-db ~/Library/Messages/chat.db --state relay --policy policy.plist"
+    )]
+    Relay(RelayCommand),
+}
+
+#[derive(Subcommand)]
+enum RelayCommand {
+    /// Capture iMessage (and the iPhone's SMS forwarded to this Mac) from Messages' database,
+    /// read-only: every pass captures the new rows, the edits and unsends of earlier ones, and
+    /// attachments that finished downloading; safe to kill at any instant and run again.
+    /// Watches until SIGINT or SIGTERM (a pass whenever chat.db changes, and every 30 s), uploading
+    /// on the policy's schedule; --once scans, prints `captured <id>` per event and the report, and exits.
+    #[command(
+        after_help = "Required: --chat-db, --state, --policy.\n\nExit codes: 0 the pass ran (--once) or the relay stopped on a signal; 1 the policy was refused; 2 the database could not be read (--once; the could-not-record window is recorded), a capture failed or the store could not be opened.\n\nExample: verbatim relay imessage --chat-db ~/Library/Messages/chat.db --state ~/Library/Application\\ Support/Verbatim --policy policy.plist --once"
+    )]
+    Imessage(relay_cmd::ImessageArgs),
 }
 
 #[derive(Subcommand)]
@@ -226,5 +247,6 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::CrashTest(args) => crash_cmd::run(args),
         Command::Recover(args) => recover_cmd::run(args),
+        Command::Relay(RelayCommand::Imessage(args)) => relay_cmd::imessage(args),
     }
 }

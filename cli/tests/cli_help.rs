@@ -27,6 +27,7 @@ const COMMANDS: &[&[&str]] = &[
     &["bench"],
     &["crash-test"],
     &["recover"],
+    &["relay", "imessage"],
 ];
 
 fn verbatim(args: &[&str]) -> Output {

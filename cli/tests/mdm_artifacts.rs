@@ -698,3 +698,55 @@ fn the_xml_reader_rejects_malformed_documents() {
     assert_eq!(ok.attr("x"), Some("1 & 2"));
     assert_eq!(ok.child("b").expect("b").text(), "t's");
 }
+
+/// The Mac relay's kit: the launch agent runs `verbatim relay imessage` on the user's
+/// Messages database with the managed configuration's path; the PPPC profile grants Full Disk
+/// Access to that binary by code requirement; the settings profile carries every policy key.
+#[test]
+fn the_mac_relay_kit_runs_the_relay_with_full_disk_access_and_the_schema_keys() {
+    use verbatim_core::Value;
+    use verbatim_core::policy::file::from_plist_bytes;
+    let get = |v: &Value, key: &str| -> Value {
+        match v {
+            Value::Dict(d) => d.get(key).cloned().unwrap_or_else(|| panic!("no {key}")),
+            _ => panic!("not a dict looking for {key}"),
+        }
+    };
+    let first = |v: Value| -> Value {
+        match v {
+            Value::List(l) => l.into_iter().next().expect("one item"),
+            _ => panic!("not a list"),
+        }
+    };
+    let text = |v: Value| -> String {
+        match v {
+            Value::String(s) => s,
+            other => panic!("not a string: {other:?}"),
+        }
+    };
+
+    let agent = from_plist_bytes(generated(artifacts::MAC_RELAY_LAUNCHD_PATH).as_bytes()).expect("launch agent parses");
+    let Value::List(args) = get(&agent, "ProgramArguments") else { panic!() };
+    let args: Vec<String> = args.into_iter().map(text).collect();
+    assert_eq!(args[0], artifacts::MAC_RELAY_BINARY);
+    assert_eq!(&args[1..3], ["relay", "imessage"]);
+    let flag = |f: &str| args.iter().position(|a| a == f).map(|i| args[i + 1].clone()).unwrap_or_else(|| panic!("{f}"));
+    assert_eq!(flag("--chat-db"), "~/Library/Messages/chat.db");
+    assert_eq!(flag("--policy"), format!("/Library/Managed Preferences/{}.plist", artifacts::MAC_RELAY_PREFERENCES_DOMAIN));
+    assert_eq!(text(get(&agent, "Label")), artifacts::MAC_RELAY_LABEL);
+
+    let pppc = from_plist_bytes(generated(artifacts::MAC_RELAY_PPPC_PATH).as_bytes()).expect("PPPC profile parses");
+    let payload = first(get(&pppc, "PayloadContent"));
+    assert_eq!(text(get(&payload, "PayloadType")), "com.apple.TCC.configuration-profile-policy");
+    let grant = first(get(&get(&payload, "Services"), "SystemPolicyAllFiles"));
+    assert_eq!(text(get(&grant, "Identifier")), artifacts::MAC_RELAY_BINARY);
+    assert_eq!(text(get(&grant, "Authorization")), "Allow");
+    assert!(text(get(&grant, "CodeRequirement")).starts_with(&format!("identifier \"{}\"", artifacts::MAC_RELAY_SIGNING_ID)));
+
+    let settings = from_plist_bytes(generated(artifacts::MAC_RELAY_SETTINGS_PATH).as_bytes()).expect("settings profile parses");
+    let payload = first(get(&settings, "PayloadContent"));
+    assert_eq!(text(get(&payload, "PayloadType")), artifacts::MAC_RELAY_PREFERENCES_DOMAIN);
+    for spec in verbatim_core::policy::schema::KEYS.iter().filter(|k| k.required) {
+        get(&payload, spec.name);
+    }
+}

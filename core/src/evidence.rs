@@ -20,7 +20,7 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Why capture is unavailable: the key of a could-not-record window. Its text form
 /// (`not_configured`, `policy_withdrawn`, `queue_full`, `disk_full`,
-/// `channel_disabled:<channel>`) is what status, MDM feedback (`verbatim.unavailable`), the saved state and `capture_unavailable` events say.
+/// `channel_disabled:<channel>`, `source_unavailable:<source>`) is what status, MDM feedback (`verbatim.unavailable`), the saved state and `capture_unavailable` events say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
     /// No valid policy in force.
@@ -33,10 +33,16 @@ pub enum Cause {
     DiskFull,
     /// The policy switched this channel off.
     ChannelDisabled(Channel),
+    /// A capture source cannot read the store it captures from (Messages' database missing
+    /// or unreadable, Full Disk Access revoked): one of [`Cause::SOURCES`].
+    SourceUnavailable(&'static str),
 }
 
 impl Cause {
     const CHANNEL_PREFIX: &'static str = "channel_disabled:";
+    const SOURCE_PREFIX: &'static str = "source_unavailable:";
+    /// The capture sources a `source_unavailable` cause can name.
+    pub const SOURCES: [&'static str; 2] = ["imessage", "telephony"];
 
     /// Reads the text form back; `None` for anything else.
     pub fn parse(text: &str) -> Option<Cause> {
@@ -45,7 +51,10 @@ impl Cause {
             "policy_withdrawn" => Some(Cause::PolicyWithdrawn),
             "queue_full" => Some(Cause::QueueFull),
             "disk_full" => Some(Cause::DiskFull),
-            _ => text.strip_prefix(Self::CHANNEL_PREFIX).and_then(Channel::parse).map(Cause::ChannelDisabled),
+            _ => match text.strip_prefix(Self::SOURCE_PREFIX) {
+                Some(source) => Self::SOURCES.into_iter().find(|s| *s == source).map(Cause::SourceUnavailable),
+                None => text.strip_prefix(Self::CHANNEL_PREFIX).and_then(Channel::parse).map(Cause::ChannelDisabled),
+            },
         }
     }
 }
@@ -58,6 +67,7 @@ impl std::fmt::Display for Cause {
             Cause::QueueFull => f.write_str("queue_full"),
             Cause::DiskFull => f.write_str("disk_full"),
             Cause::ChannelDisabled(c) => write!(f, "{}{c}", Self::CHANNEL_PREFIX),
+            Cause::SourceUnavailable(s) => write!(f, "{}{s}", Self::SOURCE_PREFIX),
         }
     }
 }
@@ -278,12 +288,16 @@ mod tests {
             Cause::QueueFull,
             Cause::DiskFull,
             Cause::ChannelDisabled(Channel::Whatsapp),
+            Cause::SourceUnavailable("imessage"),
+            Cause::SourceUnavailable("telephony"),
         ];
         for cause in all {
             assert_eq!(Cause::parse(&cause.to_string()), Some(cause));
         }
         assert_eq!(Cause::ChannelDisabled(Channel::Whatsapp), "channel_disabled:whatsapp");
         assert_eq!(Cause::parse("channel_disabled:fax"), None);
+        assert_eq!(Cause::SourceUnavailable("imessage"), "source_unavailable:imessage");
+        assert_eq!(Cause::parse("source_unavailable:fax"), None);
         // A state saved by an earlier version (string keys) loads with the same windows.
         let saved = r#"{"last_heartbeat_ms":5,"tally":{"captured":1,"out_of_scope":0,"refused":2},
             "windows":{"queue_full":{"start_ms":1,"detail":"full","refused":2},

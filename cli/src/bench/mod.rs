@@ -17,12 +17,15 @@
 //! 7. size: the stripped host cdylib of the bindings, with a per-crate breakdown.
 //! 8. telephony: the Google Messages archival source's re-scan of an unchanged provider
 //!    against a plain read of the same rows, and its peak RSS at 100,000 and 1,000,000 rows.
+//! 9. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
+//!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
 
 mod capture;
 mod cold_start;
+mod imessage;
 mod instructions;
 mod memory;
 mod object_store;
@@ -35,6 +38,7 @@ mod upload;
 
 use capture::*;
 use cold_start::*;
+use imessage::*;
 use instructions::*;
 use memory::*;
 use object_store::*;
@@ -84,8 +88,8 @@ pub struct BenchArgs {
     /// Also print every figure as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony
-    /// (comma-separated).
+    /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony,
+    /// imessage (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).
@@ -97,6 +101,9 @@ pub struct BenchArgs {
     /// Events queued before the upload benchmark (default 100,000; 2,000 with --quick).
     #[arg(long)]
     upload_events: Option<u64>,
+    /// Messages in the large chat.db of the iMessage relay benchmark (default 1,000,000; 2,000 with --quick).
+    #[arg(long)]
+    imessage_messages: Option<u64>,
     /// Events of the large memory run (default 1,000,000; 20,000 with --quick).
     #[arg(long)]
     memory_events: Option<u64>,
@@ -141,6 +148,9 @@ enum ChildCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Runs the iMessage relay's first scan and re-scans over a chat.db; prints figures as JSON.
+    #[command(hide = true)]
+    ImessageChild(ImessageChildArgs),
     /// Scans a Telephony provider stand-in of N rows; prints times and peak RSS as JSON.
     #[command(hide = true)]
     TelephonyChild {
@@ -179,6 +189,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(ChildCommand::CaptureChild { events, dir, capturers }) => child_exit(capture_child(events, &dir, capturers)),
         Some(ChildCommand::MemoryChild(a)) => child_exit(memory_child(a)),
         Some(ChildCommand::ColdChild { dir }) => child_exit(cold_child(&dir)),
+        Some(ChildCommand::ImessageChild(a)) => child_exit(imessage_child(a)),
         Some(ChildCommand::TelephonyChild { rows, rounds, dir }) => child_exit(telephony_child(rows, rounds, &dir)),
         None => suite(args),
     }

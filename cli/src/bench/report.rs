@@ -36,8 +36,11 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
     let plan = Plan::new(&args);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o.trim() == name);
     for o in &args.only {
-        if !["capture", "upload", "objectstore", "memory", "cold", "cpu", "size", "telephony"].contains(&o.trim()) {
-            eprintln!("error: unknown benchmark {o:?} (capture, upload, objectstore, memory, cold, cpu, size, telephony)");
+        let known = ["capture", "upload", "objectstore", "memory", "cold", "cpu", "size", "telephony", "imessage"];
+        if !known.contains(&o.trim()) {
+            eprintln!(
+                "error: unknown benchmark {o:?} (capture, upload, objectstore, memory, cold, cpu, size, telephony, imessage)"
+            );
             return ExitCode::from(2);
         }
     }
@@ -69,6 +72,7 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
         ("cpu", Box::new(|r: &mut Report| bench_cpu(r, &plan, &base, args.symbols_exe.as_deref()))),
         ("size", Box::new(|r: &mut Report| bench_size(r, args.ffi_lib.as_deref(), args.ffi_lib_unstripped.as_deref()))),
         ("telephony", Box::new(|r: &mut Report| bench_telephony(r, &plan, &base))),
+        ("imessage", Box::new(|r: &mut Report| bench_imessage(r, &plan, &base))),
     ];
     for (name, bench) in benches {
         if !wanted(name) {

@@ -17,6 +17,8 @@
 //! guessable as a plain one. It keeps fingerprints from being compared across devices or
 //! with precomputed tables; the content itself is never written.)
 
+#[cfg(feature = "imessage")]
+pub mod imessage;
 pub mod telephony;
 
 use std::collections::BTreeMap;
