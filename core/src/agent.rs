@@ -422,10 +422,12 @@ impl Agent {
 
     /// Captures one event. Returns once it is durable (or dropped as out of scope).
     pub async fn capture(&self, event: Event) -> Result<CaptureOutcome> {
-        self.capture_with(event, Vec::new()).await
+        self.capture_with(event, Vec::new(), None).await
     }
 
-    async fn capture_with(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
+    /// Capture, with a source's marks, and for an attachment whose bytes are not there, the
+    /// reason it is recorded as omitted instead.
+    async fn capture_with(&self, event: Event, marks: Vec<Mark>, omitted: Option<&str>) -> Result<CaptureOutcome> {
         self.check_open()?;
         let Some(policy) = self.capture_policy() else {
             {
@@ -456,7 +458,7 @@ impl Agent {
         }
         self.tick().await?;
         let kind = event.kind();
-        let records = records_of(&policy, event, now)?;
+        let records = records_of(&policy, event, now, omitted)?;
         let result = self.inner.queue.append_marked(records, marks).await;
         match result {
             Ok(o) => {
@@ -501,7 +503,24 @@ impl Agent {
     /// capture (not configured, queue full, invalid) stores nothing at all, and the source
     /// offers the event again at its next scan.
     pub async fn capture_marked(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
-        let outcome = self.capture_with(event, marks.clone()).await?;
+        let outcome = self.capture_with(event, marks.clone(), None).await?;
+        if outcome == CaptureOutcome::OutOfScope && !marks.is_empty() {
+            self.save_marks(marks).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// A capture source saw an attachment whose bytes are not there (a file not downloaded
+    /// yet): records it as `attachment_omitted` with `reason` (metadata only), checked and
+    /// scoped like any capture, with the source's marks in the same commit. If the file
+    /// appears later the source captures the attachment itself under the same id.
+    pub async fn capture_attachment_omitted(
+        &self,
+        attachment: model::Attachment,
+        reason: &str,
+        marks: Vec<Mark>,
+    ) -> Result<CaptureOutcome> {
+        let outcome = self.capture_with(Event::Attachment(attachment), marks.clone(), Some(reason)).await?;
         if outcome == CaptureOutcome::OutOfScope && !marks.is_empty() {
             self.save_marks(marks).await?;
         }
@@ -519,6 +538,38 @@ impl Agent {
     pub fn source_state(&self, source: &str) -> Result<SourceState> {
         self.check_open()?;
         self.inner.queue.source_state(source)
+    }
+
+    /// A capture source cannot read the store it captures from (Messages' database missing,
+    /// Full Disk Access revoked): opens the could-not-record window `source_unavailable:
+    /// <source>`, which status and MDM feedback show (`verbatim.unavailable`) and which
+    /// survives restarts. Returns whether the window was newly opened.
+    pub async fn source_unavailable(&self, source: &'static str, detail: &str) -> Result<bool> {
+        self.check_open()?;
+        let now = self.inner.clock.now_ms();
+        let new = lock(&self.inner.evidence).open_window(Cause::SourceUnavailable(source), detail, now, false);
+        if new {
+            self.save_evidence(Vec::new()).await?;
+        }
+        Ok(new)
+    }
+
+    /// The source can read its store again: closes its window, recording the interval as a
+    /// `capture_unavailable` agent event in the same commit. Returns whether one was open.
+    pub async fn source_available(&self, source: &'static str) -> Result<bool> {
+        self.check_open()?;
+        let now = self.inner.clock.now_ms();
+        let events = lock(&self.inner.evidence).close_windows([Cause::SourceUnavailable(source)], now);
+        if events.is_empty() {
+            return Ok(false);
+        }
+        self.save_evidence(events).await?;
+        Ok(true)
+    }
+
+    /// When a capture source's window opened, if it is open (Unix ms). Memory only.
+    pub fn source_unavailable_since(&self, source: &'static str) -> Option<i64> {
+        lock(&self.inner.evidence).windows.get(&Cause::SourceUnavailable(source)).map(|w| w.start_ms)
     }
 
     /// One value a capture source saved, by key. Reads the store: background-only.
@@ -800,7 +851,7 @@ fn omission_reason(policy: &Policy, enabled: bool, disabled_reason: &str, path: 
 }
 
 /// Turns an in-scope, valid event into the records that store it.
-fn records_of(policy: &Policy, event: Event, now: i64) -> Result<NewRecords> {
+fn records_of(policy: &Policy, event: Event, now: i64, omitted: Option<&str>) -> Result<NewRecords> {
     let simple = |body: RecordBody| vec![Pending::new(&Record::new(now, body))];
     Ok(match event {
         Event::Message(m) => NewRecords::Records(simple(RecordBody::Message(m))),
@@ -819,6 +870,9 @@ fn records_of(policy: &Policy, event: Event, now: i64) -> Result<NewRecords> {
                 size: 0,
             };
             header.attachment_id = header.meta.source_id.clone();
+            if let Some(reason) = omitted {
+                return Ok(NewRecords::Records(simple(RecordBody::AttachmentOmitted { header, reason: reason.to_string() })));
+            }
             match omission_reason(policy, policy.capture_attachments, "attachments disabled by policy", &a.path) {
                 Ok(size) => {
                     header.size = size;

@@ -95,8 +95,18 @@ fn every_kind_of_row_becomes_its_event_with_parties_and_times() {
     let RecordBody::Message(m5) = &got["M5-SCAN"] else { panic!() };
     assert_eq!((m5.text.as_str(), m5.attachment_ids.clone()), ("", vec![expect::MISSING_ATTACHMENT.to_string()]));
     assert!(!got.contains_key(expect::MISSING_ATTACHMENT), "not on disk yet");
-    assert!(agent_events(&s).iter().any(|e| matches!(e, AgentEvent::UncapturedCommunication { source_id, reason, .. }
-        if source_id == expect::MISSING_ATTACHMENT && reason.starts_with("attachment_omitted"))));
+    let omitted: Vec<_> = open_all(&s)
+        .into_iter()
+        .filter_map(|(_, r)| match r.body {
+            RecordBody::AttachmentOmitted { header, reason } => Some((header.attachment_id, header.message_id, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        omitted,
+        [(expect::MISSING_ATTACHMENT.to_string(), Some("M5-SCAN".to_string()), "file not downloaded yet".to_string())],
+        "recorded as omitted, metadata only"
+    );
 
     let RecordBody::Reaction(like) = &got["M6-LIKE"] else { panic!() };
     assert_eq!(
@@ -236,6 +246,8 @@ fn losing_the_database_is_a_could_not_record_window_closed_when_it_comes_back() 
         (status.available, status.cause.as_deref(), status.unavailable_since_ms),
         (false, Some("source_unavailable:imessage"), Some(since))
     );
+    // The agent's own status (and so the MDM feedback, `verbatim.unavailable`) says so.
+    assert_eq!(agent.status().unavailable, ["source_unavailable:imessage"]);
     // Still unavailable on the next pass: the same window.
     rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap_err();
     assert_eq!(imessage::unavailable_since(&agent).unwrap(), Some(since));
@@ -251,6 +263,7 @@ fn losing_the_database_is_a_could_not_record_window_closed_when_it_comes_back() 
     let report = rt.block_on(imessage::scan_evidenced(&agent, &opts, &mut |_| {})).unwrap();
     assert_eq!(report.captured, 13);
     assert_eq!(imessage::unavailable_since(&agent).unwrap(), None);
+    assert!(agent.status().unavailable.is_empty());
     let windows: Vec<_> = agent_events(&s)
         .into_iter()
         .filter_map(|e| match e {

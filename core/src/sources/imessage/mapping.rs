@@ -184,6 +184,9 @@ pub struct FoundAttachment {
     pub row: AttachmentRow,
     /// The resolved path, when the file is there.
     pub present: Option<PathBuf>,
+    /// Where it is expected (the resolved path, or the database's own `filename`, or its
+    /// guid): named in the omission record while it is not there.
+    pub expected: PathBuf,
 }
 
 /// What to do for one row, in order: capture an event, or report an attachment that is not
@@ -191,7 +194,12 @@ pub struct FoundAttachment {
 #[derive(Debug, Clone)]
 pub enum Action {
     Capture(Event),
-    AttachmentMissing { meta: EventMeta, direction: Direction, attachment_guid: String },
+    /// An attachment whose file is not there (not downloaded yet): recorded as omitted, and
+    /// captured when it appears. `event` names where it was expected.
+    AttachmentMissing {
+        attachment: model::Attachment,
+        attachment_guid: String,
+    },
 }
 
 /// The source id of the edit of `guid` made at `unix_ms`.
@@ -205,13 +213,18 @@ pub fn unsend_id(guid: &str) -> String {
 }
 
 pub fn attachment_event(p: &Parties, message_guid: &str, unix_ms: i64, a: &AttachmentRow, path: PathBuf) -> Event {
+    Event::Attachment(attachment_of(p, message_guid, unix_ms, a, path))
+}
+
+/// The attachment of a message, its bytes expected at `path`.
+pub fn attachment_of(p: &Parties, message_guid: &str, unix_ms: i64, a: &AttachmentRow, path: PathBuf) -> model::Attachment {
     let file_name = a
         .transfer_name
         .clone()
         .filter(|n| !n.is_empty())
         .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| a.guid.clone());
-    Event::Attachment(model::Attachment {
+    model::Attachment {
         meta: p.meta(a.guid.clone(), unix_ms),
         message_id: Some(message_guid.to_string()),
         direction: p.direction,
@@ -219,7 +232,7 @@ pub fn attachment_event(p: &Parties, message_guid: &str, unix_ms: i64, a: &Attac
         file_name,
         mime_type: a.mime_type.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| "application/octet-stream".into()),
         path,
-    })
+    }
 }
 
 /// The edits after the first `seen` versions of a message's history (or, without a history,
@@ -300,8 +313,7 @@ pub fn first_sight(
         actions.push(match &a.present {
             Some(path) => Action::Capture(attachment_event(&p, &row.guid, at, &a.row, path.clone())),
             None => Action::AttachmentMissing {
-                meta: p.meta(a.row.guid.clone(), at),
-                direction: p.direction,
+                attachment: attachment_of(&p, &row.guid, at, &a.row, a.expected.clone()),
                 attachment_guid: a.row.guid.clone(),
             },
         });

@@ -31,7 +31,6 @@ pub use schema::ReadError;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::evidence::Cause;
-use crate::record::AgentEvent;
 use crate::sources::Mark;
 use crate::{Agent, CaptureOutcome};
 use mapping::FoundAttachment;
@@ -45,7 +44,6 @@ pub const UNAVAILABLE_CAUSE: Cause = Cause::SourceUnavailable(SOURCE);
 const PAGE_ROWS: usize = 500;
 
 const POS: &str = "pos";
-const DOWN: &str = "down";
 
 /// Where the relay reads from.
 #[derive(Debug, Clone)]
@@ -207,12 +205,14 @@ impl Pass<'_> {
             .attachments(row.rowid)?
             .into_iter()
             .map(|a| {
-                let present = a
-                    .filename
-                    .as_deref()
-                    .and_then(|f| mapping::resolve_attachment(f, root.as_deref(), self.home.as_deref()))
-                    .filter(|p| p.is_file());
-                FoundAttachment { row: a, present }
+                let resolved =
+                    a.filename.as_deref().and_then(|f| mapping::resolve_attachment(f, root.as_deref(), self.home.as_deref()));
+                let expected = resolved
+                    .clone()
+                    .or_else(|| a.filename.as_deref().map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from(&a.guid));
+                let present = resolved.filter(|p| p.is_file());
+                FoundAttachment { row: a, present, expected }
             })
             .collect())
     }
@@ -290,8 +290,16 @@ impl Pass<'_> {
                     CaptureOutcome::OutOfScope => self.report.out_of_scope += 1,
                 }
             }
-            Action::AttachmentMissing { meta, direction, .. } => {
-                self.evidence_uncaptured(meta, direction, "attachment_omitted: file not downloaded yet", marks, true).await?;
+            Action::AttachmentMissing { attachment, attachment_guid } => {
+                let outcome = self.agent.capture_attachment_omitted(attachment, "file not downloaded yet", marks).await?;
+                match outcome {
+                    CaptureOutcome::Captured { .. } => self.report.attachments_pending += 1,
+                    CaptureOutcome::OutOfScope => {
+                        // Personal: nothing to capture later either.
+                        self.agent.save_marks(vec![mark(format!("a:{attachment_guid}"), None)]).await?;
+                        self.report.out_of_scope += 1;
+                    }
+                }
             }
         }
         Ok(())
@@ -390,7 +398,7 @@ impl Pass<'_> {
         };
         let Some(p) = mapping::parties(&row, chat.as_ref()) else { return Ok(()) };
         let found = self.found_attachments(db, &row)?;
-        let Some(FoundAttachment { row: a, present: Some(path) }) = found.into_iter().find(|a| a.row.guid == guid) else {
+        let Some(FoundAttachment { row: a, present: Some(path), .. }) = found.into_iter().find(|a| a.row.guid == guid) else {
             return Ok(());
         };
         let event = mapping::attachment_event(&p, &row.guid, schema::apple_time_to_unix_ms(row.date), &a, path);
@@ -523,32 +531,24 @@ pub async fn watch(
     Ok(())
 }
 
-/// One pass, with the could-not-record window kept when the database cannot be read.
+/// One pass, with the could-not-record window kept when the database cannot be read: opened
+/// (status and MDM feedback show `source_unavailable:imessage`) when it cannot, closed as a
+/// `capture_unavailable` agent event at the first pass that reads it again.
 pub async fn scan_evidenced(
     agent: &Agent,
     options: &RelayOptions,
     observe: &mut dyn FnMut(&str),
 ) -> std::result::Result<ScanReport, RelayError> {
     let outcome = scan_observed(agent, options, observe).await;
-    let now = agent.clock().now_ms();
-    let state = agent.source_state(SOURCE)?;
-    let open = state.get(DOWN).and_then(|v| decode_pair(v));
-    match (&outcome, open) {
-        (Err(RelayError::Source(ReadError::Unavailable(_))), None) => {
-            tracing::warn!(cause = %UNAVAILABLE_CAUSE, "imessage: chat.db cannot be read; capture from Messages is unavailable");
-            agent.save_marks(vec![mark(DOWN.into(), Some(encode_pair(now, 0)))]).await?;
+    match &outcome {
+        Err(RelayError::Source(ReadError::Unavailable(_))) => {
+            let detail = "Messages' database could not be read (missing, unreadable, or Full Disk Access revoked)";
+            if agent.source_unavailable(SOURCE, detail).await? {
+                tracing::warn!(cause = %UNAVAILABLE_CAUSE, "imessage: chat.db cannot be read; capture from Messages is unavailable");
+            }
         }
-        (Ok(_), Some((start_ms, _))) => {
-            agent
-                .record_agent_events(vec![AgentEvent::CaptureUnavailable {
-                    cause: UNAVAILABLE_CAUSE.to_string(),
-                    detail: "Messages' database could not be read (missing, unreadable, or Full Disk Access revoked)".into(),
-                    start_ms,
-                    end_ms: now,
-                    refused: 0,
-                }])
-                .await?;
-            agent.save_marks(vec![mark(DOWN.into(), None)]).await?;
+        Ok(_) => {
+            agent.source_available(SOURCE).await?;
         }
         _ => {}
     }
@@ -556,7 +556,7 @@ pub async fn scan_evidenced(
 }
 
 /// Whether capture from Messages is currently unavailable, and since when (Unix ms): for the
-/// relay's status, which the MDM reads.
+/// relay's status file.
 pub fn unavailable_since(agent: &Agent) -> Result<Option<i64>> {
-    Ok(agent.source_state(SOURCE)?.get(DOWN).and_then(|v| decode_pair(v)).map(|(s, _)| s))
+    Ok(agent.source_unavailable_since(SOURCE))
 }
