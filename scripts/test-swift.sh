@@ -137,8 +137,12 @@ if [[ -f "$FACADE" && -f "$GEN_SWIFT" ]]; then
   # Method names of `public protocol AgentProtocol { ... }` in the generated file.
   mapfile -t methods < <(awk '/^public protocol AgentProtocol/ {on = 1; next} on && /^}/ {exit}
     on && match($0, /^ *func [A-Za-z0-9_]+/) { s = substr($0, RSTART, RLENGTH); sub(/^ *func /, "", s); print s }' "$GEN_SWIFT")
+  # Exports the Swift facade deliberately leaves out, and why (FacadeCoverageTest.kt lists the
+  # same): beginTelephonyScan reads Android's Telephony provider, which iOS does not have.
+  android_only=" beginTelephonyScan "
   missing=()
   for m in "${methods[@]}"; do
+    [[ "$android_only" == *" $m "* ]] && continue
     grep -q "ffi\.$m(" "$FACADE" || missing+=("$m")
   done
   if ((${#methods[@]} == 0)); then

@@ -86,8 +86,8 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             ScanOptions { line: line.clone(), backfill_days: policy.backfill_days, now_ms: SystemClock::default().now_ms() };
         match rt.block_on(scan(&agent, &view, &options)) {
             Ok(report) => {
-                for (kind, id) in &report.events {
-                    outln!("captured {kind} {id}");
+                for event in &report.events {
+                    outln!("captured {} {}", event.kind, event.id);
                 }
                 total.events.extend(report.events);
                 total.baseline += report.baseline;
