@@ -71,6 +71,17 @@ impl TelephonyScan {
         .await
     }
 
+    /// Of these `content://mms` ids, the rows not seen before: stream the media parts of these
+    /// alone into files before handing their page to `mms`.
+    pub async fn unseen_mms(&self, ids: Vec<i64>) -> Result<Vec<i64>> {
+        let scanner = self.scanner.clone();
+        runtime::spawn("telephony_unseen_mms", OnCancel::Finish, async move {
+            let slot = scanner.lock().await;
+            Ok(slot.as_ref().ok_or_else(over)?.unseen_mms(&ids)?)
+        })
+        .await
+    }
+
     /// Every page was handed over: rows remembered but not seen are captured as deleted.
     pub async fn finish(&self) -> Result<ScanReport> {
         let scanner = self.scanner.clone();

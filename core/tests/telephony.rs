@@ -415,3 +415,14 @@ async fn the_platform_scan_takes_its_line_history_and_time_from_the_policy_and_c
     assert_eq!(e.kind, ErrorKind::NotConfigured, "withdrawn: the scan fails closed");
     assert_eq!(agent.status().organization_name, None);
 }
+
+#[tokio::test]
+async fn only_rows_not_seen_before_need_their_media_streamed() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let view =
+        ProviderView { sms: vec![], mms: vec![rcs(5, 1, PEER, &[BUSINESS_LINE], NOW / 1000 - 60, vec![text_part(50, "seen")])] };
+    scan(&agent, &view, &opts()).await.unwrap();
+    let scanner = verbatim_core::sources::telephony::Scanner::begin(&agent, opts()).await.unwrap();
+    assert_eq!(scanner.unseen_mms(&[5, 6, 7]).unwrap(), [6, 7], "row 5 is remembered (as history): its media is not needed");
+}

@@ -207,6 +207,19 @@ impl Scanner {
         self.flush().await
     }
 
+    /// Of these `content://mms` ids, the ones this scan has not seen before: only their media
+    /// parts can be captured, so the platform streams the bytes of those parts alone (never
+    /// again the whole provider's media at every wake-up). Asked before handing their page over.
+    pub fn unseen_mms(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut unseen = Vec::new();
+        for &id in ids {
+            if self.lookup(&Table::Mms.key(id))?.is_none() {
+                unseen.push(id);
+            }
+        }
+        Ok(unseen)
+    }
+
     /// Every page was handed over: remembered rows not seen in them were deleted.
     pub async fn finish(mut self) -> Result<ScanReport> {
         for t in [0, 1] {
