@@ -19,6 +19,8 @@ class FakeTelephonyProvider : ContentProvider() {
     override fun onCreate() = true
 
     override fun query(uri: Uri, projection: Array<String>?, selection: String?, args: Array<String>?, sortOrder: String?): Cursor {
+        beforeQuery?.invoke(uri)
+        queries += "$uri ${args?.joinToString(",").orEmpty()} ${sortOrder.orEmpty()}".trim()
         val segments = uri.pathSegments
         return when {
             uri.authority == "sms" && segments.isEmpty() -> db.query("sms", projection, selection, args, null, null, sortOrder)
@@ -40,11 +42,20 @@ class FakeTelephonyProvider : ContentProvider() {
 
     companion object {
         lateinit var db: SQLiteDatabase
+        /** Called before each query (a test holds a scan there). */
+        @Volatile
+        var beforeQuery: ((Uri) -> Unit)? = null
+
+        /** Every query: its URI, arguments and sort order. */
+        val queries: MutableList<String> = java.util.Collections.synchronizedList(ArrayList())
+
         /** Part ids whose bytes were opened. */
         val reads: MutableList<Long> = java.util.Collections.synchronizedList(ArrayList())
 
         fun reset() {
             reads.clear()
+            queries.clear()
+            beforeQuery = null
             db = SQLiteDatabase.create(null)
             db.execSQL(
                 "CREATE TABLE sms (_id INTEGER PRIMARY KEY, thread_id INTEGER, address TEXT, person INTEGER, date INTEGER, " +

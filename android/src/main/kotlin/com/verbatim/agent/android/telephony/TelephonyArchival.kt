@@ -12,6 +12,7 @@ import com.verbatim.ffi.VerbatimException
 import com.verbatim.ffi.core.ScanReport
 import java.io.File
 import java.util.concurrent.atomic.AtomicBoolean
+import java.util.concurrent.atomic.AtomicInteger
 import kotlin.time.Duration
 import kotlin.time.TimeSource
 import kotlinx.coroutines.sync.Mutex
@@ -45,6 +46,9 @@ object TelephonyArchival {
 
     private val scanning = Mutex()
     private val requested = AtomicBoolean(false)
+
+    /** Wake-ups waiting for the scan in progress (tests observe it). */
+    internal val waiting = AtomicInteger(0)
 
     /**
      * Schedules the persisted periodic reconciliation job (no network needed: it only reads the
@@ -88,7 +92,9 @@ object TelephonyArchival {
     suspend fun wake(context: Context, budget: Duration): List<ScanReport> {
         val deadline = TimeSource.Monotonic.markNow() + budget
         requested.set(true)
+        waiting.incrementAndGet()
         return scanning.withLock {
+            waiting.decrementAndGet()
             val reports = ArrayList<ScanReport>()
             while (requested.getAndSet(false)) {
                 reports += scanOnce(context.applicationContext, deadline) ?: break
