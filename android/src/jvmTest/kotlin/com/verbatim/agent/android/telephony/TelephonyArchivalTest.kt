@@ -1,6 +1,10 @@
 package com.verbatim.agent.android.telephony
 
 import com.verbatim.agent.PEER
+import com.verbatim.agent.openAgent
+import com.verbatim.agent.policy
+import com.verbatim.ffi.VerbatimException
+import com.verbatim.ffi.core.SmsRow
 import com.verbatim.agent.android.AndroidAgent
 import com.verbatim.agent.android.app
 import com.verbatim.agent.android.eventually
@@ -12,6 +16,7 @@ import java.io.File
 import java.util.concurrent.CountDownLatch
 import java.util.concurrent.TimeUnit
 import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
 import kotlin.test.assertNotNull
 import kotlin.test.assertTrue
 import kotlin.time.Duration.Companion.minutes
@@ -95,6 +100,29 @@ class TelephonyArchivalTest {
         assertEquals(2, passes, "first: $firstReports, others: $otherReports")
         val all = firstReports + otherReports.flatten()
         assertEquals(listOf("sms:7"), all.flatMap { r -> r.events.filter { it.kind == "message" }.map { it.id } })
+    }
+
+    @Test
+    fun misuseOfAScanIsATypedErrorNeverACrash() = runBlocking {
+        openAgent().use { agent ->
+            // No policy: no line to file the texts under, the scan fails closed.
+            assertFailsWith<VerbatimException.NotConfigured> { agent.beginTelephonyScan() }
+            agent.applyPolicy(policy(extra = mapOf("capture_channels" to "sms,mms,rcs")))
+            val now = System.currentTimeMillis()
+            agent.beginTelephonyScan().use { scan ->
+                scan.sms(listOf(SmsRow(5, 2, PEER, now, 1, "five")))
+                // Pages must come in ascending _id: refused by row, and the scan is over.
+                val e = assertFailsWith<VerbatimException.InvalidEvent> { scan.sms(listOf(SmsRow(3, 2, PEER, now, 1, "three"))) }
+                assertTrue("_id 3" in e.message.orEmpty() && "three" !in e.message.orEmpty(), "${e.message}")
+                assertFailsWith<VerbatimException.Rejected> { scan.finish() }
+            }
+            // A date in seconds in content://sms: refused, naming the row and the unit, never the text.
+            agent.beginTelephonyScan().use { scan ->
+                val e = assertFailsWith<VerbatimException.InvalidEvent> { scan.sms(listOf(SmsRow(9, 2, PEER, now / 1000, 1, "secret"))) }
+                assertTrue("milliseconds" in e.message.orEmpty() && "secret" !in e.message.orEmpty(), "${e.message}")
+            }
+            agent.shutdown()
+        }
     }
 
     @Test
