@@ -141,14 +141,15 @@ if [[ -f "$FACADE" && -f "$GEN_SWIFT" ]]; then
   # same): beginTelephonyScan reads Android's Telephony provider, which iOS does not have.
   android_only=" beginTelephonyScan "
   missing=()
+  left_out=()
   for m in "${methods[@]}"; do
-    [[ "$android_only" == *" $m "* ]] && continue
+    if [[ "$android_only" == *" $m "* ]]; then left_out+=("$m"); continue; fi
     grep -q "ffi\.$m(" "$FACADE" || missing+=("$m")
   done
   if ((${#methods[@]} == 0)); then
     fail "facade coverage: no AgentProtocol methods found in the generated Swift"
   elif ((${#missing[@]} == 0)); then
-    pass "VerbatimAgent calls all ${#methods[@]} AgentProtocol methods"
+    pass "VerbatimAgent calls all $((${#methods[@]} - ${#left_out[@]})) AgentProtocol methods it should (Android only, left out: ${left_out[*]:-none})"
   else
     fail "VerbatimAgent does not wrap: ${missing[*]} (add them to ios/Sources/Verbatim/VerbatimAgent.swift)"
   fi

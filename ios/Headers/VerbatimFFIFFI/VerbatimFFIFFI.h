@@ -486,6 +486,11 @@ uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_mms(uint64_t ptr, RustBuffe
 uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_sms(uint64_t ptr, RustBuffer rows
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_unseen_mms(uint64_t ptr, RustBuffer ids
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_VERBATIMERROR_KIND
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_VERBATIMERROR_KIND
 RustBuffer uniffi_verbatim_ffi_fn_method_verbatimerror_kind(RustBuffer ptr, RustCallStatus *_Nonnull out_status
@@ -932,6 +937,12 @@ uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_mms(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_SMS
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_SMS
 uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_sms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_unseen_mms(void
     
 );
 #endif

@@ -1863,6 +1863,12 @@ public protocol TelephonyScanProtocol: AnyObject, Sendable {
      */
     func sms(rows: [SmsRow]) async throws 
     
+    /**
+     * Of these `content://mms` ids, the rows not seen before: stream the media parts of these
+     * alone into files before handing their page to `mms`.
+     */
+    func unseenMms(ids: [Int64]) async throws  -> [Int64]
+    
 }
 /**
  * One scan in progress: hand it every page of `content://sms` in ascending `_id` (`sms`),
@@ -1977,6 +1983,26 @@ open func sms(rows: [SmsRow])async throws   {
             completeFunc: ffi_verbatim_ffi_rust_future_complete_void,
             freeFunc: ffi_verbatim_ffi_rust_future_free_void,
             liftFunc: { $0 },
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+    /**
+     * Of these `content://mms` ids, the rows not seen before: stream the media parts of these
+     * alone into files before handing their page to `mms`.
+     */
+open func unseenMms(ids: [Int64])async throws  -> [Int64]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_telephonyscan_unseen_mms(
+                        self.uniffiCloneHandle(),FfiConverterSequenceInt64.lower(ids)
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceInt64.lift,
             errorHandler: FfiConverterTypeVerbatimError_lift
         )
 }
@@ -2840,6 +2866,31 @@ fileprivate struct FfiConverterOptionTypeLogSink: FfiConverterRustBuffer {
         case 1: return try FfiConverterTypeLogSink.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceInt64: FfiConverterRustBuffer {
+    typealias SwiftType = [Int64]
+
+    public static func write(_ value: [Int64], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterInt64.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int64] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Int64]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterInt64.read(from: &buf))
+        }
+        return seq
     }
 }
 
