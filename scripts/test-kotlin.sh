@@ -135,6 +135,8 @@ start_receiver() {
   export VERBATIM_ARCHIVE_URL="$url" VERBATIM_ARCHIVE_CA_PEM="$ca" VERBATIM_ARCHIVE_PUBLIC_KEY="$public_key" \
     VERBATIM_ARCHIVE_KEY_ID="$key_id" VERBATIM_TENANT_ID="$TENANT" VERBATIM_DEVICE_ID="$DEVICE" \
     VERBATIM_DEVICE_TOKEN="$token"
+  # For tests that check what the archive holds: `verbatim export` with the archive's private key.
+  export VERBATIM_CLI="$VERBATIM" VERBATIM_RECEIVER_DATA="$data" VERBATIM_ARCHIVE_SECRET_KEY="$keys/archive-private.key"
   stage "receiver listening on $url"
 }
 

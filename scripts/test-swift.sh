@@ -137,14 +137,19 @@ if [[ -f "$FACADE" && -f "$GEN_SWIFT" ]]; then
   # Method names of `public protocol AgentProtocol { ... }` in the generated file.
   mapfile -t methods < <(awk '/^public protocol AgentProtocol/ {on = 1; next} on && /^}/ {exit}
     on && match($0, /^ *func [A-Za-z0-9_]+/) { s = substr($0, RSTART, RLENGTH); sub(/^ *func /, "", s); print s }' "$GEN_SWIFT")
+  # Exports the Swift facade deliberately leaves out, and why (FacadeCoverageTest.kt lists the
+  # same): beginTelephonyScan reads Android's Telephony provider, which iOS does not have.
+  android_only=" beginTelephonyScan "
   missing=()
+  left_out=()
   for m in "${methods[@]}"; do
+    if [[ "$android_only" == *" $m "* ]]; then left_out+=("$m"); continue; fi
     grep -q "ffi\.$m(" "$FACADE" || missing+=("$m")
   done
   if ((${#methods[@]} == 0)); then
     fail "facade coverage: no AgentProtocol methods found in the generated Swift"
   elif ((${#missing[@]} == 0)); then
-    pass "VerbatimAgent calls all ${#methods[@]} AgentProtocol methods"
+    pass "VerbatimAgent calls all $((${#methods[@]} - ${#left_out[@]})) AgentProtocol methods it should (Android only, left out: ${left_out[*]:-none})"
   else
     fail "VerbatimAgent does not wrap: ${missing[*]} (add them to ios/Sources/Verbatim/VerbatimAgent.swift)"
   fi

@@ -17,6 +17,7 @@ use crate::error::{ErrorKind, PolicyProblem, Result, VerbatimError};
 use crate::feedback::{FeedbackItem, feedback_items};
 use crate::logging;
 use crate::runtime::{self, OnCancel};
+use crate::telephony::TelephonyScan;
 use crate::types::*;
 
 /// The network the phone is on right now (Android `ConnectivityManager`, iOS `NWPathMonitor`).
@@ -260,6 +261,14 @@ impl Agent {
     pub async fn capture_call(&self, event: CallEvent) -> Result<CaptureOutcome> {
         let shared = self.shared.clone();
         runtime::spawn("capture_call", OnCancel::Finish, async move { shared.capture(Event::Call(event)).await }).await
+    }
+
+    /// Starts a scan of the Android Telephony provider (Google Messages' archival mode): the
+    /// phone's own number is the policy's first business line, the first scan's history its
+    /// `backfill_days`. Throws `NotConfigured` without a policy in force for capture or without
+    /// a business line. Feed the returned scan every page of the provider, then `finish` it.
+    pub async fn begin_telephony_scan(&self) -> Result<Arc<TelephonyScan>> {
+        TelephonyScan::begin(self.shared.core.clone()).await
     }
 
     /// Uploads pending records within `deadline_ms` on the network the app's

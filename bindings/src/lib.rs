@@ -25,6 +25,7 @@ mod error;
 mod feedback;
 mod logging;
 mod runtime;
+mod telephony;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 #[cfg(test)]
@@ -35,4 +36,5 @@ pub use agent::{Agent, AgentObserver, NetworkStateProvider, PolicyCheck, agent_v
 pub use error::{ErrorKind, PolicyProblem, ProblemKind, VerbatimError};
 pub use feedback::{FeedbackItem, FeedbackSeverity};
 pub use logging::{LogSink, set_log_sink};
+pub use telephony::TelephonyScan;
 pub use types::*;

@@ -139,6 +139,7 @@ fn feedback_marks_what_needs_the_admin() {
         capture_enabled: false,
         fail_closed: true,
         disclaimer_text: None,
+        organization_name: None,
         channels: vec![],
         tenant_id: None,
         device_id: None,

@@ -87,8 +87,8 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         // Each event is printed once its page is durable, so the output follows the capture.
         let mut printed = 0;
         let mut print_new = |report: &ScanReport| {
-            for (kind, id) in &report.events[printed..] {
-                outln!("captured {kind} {id}");
+            for event in &report.events[printed..] {
+                outln!("captured {} {}", event.kind, event.id);
             }
             printed = report.events.len();
         };

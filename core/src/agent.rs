@@ -88,6 +88,9 @@ pub struct Status {
     pub fail_closed: bool,
     /// Policy `disclaimer_text`: the notice to show; None means the app's built-in notice.
     pub disclaimer_text: Option<String>,
+    /// Policy `organization_name`: who archives the phone's own messages, for the notice the
+    /// platform shows while it does (Android's Google Messages archival).
+    pub organization_name: Option<String>,
     /// The policy's log level (the default, `Info`, before any policy).
     pub log_level: LogLevel,
     /// What the platform's upload scheduler should wait for; None without a policy. Kept while
@@ -289,7 +292,7 @@ impl Agent {
     }
 
     /// The policy capture runs under: none before a policy and after the MDM withdrew it.
-    fn capture_policy(&self) -> Option<Arc<Policy>> {
+    pub(crate) fn capture_policy(&self) -> Option<Arc<Policy>> {
         if self.inner.withdrawn.load(Ordering::Acquire) { None } else { self.policy() }
     }
 
@@ -671,6 +674,7 @@ impl Agent {
             capture_enabled: configured && !snap.full && !self.inner.closed.load(Ordering::Acquire),
             fail_closed: policy.as_ref().is_none_or(|p| p.fail_closed),
             disclaimer_text: policy.as_ref().and_then(|p| p.disclaimer_text.clone()),
+            organization_name: policy.as_ref().and_then(|p| p.organization_name.clone()),
             log_level: uploading_under.as_ref().map_or(LogLevel::Info, |p| p.log_level),
             upload_schedule: uploading_under.as_ref().map(|p| p.upload_schedule()),
             channels: policy.as_ref().map(|p| p.capture_channels.iter().copied().collect()).unwrap_or_default(),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use support::*;
 use verbatim_core::model::{Channel, Direction};
 use verbatim_core::record::RecordBody;
-use verbatim_core::sources::telephony::{Addr, MmsRow, Part, ProviderView, ScanOptions, SmsRow, scan};
+use verbatim_core::sources::telephony::{Addr, MmsRow, Part, ProviderView, ScanOptions, ScanReport, SmsRow, scan};
 use verbatim_core::synth::BUSINESS_LINE;
 use verbatim_core::{Agent, ErrorKind};
 
@@ -45,6 +45,11 @@ fn rcs(id: i64, msg_box: i64, from: &str, to: &[&str], at_s: i64, parts: Vec<Par
     MmsRow { id, thread_id: 3, date: at_s, msg_box, ct_cls: Some(135), ct_t: Some("text/plain".into()), parts, addr }
 }
 
+/// `(kind, id)` of the events a scan captured, in order.
+fn pairs(r: &ScanReport) -> Vec<(&str, String)> {
+    r.events.iter().map(|e| (e.kind.as_str(), e.id.clone())).collect()
+}
+
 fn opts() -> ScanOptions {
     ScanOptions { line: BUSINESS_LINE.into(), backfill_days: 0, now_ms: NOW }
 }
@@ -73,7 +78,7 @@ async fn the_first_scan_takes_a_baseline_then_only_new_rows_are_captured() {
     view.sms.push(sms(3, 2, "out", NOW - 4000));
     view.sms.push(sms(4, 3, "draft", NOW - 3000));
     let r = scan(&agent, &view, &opts()).await.unwrap();
-    assert_eq!(r.events, [("message", "sms:2".to_string()), ("message", "sms:3".to_string())]);
+    assert_eq!(pairs(&r), [("message", "sms:2".to_string()), ("message", "sms:3".to_string())]);
 
     // Repeated wake-ups, a read receipt, the draft still a draft: nothing.
     let r = scan(&agent, &view, &opts()).await.unwrap();
@@ -82,7 +87,7 @@ async fn the_first_scan_takes_a_baseline_then_only_new_rows_are_captured() {
     // The draft is sent: the same row, now type 2, is a new communication.
     view.sms[3].kind = 2;
     let r = scan(&agent, &view, &opts()).await.unwrap();
-    assert_eq!(r.events, [("message", "sms:4".to_string())]);
+    assert_eq!(pairs(&r), [("message", "sms:4".to_string())]);
 
     let bodies = archived(&s);
     let messages: Vec<_> = bodies
@@ -114,7 +119,7 @@ async fn backfill_days_captures_recent_history_on_the_first_scan_only() {
     };
     let r = scan(&agent, &view, &ScanOptions { backfill_days: 7, ..opts() }).await.unwrap();
     assert_eq!(r.baseline, 1);
-    assert_eq!(r.events, [("message", "sms:2".to_string())]);
+    assert_eq!(pairs(&r), [("message", "sms:2".to_string())]);
 }
 
 #[tokio::test]
@@ -164,12 +169,15 @@ async fn rcs_groups_media_locations_edits_reactions_and_deletions() {
     // A tapback quoting nothing we hold (truncated): archived as a message with its text.
     view.mms.push(rcs(15, 1, PEER2, &[BUSINESS_LINE, PEER], t + 4, vec![text_part(150, "😂 to \"Quarterly numb…\"")]));
     let r = scan(&agent, &view, &opts()).await.unwrap();
-    assert_eq!(r.events, [("edit", "mms:13".to_string()), ("reaction", "mms:14".to_string()), ("message", "mms:15".to_string())]);
+    assert_eq!(
+        pairs(&r),
+        [("edit", "mms:13".to_string()), ("reaction", "mms:14".to_string()), ("message", "mms:15".to_string())]
+    );
 
     // The user deletes the location and the sent voice note: no tombstone, the rows are gone.
     view.mms.retain(|m| m.id != 12 && m.id != 11);
     let r = scan(&agent, &view, &opts()).await.unwrap();
-    assert_eq!(r.events, [("unsend", "mms:11".to_string()), ("unsend", "mms:12".to_string())]);
+    assert_eq!(pairs(&r), [("unsend", "mms:11".to_string()), ("unsend", "mms:12".to_string())]);
     let r = scan(&agent, &view, &opts()).await.unwrap();
     assert!(r.events.is_empty(), "a deletion is captured once: {r:?}");
 
@@ -296,7 +304,7 @@ async fn a_scan_cut_short_is_finished_by_the_next_one_without_duplicates() {
     db.execute_batch("DROP TRIGGER cut;").unwrap();
     // The one after finishes: neither the SMS nor the photo is captured again, the message is.
     let r = scan(&agent, &view, &opts()).await.unwrap();
-    assert_eq!(r.events, [("message", "mms:5".to_string())]);
+    assert_eq!(pairs(&r), [("message", "mms:5".to_string())]);
     let photos = archived(&s).iter().filter(|b| matches!(b, RecordBody::AttachmentStart(_))).count();
     assert_eq!(photos, 1);
     let ids: Vec<String> = archived(&s)
@@ -319,7 +327,7 @@ async fn refused_captures_are_offered_again_and_bad_views_change_nothing() {
     assert_eq!(scan(&agent, &view, &opts()).await.unwrap_err().kind, ErrorKind::NotConfigured);
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     let r = scan(&agent, &view, &opts()).await.unwrap();
-    assert_eq!(r.events, [("message", "sms:1".to_string())], "the refused row is captured once a policy is in force");
+    assert_eq!(pairs(&r), [("message", "sms:1".to_string())], "the refused row is captured once a policy is in force");
 
     // Units the provider never uses, duplicate ids: refused by name, nothing stored.
     let before = agent.status().last_seq;
@@ -379,7 +387,7 @@ async fn pages_walk_a_large_state_in_order_and_find_deletions_anywhere() {
     assert_eq!(feed(rows.clone()).await.count("message"), 3);
     rows.retain(|r| ![5, 1500, 2999, 3002].contains(&r.id));
     let r = feed(rows.clone()).await;
-    assert_eq!(r.events, [("unsend", "sms:3002".to_string())], "history deleted is forgotten, a captured row is evidenced");
+    assert_eq!(pairs(&r), [("unsend", "sms:3002".to_string())], "history deleted is forgotten, a captured row is evidenced");
     assert_eq!(r.unchanged, 2999);
     let r = feed(rows.clone()).await;
     assert!(r.events.is_empty() && r.unchanged == 2999, "{r:?}");
@@ -389,4 +397,32 @@ async fn pages_walk_a_large_state_in_order_and_find_deletions_anywhere() {
     scanner.sms(&rows[10..12]).await.unwrap();
     let e = scanner.sms(&rows[5..6]).await.unwrap_err();
     assert!(e.detail.contains("ascending _id"), "{e}");
+}
+
+#[tokio::test]
+async fn the_platform_scan_takes_its_line_history_and_time_from_the_policy_and_clock() {
+    let s = Setup::new();
+    let agent = s.open();
+    let e = ScanOptions::from_policy(&agent).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotConfigured, "no policy: the scan fails closed");
+    agent.apply_policy(&s.policy(&[("backfill_days", 3.into()), ("organization_name", "Acme Securities".into())])).await.unwrap();
+    let o = ScanOptions::from_policy(&agent).unwrap();
+    assert_eq!((o.line.clone(), o.backfill_days), (verbatim_core::model::normalize_handle(BUSINESS_LINE), 3));
+    assert!((o.now_ms - agent.clock().now_ms()).abs() < 60_000, "the agent's clock");
+    assert_eq!(agent.status().organization_name.as_deref(), Some("Acme Securities"), "for the platform's notice");
+    assert!(agent.withdraw_policy().await.unwrap());
+    let e = ScanOptions::from_policy(&agent).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotConfigured, "withdrawn: the scan fails closed");
+    assert_eq!(agent.status().organization_name, None);
+}
+
+#[tokio::test]
+async fn only_rows_not_seen_before_need_their_media_streamed() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let view =
+        ProviderView { sms: vec![], mms: vec![rcs(5, 1, PEER, &[BUSINESS_LINE], NOW / 1000 - 60, vec![text_part(50, "seen")])] };
+    scan(&agent, &view, &opts()).await.unwrap();
+    let scanner = verbatim_core::sources::telephony::Scanner::begin(&agent, opts()).await.unwrap();
+    assert_eq!(scanner.unseen_mms(&[5, 6, 7]).unwrap(), [6, 7], "row 5 is remembered (as history): its media is not needed");
 }

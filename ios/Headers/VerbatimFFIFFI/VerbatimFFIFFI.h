@@ -311,6 +311,11 @@ uint64_t uniffi_verbatim_ffi_fn_constructor_agent_open(RustBuffer data_dir, uint
 uint64_t uniffi_verbatim_ffi_fn_method_agent_apply_policy(uint64_t ptr, RustBuffer tree
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_BEGIN_TELEPHONY_SCAN
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_BEGIN_TELEPHONY_SCAN
+uint64_t uniffi_verbatim_ffi_fn_method_agent_begin_telephony_scan(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_CANCEL_UPLOAD
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_AGENT_CANCEL_UPLOAD
 void uniffi_verbatim_ffi_fn_method_agent_cancel_upload(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -454,6 +459,36 @@ void uniffi_verbatim_ffi_fn_init_callback_vtable_logsink(const UniffiVTableCallb
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_LOGSINK_LOG
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_LOGSINK_LOG
 void uniffi_verbatim_ffi_fn_method_logsink_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_CLONE_TELEPHONYSCAN
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_CLONE_TELEPHONYSCAN
+uint64_t uniffi_verbatim_ffi_fn_clone_telephonyscan(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_FREE_TELEPHONYSCAN
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_FREE_TELEPHONYSCAN
+void uniffi_verbatim_ffi_fn_free_telephonyscan(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_FINISH
+uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_finish(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_MMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_MMS
+uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_mms(uint64_t ptr, RustBuffer rows
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_SMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_SMS
+uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_sms(uint64_t ptr, RustBuffer rows
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+uint64_t uniffi_verbatim_ffi_fn_method_telephonyscan_unseen_mms(uint64_t ptr, RustBuffer ids
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_FN_METHOD_VERBATIMERROR_KIND
@@ -761,6 +796,12 @@ uint16_t uniffi_verbatim_ffi_checksum_method_agent_apply_policy(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_BEGIN_TELEPHONY_SCAN
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_BEGIN_TELEPHONY_SCAN
+uint16_t uniffi_verbatim_ffi_checksum_method_agent_begin_telephony_scan(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_CANCEL_UPLOAD
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_AGENT_CANCEL_UPLOAD
 uint16_t uniffi_verbatim_ffi_checksum_method_agent_cancel_upload(void
@@ -878,6 +919,30 @@ uint16_t uniffi_verbatim_ffi_checksum_method_networkstateprovider_current(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_LOGSINK_LOG
 #define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_LOGSINK_LOG
 uint16_t uniffi_verbatim_ffi_checksum_method_logsink_log(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_FINISH
+uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_finish(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_MMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_MMS
+uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_mms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_SMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_SMS
+uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_sms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+#define UNIFFI_FFIDEF_UNIFFI_VERBATIM_FFI_CHECKSUM_METHOD_TELEPHONYSCAN_UNSEEN_MMS
+uint16_t uniffi_verbatim_ffi_checksum_method_telephonyscan_unseen_mms(void
     
 );
 #endif

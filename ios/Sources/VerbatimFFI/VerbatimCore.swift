@@ -611,6 +611,11 @@ public struct AgentStatus: Equatable, Hashable {
      */
     public var disclaimerText: String?
     /**
+     * Policy `organization_name`: who archives the phone's own messages, for the notice the
+     * platform shows while it does (Android's Google Messages archival).
+     */
+    public var organizationName: String?
+    /**
      * The policy's log level (the default, `Info`, before any policy).
      */
     public var logLevel: LogLevel
@@ -677,6 +682,10 @@ public struct AgentStatus: Equatable, Hashable {
          * Policy `disclaimer_text`: the notice to show; None means the app's built-in notice.
          */disclaimerText: String?, 
         /**
+         * Policy `organization_name`: who archives the phone's own messages, for the notice the
+         * platform shows while it does (Android's Google Messages archival).
+         */organizationName: String?, 
+        /**
          * The policy's log level (the default, `Info`, before any policy).
          */logLevel: LogLevel, 
         /**
@@ -701,6 +710,7 @@ public struct AgentStatus: Equatable, Hashable {
         self.captureEnabled = captureEnabled
         self.failClosed = failClosed
         self.disclaimerText = disclaimerText
+        self.organizationName = organizationName
         self.logLevel = logLevel
         self.uploadSchedule = uploadSchedule
         self.channels = channels
@@ -749,6 +759,7 @@ public struct FfiConverterTypeAgentStatus: FfiConverterRustBuffer {
                 captureEnabled: FfiConverterBool.read(from: &buf), 
                 failClosed: FfiConverterBool.read(from: &buf), 
                 disclaimerText: FfiConverterOptionString.read(from: &buf), 
+                organizationName: FfiConverterOptionString.read(from: &buf), 
                 logLevel: FfiConverterTypeLogLevel.read(from: &buf), 
                 uploadSchedule: FfiConverterOptionTypeUploadSchedule.read(from: &buf), 
                 channels: FfiConverterSequenceTypeChannel.read(from: &buf), 
@@ -783,6 +794,7 @@ public struct FfiConverterTypeAgentStatus: FfiConverterRustBuffer {
         FfiConverterBool.write(value.captureEnabled, into: &buf)
         FfiConverterBool.write(value.failClosed, into: &buf)
         FfiConverterOptionString.write(value.disclaimerText, into: &buf)
+        FfiConverterOptionString.write(value.organizationName, into: &buf)
         FfiConverterTypeLogLevel.write(value.logLevel, into: &buf)
         FfiConverterOptionTypeUploadSchedule.write(value.uploadSchedule, into: &buf)
         FfiConverterSequenceTypeChannel.write(value.channels, into: &buf)
@@ -1285,6 +1297,259 @@ public func FfiConverterTypeMessageEvent_lower(_ value: MessageEvent) -> RustBuf
 
 
 /**
+ * A row of `content://mms/<id>/addr`.
+ */
+public struct MmsAddr: Equatable, Hashable {
+    public var address: String
+    public var kind: Int64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(address: String, kind: Int64) {
+        self.address = address
+        self.kind = kind
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MmsAddr: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMmsAddr: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MmsAddr {
+        return
+            try MmsAddr(
+                address: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MmsAddr, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.address, into: &buf)
+        FfiConverterInt64.write(value.kind, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMmsAddr_lift(_ buf: RustBuffer) throws -> MmsAddr {
+    return try FfiConverterTypeMmsAddr.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMmsAddr_lower(_ value: MmsAddr) -> RustBuffer {
+    return FfiConverterTypeMmsAddr.lower(value)
+}
+
+
+/**
+ * A row of `content://mms/part`.
+ */
+public struct MmsPart: Equatable, Hashable {
+    public var id: Int64
+    /**
+     * Content type: `text/plain`, `image/jpeg`, `application/smil`, ...
+     */
+    public var ct: String
+    /**
+     * Inline text of a text part.
+     */
+    public var text: String?
+    public var name: String?
+    public var fileName: String?
+    /**
+     * Set on media parts: their bytes are read separately (`content://mms/part/<_id>`).
+     */
+    public var data: String?
+    /**
+     * Where the platform put the part's bytes for the agent to stream (set by the caller, not
+     * a provider column).
+     */
+    public var file: PathBuf?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: Int64, 
+        /**
+         * Content type: `text/plain`, `image/jpeg`, `application/smil`, ...
+         */ct: String, 
+        /**
+         * Inline text of a text part.
+         */text: String?, name: String?, fileName: String?, 
+        /**
+         * Set on media parts: their bytes are read separately (`content://mms/part/<_id>`).
+         */data: String?, 
+        /**
+         * Where the platform put the part's bytes for the agent to stream (set by the caller, not
+         * a provider column).
+         */file: PathBuf?) {
+        self.id = id
+        self.ct = ct
+        self.text = text
+        self.name = name
+        self.fileName = fileName
+        self.data = data
+        self.file = file
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MmsPart: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMmsPart: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MmsPart {
+        return
+            try MmsPart(
+                id: FfiConverterInt64.read(from: &buf), 
+                ct: FfiConverterString.read(from: &buf), 
+                text: FfiConverterOptionString.read(from: &buf), 
+                name: FfiConverterOptionString.read(from: &buf), 
+                fileName: FfiConverterOptionString.read(from: &buf), 
+                data: FfiConverterOptionString.read(from: &buf), 
+                file: FfiConverterOptionTypePathBuf.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MmsPart, into buf: inout [UInt8]) {
+        FfiConverterInt64.write(value.id, into: &buf)
+        FfiConverterString.write(value.ct, into: &buf)
+        FfiConverterOptionString.write(value.text, into: &buf)
+        FfiConverterOptionString.write(value.name, into: &buf)
+        FfiConverterOptionString.write(value.fileName, into: &buf)
+        FfiConverterOptionString.write(value.data, into: &buf)
+        FfiConverterOptionTypePathBuf.write(value.file, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMmsPart_lift(_ buf: RustBuffer) throws -> MmsPart {
+    return try FfiConverterTypeMmsPart.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMmsPart_lower(_ value: MmsPart) -> RustBuffer {
+    return FfiConverterTypeMmsPart.lower(value)
+}
+
+
+/**
+ * A row of `content://mms`: a real MMS, or an RCS message (`ct_cls` 135).
+ */
+public struct MmsRow: Equatable, Hashable {
+    public var id: Int64
+    public var threadId: Int64
+    /**
+     * Seconds since the Unix epoch.
+     */
+    public var date: Int64
+    /**
+     * 1 received, 2 sent; other boxes (drafts, outbox, failed) are not (yet) communications.
+     */
+    public var msgBox: Int64
+    public var ctCls: Int64?
+    public var ctT: String?
+    public var parts: [MmsPart]
+    public var addr: [MmsAddr]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: Int64, threadId: Int64, 
+        /**
+         * Seconds since the Unix epoch.
+         */date: Int64, 
+        /**
+         * 1 received, 2 sent; other boxes (drafts, outbox, failed) are not (yet) communications.
+         */msgBox: Int64, ctCls: Int64?, ctT: String?, parts: [MmsPart], addr: [MmsAddr]) {
+        self.id = id
+        self.threadId = threadId
+        self.date = date
+        self.msgBox = msgBox
+        self.ctCls = ctCls
+        self.ctT = ctT
+        self.parts = parts
+        self.addr = addr
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MmsRow: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMmsRow: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MmsRow {
+        return
+            try MmsRow(
+                id: FfiConverterInt64.read(from: &buf), 
+                threadId: FfiConverterInt64.read(from: &buf), 
+                date: FfiConverterInt64.read(from: &buf), 
+                msgBox: FfiConverterInt64.read(from: &buf), 
+                ctCls: FfiConverterOptionInt64.read(from: &buf), 
+                ctT: FfiConverterOptionString.read(from: &buf), 
+                parts: FfiConverterSequenceTypeMmsPart.read(from: &buf), 
+                addr: FfiConverterSequenceTypeMmsAddr.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MmsRow, into buf: inout [UInt8]) {
+        FfiConverterInt64.write(value.id, into: &buf)
+        FfiConverterInt64.write(value.threadId, into: &buf)
+        FfiConverterInt64.write(value.date, into: &buf)
+        FfiConverterInt64.write(value.msgBox, into: &buf)
+        FfiConverterOptionInt64.write(value.ctCls, into: &buf)
+        FfiConverterOptionString.write(value.ctT, into: &buf)
+        FfiConverterSequenceTypeMmsPart.write(value.parts, into: &buf)
+        FfiConverterSequenceTypeMmsAddr.write(value.addr, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMmsRow_lift(_ buf: RustBuffer) throws -> MmsRow {
+    return try FfiConverterTypeMmsRow.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMmsRow_lower(_ value: MmsRow) -> RustBuffer {
+    return FfiConverterTypeMmsRow.lower(value)
+}
+
+
+/**
  * One problem with one key. `Display` is `<key>: <detail>`.
  */
 public struct PolicyProblem: Equatable, Hashable {
@@ -1426,6 +1691,255 @@ public func FfiConverterTypeReactionEvent_lift(_ buf: RustBuffer) throws -> Reac
 #endif
 public func FfiConverterTypeReactionEvent_lower(_ value: ReactionEvent) -> RustBuffer {
     return FfiConverterTypeReactionEvent.lower(value)
+}
+
+
+/**
+ * What one scan captured, in order.
+ */
+public struct ScanReport: Equatable, Hashable {
+    /**
+     * Every event handed to the agent, in order.
+     */
+    public var events: [ScannedEvent]
+    /**
+     * Rows the first scan took as history.
+     */
+    public var baseline: UInt64
+    /**
+     * Rows the agent dropped as out of the policy's scope.
+     */
+    public var outOfScope: UInt64
+    /**
+     * Rows already seen, untouched.
+     */
+    public var unchanged: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Every event handed to the agent, in order.
+         */events: [ScannedEvent], 
+        /**
+         * Rows the first scan took as history.
+         */baseline: UInt64, 
+        /**
+         * Rows the agent dropped as out of the policy's scope.
+         */outOfScope: UInt64, 
+        /**
+         * Rows already seen, untouched.
+         */unchanged: UInt64) {
+        self.events = events
+        self.baseline = baseline
+        self.outOfScope = outOfScope
+        self.unchanged = unchanged
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ScanReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeScanReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ScanReport {
+        return
+            try ScanReport(
+                events: FfiConverterSequenceTypeScannedEvent.read(from: &buf), 
+                baseline: FfiConverterUInt64.read(from: &buf), 
+                outOfScope: FfiConverterUInt64.read(from: &buf), 
+                unchanged: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ScanReport, into buf: inout [UInt8]) {
+        FfiConverterSequenceTypeScannedEvent.write(value.events, into: &buf)
+        FfiConverterUInt64.write(value.baseline, into: &buf)
+        FfiConverterUInt64.write(value.outOfScope, into: &buf)
+        FfiConverterUInt64.write(value.unchanged, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeScanReport_lift(_ buf: RustBuffer) throws -> ScanReport {
+    return try FfiConverterTypeScanReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeScanReport_lower(_ value: ScanReport) -> RustBuffer {
+    return FfiConverterTypeScanReport.lower(value)
+}
+
+
+/**
+ * One event a scan handed to the agent.
+ */
+public struct ScannedEvent: Equatable, Hashable {
+    /**
+     * `message`, `edit`, `reaction`, `unsend` or `attachment`.
+     */
+    public var kind: String
+    /**
+     * Its event id (`sms:<_id>`, `mms:<_id>`, `mms:<_id>/part:<_id>`, ...).
+     */
+    public var id: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * `message`, `edit`, `reaction`, `unsend` or `attachment`.
+         */kind: String, 
+        /**
+         * Its event id (`sms:<_id>`, `mms:<_id>`, `mms:<_id>/part:<_id>`, ...).
+         */id: String) {
+        self.kind = kind
+        self.id = id
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ScannedEvent: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeScannedEvent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ScannedEvent {
+        return
+            try ScannedEvent(
+                kind: FfiConverterString.read(from: &buf), 
+                id: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ScannedEvent, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.kind, into: &buf)
+        FfiConverterString.write(value.id, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeScannedEvent_lift(_ buf: RustBuffer) throws -> ScannedEvent {
+    return try FfiConverterTypeScannedEvent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeScannedEvent_lower(_ value: ScannedEvent) -> RustBuffer {
+    return FfiConverterTypeScannedEvent.lower(value)
+}
+
+
+/**
+ * A row of `content://sms` (SMS, and RCS messages that fell back to SMS).
+ */
+public struct SmsRow: Equatable, Hashable {
+    public var id: Int64
+    public var threadId: Int64
+    /**
+     * The peer.
+     */
+    public var address: String?
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    public var date: Int64
+    /**
+     * 1 received, 2 sent; 3 draft, 4 outbox, 5 failed, 6 queued are not (yet) communications.
+     */
+    public var kind: Int64
+    public var body: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: Int64, threadId: Int64, 
+        /**
+         * The peer.
+         */address: String?, 
+        /**
+         * Milliseconds since the Unix epoch.
+         */date: Int64, 
+        /**
+         * 1 received, 2 sent; 3 draft, 4 outbox, 5 failed, 6 queued are not (yet) communications.
+         */kind: Int64, body: String?) {
+        self.id = id
+        self.threadId = threadId
+        self.address = address
+        self.date = date
+        self.kind = kind
+        self.body = body
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SmsRow: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSmsRow: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SmsRow {
+        return
+            try SmsRow(
+                id: FfiConverterInt64.read(from: &buf), 
+                threadId: FfiConverterInt64.read(from: &buf), 
+                address: FfiConverterOptionString.read(from: &buf), 
+                date: FfiConverterInt64.read(from: &buf), 
+                kind: FfiConverterInt64.read(from: &buf), 
+                body: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SmsRow, into buf: inout [UInt8]) {
+        FfiConverterInt64.write(value.id, into: &buf)
+        FfiConverterInt64.write(value.threadId, into: &buf)
+        FfiConverterOptionString.write(value.address, into: &buf)
+        FfiConverterInt64.write(value.date, into: &buf)
+        FfiConverterInt64.write(value.kind, into: &buf)
+        FfiConverterOptionString.write(value.body, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSmsRow_lift(_ buf: RustBuffer) throws -> SmsRow {
+    return try FfiConverterTypeSmsRow.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSmsRow_lower(_ value: SmsRow) -> RustBuffer {
+    return FfiConverterTypeSmsRow.lower(value)
 }
 
 
@@ -3161,6 +3675,81 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMmsAddr: FfiConverterRustBuffer {
+    typealias SwiftType = [MmsAddr]
+
+    public static func write(_ value: [MmsAddr], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMmsAddr.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [MmsAddr] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [MmsAddr]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMmsAddr.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMmsPart: FfiConverterRustBuffer {
+    typealias SwiftType = [MmsPart]
+
+    public static func write(_ value: [MmsPart], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMmsPart.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [MmsPart] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [MmsPart]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMmsPart.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeScannedEvent: FfiConverterRustBuffer {
+    typealias SwiftType = [ScannedEvent]
+
+    public static func write(_ value: [ScannedEvent], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeScannedEvent.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ScannedEvent] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ScannedEvent]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeScannedEvent.read(from: &buf))
         }
         return seq
     }

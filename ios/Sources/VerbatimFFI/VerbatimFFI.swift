@@ -602,6 +602,14 @@ public protocol AgentProtocol: AnyObject, Sendable {
     func applyPolicy(tree: PolicyValue) async throws  -> [PolicyProblem]
     
     /**
+     * Starts a scan of the Android Telephony provider (Google Messages' archival mode): the
+     * phone's own number is the policy's first business line, the first scan's history its
+     * `backfill_days`. Throws `NotConfigured` without a policy in force for capture or without
+     * a business line. Feed the returned scan every page of the provider, then `finish` it.
+     */
+    func beginTelephonyScan() async throws  -> TelephonyScan
+    
+    /**
      * Stops the upload running now, if any, at its next wait; its `upload` call then returns a
      * report with `stopped` = `Cancelled`. Call it when the OS takes the background window
      * back (an iOS BGTask's expiration handler): Swift task cancellation does not reach Rust.
@@ -803,6 +811,28 @@ open func applyPolicy(tree: PolicyValue)async throws  -> [PolicyProblem]  {
             completeFunc: ffi_verbatim_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_verbatim_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterSequenceTypePolicyProblem.lift,
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+    /**
+     * Starts a scan of the Android Telephony provider (Google Messages' archival mode): the
+     * phone's own number is the policy's first business line, the first scan's history its
+     * `backfill_days`. Throws `NotConfigured` without a policy in force for capture or without
+     * a business line. Feed the returned scan every page of the provider, then `finish` it.
+     */
+open func beginTelephonyScan()async throws  -> TelephonyScan  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_agent_begin_telephony_scan(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_u64,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_u64,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeTelephonyScan_lift,
             errorHandler: FfiConverterTypeVerbatimError_lift
         )
 }
@@ -1807,6 +1837,224 @@ public func FfiConverterTypeNetworkStateProvider_lower(_ value: NetworkStateProv
 
 
 
+
+
+/**
+ * One scan in progress: hand it every page of `content://sms` in ascending `_id` (`sms`),
+ * then every page of `content://mms` in ascending `_id` with each row's parts and addresses
+ * (`mms`; a media part's `file` names a file holding its bytes, readable until the call
+ * returns), then `finish`. Rows missing from the pages are taken as deleted, so a scan must
+ * see the whole provider. One call at a time; after `finish` (or an error) the scan is over.
+ */
+public protocol TelephonyScanProtocol: AnyObject, Sendable {
+    
+    /**
+     * Every page was handed over: rows remembered but not seen are captured as deleted.
+     */
+    func finish() async throws  -> ScanReport
+    
+    /**
+     * The next page of `content://mms`, in ascending `_id` after the previous page's.
+     */
+    func mms(rows: [MmsRow]) async throws 
+    
+    /**
+     * The next page of `content://sms`, in ascending `_id` after the previous page's.
+     */
+    func sms(rows: [SmsRow]) async throws 
+    
+    /**
+     * Of these `content://mms` ids, the rows not seen before: stream the media parts of these
+     * alone into files before handing their page to `mms`.
+     */
+    func unseenMms(ids: [Int64]) async throws  -> [Int64]
+    
+}
+/**
+ * One scan in progress: hand it every page of `content://sms` in ascending `_id` (`sms`),
+ * then every page of `content://mms` in ascending `_id` with each row's parts and addresses
+ * (`mms`; a media part's `file` names a file holding its bytes, readable until the call
+ * returns), then `finish`. Rows missing from the pages are taken as deleted, so a scan must
+ * see the whole provider. One call at a time; after `finish` (or an error) the scan is over.
+ */
+open class TelephonyScan: TelephonyScanProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_verbatim_ffi_fn_clone_telephonyscan(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_verbatim_ffi_fn_free_telephonyscan(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Every page was handed over: rows remembered but not seen are captured as deleted.
+     */
+open func finish()async throws  -> ScanReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_telephonyscan_finish(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeScanReport_lift,
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+    /**
+     * The next page of `content://mms`, in ascending `_id` after the previous page's.
+     */
+open func mms(rows: [MmsRow])async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_telephonyscan_mms(
+                        self.uniffiCloneHandle(),FfiConverterSequenceTypeMmsRow.lower(rows)
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_void,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_void,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+    /**
+     * The next page of `content://sms`, in ascending `_id` after the previous page's.
+     */
+open func sms(rows: [SmsRow])async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_telephonyscan_sms(
+                        self.uniffiCloneHandle(),FfiConverterSequenceTypeSmsRow.lower(rows)
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_void,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_void,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+    /**
+     * Of these `content://mms` ids, the rows not seen before: stream the media parts of these
+     * alone into files before handing their page to `mms`.
+     */
+open func unseenMms(ids: [Int64])async throws  -> [Int64]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_verbatim_ffi_fn_method_telephonyscan_unseen_mms(
+                        self.uniffiCloneHandle(),FfiConverterSequenceInt64.lower(ids)
+                )
+            },
+            pollFunc: ffi_verbatim_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_verbatim_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_verbatim_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceInt64.lift,
+            errorHandler: FfiConverterTypeVerbatimError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTelephonyScan: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = TelephonyScan
+
+    public static func lift(_ handle: UInt64) throws -> TelephonyScan {
+        return TelephonyScan(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: TelephonyScan) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TelephonyScan {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TelephonyScan, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTelephonyScan_lift(_ handle: UInt64) throws -> TelephonyScan {
+    return try FfiConverterTypeTelephonyScan.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTelephonyScan_lower(_ value: TelephonyScan) -> UInt64 {
+    return FfiConverterTypeTelephonyScan.lower(value)
+}
+
+
+
+
 /**
  * One entry for the MDM feedback channel (Android keyed app states, iOS managed app feedback):
  * the same keys on both platforms. Metadata only.
@@ -2624,6 +2872,56 @@ fileprivate struct FfiConverterOptionTypeLogSink: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceInt64: FfiConverterRustBuffer {
+    typealias SwiftType = [Int64]
+
+    public static func write(_ value: [Int64], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterInt64.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int64] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Int64]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterInt64.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMmsRow: FfiConverterRustBuffer {
+    typealias SwiftType = [MmsRow]
+
+    public static func write(_ value: [MmsRow], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMmsRow.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [MmsRow] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [MmsRow]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMmsRow.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypePolicyProblem: FfiConverterRustBuffer {
     typealias SwiftType = [PolicyProblem]
 
@@ -2641,6 +2939,31 @@ fileprivate struct FfiConverterSequenceTypePolicyProblem: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypePolicyProblem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeSmsRow: FfiConverterRustBuffer {
+    typealias SwiftType = [SmsRow]
+
+    public static func write(_ value: [SmsRow], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSmsRow.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SmsRow] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [SmsRow]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSmsRow.read(from: &buf))
         }
         return seq
     }

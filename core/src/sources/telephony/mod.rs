@@ -58,12 +58,40 @@ pub struct ScanOptions {
     pub now_ms: i64,
 }
 
+/// One event a scan handed to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct ScannedEvent {
+    /// `message`, `edit`, `reaction`, `unsend` or `attachment`.
+    pub kind: String,
+    /// Its event id (`sms:<_id>`, `mms:<_id>`, `mms:<_id>/part:<_id>`, ...).
+    pub id: String,
+}
+
+impl ScanOptions {
+    /// The options the agent's policy and clock give: the policy's first business line is the
+    /// phone's own number, its `backfill_days` the first scan's history. Refused (capture fails
+    /// closed) without a policy in force for capture or without a business line.
+    pub fn from_policy(agent: &Agent) -> Result<ScanOptions> {
+        let Some(policy) = agent.capture_policy() else {
+            return Err(Error::new(ErrorKind::NotConfigured, "telephony scan: no policy is in force for capture"));
+        };
+        let Some(line) = policy.business_lines.iter().next().cloned() else {
+            return Err(Error::new(
+                ErrorKind::NotConfigured,
+                "telephony scan: the policy names no business line (the phone's own number)",
+            ));
+        };
+        Ok(ScanOptions { line, backfill_days: policy.backfill_days, now_ms: agent.clock().now_ms() })
+    }
+}
+
 /// What one scan captured, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct ScanReport {
-    /// `(kind, event id)` of every event handed to the agent: `message`, `edit`, `reaction`,
-    /// `unsend`, `attachment`.
-    pub events: Vec<(&'static str, String)>,
+    /// Every event handed to the agent, in order.
+    pub events: Vec<ScannedEvent>,
     /// Rows the first scan took as history.
     pub baseline: u64,
     /// Rows the agent dropped as out of the policy's scope.
@@ -74,7 +102,7 @@ pub struct ScanReport {
 
 impl ScanReport {
     pub fn count(&self, kind: &str) -> usize {
-        self.events.iter().filter(|(k, _)| *k == kind).count()
+        self.events.iter().filter(|e| e.kind == kind).count()
     }
 }
 
@@ -192,6 +220,19 @@ impl Scanner {
             self.walk(Table::Mms, row.id, Row::Mms(row)).await?;
         }
         self.flush().await
+    }
+
+    /// Of these `content://mms` ids, the ones this scan has not seen before: only their media
+    /// parts can be captured, so the platform streams the bytes of those parts alone (never
+    /// again the whole provider's media at every wake-up). Asked before handing their page over.
+    pub fn unseen_mms(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut unseen = Vec::new();
+        for &id in ids {
+            if self.lookup(&Table::Mms.key(id))?.is_none() {
+                unseen.push(id);
+            }
+        }
+        Ok(unseen)
     }
 
     /// Every page was handed over: remembered rows not seen in them were deleted.
@@ -335,7 +376,7 @@ impl Scanner {
 
     async fn capture(&mut self, kind: &'static str, id: String, event: Event, marks: Vec<Mark>) -> Result<()> {
         match self.agent.capture_marked(event, marks).await? {
-            CaptureOutcome::Captured { .. } => self.report.events.push((kind, id)),
+            CaptureOutcome::Captured { .. } => self.report.events.push(ScannedEvent { kind: kind.into(), id }),
             CaptureOutcome::OutOfScope => self.report.out_of_scope += 1,
         }
         Ok(())

@@ -29,6 +29,7 @@ pub struct ProviderView {
 
 /// A row of `content://sms` (SMS, and RCS messages that fell back to SMS).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SmsRow {
     #[serde(rename = "_id")]
     pub id: i64,
@@ -45,6 +46,7 @@ pub struct SmsRow {
 
 /// A row of `content://mms`: a real MMS, or an RCS message (`ct_cls` 135).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct MmsRow {
     #[serde(rename = "_id")]
     pub id: i64,
@@ -63,6 +65,7 @@ pub struct MmsRow {
 
 /// A row of `content://mms/part`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "MmsPart"))]
 pub struct Part {
     #[serde(rename = "_id")]
     pub id: i64,
@@ -84,6 +87,7 @@ pub struct Part {
 
 /// A row of `content://mms/<id>/addr`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record), uniffi(name = "MmsAddr"))]
 pub struct Addr {
     pub address: String,
     #[serde(rename = "type")]

@@ -20,6 +20,7 @@ import com.verbatim.ffi.NetworkStateProvider
 import com.verbatim.ffi.PolicyCheck
 import com.verbatim.ffi.core.PolicyProblem
 import com.verbatim.ffi.PolicyValue
+import com.verbatim.ffi.TelephonyScan
 import com.verbatim.ffi.core.ReactionEvent
 import com.verbatim.ffi.core.UnenrollReport
 import com.verbatim.ffi.core.UnsendEvent
@@ -133,6 +134,14 @@ class VerbatimAgent private constructor(
 
     /** The agent's health for the MDM feedback channel (see [FeedbackPublisher]). */
     fun feedback(): List<FeedbackItem> = ffi.feedback()
+
+    /**
+     * Starts a scan of the phone's Telephony provider (Google Messages' archival mode, fully
+     * managed Android only): feed it every page of `content://sms`, then of `content://mms`, then
+     * `finish()` it. The line and the first scan's history come from the policy. Android's
+     * `telephony.TelephonyReader` does all of that.
+     */
+    suspend fun beginTelephonyScan(): TelephonyScan = ffi.beginTelephonyScan()
 
     /** Records what is due (heartbeat, stale-pending alert). Background jobs call it. */
     suspend fun tick() = ffi.tick()

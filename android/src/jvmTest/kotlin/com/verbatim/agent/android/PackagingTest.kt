@@ -39,7 +39,7 @@ class PackagingTest {
         for (p in listOf("android.permission.INTERNET", "android.permission.ACCESS_NETWORK_STATE", "android.permission.RECEIVE_BOOT_COMPLETED")) {
             assertTrue(p in permissions, "missing <uses-permission> $p")
         }
-        val service = m.children("service").single()
+        val service = m.children("service").single { it.getAttributeNS(androidNs, "name").endsWith(".UploadJobService") }
         val name = service.getAttributeNS(androidNs, "name")
         // JobScheduler binds only to a service guarded by BIND_JOB_SERVICE; nothing else may start it.
         assertEquals("android.permission.BIND_JOB_SERVICE", service.getAttributeNS(androidNs, "permission"))
@@ -54,6 +54,29 @@ class PackagingTest {
         val resource = meta.getAttributeNS(androidNs, "resource")
         assertEquals("@xml/app_restrictions", resource)
         assertTrue(root.resolve("android/src/main/res/xml/app_restrictions.xml").isFile)
+    }
+
+    @Test
+    fun theManifestDeclaresTheArchivalServiceAsGoogleMessagesRequires() {
+        val m = manifest()
+        val permissions = m.children("uses-permission").map { it.getAttributeNS(androidNs, "name") }.toSet()
+        for (p in listOf("android.permission.READ_SMS", "android.permission.FOREGROUND_SERVICE")) {
+            assertTrue(p in permissions, "missing <uses-permission> $p")
+        }
+        val services = m.children("service").associateBy { it.getAttributeNS(androidNs, "name") }
+        val archival = services.getValue("com.verbatim.agent.android.telephony.ArchivalService")
+        // Exported for Google Messages, but only the default SMS app (WRITE_SMS) can start it.
+        assertEquals("true", archival.getAttributeNS(androidNs, "exported"))
+        assertEquals("android.permission.WRITE_SMS", archival.getAttributeNS(androidNs, "permission"))
+        assertEquals("shortService", archival.getAttributeNS(androidNs, "foregroundServiceType"))
+        val actions = (0 until archival.getElementsByTagName("action").length)
+            .map { (archival.getElementsByTagName("action").item(it) as Element).getAttributeNS(androidNs, "name") }
+        assertEquals(listOf("GOOGLE_MESSAGES_ARCHIVAL_UPDATE"), actions)
+        assertTrue(android.app.Service::class.java.isAssignableFrom(Class.forName(archival.getAttributeNS(androidNs, "name"))))
+        val job = services.getValue("com.verbatim.agent.android.telephony.ReconciliationJobService")
+        assertEquals("android.permission.BIND_JOB_SERVICE", job.getAttributeNS(androidNs, "permission"))
+        assertEquals("false", job.getAttributeNS(androidNs, "exported"))
+        assertTrue(JobService::class.java.isAssignableFrom(Class.forName(job.getAttributeNS(androidNs, "name"))))
     }
 
     /** `-keep` rules of consumer-rules.pro: a class name pattern, an optional `implements`/`extends`, members kept or not. */
