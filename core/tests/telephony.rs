@@ -426,3 +426,77 @@ async fn only_rows_not_seen_before_need_their_media_streamed() {
     let scanner = verbatim_core::sources::telephony::Scanner::begin(&agent, opts()).await.unwrap();
     assert_eq!(scanner.unseen_mms(&[5, 6, 7]).unwrap(), [6, 7], "row 5 is remembered (as history): its media is not needed");
 }
+
+#[tokio::test]
+async fn the_rest_of_the_event_matrix_long_sms_mms_out_video_vcard_sent_edit_and_mms_deletion() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    scan(&agent, &ProviderView::default(), &opts()).await.unwrap();
+    let t = NOW / 1000 - 120;
+    let file = |name: &str, bytes: usize| {
+        let p = s.files.path().join(name);
+        std::fs::write(&p, vec![3u8; bytes]).unwrap();
+        p
+    };
+    let long_text = "A long SMS arrives as one reassembled row. ".repeat(12);
+    // A sent real MMS (no ct_cls) with a video and a contact card; the self token as From.
+    let mut mms_out = rcs(
+        40,
+        2,
+        "insert-address-token",
+        &[PEER],
+        t,
+        vec![
+            text_part(400, "clip and contact"),
+            media_part(401, "video/mp4", "clip.mp4", file("clip.mp4", 40_000)),
+            media_part(402, "text/x-vcard", "jane.vcf", file("jane.vcf", 300)),
+        ],
+    );
+    mms_out.ct_cls = None;
+    // A sent RCS message, then its edit by the phone's user (same thread, sender, time).
+    let sent = rcs(41, 2, "insert-address-token", &[PEER], t + 5, vec![text_part(410, "See you at 3")]);
+    let sent_edit = rcs(42, 2, "insert-address-token", &[PEER], t + 5, vec![text_part(420, "See you at 4")]);
+    let mut view = ProviderView { sms: vec![sms(50, 1, &long_text, NOW - 60_000)], mms: vec![mms_out, sent] };
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(r.count("message"), 3, "{r:?}");
+    assert_eq!(r.count("attachment"), 2, "video and vCard: {r:?}");
+    view.mms.push(sent_edit);
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(pairs(&r), [("edit", "mms:42".to_string())], "an edit sent from the phone");
+
+    // The user deletes the MMS.
+    view.mms.retain(|m| m.id != 40);
+    let r = scan(&agent, &view, &opts()).await.unwrap();
+    assert_eq!(pairs(&r), [("unsend", "mms:40".to_string())]);
+
+    let bodies = archived(&s);
+    let long = bodies.iter().find_map(|b| match b {
+        RecordBody::Message(m) if m.meta.source_id == "sms:50" => Some(m.text.clone()),
+        _ => None,
+    });
+    assert_eq!(long.as_deref(), Some(long_text.as_str()), "one message, the whole text");
+    let out = bodies.iter().find_map(|b| match b {
+        RecordBody::Message(m) if m.meta.source_id == "mms:40" => Some(m.clone()),
+        _ => None,
+    });
+    let out = out.unwrap();
+    assert_eq!((out.meta.channel, out.direction, out.sender.as_str()), (Channel::Mms, Direction::Outbound, BUSINESS_LINE));
+    assert_eq!(out.recipients, [PEER]);
+    let kinds: Vec<_> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::AttachmentStart(a) => Some(a.mime_type.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["video/mp4", "text/x-vcard"]);
+    let edit = bodies.iter().find_map(|b| match b {
+        RecordBody::Edit(e) => Some(e.clone()),
+        _ => None,
+    });
+    let edit = edit.unwrap();
+    assert_eq!(
+        (edit.target_message_id.as_str(), edit.editor.as_str(), edit.new_text.as_str()),
+        ("mms:41", BUSINESS_LINE, "See you at 4")
+    );
+}

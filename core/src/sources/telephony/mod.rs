@@ -42,7 +42,7 @@ pub use view::{Addr, MmsRow, Part, ProviderView, SmsRow};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Remembered rows read per step of the walk.
-const STATE_PAGE: usize = 1024;
+const STATE_PAGE: usize = 4096;
 /// Marks with no capture of their own (history, forgotten rows) saved together up to this many.
 const MARK_BATCH: usize = 4096;
 /// Rows per page when a whole view is scanned at once.
@@ -155,6 +155,14 @@ pub struct Scanner {
     /// Marks with no capture of their own, saved in batches.
     pending: BTreeMap<String, Option<Vec<u8>>>,
     report: ScanReport,
+}
+
+/// Where a provider row stands against the walk.
+enum Step {
+    Seen,
+    New,
+    /// A remembered row before it, gone from the provider.
+    Gone(i64),
 }
 
 /// The remembered rows of one table, walked in id order beside the provider's rows: ids
@@ -271,6 +279,8 @@ impl Scanner {
         Ok(w.buffer.pop_front())
     }
 
+    /// One provider row against the walk. The common case, a row already seen, is decided
+    /// without entering the (large) asynchronous path at all.
     async fn walk(&mut self, table: Table, id: i64, row: Row<'_>) -> Result<()> {
         let t = Self::walk_index(table);
         if id <= self.walks[t].last_id {
@@ -284,19 +294,34 @@ impl Scanner {
             ));
         }
         self.walks[t].last_id = id;
-        while let Some(next) = self.next_remembered(t)? {
-            match next.cmp(&id) {
-                std::cmp::Ordering::Less => self.gone(table, next).await?,
-                std::cmp::Ordering::Equal => {
-                    self.report.unchanged += 1;
-                    return Ok(());
-                }
-                std::cmp::Ordering::Greater => {
-                    self.walks[t].buffer.push_front(next);
-                    break;
-                }
+        loop {
+            match self.advance(t, id)? {
+                Step::Seen => return Ok(()),
+                Step::Gone(gone) => self.gone(table, gone).await?,
+                Step::New => return self.new_row(table, id, row).await,
             }
         }
+    }
+
+    /// Moves walk `t` up to `id`: the row was seen before, or it is new, or a remembered row
+    /// before it is gone (handled, then the walk moves on).
+    fn advance(&mut self, t: usize, id: i64) -> Result<Step> {
+        let Some(next) = self.next_remembered(t)? else { return Ok(Step::New) };
+        Ok(match next.cmp(&id) {
+            std::cmp::Ordering::Less => Step::Gone(next),
+            std::cmp::Ordering::Equal => {
+                self.report.unchanged += 1;
+                Step::Seen
+            }
+            std::cmp::Ordering::Greater => {
+                self.walks[t].buffer.push_front(next);
+                Step::New
+            }
+        })
+    }
+
+    /// A row the walk has not seen: history on the first scan, else captured.
+    async fn new_row(&mut self, table: Table, id: i64, row: Row<'_>) -> Result<()> {
         let key = table.key(id);
         if !row.is_final() || self.lookup(&memory::gone_key(table, id))?.is_some() {
             return Ok(()); // a draft; or a deleted row the provider shows again
