@@ -2,7 +2,6 @@
 //! heartbeats and unenroll reach the archive; verify flags a silent device; the operator
 //! commands `verbatim upload` and `verbatim unenroll` work on a simulated device.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ use verbatim_core::{Agent, AgentOptions, Value};
 use verbatim_receiver::verify::{VerifyOptions, verify_with};
 use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig, RunningReceiver};
 
-const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+mod support;
+
+use support::{BIN, walk};
 
 struct Archive {
     dir: tempfile::TempDir,
@@ -69,15 +70,6 @@ impl Archive {
         }
         events
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
 }
 
 fn message(n: u32) -> verbatim_core::Event {

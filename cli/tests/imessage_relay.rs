@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64::Engine;
@@ -19,7 +19,9 @@ use verbatim_core::synth::sample_policy;
 use verbatim_core::{Agent, AgentOptions, Value};
 use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+mod support;
+
+use support::{BIN, walk};
 
 fn relay_args(world: &World, state: &Path, policy: &Path) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = ["relay", "imessage", "--once", "--chat-db"].iter().map(Into::into).collect();
@@ -31,26 +33,6 @@ fn relay_args(world: &World, state: &Path, policy: &Path) -> Vec<std::ffi::OsStr
     args.push("--policy".into());
     args.push(policy.into());
     args
-}
-
-/// Runs the relay until it has printed `kill_after` captured ids, then SIGKILLs it.
-fn run_and_kill(args: &[std::ffi::OsString], kill_after: usize) -> Vec<String> {
-    let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut acked = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while acked.len() < kill_after {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(id) = line.strip_prefix("captured ") {
-                    acked.push(id.to_string());
-                }
-            }
-            _ => break,
-        }
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    acked
 }
 
 #[test]
@@ -67,7 +49,7 @@ fn killed_mid_scan_and_run_again_the_relay_captures_every_row_exactly_once() {
 
     let mut acked = Vec::new();
     for kill_after in [0, 1, 5, 13, 14, 90, 400, 401, 900] {
-        acked.extend(run_and_kill(&args, kill_after));
+        acked.extend(support::run_and_kill(&args, "captured ", kill_after));
     }
     let last = Command::new(BIN).args(&args).output().unwrap();
     assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
@@ -98,15 +80,6 @@ fn killed_mid_scan_and_run_again_the_relay_captures_every_row_exactly_once() {
     for id in &acked {
         assert!(held.contains(id), "{id} was printed as captured, then lost");
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,8 @@
 //! and every restart starts a new epoch and records that the previous run crashed.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use verbatim_core::archive::Opener;
 use verbatim_core::chain;
@@ -14,43 +13,13 @@ use verbatim_core::seal::generate_archive_keypair;
 use verbatim_core::synth::{Rng, sample_policy};
 use verbatim_core::{Agent, AgentOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+mod support;
 
 fn write_policy(dir: &Path, public: &[u8; 32]) -> std::path::PathBuf {
     let tree = sample_policy("https://archive.acme-securities.test", public, "tok-test", &[]);
     let path = dir.join("policy.json");
     std::fs::write(&path, serde_json::to_vec(&tree).unwrap()).unwrap();
     path
-}
-
-/// Runs simulate until it has acknowledged `kill_after` events, then kills it with SIGKILL.
-/// Returns the ids it acknowledged.
-fn run_and_kill(state: &Path, policy: &Path, seed: u64, kill_after: usize) -> Vec<String> {
-    let mut child = Command::new(BIN)
-        .args(["simulate", "--state"])
-        .arg(state)
-        .arg("--policy")
-        .arg(policy)
-        .args(["--events", "100000", "--seed", &seed.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut acked = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while acked.len() < kill_after {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(id) = line.strip_prefix("acked ") {
-                    acked.push(id.to_string());
-                }
-            }
-            _ => break,
-        }
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    acked
 }
 
 #[test]
@@ -66,7 +35,10 @@ fn acknowledged_captures_survive_kill_9_at_many_points() {
     for i in 0..kill_points {
         // Kill points spread from "right after start" to a few hundred events in.
         let kill_after = rng.below(if i % 3 == 0 { 3 } else { 120 }) as usize;
-        let run = run_and_kill(&state, &policy, 1000 + i, kill_after);
+        let seed = (1000 + i).to_string();
+        let args = [OsStr::new("simulate"), OsStr::new("--state"), state.as_os_str(), OsStr::new("--policy"), policy.as_os_str()];
+        let args: Vec<&OsStr> = args.into_iter().chain(["--events", "100000", "--seed", &seed].map(OsStr::new)).collect();
+        let run = support::run_and_kill(&args, "acked ", kill_after);
         runs_that_worked += usize::from(!run.is_empty());
         acked.extend(run);
     }

@@ -24,7 +24,9 @@ use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
 use verbatim_core::{Agent, AgentOptions, CaptureOutcome, ErrorKind, Value};
 use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig, RunningReceiver};
 
-const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+mod support;
+
+use support::{BIN, walk};
 const TENANT: &str = "acme-securities";
 
 struct World {
@@ -80,15 +82,6 @@ impl World {
         }
         (lines, out)
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
 }
 
 fn message(n: u32) -> Event {

@@ -12,7 +12,9 @@ use verbatim_core::Value;
 use verbatim_core::synth::sample_policy;
 use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+mod support;
+
+use support::{BIN, walk};
 const LINE: &str = "+15555550100";
 const PEER: &str = "+15555550111";
 
@@ -28,6 +30,12 @@ fn text(o: &Output) -> String {
 fn recent() -> (i64, i64) {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 60_000;
     (ms / 1000, ms)
+}
+
+/// `verbatim telephony replay` with its three paths.
+fn replay_args<'a>(state: &'a Path, policy: &'a Path, snapshots: &'a Path) -> [&'a str; 8] {
+    let path = |p: &'a Path| p.to_str().unwrap();
+    ["telephony", "replay", "--state", path(state), "--policy", path(policy), "--snapshots", path(snapshots)]
 }
 
 fn write_lines(path: &Path, views: &[serde_json::Value]) {
@@ -66,16 +74,7 @@ async fn provider_views_reach_the_archive_as_messages_edits_and_deletions() {
     let snapshots = dir.path().join("provider.jsonl");
     write_lines(&snapshots, &views);
     let state = dir.path().join("device");
-    let args = [
-        "telephony",
-        "replay",
-        "--state",
-        state.to_str().unwrap(),
-        "--policy",
-        policy_file.to_str().unwrap(),
-        "--snapshots",
-        snapshots.to_str().unwrap(),
-    ];
+    let args = replay_args(&state, &policy_file, &snapshots);
     let out = run(&args);
     assert!(out.status.success(), "{}", text(&out));
     let printed: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
@@ -133,18 +132,7 @@ fn a_bad_line_is_refused_by_line_and_field_and_changes_nothing_captured() {
     let good = json!({"sms": [{"_id": 2, "thread_id": 2, "address": PEER, "date": ms_now, "type": 1, "body": "secret words"}]});
     let state = dir.path().join("device");
     let snapshots = dir.path().join("provider.jsonl");
-    let replay = || {
-        run(&[
-            "telephony",
-            "replay",
-            "--state",
-            state.to_str().unwrap(),
-            "--policy",
-            policy_file.to_str().unwrap(),
-            "--snapshots",
-            snapshots.to_str().unwrap(),
-        ])
-    };
+    let replay = || run(&replay_args(&state, &policy_file, &snapshots));
     for (run_index, bad) in [
         (json!({"sms": [{"thread_id": 2, "date": ms_now, "type": 1, "body": "secret words"}]}), "missing field `_id`"),
         (json!({"sms": [{"_id": 5, "thread_id": 2, "date": s_now, "type": 1, "body": "secret words"}]}), "sms _id 5: date must be milliseconds"),
@@ -221,7 +209,7 @@ impl Archive {
         let summary = verbatim_receiver::export(&self.data, &self.secret, &out_dir).unwrap();
         assert!(summary.ok(), "{}", summary.to_text());
         let mut lines = Vec::new();
-        for entry in walkdir(&out_dir) {
+        for entry in walk(&out_dir) {
             if entry.extension().is_some_and(|e| e == "jsonl") {
                 let text = std::fs::read_to_string(&entry).unwrap();
                 lines.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
@@ -246,32 +234,10 @@ async fn a_replay_killed_mid_view_and_run_again_captures_every_row_exactly_once(
     let snapshots = dir.path().join("provider.jsonl");
     write_lines(&snapshots, &[json!({}), json!({ "sms": rows })]);
     let state = dir.path().join("device");
-    let args = [
-        "telephony",
-        "replay",
-        "--state",
-        state.to_str().unwrap(),
-        "--policy",
-        policy_file.to_str().unwrap(),
-        "--snapshots",
-        snapshots.to_str().unwrap(),
-    ];
+    let args = replay_args(&state, &policy_file, &snapshots);
 
     // Killed (SIGKILL) after its first 60 captures were read: somewhere inside the second view.
-    let mut child =
-        Command::new(BIN).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut seen = 0;
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-        if line.unwrap().starts_with("captured ") {
-            seen += 1;
-        }
-        if seen == 60 {
-            child.kill().unwrap();
-            break;
-        }
-    }
-    child.wait().unwrap();
+    let seen = support::run_and_kill(&args, "captured ", 60).len();
     assert_eq!(seen, 60, "the replay finished before it could be killed");
 
     let again = run(&args);
@@ -289,13 +255,4 @@ async fn a_replay_killed_mid_view_and_run_again_captures_every_row_exactly_once(
     let mut want: Vec<String> = (1..=ROWS).map(|i| format!("sms:{i}")).collect();
     want.sort();
     assert_eq!(ids, want, "every row exactly once");
-}
-
-fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walkdir(&p)) } else { out.push(p) }
-    }
-    out
 }
