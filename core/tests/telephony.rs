@@ -500,3 +500,37 @@ async fn the_rest_of_the_event_matrix_long_sms_mms_out_video_vcard_sent_edit_and
         ("mms:41", BUSINESS_LINE, "See you at 4")
     );
 }
+
+#[tokio::test]
+async fn whole_buckets_deleted_and_the_seen_bitmaps_agree_with_the_rows_remembered() {
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    let mut rows: Vec<SmsRow> = (1..=5000).map(|i| sms(i, 1, "history", NOW - 10_000_000 + i)).collect();
+    scan(&agent, &ProviderView { sms: rows.clone(), mms: vec![] }, &opts()).await.unwrap();
+    rows.extend((5001..=5010).map(|i| sms(i, 2, "new", NOW - 5_000 + i)));
+    assert_eq!(scan(&agent, &ProviderView { sms: rows.clone(), mms: vec![] }, &opts()).await.unwrap().count("message"), 10);
+    // The user clears the whole range 1,024..3,000 (two whole bitmaps and parts of two more),
+    // and one of the new rows.
+    rows.retain(|r| !(1024..=3000).contains(&r.id) && r.id != 5005);
+    let r = scan(&agent, &ProviderView { sms: rows.clone(), mms: vec![] }, &opts()).await.unwrap();
+    assert_eq!(pairs(&r), [("unsend", "sms:5005".to_string())]);
+    assert_eq!(r.unchanged as usize, rows.len());
+
+    // Every remembered row has its bit, and every bit its row.
+    let state = agent.source_state("telephony").unwrap();
+    let rows_remembered: std::collections::BTreeSet<i64> =
+        state.keys().filter_map(|k| k.strip_prefix("sms/")).map(|id| id.parse().unwrap()).collect();
+    let mut bits = std::collections::BTreeSet::new();
+    for (k, v) in &state {
+        if let Some(bucket) = k.strip_prefix("seen/sms/") {
+            let bucket: i64 = bucket.parse().unwrap();
+            for i in 0..1024i64 {
+                if v[(i / 8) as usize] & (1 << (i % 8)) != 0 {
+                    bits.insert(bucket * 1024 + i);
+                }
+            }
+        }
+    }
+    assert_eq!(bits, rows_remembered);
+    assert_eq!(rows_remembered.len(), rows.len());
+}

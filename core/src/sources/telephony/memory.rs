@@ -3,8 +3,10 @@
 //! small indexes that let a new row find the row it edits or reacts to with a point lookup.
 //!
 //! Keys (all under the source `telephony`):
-//! - `sms/<_id>`, `mms/<_id>`: a row seen, `_id` zero-padded to 12 digits so that key order is
-//!   id order and a scan can walk them beside the provider's rows in bounded memory;
+//! - `sms/<_id>`, `mms/<_id>`: a row seen (`_id` zero-padded to 12 digits), with what is
+//!   remembered of it;
+//! - `seen/sms/<bucket>`, `seen/mms/<bucket>`: which rows of each 1,024 `_id`s are seen, as a
+//!   bitmap ([`super::seen`]): what a scan walks, a small row per 1,024 provider rows;
 //! - `gone/sms/<_id>`, `gone/mms/<_id>`: a captured row deleted from the provider (kept out of
 //!   the walk; a row reappearing is not captured twice);
 //! - `part/<mms _id>/<part _id>`: a media part captured (a row cut short is finished without
@@ -45,19 +47,9 @@ impl Table {
         format!("{}/{id:012}", self.name())
     }
 
-    /// Bounds of this table's row keys, exclusive (`/` < digits < `:`).
-    pub fn range(self) -> (String, String) {
-        (format!("{}/", self.name()), format!("{}:", self.name()))
-    }
-
     /// The event id of row `id` (`sms:7`), stable across scans.
     pub fn event_id(self, id: i64) -> String {
         format!("{}:{id}", self.name())
-    }
-
-    /// The id in a row key (`sms/000000000007` → 7).
-    pub fn id_of_key(key: &str) -> Option<i64> {
-        key.split_once('/').and_then(|(_, id)| id.parse().ok())
     }
 
     /// The event id of a row key.

@@ -22,14 +22,15 @@
 //!
 //! Memory stays bounded whatever the provider holds: the platform hands rows over in pages,
 //! in ascending `_id` per table ([`Scanner`]), and the scan walks the remembered rows beside
-//! them in key order, a page at a time (a merge join), so an unchanged provider costs a read
-//! of both and no per-row lookup.
+//! them one bitmap of 1,024 `_id`s at a time, so an unchanged provider costs a read of the
+//! provider, one small row of memory per 1,024 of its rows, and a bit test per row.
 
 mod mapping;
 pub mod memory;
+mod seen;
 pub mod view;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -41,8 +42,8 @@ use memory::{AMBIGUOUS, BASELINE_KEY, BASELINE_STARTED_KEY, Fate, SOURCE, Seen, 
 pub use view::{Addr, MmsRow, Part, ProviderView, SmsRow};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
-/// Remembered rows read per step of the walk.
-const STATE_PAGE: usize = 4096;
+/// More bitmap keys than any provider has buckets (10^12 ids).
+const ALL_BUCKETS: usize = 1 << 30;
 /// Marks with no capture of their own (history, forgotten rows) saved together up to this many.
 const MARK_BATCH: usize = 4096;
 /// Rows per page when a whole view is scanned at once.
@@ -152,34 +153,28 @@ pub struct Scanner {
     /// Rows dated before this are history (on the first scan only).
     history_before: i64,
     walks: [Walk; 2],
+    /// The bitmaps of seen rows as they stand now (loaded when first needed), by table and
+    /// bucket; each change goes out as a mark with the change to its row.
+    bits: HashMap<(usize, i64), seen::Bits>,
     /// Marks with no capture of their own, saved in batches.
     pending: BTreeMap<String, Option<Vec<u8>>>,
     report: ScanReport,
 }
 
-/// Where a provider row stands against the walk.
-enum Step {
-    Seen,
-    New,
-    /// A remembered row before it, gone from the provider.
-    Gone(i64),
-}
-
-/// The remembered rows of one table, walked in id order beside the provider's rows: ids
-/// only (a value is read when its row turns out to be gone).
+/// The remembered rows of one table, walked bucket by bucket beside the provider's rows.
 struct Walk {
     table: Table,
-    buffer: VecDeque<i64>,
-    after: String,
-    before: String,
-    exhausted: bool,
+    /// Remembered buckets not reached yet, ascending.
+    ahead: VecDeque<i64>,
+    /// The bucket being walked: what it remembered when the walk entered it, and the ids
+    /// the provider has shown in it.
+    here: Option<(i64, seen::Bits, seen::Bits)>,
     last_id: i64,
 }
 
 impl Walk {
-    fn new(table: Table) -> Walk {
-        let (after, before) = table.range();
-        Walk { table, buffer: VecDeque::new(), after, before, exhausted: false, last_id: 0 }
+    fn new(table: Table, ahead: VecDeque<i64>) -> Walk {
+        Walk { table, ahead, here: None, last_id: 0 }
     }
 }
 
@@ -200,13 +195,22 @@ impl Scanner {
             };
             history_before = started - i64::from(options.backfill_days) * DAY_MS;
         }
+        let remembered_buckets = |table: Table| -> Result<VecDeque<i64>> {
+            let (after, before) = seen::range(table);
+            let keys = agent.source_keys(SOURCE, &after, &before, ALL_BUCKETS)?;
+            Ok(keys.iter().filter_map(|k| seen::bucket_of_key(k)).collect())
+        };
         Ok(Scanner {
             agent: agent.clone(),
             business: normalize_handle(&options.line),
             options,
             first_run,
             history_before,
-            walks: [Walk::new(Table::Sms), Walk::new(Table::Mms)],
+            walks: [
+                Walk::new(Table::Sms, remembered_buckets(Table::Sms)?),
+                Walk::new(Table::Mms, remembered_buckets(Table::Mms)?),
+            ],
+            bits: HashMap::new(),
             pending: BTreeMap::new(),
             report: ScanReport::default(),
         })
@@ -235,8 +239,14 @@ impl Scanner {
     /// again the whole provider's media at every wake-up). Asked before handing their page over.
     pub fn unseen_mms(&self, ids: &[i64]) -> Result<Vec<i64>> {
         let mut unseen = Vec::new();
+        let t = Self::walk_index(Table::Mms);
         for &id in ids {
-            if self.lookup(&Table::Mms.key(id))?.is_none() {
+            let bucket = seen::bucket_of(id);
+            let known = match self.bits.get(&(t, bucket)) {
+                Some(bits) => bits.has(id),
+                None => self.stored_bits(Table::Mms, bucket)?.has(id),
+            };
+            if !known {
                 unseen.push(id);
             }
         }
@@ -246,9 +256,7 @@ impl Scanner {
     /// Every page was handed over: remembered rows not seen in them were deleted.
     pub async fn finish(mut self) -> Result<ScanReport> {
         for t in [0, 1] {
-            while let Some(id) = self.next_remembered(t)? {
-                self.gone(self.walks[t].table, id).await?;
-            }
+            self.enter(t, None).await?;
         }
         if self.first_run {
             self.pending.insert(BASELINE_KEY.into(), Some(self.options.now_ms.to_string().into_bytes()));
@@ -264,19 +272,53 @@ impl Scanner {
         }
     }
 
-    /// The id of the next remembered row of walk `t`, reading a page of keys when the buffer
-    /// is empty.
-    fn next_remembered(&mut self, t: usize) -> Result<Option<i64>> {
-        let w = &mut self.walks[t];
-        if w.buffer.is_empty() && !w.exhausted {
-            let page = self.agent.source_keys(SOURCE, &w.after, &w.before, STATE_PAGE)?;
-            w.exhausted = page.len() < STATE_PAGE;
-            w.buffer.extend(page.iter().filter_map(|k| Table::id_of_key(k)));
-            if let Some(last) = page.into_iter().last() {
-                w.after = last;
+    /// A bucket's bitmap as stored (or about to be, with the pending marks); empty if none.
+    fn stored_bits(&self, table: Table, bucket: i64) -> Result<seen::Bits> {
+        Ok(self.lookup(&seen::key(table, bucket))?.and_then(|v| seen::Bits::parse(&v)).unwrap_or_else(seen::Bits::empty))
+    }
+
+    /// Sets or clears row `id`'s bit and returns the mark that saves its bitmap, to go in the
+    /// same commit as the change to the row's own entry.
+    fn seen_mark(&mut self, table: Table, id: i64, on: bool) -> Result<Mark> {
+        let (t, bucket) = (Self::walk_index(table), seen::bucket_of(id));
+        if !self.bits.contains_key(&(t, bucket)) {
+            let stored = self.stored_bits(table, bucket)?;
+            self.bits.insert((t, bucket), stored);
+        }
+        let bits = self.bits.get_mut(&(t, bucket)).expect("inserted above");
+        bits.set(id, on);
+        Ok(Mark::set(SOURCE, seen::key(table, bucket), bits.bytes().to_vec()))
+    }
+
+    /// Moves walk `t` to `bucket` (or past every bucket, for `None`): the remembered rows of
+    /// the buckets it leaves that the provider did not show are gone.
+    async fn enter(&mut self, t: usize, bucket: Option<i64>) -> Result<()> {
+        let table = self.walks[t].table;
+        if let Some((here, remembered, shown)) = self.walks[t].here.take() {
+            for id in remembered.ids(here).into_iter().filter(|id| !shown.has(*id)) {
+                self.gone(table, id).await?;
             }
         }
-        Ok(w.buffer.pop_front())
+        while let Some(&next) = self.walks[t].ahead.front() {
+            if bucket.is_some_and(|b| next >= b) {
+                break;
+            }
+            self.walks[t].ahead.pop_front();
+            for id in self.stored_bits(table, next)?.ids(next) {
+                self.gone(table, id).await?;
+            }
+        }
+        if let Some(b) = bucket {
+            if self.walks[t].ahead.front() == Some(&b) {
+                self.walks[t].ahead.pop_front();
+            }
+            let remembered = match self.bits.get(&(t, b)) {
+                Some(bits) => bits.clone(),
+                None => self.stored_bits(table, b)?,
+            };
+            self.walks[t].here = Some((b, remembered, seen::Bits::empty()));
+        }
+        Ok(())
     }
 
     /// One provider row against the walk. The common case, a row already seen, is decided
@@ -294,30 +336,18 @@ impl Scanner {
             ));
         }
         self.walks[t].last_id = id;
-        loop {
-            match self.advance(t, id)? {
-                Step::Seen => return Ok(()),
-                Step::Gone(gone) => self.gone(table, gone).await?,
-                Step::New => return self.new_row(table, id, row).await,
-            }
+        let bucket = seen::bucket_of(id);
+        if self.walks[t].here.as_ref().map(|h| h.0) != Some(bucket) {
+            self.enter(t, Some(bucket)).await?;
         }
-    }
-
-    /// Moves walk `t` up to `id`: the row was seen before, or it is new, or a remembered row
-    /// before it is gone (handled, then the walk moves on).
-    fn advance(&mut self, t: usize, id: i64) -> Result<Step> {
-        let Some(next) = self.next_remembered(t)? else { return Ok(Step::New) };
-        Ok(match next.cmp(&id) {
-            std::cmp::Ordering::Less => Step::Gone(next),
-            std::cmp::Ordering::Equal => {
-                self.report.unchanged += 1;
-                Step::Seen
-            }
-            std::cmp::Ordering::Greater => {
-                self.walks[t].buffer.push_front(next);
-                Step::New
-            }
-        })
+        if let Some((_, remembered, shown)) = &mut self.walks[t].here
+            && remembered.has(id)
+        {
+            shown.set(id, true);
+            self.report.unchanged += 1;
+            return Ok(());
+        }
+        self.new_row(table, id, row).await
     }
 
     /// A row the walk has not seen: history on the first scan, else captured.
@@ -332,13 +362,15 @@ impl Scanner {
                 self.pending.insert(mark.key, mark.value);
             }
             self.pending.insert(key.clone(), s.mark(&key).value);
+            let bit = self.seen_mark(table, id, true)?;
+            self.pending.insert(bit.key, bit.value);
             self.report.baseline += 1;
             if self.pending.len() >= MARK_BATCH {
                 self.flush().await?;
             }
             return Ok(());
         }
-        self.capture_new(&row, &key).await
+        self.capture_new(&row, table, id, &key).await
     }
 
     /// A value as saved, or as about to be saved with the pending marks.
@@ -408,7 +440,9 @@ impl Scanner {
     }
 
     /// A row not seen before: an edit, a reaction, or a message with its attachments.
-    async fn capture_new(&mut self, row: &Row<'_>, key: &str) -> Result<()> {
+    async fn capture_new(&mut self, row: &Row<'_>, table: Table, id: i64, key: &str) -> Result<()> {
+        // History and forgotten rows first: a capture's commit carries bitmaps that count them.
+        self.flush().await?;
         let event_id = Table::event_id_of_key(key);
         let plain = self.remembered(row, Fate::Captured, None);
         let (line, business) = (self.options.line.clone(), self.business.clone());
@@ -424,7 +458,8 @@ impl Scanner {
                 let target = Table::event_id_of_key(&original);
                 let s = Seen { fate: Fate::Edit, refers_to: Some(target.clone()), ..plain };
                 let event = m.edit(&target)?;
-                return self.capture("edit", event_id.clone(), event, vec![s.mark(key)]).await;
+                let marks = vec![s.mark(key), self.seen_mark(table, id, true)?];
+                return self.capture("edit", event_id.clone(), event, marks).await;
             }
         }
 
@@ -434,7 +469,8 @@ impl Scanner {
                 let target = Table::event_id_of_key(&String::from_utf8_lossy(&target));
                 let s = Seen { fate: Fate::Reaction, refers_to: Some(target.clone()), ..plain };
                 let event = m.reaction(&target, emoji)?;
-                return self.capture("reaction", event_id.clone(), event, vec![s.mark(key)]).await;
+                let marks = vec![s.mark(key), self.seen_mark(table, id, true)?];
+                return self.capture("reaction", event_id.clone(), event, marks).await;
             }
         }
 
@@ -451,7 +487,7 @@ impl Scanner {
                 self.capture("attachment", part_event_id, event, vec![Mark::set(SOURCE, part_key, b"1".to_vec())]).await?;
             }
         }
-        let mut marks = vec![plain.mark(key)];
+        let mut marks = vec![plain.mark(key), self.seen_mark(table, id, true)?];
         marks.extend(self.index_marks(row, key, &plain)?);
         match m.message(attachment_ids)? {
             Some(event) => self.capture("message", event_id.clone(), event, marks).await,
@@ -467,13 +503,20 @@ impl Scanner {
         let seen = self.lookup(key)?.and_then(|v| Seen::parse(&v));
         match seen {
             Some(s) if s.fate == Fate::Captured => {
+                self.flush().await?;
                 let event_id = Table::event_id_of_key(key);
                 let event = mapping::unsend(&event_id, &s, &self.options.line, self.options.now_ms);
-                let marks = vec![Mark::forget(SOURCE, key), Mark::set(SOURCE, format!("gone/{key}"), b"1".to_vec())];
+                let marks = vec![
+                    Mark::forget(SOURCE, key),
+                    Mark::set(SOURCE, format!("gone/{key}"), b"1".to_vec()),
+                    self.seen_mark(table, id, false)?,
+                ];
                 self.capture("unsend", event_id, event, marks).await
             }
             _ => {
                 self.pending.insert(key.to_string(), None);
+                let bit = self.seen_mark(table, id, false)?;
+                self.pending.insert(bit.key, bit.value);
                 if self.pending.len() >= MARK_BATCH {
                     self.flush().await?;
                 }
