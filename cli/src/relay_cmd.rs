@@ -28,8 +28,9 @@ pub struct ImessageArgs {
     /// Scan once, capture, print the pass's report as JSON and exit (no upload).
     #[arg(long)]
     pub once: bool,
-    /// How often to check chat.db for changes while watching, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    /// While watching, the longest wait between two checks of chat.db, in milliseconds: a
+    /// file-change notification from the OS (FSEvents, inotify) ends the wait at once.
+    #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
     /// Leave uploads to `verbatim upload` (run while the relay is stopped) instead of
     /// uploading in-process on the policy's schedule.

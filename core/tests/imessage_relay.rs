@@ -357,3 +357,39 @@ fn watching_captures_rows_as_they_arrive_and_keeps_the_status_file_until_stopped
     watcher.join().unwrap().unwrap();
     assert_eq!(captured(&s).len(), 13 + 5);
 }
+
+#[test]
+fn a_write_to_chat_db_wakes_the_relay_before_its_poll_bound() {
+    // The poll bound and the backstop are an hour: only the OS's file-change notification can
+    // bring the new rows in within the test's minute.
+    let (s, agent, _mac, world) = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let captured_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = {
+        let (agent, stop, count, opts) = (agent.clone(), stop.clone(), captured_so_far.clone(), options(&world));
+        std::thread::spawn(move || {
+            let hour = std::time::Duration::from_secs(3600);
+            let pacing = imessage::WatchOptions { poll: hour, backstop: hour, upload_deadline: None };
+            tokio_rt().block_on(imessage::watch(&agent, &opts, &pacing, &stop, |outcome| {
+                if let Ok(r) = outcome {
+                    count.fetch_add(r.captured, Ordering::AcqRel);
+                }
+            }))
+        })
+    };
+    let wait_for = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while captured_so_far.load(Ordering::Acquire) < n {
+            assert!(std::time::Instant::now() < deadline, "{} of {n} captured", captured_so_far.load(Ordering::Acquire));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(13); // the first pass runs at once
+    World::more_messages(&world.db, "NOTIFIED", 3);
+    wait_for(16);
+    // Stopping waits for the loop's next wake-up: a write wakes it.
+    stop.store(true, Ordering::Release);
+    World::more_messages(&world.db, "AFTER-STOP", 1);
+    watcher.join().unwrap().unwrap();
+    assert!(captured(&s).len() >= 16);
+}

@@ -427,10 +427,34 @@ fn fingerprint(chat_db: &Path) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
+/// A notification for every change in the folder of `chat_db` (Messages writes chat.db and its
+/// WAL there). Without one (the folder missing, no permission, the OS refusing a watch) the
+/// relay still checks at `WatchOptions::poll`; the watcher stops when dropped.
+fn watch_files(chat_db: &Path) -> (tokio::sync::mpsc::UnboundedReceiver<()>, Option<notify::RecommendedWatcher>) {
+    use notify::Watcher;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let folder = chat_db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .and_then(|mut w| w.watch(folder, notify::RecursiveMode::NonRecursive).map(|_| w));
+    match watcher {
+        Ok(w) => (rx, Some(w)),
+        Err(e) => {
+            tracing::warn!(error = %e, "imessage: no file-change notification; checking the files at the poll interval");
+            (rx, None)
+        }
+    }
+}
+
 /// How the watch loop paces itself.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// How often the files are checked for a change (a pass runs when they changed).
+    /// The longest wait between two checks of the files (a pass runs when they changed). A
+    /// file-change notification from the OS (FSEvents, inotify) ends the wait at once; this
+    /// bound keeps the relay working, and stoppable, where notifications do not arrive.
     pub poll: Duration,
     /// A pass runs at least this often even when nothing seems to have changed (missing
     /// attachments that were downloaded, a change the file times did not show).
@@ -444,7 +468,7 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            poll: Duration::from_millis(500),
+            poll: Duration::from_secs(1),
             backstop: Duration::from_secs(30),
             upload_deadline: Some(Duration::from_secs(120)),
         }
@@ -497,6 +521,7 @@ pub async fn watch(
     stop: &AtomicBool,
     mut on_pass: impl FnMut(&std::result::Result<ScanReport, RelayError>),
 ) -> Result<()> {
+    let (mut changes, _watcher) = watch_files(&options.chat_db);
     let mut last_print = None;
     let mut last_pass: Option<Instant> = None;
     let mut last_upload: Option<Instant> = None;
@@ -526,7 +551,9 @@ pub async fn watch(
             }
             last_print = Some(print);
         }
-        tokio::time::sleep(pacing.poll).await;
+        // Wake at Messages' next write, or at the bound; several writes are one pass.
+        let _ = tokio::time::timeout(pacing.poll, changes.recv()).await;
+        while changes.try_recv().is_ok() {}
     }
     Ok(())
 }
