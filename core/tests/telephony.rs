@@ -534,3 +534,43 @@ async fn whole_buckets_deleted_and_the_seen_bitmaps_agree_with_the_rows_remember
     assert_eq!(bits, rows_remembered);
     assert_eq!(rows_remembered.len(), rows.len());
 }
+
+#[tokio::test]
+async fn a_row_the_agent_refuses_is_evidenced_once_and_the_scans_go_on() {
+    use verbatim_core::record::AgentEvent;
+    use verbatim_core::sources::telephony::Scanner;
+    let s = Setup::new();
+    let agent = configured(&s).await;
+    scan(&agent, &ProviderView::default(), &opts()).await.unwrap();
+    // A platform page with a row whose date is in seconds, and a received MMS without its
+    // sender: neither can be captured; the rows after them must be.
+    let bad_date = sms(2, 1, "x", NOW / 1000);
+    let mut no_sender = rcs(7, 1, PEER, &[BUSINESS_LINE], NOW / 1000 - 5, vec![text_part(70, "y")]);
+    no_sender.addr.retain(|a| a.kind != 137);
+    let good = [sms(3, 1, "after", NOW - 1000), sms(4, 2, "after too", NOW - 900)];
+    for _ in 0..2 {
+        let mut scanner = Scanner::begin(&agent, opts()).await.unwrap();
+        scanner.sms([&bad_date, &good[0], &good[1]]).await.unwrap();
+        scanner.mms([&no_sender]).await.unwrap();
+        scanner.finish().await.unwrap();
+    }
+    let messages: Vec<String> = archived(&s)
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Message(m) => Some(m.meta.source_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, ["sms:3", "sms:4"]);
+    let refused: Vec<(String, String)> = open_all(&s)
+        .into_iter()
+        .filter_map(|(_, r)| match r.body {
+            RecordBody::Agent(AgentEvent::UncapturedCommunication { source_id, reason, .. }) => Some((source_id, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "each refused row evidenced once, not at every scan: {refused:?}");
+    assert!(refused[0].0 == "sms:2" && refused[0].1.contains("date must be milliseconds"), "{refused:?}");
+    assert!(refused[1].0 == "mms:7" && refused[1].1.contains("without its sender"), "{refused:?}");
+    assert!(refused.iter().all(|(_, reason)| !reason.contains("\"y\"")), "no content in the evidence");
+}

@@ -88,9 +88,12 @@ pub enum Fate {
     Edit,
     /// Captured as a `Reaction` to `refers_to` (the quoted message).
     Reaction,
+    /// The agent refused the row (a field the provider left empty or out of range): evidenced
+    /// as an `uncaptured_communication` and passed over, so one bad row cannot stop every scan.
+    Refused,
 }
 
-const FATES: [Fate; 4] = [Fate::Captured, Fate::Baseline, Fate::Edit, Fate::Reaction];
+const FATES: [Fate; 5] = [Fate::Captured, Fate::Baseline, Fate::Edit, Fate::Reaction, Fate::Refused];
 
 /// A 128-bit keyed fingerprint (the first half of [`crate::Agent::content_digest`]): only
 /// compared for equality within one device's memory, where 128 bits leave no practical

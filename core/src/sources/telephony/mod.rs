@@ -219,8 +219,8 @@ impl Scanner {
     /// The next page of `content://sms`, in ascending `_id` after the previous page's.
     pub async fn sms<'r>(&mut self, rows: impl IntoIterator<Item = &'r SmsRow>) -> Result<()> {
         for row in rows {
-            view::check_sms(row, self.options.now_ms)?;
-            self.walk(Table::Sms, row.id, Row::Sms(row)).await?;
+            let checked = view::check_sms(row, self.options.now_ms);
+            self.walk(Table::Sms, row.id, Row::Sms(row), checked).await?;
         }
         self.flush().await
     }
@@ -228,8 +228,8 @@ impl Scanner {
     /// The next page of `content://mms`, in ascending `_id` after the previous page's.
     pub async fn mms<'r>(&mut self, rows: impl IntoIterator<Item = &'r MmsRow>) -> Result<()> {
         for row in rows {
-            view::check_mms(row, self.options.now_ms)?;
-            self.walk(Table::Mms, row.id, Row::Mms(row)).await?;
+            let checked = view::check_mms(row, self.options.now_ms);
+            self.walk(Table::Mms, row.id, Row::Mms(row), checked).await?;
         }
         self.flush().await
     }
@@ -323,7 +323,10 @@ impl Scanner {
 
     /// One provider row against the walk. The common case, a row already seen, is decided
     /// without entering the (large) asynchronous path at all.
-    async fn walk(&mut self, table: Table, id: i64, row: Row<'_>) -> Result<()> {
+    /// `checked` says whether the row is one the provider could have written; a row that is
+    /// not is evidenced and passed over like any row the agent refuses (whole views are
+    /// checked before their first page, so a replay refuses them instead).
+    async fn walk(&mut self, table: Table, id: i64, row: Row<'_>, checked: Result<()>) -> Result<()> {
         let t = Self::walk_index(table);
         if id <= self.walks[t].last_id {
             return Err(Error::new(
@@ -347,7 +350,10 @@ impl Scanner {
             self.report.unchanged += 1;
             return Ok(());
         }
-        self.new_row(table, id, row).await
+        match checked {
+            Ok(()) => self.new_row(table, id, row).await,
+            Err(e) => self.refuse(&row, table, id, &e).await,
+        }
     }
 
     /// A row the walk has not seen: history on the first scan, else captured.
@@ -370,7 +376,37 @@ impl Scanner {
             }
             return Ok(());
         }
-        self.capture_new(&row, table, id, &key).await
+        match self.capture_new(&row, table, id, &key).await {
+            Err(e) if e.kind == ErrorKind::InvalidEvent => self.refuse(&row, table, id, &e).await,
+            other => other,
+        }
+    }
+
+    /// A row the agent refuses (empty or out-of-range provider fields): recorded, metadata only,
+    /// as an `uncaptured_communication` when it is business, and remembered as refused so the
+    /// scans after it go on. A personal row leaves no trace.
+    async fn refuse(&mut self, row: &Row<'_>, table: Table, id: i64, e: &Error) -> Result<()> {
+        self.flush().await?;
+        let key = table.key(id);
+        let meta = crate::model::EventMeta {
+            channel: row.channel(),
+            line: self.options.line.clone(),
+            conversation_id: format!("thread:{}", row.thread()),
+            source_id: table.event_id(id),
+            source_time_ms: if row.time_ms() > 0 { row.time_ms() } else { self.options.now_ms },
+        };
+        let direction = if row.outbound() { crate::model::Direction::Outbound } else { crate::model::Direction::Inbound };
+        let business = self
+            .agent
+            .policy()
+            .is_some_and(|p| p.capture_channels.contains(&meta.channel) && p.business_lines.contains(&self.business));
+        tracing::warn!(table = table.name(), id, business, "telephony: a provider row was refused; evidenced and passed over");
+        if business {
+            self.agent.report_uncaptured(&meta, direction, &format!("refused by the agent: {}", e.detail)).await?;
+        }
+        let s = self.remembered(row, Fate::Refused, None);
+        let marks = vec![s.mark(&key), self.seen_mark(table, id, true)?];
+        self.agent.save_marks(marks).await
     }
 
     /// A value as saved, or as about to be saved with the pending marks.
