@@ -451,9 +451,15 @@ impl Agent {
         }
         if !in_scope(&policy, &event) {
             tracing::trace!(kind = event.kind(), channel = event.meta().channel.as_str(), "capture: out of scope, dropped");
-            let mut ev = lock(&self.inner.evidence);
-            ev.count(Counted::OutOfScope);
-            ev.count_in_window(Cause::ChannelDisabled(event.meta().channel));
+            {
+                let mut ev = lock(&self.inner.evidence);
+                ev.count(Counted::OutOfScope);
+                ev.count_in_window(Cause::ChannelDisabled(event.meta().channel));
+            }
+            // Nothing of the event is stored, but a source remembers that it saw it.
+            if !marks.is_empty() {
+                self.save_marks(marks).await?;
+            }
             return Ok(CaptureOutcome::OutOfScope);
         }
         if let Some(jump) = self.check_clock(now) {
@@ -506,11 +512,7 @@ impl Agent {
     /// capture (not configured, queue full, invalid) stores nothing at all, and the source
     /// offers the event again at its next scan.
     pub async fn capture_marked(&self, event: Event, marks: Vec<Mark>) -> Result<CaptureOutcome> {
-        let outcome = self.capture_with(event, marks.clone(), None).await?;
-        if outcome == CaptureOutcome::OutOfScope && !marks.is_empty() {
-            self.save_marks(marks).await?;
-        }
-        Ok(outcome)
+        self.capture_with(event, marks, None).await
     }
 
     /// A capture source saw an attachment whose bytes are not there (a file not downloaded
@@ -523,11 +525,7 @@ impl Agent {
         reason: &str,
         marks: Vec<Mark>,
     ) -> Result<CaptureOutcome> {
-        let outcome = self.capture_with(Event::Attachment(attachment), marks.clone(), Some(reason)).await?;
-        if outcome == CaptureOutcome::OutOfScope && !marks.is_empty() {
-            self.save_marks(marks).await?;
-        }
-        Ok(outcome)
+        self.capture_with(Event::Attachment(attachment), marks, Some(reason)).await
     }
 
     /// Saves a capture source's marks with nothing captured (a first scan's baseline, rows

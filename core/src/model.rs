@@ -233,7 +233,12 @@ pub const MAX_ID_LEN: usize = 1024;
 pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
 /// Only events on a business line, on a channel the policy captures, are business.
 pub fn in_scope(policy: &Policy, event: &Event) -> bool {
-    let meta = event.meta();
+    meta_in_scope(policy, event.meta())
+}
+
+/// The scope rule on what every event carries: its channel is captured and its line is one of
+/// the business lines. (For a source evidencing a row it could not turn into an event.)
+pub fn meta_in_scope(policy: &Policy, meta: &EventMeta) -> bool {
     policy.capture_channels.contains(&meta.channel) && policy.business_lines.contains(&normalize_handle(&meta.line))
 }
 

@@ -316,9 +316,7 @@ impl Pass<'_> {
         marks: Vec<Mark>,
         pending_attachment: bool,
     ) -> Result<()> {
-        let in_scope = self.agent.policy().is_some_and(|p| {
-            p.capture_channels.contains(&meta.channel) && p.business_lines.contains(&crate::model::normalize_handle(&meta.line))
-        });
+        let in_scope = self.agent.policy().is_some_and(|p| crate::model::meta_in_scope(&p, &meta));
         if in_scope {
             self.agent.report_uncaptured(&meta, direction, reason).await?;
             if pending_attachment {

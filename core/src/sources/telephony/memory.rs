@@ -28,7 +28,7 @@ pub const BASELINE_STARTED_KEY: &str = "baseline-started";
 pub const AMBIGUOUS: &[u8] = b"*";
 
 /// The two provider tables whose rows are walked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Sms,
     Mms,

@@ -155,7 +155,7 @@ pub struct Scanner {
     walks: [Walk; 2],
     /// The bitmaps of seen rows as they stand now (loaded when first needed), by table and
     /// bucket; each change goes out as a mark with the change to its row.
-    bits: HashMap<(usize, i64), seen::Bits>,
+    bits: HashMap<(Table, i64), seen::Bits>,
     /// Marks with no capture of their own, saved in batches.
     pending: BTreeMap<String, Option<Vec<u8>>>,
     report: ScanReport,
@@ -239,14 +239,8 @@ impl Scanner {
     /// again the whole provider's media at every wake-up). Asked before handing their page over.
     pub fn unseen_mms(&self, ids: &[i64]) -> Result<Vec<i64>> {
         let mut unseen = Vec::new();
-        let t = Self::walk_index(Table::Mms);
         for &id in ids {
-            let bucket = seen::bucket_of(id);
-            let known = match self.bits.get(&(t, bucket)) {
-                Some(bits) => bits.has(id),
-                None => self.stored_bits(Table::Mms, bucket)?.has(id),
-            };
-            if !known {
+            if !self.bits_now(Table::Mms, seen::bucket_of(id))?.has(id) {
                 unseen.push(id);
             }
         }
@@ -272,22 +266,24 @@ impl Scanner {
         }
     }
 
-    /// A bucket's bitmap as stored (or about to be, with the pending marks); empty if none.
-    fn stored_bits(&self, table: Table, bucket: i64) -> Result<seen::Bits> {
+    /// A bucket's bitmap as it stands now: as this scan changed it, else as stored (or about
+    /// to be, with the pending marks); empty if none.
+    fn bits_now(&self, table: Table, bucket: i64) -> Result<seen::Bits> {
+        if let Some(bits) = self.bits.get(&(table, bucket)) {
+            return Ok(bits.clone());
+        }
         Ok(self.lookup(&seen::key(table, bucket))?.and_then(|v| seen::Bits::parse(&v)).unwrap_or_else(seen::Bits::empty))
     }
 
     /// Sets or clears row `id`'s bit and returns the mark that saves its bitmap, to go in the
     /// same commit as the change to the row's own entry.
     fn seen_mark(&mut self, table: Table, id: i64, on: bool) -> Result<Mark> {
-        let (t, bucket) = (Self::walk_index(table), seen::bucket_of(id));
-        if !self.bits.contains_key(&(t, bucket)) {
-            let stored = self.stored_bits(table, bucket)?;
-            self.bits.insert((t, bucket), stored);
-        }
-        let bits = self.bits.get_mut(&(t, bucket)).expect("inserted above");
+        let bucket = seen::bucket_of(id);
+        let mut bits = self.bits_now(table, bucket)?;
         bits.set(id, on);
-        Ok(Mark::set(SOURCE, seen::key(table, bucket), bits.bytes().to_vec()))
+        let mark = Mark::set(SOURCE, seen::key(table, bucket), bits.bytes().to_vec());
+        self.bits.insert((table, bucket), bits);
+        Ok(mark)
     }
 
     /// Moves walk `t` to `bucket` (or past every bucket, for `None`): the remembered rows of
@@ -304,7 +300,7 @@ impl Scanner {
                 break;
             }
             self.walks[t].ahead.pop_front();
-            for id in self.stored_bits(table, next)?.ids(next) {
+            for id in self.bits_now(table, next)?.ids(next) {
                 self.gone(table, id).await?;
             }
         }
@@ -312,10 +308,7 @@ impl Scanner {
             if self.walks[t].ahead.front() == Some(&b) {
                 self.walks[t].ahead.pop_front();
             }
-            let remembered = match self.bits.get(&(t, b)) {
-                Some(bits) => bits.clone(),
-                None => self.stored_bits(table, b)?,
-            };
+            let remembered = self.bits_now(table, b)?;
             self.walks[t].here = Some((b, remembered, seen::Bits::empty()));
         }
         Ok(())
@@ -396,10 +389,7 @@ impl Scanner {
             source_time_ms: if row.time_ms() > 0 { row.time_ms() } else { self.options.now_ms },
         };
         let direction = if row.outbound() { crate::model::Direction::Outbound } else { crate::model::Direction::Inbound };
-        let business = self
-            .agent
-            .policy()
-            .is_some_and(|p| p.capture_channels.contains(&meta.channel) && p.business_lines.contains(&self.business));
+        let business = self.agent.policy().is_some_and(|p| crate::model::meta_in_scope(&p, &meta));
         tracing::warn!(table = table.name(), id, business, "telephony: a provider row was refused; evidenced and passed over");
         if business {
             self.agent.report_uncaptured(&meta, direction, &format!("refused by the agent: {}", e.detail)).await?;
@@ -544,7 +534,7 @@ impl Scanner {
                 let event = mapping::unsend(&event_id, &s, &self.options.line, self.options.now_ms);
                 let marks = vec![
                     Mark::forget(SOURCE, key),
-                    Mark::set(SOURCE, format!("gone/{key}"), b"1".to_vec()),
+                    Mark::set(SOURCE, memory::gone_key(table, id), b"1".to_vec()),
                     self.seen_mark(table, id, false)?,
                 ];
                 self.capture("unsend", event_id, event, marks).await
