@@ -2,7 +2,6 @@ package com.verbatim.agent.android
 
 import android.app.Activity
 import android.content.Intent
-import android.net.ConnectivityManager
 import android.net.NetworkCapabilities
 import android.os.Bundle
 import androidx.enterprise.feedback.RecordingKeyedAppStatesReporter
@@ -33,7 +32,6 @@ import org.robolectric.Robolectric
 import org.robolectric.RobolectricTestRunner
 import org.robolectric.Shadows.shadowOf
 import org.robolectric.annotation.Config
-import org.robolectric.shadows.ShadowNetworkCapabilities
 
 /** AndroidAgent against the real framework: restrictions, the broadcast, resumes, JobScheduler. */
 @RunWith(RobolectricTestRunner::class)
@@ -220,20 +218,5 @@ class AndroidAgentTest {
         eventually(what = "capture resumed") { agent.status().configured }
         seqOf(agent.capture(message("after-removal")))
         Unit
-    }
-
-    /** The active network as validated, unmetered Internet: what ConnectivityNetworkState calls usable. */
-    private fun validatedNetwork() {
-        val connectivity = app().getSystemService(ConnectivityManager::class.java)
-        val caps = ShadowNetworkCapabilities.newInstance()
-        shadowOf(caps).apply {
-            for (c in listOf(
-                NetworkCapabilities.NET_CAPABILITY_INTERNET,
-                NetworkCapabilities.NET_CAPABILITY_VALIDATED,
-                NetworkCapabilities.NET_CAPABILITY_NOT_METERED,
-                NetworkCapabilities.NET_CAPABILITY_NOT_ROAMING,
-            )) addCapability(c)
-        }
-        shadowOf(connectivity).setNetworkCapabilities(connectivity.activeNetwork, caps)
     }
 }

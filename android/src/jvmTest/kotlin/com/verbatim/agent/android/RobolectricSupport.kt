@@ -4,6 +4,8 @@ import android.app.Application
 import android.app.job.JobScheduler
 import android.content.Context
 import android.content.RestrictionsManager
+import android.net.ConnectivityManager
+import android.net.NetworkCapabilities
 import android.os.Bundle
 import android.os.Looper
 import com.verbatim.agent.policy
@@ -13,6 +15,7 @@ import kotlin.time.TimeSource
 import kotlinx.coroutines.runBlocking
 import org.robolectric.RuntimeEnvironment
 import org.robolectric.Shadows.shadowOf
+import org.robolectric.shadows.ShadowNetworkCapabilities
 
 // Shared by the Robolectric tests of the Android layer (API 34, the real framework classes).
 
@@ -78,3 +81,18 @@ fun resetAndroidAgent() = runBlocking {
 }
 
 fun Context.policyVersion(): String? = runBlocking { AndroidAgent.get(this@policyVersion).status().policyVersion }
+
+/** The active network as validated, unmetered Internet: what ConnectivityNetworkState calls usable. */
+fun validatedNetwork() {
+    val connectivity = app().getSystemService(ConnectivityManager::class.java)
+    val caps = ShadowNetworkCapabilities.newInstance()
+    shadowOf(caps).apply {
+        for (c in listOf(
+            NetworkCapabilities.NET_CAPABILITY_INTERNET,
+            NetworkCapabilities.NET_CAPABILITY_VALIDATED,
+            NetworkCapabilities.NET_CAPABILITY_NOT_METERED,
+            NetworkCapabilities.NET_CAPABILITY_NOT_ROAMING,
+        )) addCapability(c)
+    }
+    shadowOf(connectivity).setNetworkCapabilities(connectivity.activeNetwork, caps)
+}

@@ -2,8 +2,6 @@ package com.verbatim.agent.android.telephony
 
 import android.app.NotificationManager
 import android.content.Intent
-import android.net.ConnectivityManager
-import android.net.NetworkCapabilities
 import android.net.Uri
 import com.verbatim.agent.ARCHIVE
 import com.verbatim.agent.LINE
@@ -14,6 +12,7 @@ import com.verbatim.agent.android.eventually
 import com.verbatim.agent.android.managedPolicy
 import com.verbatim.agent.android.resetAndroidAgent
 import com.verbatim.agent.android.setRestrictions
+import com.verbatim.agent.android.validatedNetwork
 import com.verbatim.ffi.core.StopReason
 import java.nio.file.Files
 import java.util.UUID
@@ -33,7 +32,6 @@ import org.robolectric.RobolectricTestRunner
 import org.robolectric.Shadows.shadowOf
 import org.robolectric.annotation.Config
 import org.robolectric.shadows.ShadowLog
-import org.robolectric.shadows.ShadowNetworkCapabilities
 
 /**
  * Google Messages' archival mode end to end: a Telephony provider with the observed tables and
@@ -153,20 +151,5 @@ class ArchivalServiceTest {
         } finally {
             out.deleteRecursively()
         }
-    }
-
-    /** The active network as validated, unmetered Internet: what ConnectivityNetworkState calls usable. */
-    private fun validatedNetwork() {
-        val connectivity = app().getSystemService(ConnectivityManager::class.java)
-        val caps = ShadowNetworkCapabilities.newInstance()
-        shadowOf(caps).apply {
-            for (c in listOf(
-                NetworkCapabilities.NET_CAPABILITY_INTERNET,
-                NetworkCapabilities.NET_CAPABILITY_VALIDATED,
-                NetworkCapabilities.NET_CAPABILITY_NOT_METERED,
-                NetworkCapabilities.NET_CAPABILITY_NOT_ROAMING,
-            )) addCapability(c)
-        }
-        shadowOf(connectivity).setNetworkCapabilities(connectivity.activeNetwork, caps)
     }
 }
