@@ -8,21 +8,23 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
-#[test]
-fn every_acknowledged_event_is_archived_exactly_once_across_two_dozen_kill_points() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("crash");
-    let out = Command::new(BIN)
-        .args(["crash-test", "--iterations", "24", "--round", "12", "--seed", "20261122", "--json", "--dir"])
-        .arg(&work)
-        .output()
-        .unwrap();
+/// Runs `verbatim crash-test ARGS --json --dir WORK`, checks that all `iterations` passed, and
+/// returns its JSON report.
+fn crash_test(args: &[&str], work: &std::path::Path, iterations: u32) -> serde_json::Value {
+    let out = Command::new(BIN).arg("crash-test").args(args).args(["--json", "--dir"]).arg(work).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "crash-test failed ({}):\n{stdout}\n{stderr}", out.status);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.last(), Some(&"24 passed, 0 failed"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    assert_eq!(lines.last().copied(), Some(format!("{iterations} passed, 0 failed").as_str()), "{stdout}");
+    serde_json::from_str(lines[lines.len() - 2]).unwrap()
+}
+
+#[test]
+fn every_acknowledged_event_is_archived_exactly_once_across_two_dozen_kill_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("crash");
+    let report = crash_test(&["--iterations", "24", "--round", "12", "--seed", "20261122"], &work, 24);
     assert_eq!(report["seed"], 20261122);
     assert_eq!(report["rounds"], 2);
     for kind in ["startup", "capture", "upload", "receiver"] {
@@ -58,17 +60,7 @@ fn the_object_store_keeps_every_acknowledged_event_exactly_once_across_kill_poin
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("crash");
-    let out = Command::new(BIN)
-        .args(["crash-test", "--object-store", "--iterations", "16", "--round", "8", "--seed", "20261206", "--json", "--dir"])
-        .arg(&work)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "crash-test failed ({}):\n{stdout}\n{stderr}", out.status);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.last(), Some(&"16 passed, 0 failed"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    let report = crash_test(&["--object-store", "--iterations", "16", "--round", "8", "--seed", "20261206"], &work, 16);
     assert_eq!(report["backend"], "s3");
     assert!(report["kill_points"]["receiver"].as_u64().unwrap_or(0) >= 1, "{report}");
     let acked = report["events_acknowledged"].as_u64().unwrap();
