@@ -19,6 +19,7 @@ mod output;
 
 mod archive_cmd;
 mod bench;
+mod connect_cmd;
 mod crash_cmd;
 mod demo;
 mod device_cmd;
@@ -163,6 +164,13 @@ enum Command {
         after_help = "Example: verbatim relay imessage --chat-db ~/Library/Messages/chat.db --state relay --policy policy.plist"
     )]
     Relay(RelayCommand),
+
+    /// Server-side connectors that capture through a platform's official archiving channel.
+    #[command(
+        subcommand,
+        after_help = "Example: verbatim connect whatsapp --listen 127.0.0.1:8080 --state connector --policy policy.json --app-secret-file app-secret --verify-token-file verify-token"
+    )]
+    Connect(connect_cmd::ConnectCommand),
 }
 
 #[derive(Subcommand)]
@@ -248,5 +256,6 @@ fn main() -> ExitCode {
         Command::CrashTest(args) => crash_cmd::run(args),
         Command::Recover(args) => recover_cmd::run(args),
         Command::Relay(RelayCommand::Imessage(args)) => relay_cmd::imessage(args),
+        Command::Connect(command) => connect_cmd::run(command),
     }
 }

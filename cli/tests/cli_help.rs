@@ -28,6 +28,7 @@ const COMMANDS: &[&[&str]] = &[
     &["crash-test"],
     &["recover"],
     &["relay", "imessage"],
+    &["connect", "whatsapp"],
 ];
 
 fn verbatim(args: &[&str]) -> Output {

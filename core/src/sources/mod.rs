@@ -17,9 +17,13 @@
 //! guessable as a plain one. It keeps fingerprints from being compared across devices or
 //! with precomputed tables; the content itself is never written.)
 
+#[cfg(feature = "connectors")]
+pub mod connector;
 #[cfg(feature = "imessage")]
 pub mod imessage;
 pub mod telephony;
+#[cfg(feature = "connectors")]
+pub mod whatsapp;
 
 use std::collections::BTreeMap;
 
