@@ -131,12 +131,25 @@ fn usage(e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// The state the HTTP handlers share.
-struct App {
+pub(crate) struct App {
     webhook: Webhook,
     /// Raised when a capture met a full queue: upload now rather than at the next interval.
     upload_now: Notify,
     /// Raised at shutdown: the background task stops after what it is doing.
     stop: Notify,
+    /// Print `durable <id>` per event (the command does; the benchmark does not).
+    print_durable: bool,
+}
+
+impl App {
+    pub(crate) fn new(webhook: Webhook, print_durable: bool) -> Arc<App> {
+        Arc::new(App { webhook, upload_now: Notify::new(), stop: Notify::new(), print_durable })
+    }
+}
+
+/// The endpoint: `GET /webhook` (handshake), `POST /webhook` (notifications).
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new().route("/webhook", get(handshake).post(notification)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(app)
 }
 
 pub fn whatsapp(args: WhatsappArgs) -> ExitCode {
@@ -194,11 +207,7 @@ pub fn whatsapp(args: WhatsappArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return usage(format!("runtime: {e}")),
     };
-    let app = Arc::new(App {
-        webhook: Webhook::new(lines.clone(), app_secret, verify_token, graph),
-        upload_now: Notify::new(),
-        stop: Notify::new(),
-    });
+    let app = App::new(Webhook::new(lines.clone(), app_secret, verify_token, graph), true);
     let code = rt.block_on(serve(app.clone(), &args));
     eprintln!("connect whatsapp: stopped; {} webhooks refused for their signature", app.webhook.bad_signatures());
     code
@@ -218,10 +227,7 @@ async fn serve(app: Arc<App>, args: &WhatsappArgs) -> ExitCode {
     };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     outln!("listening {local}");
-    let router = Router::new()
-        .route("/webhook", get(handshake).post(notification))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app.clone());
+    let router = router(app.clone());
 
     let background = tokio::spawn(background(app.clone(), Duration::from_secs(args.media_retry_secs.max(1))));
     let served = axum::serve(listener, router).with_graceful_shutdown(wait_for_signal()).await;
@@ -259,7 +265,13 @@ async fn handshake(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> (S
 /// POST /webhook: a notification, acknowledged (200) only once all it holds is durable.
 async fn notification(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
     let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
-    match app.webhook.deliver(&body, signature, &mut |id| outln!("durable {id}")).await {
+    let print = app.print_durable;
+    let mut on_durable = |id: &str| {
+        if print {
+            outln!("durable {id}")
+        }
+    };
+    match app.webhook.deliver(&body, signature, &mut on_durable).await {
         Ok(_) => (StatusCode::OK, "ok\n"),
         Err(Refusal::BadSignature) => (StatusCode::UNAUTHORIZED, "bad signature\n"),
         Err(Refusal::Malformed(why)) => {

@@ -19,6 +19,8 @@
 //!    against a plain read of the same rows, and its peak RSS at 100,000 and 1,000,000 rows.
 //! 9. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
 //!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
+//! 10. whatsapp: the coexistence connector's webhook ingest under a burst of 10,000 signed
+//!     webhooks (throughput, p50/p99 acknowledgement latency) against direct capture.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
@@ -35,6 +37,7 @@ mod size;
 mod support;
 mod telephony;
 mod upload;
+mod whatsapp;
 
 use capture::*;
 use cold_start::*;
@@ -48,6 +51,7 @@ use size::*;
 use support::*;
 use telephony::*;
 use upload::*;
+use whatsapp::*;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -89,7 +93,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony,
-    /// imessage (comma-separated).
+    /// imessage, whatsapp (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).
@@ -104,6 +108,9 @@ pub struct BenchArgs {
     /// Messages in the large chat.db of the iMessage relay benchmark (default 1,000,000; 2,000 with --quick).
     #[arg(long)]
     imessage_messages: Option<u64>,
+    /// Webhooks in the WhatsApp connector's burst (default 10,000; 500 with --quick).
+    #[arg(long)]
+    whatsapp_messages: Option<u64>,
     /// Events of the large memory run (default 1,000,000; 20,000 with --quick).
     #[arg(long)]
     memory_events: Option<u64>,

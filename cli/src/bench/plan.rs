@@ -19,6 +19,7 @@ pub(super) struct Plan {
     pub(super) telephony_rows: u64,
     pub(super) telephony_rows_large: u64,
     pub(super) telephony_rounds: usize,
+    pub(super) whatsapp_messages: u64,
 }
 
 impl Plan {
@@ -40,6 +41,7 @@ impl Plan {
             telephony_rows: if q { 2_000 } else { 100_000 },
             telephony_rows_large: if q { 10_000 } else { 1_000_000 },
             telephony_rounds: if q { 2 } else { 7 },
+            whatsapp_messages: args.whatsapp_messages.unwrap_or(if q { 500 } else { 10_000 }),
         }
     }
 }

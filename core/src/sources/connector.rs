@@ -28,6 +28,9 @@ pub struct Lines {
     /// Each line's device token, by normalised line.
     tokens: BTreeMap<String, Secret>,
     open: Mutex<HashMap<String, Agent>>,
+    /// Held while a line's store is opened: a store has one writer, so two first deliveries
+    /// for one line must not both open it.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl Lines {
@@ -44,7 +47,15 @@ impl Lines {
         std::fs::create_dir_all(state)
             .map_err(|e| Error::new(ErrorKind::Storage, format!("cannot create {}: {e}", state.display())))?;
         let tokens = tokens.into_iter().map(|(line, token)| (normalize_handle(&line), token)).collect();
-        Ok(Lines { source, state: state.to_path_buf(), tree, policy, tokens, open: Mutex::new(HashMap::new()) })
+        Ok(Lines {
+            source,
+            state: state.to_path_buf(),
+            tree,
+            policy,
+            tokens,
+            open: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The policy every line runs under (without the per-line entries).
@@ -84,15 +95,18 @@ impl Lines {
             return Ok(None);
         }
         let key = normalize_handle(line);
-        if let Some(agent) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(Some(agent.clone()));
+        let opened = |lines: &Lines| lines.open.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some(agent) = opened(self) {
+            return Ok(Some(agent));
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(agent) = opened(self) {
+            return Ok(Some(agent)); // opened by the delivery that held the lock before
         }
         let agent = Agent::open(&self.dir_of(line), AgentOptions::default())?;
         agent.apply_policy(&self.tree_for(line)).await?;
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        // Two first deliveries for one line may race here: the first agent opened is kept
-        // (a store has one writer; the second handle is dropped before it wrote anything).
-        Ok(Some(open.entry(key).or_insert(agent).clone()))
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(key, agent.clone());
+        Ok(Some(agent))
     }
 
     /// Opens the agent of every business line that has a store already (after a restart: so
@@ -140,6 +154,7 @@ impl Lines {
 mod tests {
     use super::*;
     use crate::synth::sample_policy;
+    use std::sync::Arc;
 
     fn tree(lines: &[&str], device: Option<&str>) -> Value {
         let mut overrides = vec![("business_lines", Value::List(lines.iter().map(|l| Value::String(l.to_string())).collect()))];
@@ -149,7 +164,7 @@ mod tests {
         sample_policy("https://archive.acme.test", &[7u8; 32], "tok-file", &overrides)
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_business_line_gets_its_own_store_and_device_and_others_open_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = BTreeMap::from([("+1 555 0100".to_string(), Secret::new("tok-line-1"))]);
@@ -165,6 +180,17 @@ mod tests {
         assert!(lines.has_token("+15550100") && !lines.has_token("+15550200"));
         assert_ne!(a.stream(), b.stream());
         assert_eq!(lines.opened().len(), 2);
+        // Many first deliveries at once for a new line open its store once.
+        let third =
+            Arc::new(Lines::new("whatsapp", &dir.path().join("more"), tree(&["+15550300"], None), BTreeMap::new()).unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let third = third.clone();
+            tasks.spawn(async move { third.agent("+15550300").await.map(|a| a.unwrap().stream()) });
+        }
+        let streams: Vec<_> = tasks.join_all().await.into_iter().map(|r| r.unwrap()).collect();
+        assert!(streams.windows(2).all(|w| w[0] == w[1]), "one store, one stream");
+        third.close().await;
         // The same line again is the same agent.
         let again = lines.agent("+1 (555) 0100").await.unwrap().unwrap();
         assert_eq!(again.stream(), a.stream());
