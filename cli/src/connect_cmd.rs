@@ -17,6 +17,7 @@ use axum::routing::get;
 use tokio::sync::Notify;
 use verbatim_core::secret::Secret;
 use verbatim_core::sources::connector::Lines;
+use verbatim_core::sources::wecom::{self, Keys};
 use verbatim_core::sources::whatsapp::{self, Graph, Refusal, Webhook};
 use verbatim_core::upload::{NetworkState, UploadOptions, UploadReport};
 
@@ -39,12 +40,174 @@ pub enum ConnectCommand {
         after_help = "Required: --listen, --state, --policy, --app-secret-file, --verify-token-file.\n\nExit codes: 0 stopped by SIGINT or SIGTERM after a last upload; 1 the policy was refused (one line per problem) or names no business line; 2 the connector could not start (a secret file readable by others or empty, the address in use, a store that cannot be opened).\n\nExample: verbatim connect whatsapp --listen 10.0.0.5:8080 --state /var/lib/verbatim/whatsapp --policy policy.json --app-secret-file /etc/verbatim/app-secret --verify-token-file /etc/verbatim/verify-token --access-token-file /etc/verbatim/graph-token --device-tokens /etc/verbatim/tokens"
     )]
     Whatsapp(WhatsappArgs),
+
+    /// The WeCom (WeChat Work) chat archive: loads Tencent's Finance SDK from --sdk, pulls the
+    /// archived records in seq order from the last committed one (1,000 per call), opens each
+    /// with the private key of its publickey_ver, and captures into one sealed device stream per
+    /// archived user id. Prints `captured <id>` per event once durable. A record whose key
+    /// version has no key stops the pass there (evidenced as could-not-record, never skipped).
+    /// Without --once, pulls every --poll-secs until SIGINT/SIGTERM, uploading on the policy's
+    /// interval and at the end.
+    #[command(
+        after_help = "Required: --state, --policy, --sdk, --corp-id, --secret-file, --private-keys.\n\nExit codes: 0 the pass ran to the end (--once) or the connector stopped on a signal; 1 the policy was refused or names no business line, or (--once) a record's key version has no private key (the could-not-record window is open); 2 the connector could not run (the SDK could not be loaded or refused the corp id and secret, a secret or key file readable by others, a store that cannot be opened, an SDK error during the pass).\n\nExample: verbatim connect wecom --state /var/lib/verbatim/wecom --policy policy.json --sdk /opt/wecom/libWeWorkFinanceSdk_C.so --corp-id ww0123456789abcdef --secret-file /etc/verbatim/wecom-secret --private-keys /etc/verbatim/wecom-keys --once"
+    )]
+    Wecom(WecomArgs),
 }
 
 pub fn run(command: ConnectCommand) -> ExitCode {
     match command {
         ConnectCommand::Whatsapp(args) => whatsapp(args),
+        ConnectCommand::Wecom(args) => wecom(args),
     }
+}
+
+#[derive(clap::Args)]
+pub struct WecomArgs {
+    /// The connector's data directory: one store (one device stream) per archived user id.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Policy file (XML property list or JSON): business_lines are the WeCom user ids to capture;
+    /// each uploads as device `<device_id>-<user id>`.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Tencent's Finance SDK shared library (libWeWorkFinanceSdk_C.so), loaded at run time.
+    #[arg(long)]
+    pub sdk: PathBuf,
+    /// The enterprise's corp id.
+    #[arg(long)]
+    pub corp_id: String,
+    /// File holding the chat archive's secret; must be mode 0600.
+    #[arg(long)]
+    pub secret_file: PathBuf,
+    /// Directory of the enterprise's RSA private keys, one PEM file per key version named
+    /// `<publickey_ver>.pem`, each mode 0600; read again at every pass.
+    #[arg(long)]
+    pub private_keys: PathBuf,
+    /// Directory of device tokens, one file per user id named as the id, each mode 0600.
+    #[arg(long)]
+    pub device_tokens: Option<PathBuf>,
+    /// One pass to the end of the archive, an upload, the pass's report as JSON, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between two passes.
+    #[arg(long, default_value_t = 60)]
+    pub poll_secs: u64,
+    /// Seconds the SDK may take per call.
+    #[arg(long, default_value_t = 30)]
+    pub sdk_timeout_secs: u32,
+}
+
+/// The private keys in `dir`, `<version>.pem` each, owner-only.
+fn wecom_keys(dir: &Path) -> Result<Keys, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("--private-keys {}: {e}", dir.display()))?;
+    let mut pems = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let version = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".pem")).and_then(|v| v.parse().ok());
+        if let Some(version) = version {
+            pems.push((version, read_secret(&path, "private key")?.expose().to_string()));
+        }
+    }
+    Keys::from_pems(pems).map_err(|e| e.to_string())
+}
+
+pub fn wecom(args: WecomArgs) -> ExitCode {
+    let tree = match verbatim_core::policy::file::load(&args.policy) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("policy: {e}")),
+    };
+    let secret = match read_secret(&args.secret_file, "archive secret") {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    if let Err(e) = wecom_keys(&args.private_keys) {
+        return usage(e);
+    }
+    let business: Vec<String> = match verbatim_core::policy::parse(&tree) {
+        Ok(parsed) => parsed.policy.business_lines.iter().cloned().collect(),
+        Err(rejected) => {
+            eprintln!("error: {rejected}");
+            return ExitCode::from(1);
+        }
+    };
+    let tokens = match device_tokens(args.device_tokens.as_deref(), &business) {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    let lines = match Lines::new(wecom::SOURCE, &args.state, tree, tokens) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let sdk = match wecom::Sdk::open(&args.sdk, &args.corp_id, secret.expose(), args.sdk_timeout_secs) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return usage(format!("runtime: {e}")),
+    };
+    let archive = wecom::Archive::new(lines.clone(), sdk);
+    let code = rt.block_on(async {
+        if let Err(e) = lines.open_existing().await {
+            return usage(format!("opening the stores under {}: {e}", args.state.display()));
+        }
+        for (_, agent) in lines.opened() {
+            wecom::clear_incoming(&agent);
+        }
+        let pass = || async {
+            let keys =
+                wecom_keys(&args.private_keys).map_err(|e| verbatim_core::Error::new(verbatim_core::ErrorKind::Rejected, e))?;
+            archive.pass(&keys, &mut |id| outln!("captured {id}")).await
+        };
+        if args.once {
+            let outcome = pass().await;
+            for (device, report) in upload_all(&lines).await {
+                eprintln!("connect: {device}: {} records uploaded; {:?}", report.records_sent, report.stopped);
+            }
+            return match outcome {
+                Ok(report) => {
+                    outln!("{}", serde_json::to_string(&report).expect("report serialises"));
+                    if let Some(v) = report.missing_key_version {
+                        eprintln!(
+                            "error: connect wecom: no private key for publickey_ver {v}: capture stops there until it is added"
+                        );
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => usage(format!("connect wecom: {e}")),
+            };
+        }
+        let every = Duration::from_secs(u64::from(lines.policy().upload_interval_minutes) * 60);
+        let mut last_upload: Option<std::time::Instant> = None;
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            match pass().await {
+                Ok(report) if report.missing_key_version.is_some() => {
+                    eprintln!("warning: connect wecom: a record's key version has no private key; waiting for it")
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: connect wecom: {e}"),
+            }
+            if last_upload.is_none_or(|t| t.elapsed() >= every) {
+                upload_all(&lines).await;
+                last_upload = Some(std::time::Instant::now());
+            }
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tokio::time::sleep(Duration::from_secs(args.poll_secs.max(1))) => {}
+            }
+        }
+        upload_all(&lines).await;
+        ExitCode::SUCCESS
+    });
+    rt.block_on(lines.close());
+    code
 }
 
 #[derive(clap::Args)]

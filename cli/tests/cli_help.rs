@@ -29,6 +29,7 @@ const COMMANDS: &[&[&str]] = &[
     &["recover"],
     &["relay", "imessage"],
     &["connect", "whatsapp"],
+    &["connect", "wecom"],
 ];
 
 fn verbatim(args: &[&str]) -> Output {

@@ -42,7 +42,7 @@ impl Cause {
     const CHANNEL_PREFIX: &'static str = "channel_disabled:";
     const SOURCE_PREFIX: &'static str = "source_unavailable:";
     /// The capture sources a `source_unavailable` cause can name.
-    pub const SOURCES: [&'static str; 2] = ["imessage", "telephony"];
+    pub const SOURCES: [&'static str; 4] = ["imessage", "telephony", "wecom", "whatsapp"];
 
     /// Reads the text form back; `None` for anything else.
     pub fn parse(text: &str) -> Option<Cause> {

@@ -13,7 +13,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 /// the prefix on those lines. Reading stops there, so a command with more to print blocks on
 /// its full pipe: the kill lands mid-run whatever the timing.
 pub fn run_and_kill<S: AsRef<OsStr>>(args: &[S], prefix: &str, kill_after: usize) -> Vec<String> {
-    let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut command = Command::new(BIN);
+    command.args(args);
+    run_and_kill_command(command, prefix, kill_after)
+}
+
+/// [`run_and_kill`] for a command already set up (its arguments, its environment).
+pub fn run_and_kill_command(mut command: Command, prefix: &str, kill_after: usize) -> Vec<String> {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut printed = Vec::new();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     while printed.len() < kill_after {

@@ -23,6 +23,8 @@ pub mod connector;
 pub mod imessage;
 pub mod telephony;
 #[cfg(feature = "connectors")]
+pub mod wecom;
+#[cfg(feature = "connectors")]
 pub mod whatsapp;
 
 use std::collections::BTreeMap;
