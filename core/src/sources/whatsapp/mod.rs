@@ -161,7 +161,8 @@ impl Webhook {
         };
         let claim = (item.line.clone(), item.wamid.clone());
         if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(claim.clone()) {
-            return Err(Error::new(ErrorKind::QueueFull, "the same message is being captured by another delivery"));
+            // Not a full queue: nothing to upload, only to deliver again in a moment.
+            return Err(Error::new(ErrorKind::Rejected, "the same message is being captured by another delivery"));
         }
         let result = self.capture_item(&agent, item, delivery, on_durable).await;
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&claim);

@@ -173,3 +173,19 @@ async fn an_item_no_event_can_be_made_of_is_evidenced_once() {
     assert_eq!(post(&w, &b).await.unwrap().duplicates, 1);
     w.lines().close().await;
 }
+
+#[tokio::test]
+async fn a_redelivery_racing_the_first_is_answered_not_durable_and_captures_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = webhook(dir.path());
+    let b = body(LINE, "messages", json!({"messages": [text("wamid.R", "racing")]}));
+    // The first delivery holds the message (it is being captured)...
+    w.in_flight.lock().unwrap().insert((LINE.to_string(), "wamid.R".to_string()));
+    let Err(Refusal::NotDurable(e)) = post(&w, &b).await else { panic!("the racing delivery must not be acknowledged") };
+    assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
+    // ...and once it is done, Meta's next delivery is a duplicate or the capture itself.
+    w.in_flight.lock().unwrap().clear();
+    assert_eq!(post(&w, &b).await.unwrap().captured, ["wamid.R"]);
+    assert_eq!(post(&w, &b).await.unwrap().duplicates, 1);
+    w.lines().close().await;
+}
