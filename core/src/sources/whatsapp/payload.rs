@@ -143,7 +143,12 @@ fn item(line: &str, m: &Json, thread_peer: Option<&str>) -> Item {
         channel: Channel::Whatsapp,
         line: line.to_string(),
         conversation_id: conversation,
-        source_id: wamid.clone().unwrap_or_else(|| "wamid:missing".into()),
+        // Without a wamid, the message's own bytes name it: evidenced once, and another such
+        // message is not taken for a repeat of it.
+        source_id: wamid.clone().unwrap_or_else(|| {
+            use sha2::Digest;
+            format!("no-wamid:{}", &hex::encode(sha2::Sha256::digest(m.to_string().as_bytes()))[..32])
+        }),
         source_time_ms: time_ms,
     };
     let refused = |reason: &str| Item {
@@ -459,5 +464,11 @@ mod tests {
             json!({"messages": [{"from": "16505551234", "timestamp": "1739321024", "type": "text", "text": {"body": "x"}}]}),
         );
         assert!(matches!(it.plan, Plan::Refused { .. }));
+        assert!(it.wamid.starts_with("no-wamid:"), "{}", it.wamid);
+        let other = only(
+            "messages",
+            json!({"messages": [{"from": "16505551234", "timestamp": "1739321024", "type": "text", "text": {"body": "y"}}]}),
+        );
+        assert_ne!(it.wamid, other.wamid, "two messages without a wamid are two messages");
     }
 }
