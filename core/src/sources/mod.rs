@@ -1,6 +1,8 @@
 //! Capture sources beyond the host app: each reads what a platform store holds (the Android
 //! Telephony provider, Messages' database on a Mac) and turns what changed since its last look
-//! into the same typed events the app hands the agent. One module per source; the platform code
+//! into the same typed events the app hands the agent, or, server-side, what a platform's official
+//! archiving channel delivers (WhatsApp Business coexistence webhooks, the WeCom chat archive;
+//! one store per business line through `connector`). One module per source; the platform code
 //! that feeds it stays thin.
 //!
 //! What they share lives here: a source's memory of what it has seen. A source must capture
