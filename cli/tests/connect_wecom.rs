@@ -295,9 +295,16 @@ async fn pages_rotated_keys_recalls_media_and_groups_reach_the_archive_once() {
     w.publish();
     w.give_keys(&dir.path().join("keys"), &[1, 2]);
 
-    let args = connect_args(dir.path(), &w, &policy);
+    // Logging everything: still no content, secret or key in what it writes.
+    let mut args = connect_args(dir.path(), &w, &policy);
+    args.extend(["--log-level".to_string(), "trace".to_string()]);
     let out = run(&args, &w);
     assert!(out.status.success(), "{}", text(&out));
+    let pem = w.keys[&1].to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string();
+    let key_line = pem.lines().nth(1).unwrap().to_string();
+    for needle in ["quote 1", "rotated 1", "group hello", "term-sheet", &secret(), &key_line] {
+        assert!(!text(&out).contains(needle), "{needle:?} in the connector's output");
+    }
     let mut got = captured(&out);
     let media_parts: Vec<String> =
         ["image", "file", "voice", "video"].iter().zip(&media_ids).map(|(k, id)| format!("{id}/{k}")).collect();

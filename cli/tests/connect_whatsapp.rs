@@ -117,6 +117,11 @@ struct Connector {
 
 impl Connector {
     fn start(dir: &Path, policy: &Path, graph: Option<&Graph>) -> Connector {
+        Connector::start_with(dir, policy, graph, &[])
+    }
+
+    /// [`Connector::start`] with more arguments.
+    fn start_with(dir: &Path, policy: &Path, graph: Option<&Graph>, extra: &[&str]) -> Connector {
         write_private(&dir.join("app-secret"), &secret());
         write_private(&dir.join("verify-token"), "verify-me-please");
         let mut args: Vec<String> = [
@@ -153,6 +158,7 @@ impl Connector {
                 .map(String::from),
             );
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut child = Command::new(BIN).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, stdout) = channel();
         let out = child.stdout.take().unwrap();
@@ -378,7 +384,8 @@ async fn every_documented_shape_reaches_the_archive_once_on_its_own_numbers_stre
         .map(|(i, id)| (id.to_string(), (0..20_000 + i * 1000).map(|b| (b * 7 + i) as u8).collect()))
         .collect();
     let graph = Graph::start(dir.path(), media.clone(), HashSet::from(["late".to_string()])).await;
-    let c = Connector::start(dir.path(), &policy, Some(&graph));
+    // Logging everything: still no content, secret or token in what it writes.
+    let c = Connector::start_with(dir.path(), &policy, Some(&graph), &["--log-level", "trace"]);
     let a = c.addr.clone();
 
     // The subscription handshake.
@@ -535,7 +542,10 @@ async fn every_documented_shape_reaches_the_archive_once_on_its_own_numbers_stre
             assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds content", path.display());
         }
     }
-    assert!(!stderr.contains("bond") && !stderr.contains(&secret()), "{stderr}");
+    for needle in ["bond", "term sheet", "Head office", "Desk Two", &secret(), &graph.token, "verify-me-please"] {
+        assert!(!stderr.contains(needle), "{needle:?} in the connector's log:\n{stderr}");
+    }
+    assert!(stderr.contains("TRACE") || stderr.contains("DEBUG") || stderr.contains("INFO"), "the log was on: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
