@@ -423,3 +423,35 @@ async fn a_crash_between_pull_and_commit_captures_every_record_exactly_once() {
     want.sort();
     assert_eq!(ids(&lines, "message"), want, "every record exactly once");
 }
+
+#[test]
+fn a_missing_sdk_or_a_refused_secret_stops_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = verbatim_core::seal::generate_archive_keypair();
+    let policy = sample_policy("https://archive.acme.test", &public, "tok", &[("business_lines", Value::String(ZHANG.into()))]);
+    let policy_file = dir.path().join("policy.json");
+    std::fs::write(&policy_file, serde_json::to_vec(&policy).unwrap()).unwrap();
+    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+    let w = Wecom::new(dir.path());
+    w.publish();
+    w.give_keys(&dir.path().join("keys"), &[1]);
+    let mut args = connect_args(dir.path(), &w, &policy_file);
+
+    // No SDK where --sdk points: named, exit 2.
+    let sdk_at = args.iter().position(|a| a == "--sdk").unwrap() + 1;
+    let real_sdk = std::mem::replace(&mut args[sdk_at], dir.path().join("nowhere.so").to_str().unwrap().to_string());
+    let out = run(&args, &w);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nowhere.so"), "{}", text(&out));
+
+    // The SDK refuses the secret (Init): exit 2, the secret never printed.
+    args[sdk_at] = real_sdk;
+    write_private(&dir.path().join("wrong-secret"), "not-the-archive-secret");
+    let secret_at = args.iter().position(|a| a == "--secret-file").unwrap() + 1;
+    args[secret_at] = dir.path().join("wrong-secret").to_str().unwrap().to_string();
+    let out = run(&args, &w);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("Init: error 10001"), "{}", text(&out));
+    assert!(!text(&out).contains("not-the-archive-secret"), "{}", text(&out));
+    assert!(!dir.path().join("state").join(ZHANG).exists(), "nothing opened");
+}
