@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -157,10 +158,21 @@ pub fn wecom(args: WecomArgs) -> ExitCode {
         for (_, agent) in lines.opened() {
             wecom::clear_incoming(&agent);
         }
+        // Raised by SIGINT/SIGTERM: a pass stops between two records (what it committed stays).
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(Notify::new());
+        if !args.once {
+            let (flag, stopped) = (stop.clone(), stopped.clone());
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                flag.store(true, Ordering::Release);
+                stopped.notify_one();
+            });
+        }
         let pass = || async {
             let keys =
                 wecom_keys(&args.private_keys).map_err(|e| verbatim_core::Error::new(verbatim_core::ErrorKind::Rejected, e))?;
-            archive.pass(&keys, &mut |id| outln!("captured {id}")).await
+            archive.pass(&keys, &stop, &mut |id| outln!("captured {id}")).await
         };
         if args.once {
             let outcome = pass().await;
@@ -184,8 +196,6 @@ pub fn wecom(args: WecomArgs) -> ExitCode {
         }
         let every = Duration::from_secs(u64::from(lines.policy().upload_interval_minutes) * 60);
         let mut last_upload: Option<std::time::Instant> = None;
-        let signal = wait_for_signal();
-        tokio::pin!(signal);
         loop {
             match pass().await {
                 Ok(report) if report.missing_key_version.is_some() => {
@@ -199,7 +209,7 @@ pub fn wecom(args: WecomArgs) -> ExitCode {
                 last_upload = Some(std::time::Instant::now());
             }
             tokio::select! {
-                _ = &mut signal => break,
+                _ = stopped.notified() => break,
                 _ = tokio::time::sleep(Duration::from_secs(args.poll_secs.max(1))) => {}
             }
         }

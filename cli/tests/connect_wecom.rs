@@ -455,3 +455,70 @@ fn a_missing_sdk_or_a_refused_secret_stops_before_anything_is_stored() {
     assert!(!text(&out).contains("not-the-archive-secret"), "{}", text(&out));
     assert!(!dir.path().join("state").join(ZHANG).exists(), "nothing opened");
 }
+
+#[test]
+fn sigterm_stops_a_watching_connector_between_two_records_and_the_next_run_goes_on() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = verbatim_core::seal::generate_archive_keypair();
+    let policy = sample_policy(
+        "https://archive.acme.test",
+        &public,
+        "tok",
+        &[("capture_channels", Value::String("wechat".into())), ("business_lines", Value::String(ZHANG.into()))],
+    );
+    let policy_file = dir.path().join("policy.json");
+    std::fs::write(&policy_file, serde_json::to_vec(&policy).unwrap()).unwrap();
+    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+    let mut w = Wecom::new(dir.path());
+    let all: Vec<String> = (0..3000).map(|i| w.text(1, ZHANG, &[EXTERNAL], &format!("m{i}"))).collect();
+    w.publish();
+    w.give_keys(&dir.path().join("keys"), &[1]);
+    let once = connect_args(dir.path(), &w, &policy_file);
+    let mut watch: Vec<String> = once.iter().filter(|a| *a != "--once").cloned().collect();
+    watch.extend(["--poll-secs".to_string(), "3600".to_string()]);
+
+    let mut child = Command::new(BIN)
+        .args(&watch)
+        .env("WECOM_STANDIN_DIR", &w.dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut first = Vec::new();
+    while first.len() < 20 {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the connector captures");
+        if let Some(id) = line.strip_prefix("captured ") {
+            first.push(id.to_string());
+        }
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    // It stops between two records, well before the 3,000 are done or the hour's poll is up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop the connector");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    reader.join().unwrap();
+    first.extend(rx.try_iter().filter_map(|l| l.strip_prefix("captured ").map(str::to_string)));
+    assert!(first.len() < all.len(), "stopped before the end: {}", first.len());
+
+    let out = run(&once, &w);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut both: Vec<String> = first.into_iter().chain(captured(&out)).collect();
+    both.sort();
+    let mut all = all;
+    all.sort();
+    assert_eq!(both, all, "every record once across the two runs");
+}

@@ -24,6 +24,7 @@ pub mod sdk;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use rsa::PrivateKey;
@@ -139,10 +140,11 @@ impl Archive {
 
     /// Pulls and captures every record after the last committed one. `on_durable` is called
     /// with each event id once durable. Stops at the first record that cannot be captured (an
-    /// SDK error, a full queue): nothing after it is captured before it.
-    pub async fn pass(&self, keys: &Keys, on_durable: &mut (dyn FnMut(&str) + Send)) -> Result<PassReport> {
+    /// SDK error, a full queue): nothing after it is captured before it. Also stops, between two
+    /// records, once `stop` is raised (a shutdown): the next pass goes on from there.
+    pub async fn pass(&self, keys: &Keys, stop: &AtomicBool, on_durable: &mut (dyn FnMut(&str) + Send)) -> Result<PassReport> {
         let mut report = PassReport { position: self.position().await?, ..PassReport::default() };
-        loop {
+        while !stop.load(Ordering::Acquire) {
             let page = self.sdk.chat_data(report.position, PAGE)?;
             report.pages += 1;
             let page: Json = serde_json::from_slice(&page)
@@ -159,6 +161,9 @@ impl Archive {
                 let seq = record["seq"].as_u64().unwrap_or(0);
                 if seq <= report.position {
                     continue;
+                }
+                if stop.load(Ordering::Acquire) {
+                    return Ok(report);
                 }
                 let version = record["publickey_ver"].as_u64().unwrap_or(0) as u32;
                 let Some(random_key) = keys.open(version, record["encrypt_random_key"].as_str().unwrap_or_default()) else {
