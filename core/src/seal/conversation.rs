@@ -1,14 +1,18 @@
 //! Sealing with conversation keys (sealing version 2): what makes a conversation erasable on
 //! storage that can never be rewritten.
 //!
-//! An epoch's HPKE setup exports two secrets instead of one: the **epoch key**, which seals
-//! only key records, and the **reference key**, which hides which key sealed each record. Every
-//! other record is sealed under a **content key**: a fresh random key per conversation and
-//! epoch (and one for the agent's own events), announced to the archive in a key record sealed
-//! under the epoch key, earlier in the same chain. The archive files the content keys in its
-//! key vault and, once the archive private key retires, the vault is the only way to read a
-//! record: deleting a conversation's vault entries erases it, while the chain (which covers
-//! every ciphertext) still proves the stream complete.
+//! An epoch's HPKE setup exports two secrets instead of one: the **epoch key** and the
+//! **reference key**, which hides which key sealed each record. Every record but key records
+//! is sealed under a **content key**, one per conversation and epoch (and one for the agent's
+//! own events): `content_key = HMAC-SHA256(epoch_key, "verbatim/content-key/v2" || key_ref)`
+//! for a random 16-byte `key_ref` the device draws. A key record, sealed under the epoch key
+//! itself earlier in the same chain, says which conversation a `key_ref` stands for (never the
+//! key). The archive files content keys in its key vault, indexed by conversation; once the
+//! archive private key retires, no one can derive an epoch key again and the vault is the only
+//! way to read a record: deleting a conversation's vault entries erases it, while the chain
+//! (which covers every ciphertext) still proves the stream complete. Deriving content keys
+//! (rather than drawing them) means a lost key record costs only the conversation's label, not
+//! its records, while the archive key exists.
 //!
 //! A sealed record is `masked_ref (16 bytes) || AES-256-GCM(content key, nonce(seq), plaintext,
 //! aad)`, where `masked_ref = key_ref XOR HMAC-SHA256(ref_key, "verbatim/key-ref/v2" ||
@@ -24,8 +28,6 @@ use std::collections::HashMap;
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -51,6 +53,17 @@ const EPOCH_KEY_LABEL: &[u8] = b"verbatim/epoch-key/v2";
 const REF_KEY_LABEL: &[u8] = b"verbatim/ref-key/v2";
 const MASK_LABEL: &[u8] = b"verbatim/key-ref/v2";
 const AAD_LABEL: &[u8] = b"verbatim/record/v2";
+const CONTENT_KEY_LABEL: &[u8] = b"verbatim/content-key/v2";
+
+/// The content key of `key_ref` in the epoch whose epoch key is `epoch_key`.
+pub fn content_key(epoch_key: &[u8; 32], key_ref: &KeyRef) -> Zeroizing<[u8; 32]> {
+    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(epoch_key).expect("HMAC takes a key of any length");
+    mac.update(CONTENT_KEY_LABEL);
+    mac.update(key_ref);
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
+}
 
 /// A conversation as keys are scoped: the messaging app's conversation id on one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -103,21 +116,13 @@ impl KeyScope {
     }
 }
 
-/// The body of a key record: a content key, its reference and what it covers.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The body of a key record: which conversation a content key reference stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// 32 hex digits.
     pub key_ref: String,
-    /// Standard base64 of the 32-byte AES-256-GCM key.
-    pub key: String,
     /// The conversation it covers; `null` for the agent's own events.
     pub conversation: Option<ConversationRef>,
-}
-
-impl std::fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord").field("key_ref", &self.key_ref).field("key", &"[redacted]").finish_non_exhaustive()
-    }
 }
 
 impl KeyRecord {
@@ -125,17 +130,13 @@ impl KeyRecord {
         self.conversation.clone().map_or(KeyScope::Agent, KeyScope::Conversation)
     }
 
-    /// The reference and the key, checked.
-    pub fn parts(&self) -> Result<(KeyRef, Zeroizing<[u8; 32]>)> {
-        let bad = |what: &str| Error::new(ErrorKind::Corrupt, format!("key record: {what}"));
-        let key_ref: KeyRef = hex::decode(&self.key_ref)
+    /// The reference, checked.
+    pub fn key_ref(&self) -> Result<KeyRef> {
+        hex::decode(&self.key_ref)
             .ok()
             .and_then(|b| b.try_into().ok())
             .filter(|r| *r != EPOCH_KEY_REF)
-            .ok_or_else(|| bad("key_ref is not 32 hex digits naming a content key"))?;
-        let raw = Zeroizing::new(STANDARD.decode(&self.key).map_err(|_| bad("key is not base64"))?);
-        let key: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("key is not 32 bytes"))?;
-        Ok((key_ref, Zeroizing::new(key)))
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "key record: key_ref is not 32 hex digits naming a content key"))
     }
 }
 
@@ -226,11 +227,15 @@ pub struct Sealed {
 /// The device side of a version-2 epoch: in memory only; dropping it drops every key.
 pub struct ConversationSealer {
     epoch: u64,
+    epoch_key: Zeroizing<[u8; 32]>,
     epoch_cipher: Aes256Gcm,
     ref_key: Zeroizing<[u8; 32]>,
     keys: HashMap<KeyScope, (KeyRef, Aes256Gcm)>,
     /// The highest sequence number any key of this epoch sealed (0: none).
     sealed_through: u64,
+    /// Distinguishes key instances in the seal log of the `testing` feature.
+    #[cfg(feature = "testing")]
+    instance: u64,
 }
 
 impl std::fmt::Debug for ConversationSealer {
@@ -246,9 +251,12 @@ impl ConversationSealer {
         let sealer = ConversationSealer {
             epoch,
             epoch_cipher: cipher(&secrets.epoch_key),
+            epoch_key: secrets.epoch_key,
             ref_key: secrets.ref_key,
             keys: HashMap::new(),
             sealed_through: 0,
+            #[cfg(feature = "testing")]
+            instance: crate::testing::seal_log::next_instance(),
         };
         Ok((sealer, encapsulation))
     }
@@ -281,18 +289,13 @@ impl ConversationSealer {
         let mut out = Vec::with_capacity(2);
         let (mut seq, mut prev) = (next_seq(prev_seq)?, *prev);
         if !self.keys.contains_key(scope) {
-            let mut key = Zeroizing::new([0u8; 32]);
             let mut key_ref = EPOCH_KEY_REF;
             while key_ref == EPOCH_KEY_REF {
                 getrandom::fill(&mut key_ref).map_err(|e| Error::new(ErrorKind::Crypto, format!("no randomness: {e}")))?;
             }
-            getrandom::fill(key.as_mut_slice()).map_err(|e| Error::new(ErrorKind::Crypto, format!("no randomness: {e}")))?;
-            let record = KeyRecord {
-                key_ref: hex::encode(key_ref),
-                key: STANDARD.encode(key.as_slice()),
-                conversation: scope.conversation().cloned(),
-            };
-            let body = Zeroizing::new(Record::new(captured_ms, RecordBody::ConversationKey(record)).encode());
+            let key = content_key(&self.epoch_key, &key_ref);
+            let record = KeyRecord { key_ref: hex::encode(key_ref), conversation: scope.conversation().cloned() };
+            let body = Record::new(captured_ms, RecordBody::ConversationKey(record)).encode();
             let ciphertext = self.seal_one(stream, seq, &prev, &EPOCH_KEY_REF, None, &body)?;
             let link = chain::link(&prev, seq, self.epoch, &ciphertext);
             out.push(Sealed { seq, ciphertext, link, key_record: true });
@@ -335,7 +338,12 @@ impl ConversationSealer {
         // The nonce counts as used once the cipher ran, whatever happens to the record.
         self.sealed_through = seq;
         #[cfg(feature = "testing")]
-        crate::testing::seal_log::record(stream, self.epoch, u64::from_le_bytes(key_ref[..8].try_into().expect("8 bytes")), seq);
+        crate::testing::seal_log::record(
+            stream,
+            self.epoch,
+            self.instance ^ u64::from_le_bytes(key_ref[..8].try_into().expect("8 bytes")),
+            seq,
+        );
         let mut out = Vec::with_capacity(REF_LEN + sealed.len());
         out.extend_from_slice(&xor(key_ref, &mask(&self.ref_key, seq)));
         out.extend_from_slice(&sealed);
@@ -351,26 +359,19 @@ fn next_seq(seq: u64) -> Result<u64> {
 
 /// What a version-2 record opened to.
 pub enum Opened {
-    /// A key record (already filed in the opener; its plaintext holds a key, so it is not
-    /// returned).
-    KeyRecord {
-        key_ref: KeyRef,
-        scope: KeyScope,
-    },
-    Content {
-        key_ref: KeyRef,
-        scope: KeyScope,
-        plaintext: Zeroizing<Vec<u8>>,
-    },
+    /// A key record (its conversation filed in the opener).
+    KeyRecord { key_ref: KeyRef, scope: KeyScope },
+    /// `scope` is `None` when no key record for its reference was met (lost, or not read).
+    Content { key_ref: KeyRef, scope: Option<KeyScope>, plaintext: Zeroizing<Vec<u8>> },
 }
 
 /// Why a version-2 record did not open.
 #[derive(Debug)]
 pub enum NotOpened {
-    /// No key for the reference it names: never announced, or gone from the vault (erased).
+    /// No key for the reference it names: the epoch key is not held (the archive key retired)
+    /// and the vault has no key for it (erased, or never filed).
     NoKey(KeyRef),
-    /// A key record, and the epoch key is not held (the archive key retired): the vault has
-    /// what it announced.
+    /// A key record, and the epoch key is not held: the vault has what it announced.
     KeyRecordSealed,
     /// The record is damaged, altered or out of place.
     Damaged(Error),
@@ -381,52 +382,74 @@ pub enum NotOpened {
 /// never the epoch key).
 pub struct ConversationOpener {
     epoch: u64,
-    epoch_cipher: Option<Aes256Gcm>,
+    epoch_key: Option<Zeroizing<[u8; 32]>>,
     ref_key: Zeroizing<[u8; 32]>,
-    keys: HashMap<KeyRef, (KeyScope, Aes256Gcm)>,
-    /// The same keys as bytes, for a vault to file.
-    raw: HashMap<KeyRef, Zeroizing<[u8; 32]>>,
+    /// Content keys given (from a vault) or derived so far.
+    keys: HashMap<KeyRef, (Zeroizing<[u8; 32]>, Aes256Gcm)>,
+    /// Conversations of references, from key records (or a vault).
+    scopes: HashMap<KeyRef, KeyScope>,
+    /// References whose keys must not be used (erased), even where derivable.
+    withheld: std::collections::HashSet<KeyRef>,
 }
 
 impl ConversationOpener {
     pub fn with_secrets(epoch: u64, secrets: &EpochSecrets) -> ConversationOpener {
         ConversationOpener {
             epoch,
-            epoch_cipher: Some(cipher(&secrets.epoch_key)),
+            epoch_key: Some(secrets.epoch_key.clone()),
             ref_key: secrets.ref_key.clone(),
             keys: HashMap::new(),
-            raw: HashMap::new(),
+            scopes: HashMap::new(),
+            withheld: Default::default(),
         }
     }
 
     /// Without the epoch key: key records stay sealed, content opens with the keys given.
     pub fn with_ref_key(epoch: u64, ref_key: Zeroizing<[u8; 32]>) -> ConversationOpener {
-        ConversationOpener { epoch, epoch_cipher: None, ref_key, keys: HashMap::new(), raw: HashMap::new() }
+        ConversationOpener {
+            epoch,
+            epoch_key: None,
+            ref_key,
+            keys: HashMap::new(),
+            scopes: HashMap::new(),
+            withheld: Default::default(),
+        }
     }
 
-    /// Files a content key (from a key record or from a vault).
+    /// Files a content key (from a vault).
     pub fn add_key(&mut self, key_ref: KeyRef, scope: KeyScope, key: &[u8; 32]) {
-        self.keys.insert(key_ref, (scope, cipher(key)));
-        self.raw.insert(key_ref, Zeroizing::new(*key));
+        self.keys.insert(key_ref, (Zeroizing::new(*key), cipher(key)));
+        self.scopes.insert(key_ref, scope);
     }
 
-    /// A content key this opener holds, for filing in a vault.
-    pub fn export_key(&self, key_ref: &KeyRef) -> Option<Zeroizing<[u8; 32]>> {
-        self.raw.get(key_ref).cloned()
+    /// A content key this opener holds or can derive, for filing in a vault.
+    pub fn export_key(&mut self, key_ref: &KeyRef) -> Option<Zeroizing<[u8; 32]>> {
+        self.key(key_ref).map(|(k, _)| k.clone())
     }
 
-    /// Forgets a content key (its conversation was erased).
-    pub fn remove_key(&mut self, key_ref: &KeyRef) {
+    /// Never uses this reference's key again (its conversation was erased).
+    pub fn withhold_key(&mut self, key_ref: &KeyRef) {
         self.keys.remove(key_ref);
-        self.raw.remove(key_ref);
+        self.withheld.insert(*key_ref);
+    }
+
+    fn key(&mut self, key_ref: &KeyRef) -> Option<&(Zeroizing<[u8; 32]>, Aes256Gcm)> {
+        if self.withheld.contains(key_ref) || *key_ref == EPOCH_KEY_REF {
+            return None;
+        }
+        if !self.keys.contains_key(key_ref) {
+            let derived = content_key(self.epoch_key.as_ref()?, key_ref);
+            let c = cipher(&derived);
+            self.keys.insert(*key_ref, (derived, c));
+        }
+        self.keys.get(key_ref)
     }
 
     pub fn key_ref(&self, seq: u64, ciphertext: &[u8]) -> Result<KeyRef> {
         key_ref_of(&self.ref_key, seq, ciphertext)
     }
 
-    /// Opens record `seq` whose predecessor's link is `prev`. A key record's key is filed
-    /// here, so the records after it open.
+    /// Opens record `seq` whose predecessor's link is `prev`.
     pub fn open(
         &mut self,
         stream: &StreamId,
@@ -444,8 +467,9 @@ impl ConversationOpener {
             ))
         };
         if key_ref == EPOCH_KEY_REF {
-            let cipher = self.epoch_cipher.as_ref().ok_or(NotOpened::KeyRecordSealed)?;
-            let plaintext = Zeroizing::new(cipher.decrypt(&nonce(seq), Payload { msg: body, aad: &aad }).map_err(|_| damaged())?);
+            let epoch_key = self.epoch_key.as_ref().ok_or(NotOpened::KeyRecordSealed)?;
+            let plaintext =
+                Zeroizing::new(cipher(epoch_key).decrypt(&nonce(seq), Payload { msg: body, aad: &aad }).map_err(|_| damaged())?);
             let record = Record::decode(&plaintext).map_err(NotOpened::Damaged)?;
             let RecordBody::ConversationKey(k) = record.body else {
                 return Err(NotOpened::Damaged(Error::new(
@@ -453,14 +477,14 @@ impl ConversationOpener {
                     format!("sequence {seq}: sealed under the epoch key but not a key record"),
                 )));
             };
-            let (content_ref, key) = k.parts().map_err(NotOpened::Damaged)?;
+            let content_ref = k.key_ref().map_err(NotOpened::Damaged)?;
             let scope = k.scope();
-            self.add_key(content_ref, scope.clone(), &key);
+            self.scopes.insert(content_ref, scope.clone());
             return Ok(Opened::KeyRecord { key_ref: content_ref, scope });
         }
-        let (scope, cipher) = self.keys.get(&key_ref).ok_or(NotOpened::NoKey(key_ref))?;
+        let (_, cipher) = self.key(&key_ref).ok_or(NotOpened::NoKey(key_ref))?;
         let plaintext = Zeroizing::new(cipher.decrypt(&nonce(seq), Payload { msg: body, aad: &aad }).map_err(|_| damaged())?);
-        Ok(Opened::Content { key_ref, scope: scope.clone(), plaintext })
+        Ok(Opened::Content { key_ref, scope: self.scopes.get(&key_ref).cloned(), plaintext })
     }
 }
 
@@ -605,11 +629,35 @@ mod tests {
     }
 
     #[test]
-    fn key_records_hide_their_key_in_debug_output_and_refuse_bad_parts() {
-        let k = KeyRecord { key_ref: "00".repeat(16), key: STANDARD.encode([7u8; 32]), conversation: None };
-        assert!(!format!("{k:?}").contains(&k.key));
-        assert!(k.parts().is_err(), "the all-zero reference is the epoch key's");
-        let k = KeyRecord { key_ref: "01".repeat(16), key: STANDARD.encode([7u8; 31]), conversation: None };
-        assert!(k.parts().is_err());
+    fn key_records_carry_no_key_and_refuse_a_bad_reference() {
+        let k = KeyRecord { key_ref: "00".repeat(16), conversation: None };
+        assert!(k.key_ref().is_err(), "the all-zero reference is the epoch key's");
+        let k = KeyRecord { key_ref: "01".repeat(15), conversation: None };
+        assert!(k.key_ref().is_err());
+        let k = KeyRecord { key_ref: "01".repeat(16), conversation: None };
+        assert_eq!(k.key_ref().unwrap(), [1; 16]);
+        let json = String::from_utf8(Record::new(1, RecordBody::ConversationKey(k)).encode()[5..].to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"captured_ms":1,"body":{"type":"conversation_key","key_ref":"01010101010101010101010101010101","conversation":null}}"#
+        );
+    }
+
+    #[test]
+    fn a_lost_key_record_costs_only_the_label_while_the_epoch_key_exists() {
+        let (sk, pk) = generate_archive_keypair();
+        let (mut sealer, enc) = ConversationSealer::create(&pk, &stream(), 1).unwrap();
+        let sealed = seal_all(&mut sealer, &[message("c1", "a"), message("c1", "b")]);
+        let secrets = EpochSecrets::open(&sk, &enc, &stream(), 1).unwrap();
+        let mut opener = ConversationOpener::with_secrets(1, &secrets);
+        // Start after the key record, as a salvage run that lost it would.
+        match opener.open(&stream(), 2, &sealed[0].link, &sealed[1].ciphertext) {
+            Ok(Opened::Content { scope: None, .. }) => {}
+            _ => panic!("opens, without its conversation's label"),
+        }
+        // A withheld (erased) reference never opens again, derivable or not.
+        let key_ref = opener.key_ref(2, &sealed[1].ciphertext).unwrap();
+        opener.withhold_key(&key_ref);
+        assert!(matches!(opener.open(&stream(), 2, &sealed[0].link, &sealed[1].ciphertext), Err(NotOpened::NoKey(_))));
     }
 }

@@ -348,22 +348,22 @@ impl<'k> StreamExporter<'k> {
             }
         };
         let per_record = |detail: String| Unopened { error: format!("sequence {}: {detail}", r.seq), per_record: true };
-        let erased = |key_ref| keys.vault.and_then(|v| v.erased_by(&self.id, r.epoch, key_ref).ok().flatten());
+        let erased = |key_ref: &verbatim_core::seal::conversation::KeyRef| {
+            keys.vault.and_then(|v| v.erased_by(&self.id, r.epoch, key_ref).ok().flatten())
+        };
         match opener.open(&self.id, r.seq, prev, &r.ciphertext) {
-            Ok(OpenedRecord::Record { record, .. }) => Ok(Opening::Record(record)),
-            Ok(OpenedRecord::KeyRecord { key_ref, .. }) => {
-                // The archive key still announces an erased key: the vault's word wins.
-                if erased(&key_ref).is_some() {
-                    if let EpochOpener::Conversations(c) = opener.as_mut() {
-                        c.remove_key(&key_ref);
-                    }
+            // The vault's word wins over an archive key that can still derive an erased key.
+            Ok(OpenedRecord::Record { key_ref: Some(key_ref), .. }) if keys.vault.is_some() && erased(&key_ref).is_some() => {
+                if let EpochOpener::Conversations(c) = opener.as_mut() {
+                    c.withhold_key(&key_ref);
                 }
-                Ok(Opening::KeyRecord)
+                Ok(Opening::Erased(erased(&key_ref).unwrap_or_default()))
             }
-            Err(NotOpened::KeyRecordSealed) => Ok(Opening::KeyRecord),
+            Ok(OpenedRecord::Record { record, .. }) => Ok(Opening::Record(record)),
+            Ok(OpenedRecord::KeyRecord { .. }) | Err(NotOpened::KeyRecordSealed) => Ok(Opening::KeyRecord),
             Err(NotOpened::NoKey(key_ref)) => match erased(&key_ref) {
                 Some(erasure) => Ok(Opening::Erased(erasure)),
-                None => Err(per_record("sealed under a key that no key record announced".to_string())),
+                None => Err(per_record("no key for this record (the key vault has not filed it)".to_string())),
             },
             // The core's own text repeats the sequence number; this one states it once.
             Err(NotOpened::Damaged(e)) if e.kind == verbatim_core::ErrorKind::Crypto => {

@@ -254,40 +254,19 @@ impl<'v> StreamRun<'v> {
         let mut captured_ms = None;
         match opened {
             Ok(OpenedRecord::KeyRecord { key_ref, scope }) => {
-                if self.vault.erased_by(&id, r.epoch, &key_ref)?.is_some() {
-                    // Erased before this record was (re)filed: never file it again.
-                    if let Some(EpochOpener::Conversations(c)) = self.openers.get_mut(&r.epoch) {
-                        c.remove_key(&key_ref);
-                    }
-                } else {
-                    let key = match self.openers.get(&r.epoch) {
-                        Some(EpochOpener::Conversations(c)) => c.export_key(&key_ref),
-                        _ => None,
-                    }
-                    .ok_or_else(|| Stop(format!("sequence {}: key record not filed by its opener", r.seq)))?;
-                    let wrapped = self.vault.wrap(&key_identity(&id, r.epoch, &key_ref), &key)?;
-                    let conversation = scope.conversation();
-                    let n = self.conn().execute(
-                        "INSERT OR IGNORE INTO content_keys (tenant, device, stream, epoch, key_ref, channel, conversation_id, wrapped)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![
-                            id.tenant,
-                            id.device,
-                            id.stream,
-                            r.epoch as i64,
-                            &key_ref[..],
-                            conversation.map(|c| channel_name(c.channel)),
-                            conversation.map(|c| c.conversation_id.as_str()),
-                            wrapped
-                        ],
-                    )?;
-                    self.filed.content_keys += n as u64;
+                if !self.withhold_if_erased(r.epoch, &key_ref)? {
+                    self.file_key(r.epoch, &key_ref, Some(&scope))?;
                 }
             }
             Ok(OpenedRecord::Record { record, key_ref }) => {
                 captured_ms = Some(record.captured_ms);
                 let key_ref = match key_ref {
-                    Some(k) => Some(k),
+                    Some(k) if self.withhold_if_erased(r.epoch, &k)? => None,
+                    Some(k) => {
+                        // Filed already from its key record; from the record itself if that was lost.
+                        self.file_key(r.epoch, &k, KeyScope::of(&record.body).as_ref())?;
+                        Some(k)
+                    }
                     // Version 1: index the conversation under a reference of our own, for reports.
                     None => KeyScope::of(&record.body)
                         .and_then(|s| s.conversation().cloned())
@@ -319,6 +298,44 @@ impl<'v> StreamRun<'v> {
         self.through = r.seq;
         self.link = r.link;
         self.filed.records += 1;
+        Ok(())
+    }
+
+    /// A reference whose key was erased: never used nor filed again. True when it was.
+    fn withhold_if_erased(&mut self, epoch: u64, key_ref: &KeyRef) -> Result<bool> {
+        if self.vault.erased_by(&self.id, epoch, key_ref)?.is_none() {
+            return Ok(false);
+        }
+        if let Some(EpochOpener::Conversations(c)) = self.openers.get_mut(&epoch) {
+            c.withhold_key(key_ref);
+        }
+        Ok(true)
+    }
+
+    /// Files a content key (once), labelled with its conversation when known.
+    fn file_key(&mut self, epoch: u64, key_ref: &KeyRef, scope: Option<&KeyScope>) -> std::result::Result<(), Stop> {
+        let key = match self.openers.get_mut(&epoch) {
+            Some(EpochOpener::Conversations(c)) => c.export_key(key_ref),
+            _ => None,
+        }
+        .ok_or_else(|| Stop(format!("epoch {epoch}: a content key could not be derived")))?;
+        let wrapped = self.vault.wrap(&key_identity(&self.id, epoch, key_ref), &key)?;
+        let conversation = scope.and_then(KeyScope::conversation);
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO content_keys (tenant, device, stream, epoch, key_ref, channel, conversation_id, wrapped)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                self.id.tenant,
+                self.id.device,
+                self.id.stream,
+                epoch as i64,
+                &key_ref[..],
+                conversation.map(|c| channel_name(c.channel)),
+                conversation.map(|c| c.conversation_id.as_str()),
+                wrapped
+            ],
+        )?;
+        self.filed.content_keys += n as u64;
         Ok(())
     }
 
