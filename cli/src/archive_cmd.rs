@@ -282,6 +282,10 @@ pub struct VerifyArgs {
     /// grace (the default suits the default heartbeat of 24 hours). 0 turns the check off.
     #[arg(long, default_value_t = 36)]
     silent_after_hours: u64,
+    /// The key vault: also count, per stream, the records whose keys were erased (they stay
+    /// in the chain; they can no longer be opened).
+    #[arg(long)]
+    vault: Option<PathBuf>,
 }
 
 pub fn verify(args: VerifyArgs) -> ExitCode {
@@ -293,8 +297,12 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    let vault = match args.vault.as_deref().map(verbatim_receiver::vault::Vault::open).transpose() {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
     let report = verbatim_receiver::store::open_reader(&location)
-        .and_then(|mut r| verbatim_receiver::verify::verify_reader(&mut *r, &options));
+        .and_then(|mut r| verbatim_receiver::verify::verify_reader_with_vault(&mut *r, &options, vault.as_ref()));
     match report {
         Ok(report) => {
             if args.json {

@@ -28,6 +28,18 @@ const COMMANDS: &[&[&str]] = &[
     &["crash-test"],
     &["recover"],
     &["relay", "imessage"],
+    &["vault", "init"],
+    &["vault", "ingest"],
+    &["vault", "status"],
+    &["vault", "audit"],
+    &["erase"],
+    &["hold", "add"],
+    &["hold", "release"],
+    &["hold", "list"],
+    &["retention", "apply"],
+    &["keys", "rotate"],
+    &["keys", "check"],
+    &["keys", "retire"],
 ];
 
 fn verbatim(args: &[&str]) -> Output {

@@ -19,6 +19,7 @@ use verbatim_core::model::{Attachment, Direction, EventMeta, Message};
 use verbatim_core::synth::{BUSINESS_LINE, sample_policy};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
 use verbatim_core::{Agent, AgentOptions, Channel, Event, Value};
+use verbatim_receiver::seaweed::{ACCESS_KEY, SECRET_KEY, Seaweed};
 use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig, RunningReceiver, add_device};
 
 const CLIENT_TEXT: &str = "Buy 500 ACME at market, confirm by noon";
@@ -31,6 +32,8 @@ const DEVICE: &str = "dev-erasure";
 fn verbatim(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    // The object store test's credentials (unused by every other command).
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY).env("AWS_REGION", "us-east-1");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -76,7 +79,11 @@ struct Archive {
     root: PathBuf,
     keyring: PathBuf,
     vault: PathBuf,
+    /// The receiver's data directory (the store itself, or only its certificates).
     data: PathBuf,
+    /// Where the store is, as commands take it: `--data DIR` or `--store s3://... --s3-endpoint URL`.
+    store: Vec<String>,
+    object_store: Option<verbatim_receiver::store::s3::S3StoreConfig>,
     keys: Vec<(String, [u8; 32])>,
 }
 
@@ -95,21 +102,40 @@ impl Archive {
             let public = verbatim_receiver::load_public(Path::new(k["public_key"].as_str().unwrap())).unwrap();
             keys.push((k["key_id"].as_str().unwrap().to_string(), public));
         }
-        Archive { root: root.to_path_buf(), keyring, vault, data, keys }
+        let store = vec!["--data".to_string(), data.to_str().unwrap().to_string()];
+        Archive { root: root.to_path_buf(), keyring, vault, data, store, object_store: None, keys }
+    }
+
+    /// The same, archiving into a bucket of `weed` with Object Lock.
+    fn on_bucket(root: &Path, weed: &Seaweed) -> Archive {
+        let bucket = format!("erasure-{}", std::process::id());
+        weed.create_bucket(&bucket, true).unwrap();
+        let mut config = weed.store_config(&bucket, 1);
+        config.prefix = "archive".into();
+        let store = vec!["--store".into(), format!("s3://{bucket}/archive"), "--s3-endpoint".into(), weed.endpoint().to_string()];
+        Archive { store, object_store: Some(config), ..Archive::new(root, None) }
     }
 
     async fn receiver(&self) -> RunningReceiver {
         let accepted = AcceptedKeys::from_public_keys(self.keys.iter().map(|(_, k)| k));
-        Receiver::start(ReceiverConfig::local_self_signed(&self.data, accepted)).await.unwrap()
+        let mut config = ReceiverConfig::local_self_signed(&self.data, accepted);
+        config.object_store = self.object_store.clone();
+        Receiver::start(config).await.unwrap()
+    }
+
+    fn with_store<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut out = args.to_vec();
+        out.extend(self.store.iter().map(String::as_str));
+        out
     }
 
     fn ingest(&self) -> serde_json::Value {
-        ok_json(&["vault", "ingest", "--vault", s(&self.vault), "--data", s(&self.data), "--keyring", s(&self.keyring)])
+        ok_json(&self.with_store(&["vault", "ingest", "--vault", s(&self.vault), "--keyring", s(&self.keyring)]))
     }
 
     fn export(&self, name: &str, extra: &[&str]) -> (PathBuf, serde_json::Value) {
         let out = self.root.join(name);
-        let mut args = vec!["export", "--data", s(&self.data), "--out", s(&out), "--json", "--vault", s(&self.vault)];
+        let mut args = self.with_store(&["export", "--out", s(&out), "--json", "--vault", s(&self.vault)]);
         args.extend(extra);
         let o = verbatim(&args, &[]);
         assert!(
@@ -122,21 +148,14 @@ impl Archive {
     }
 
     fn retire(&self, key: usize) -> Output {
-        verbatim(
-            &[
-                "keys",
-                "retire",
-                "--keyring",
-                s(&self.keyring),
-                "--vault",
-                s(&self.vault),
-                "--data",
-                s(&self.data),
-                "--key-id",
-                &self.keys[key].0,
-            ],
-            &[],
-        )
+        let args = ["keys", "retire", "--keyring", s(&self.keyring), "--vault", s(&self.vault), "--key-id", &self.keys[key].0];
+        verbatim(&self.with_store(&args), &[])
+    }
+
+    fn verify(&self) -> serde_json::Value {
+        let out = verbatim(&self.with_store(&["verify", "--json", "--vault", s(&self.vault)]), &[]);
+        assert!(out.status.success(), "verify: {}", String::from_utf8_lossy(&out.stdout));
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 }
 
@@ -147,9 +166,9 @@ struct Device {
 }
 
 impl Device {
-    async fn new(dir: &Path, archive: &Archive, rx: &RunningReceiver) -> Device {
+    async fn with_options(dir: &Path, archive: &Archive, rx: &RunningReceiver, options: AgentOptions) -> Device {
         let token = add_device(&archive.data.join("tokens.jsonl"), "acme-securities", DEVICE).unwrap();
-        let agent = Agent::open(&dir.join("device"), AgentOptions::default()).unwrap();
+        let agent = Agent::open(&dir.join("device"), options).unwrap();
         let d = Device { agent, token: token.expose().to_string() };
         d.use_key(archive, rx, 0).await;
         d
@@ -179,7 +198,11 @@ impl Device {
 /// Captures the two conversations under key 0, then moves the device to key 1 and captures
 /// one more client message: the stream has moved on, so key 0 can retire once filed.
 async fn two_conversations(dir: &Path, archive: &Archive, rx: &RunningReceiver) -> Device {
-    let device = Device::new(dir, archive, rx).await;
+    two_conversations_sealed(dir, archive, rx, AgentOptions::default()).await
+}
+
+async fn two_conversations_sealed(dir: &Path, archive: &Archive, rx: &RunningReceiver, options: AgentOptions) -> Device {
+    let device = Device::with_options(dir, archive, rx, options).await;
     device.capture(message("client-42", "c1", CLIENT, CLIENT_TEXT)).await;
     device.capture(message("personal-7", "p1", FRIEND, PERSONAL_TEXT)).await;
     let photo = dir.join("photo.jpg");
@@ -315,6 +338,13 @@ async fn an_erased_conversation_becomes_unreadable_while_the_chain_still_proves_
     // verify (keyless) still proves the stream complete.
     let v = verbatim(&["verify", "--data", s(&archive.data), "--json"], &[]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // With the vault it also says how many records were erased, and by which erasure.
+    let v = verbatim(&["verify", "--data", s(&archive.data), "--json", "--vault", s(&archive.vault)], &[]);
+    assert!(v.status.success(), "erased records are not a problem of the chain");
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(report["streams"][0]["erased"], stream["erased"]);
+    assert_eq!(report["streams"][0]["erasures"][0], erasure);
+    assert_eq!(report["streams"][0]["chain_verified"], true);
 
     // The audit log chains and names the erasure, never the content.
     let audit = verbatim(&["vault", "audit", "--vault", s(&archive.vault)], &[]);
@@ -512,5 +542,77 @@ async fn ingest_erase_and_retire_survive_a_crash_at_every_step() {
     // Everything not erased still reads from the vault alone.
     let lines = jsonl_lines(&archive.export("final", &[]).0);
     assert_eq!(texts(&lines), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
+    rx.shutdown().await;
+}
+
+/// The same erasure on an archive in a bucket with Object Lock (a local SeaweedFS): the sealed
+/// objects cannot be deleted, yet the erased conversation becomes unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_works_on_an_object_store_archive_too() {
+    let weed = match verbatim_receiver::seaweed::weed_binary() {
+        Ok(_) => Seaweed::start().expect("SeaweedFS starts"),
+        Err(e) if std::env::var_os("VERBATIM_REQUIRE_WEED").is_some() || std::env::var_os("CI").is_some() => {
+            panic!("this test needs SeaweedFS: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (no SeaweedFS): {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::on_bucket(dir.path(), &weed);
+    let rx = archive.receiver().await;
+    let _device = two_conversations(dir.path(), &archive, &rx).await;
+    let filed = archive.ingest();
+    assert!(filed["stopped"].as_array().unwrap().is_empty(), "{filed}");
+    assert!(archive.retire(0).status.success());
+    let erased = ok_json(&["erase", "--vault", s(&archive.vault), "--participant", FRIEND, "--reason", "DSR-5"]);
+    assert_eq!(erased["status"]["state"], "complete", "{erased}");
+    let (export, summary) = archive.export("export", &[]);
+    assert_eq!(texts(&jsonl_lines(&export)), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
+    assert!(summary["erased"].as_u64().unwrap() >= 4, "{summary}");
+    assert!(files_holding(&[&export, &archive.vault], &[PERSONAL_TEXT.as_bytes(), PERSONAL_FILE]).is_empty());
+    let report = archive.verify();
+    assert_eq!(report["streams"][0]["erased"], summary["erased"]);
+    assert_eq!(report["totals"]["ok"], true);
+    rx.shutdown().await;
+    drop(weed);
+}
+
+/// A device of before conversation keys (every record under its epoch key) keeps working with
+/// the vault: its epochs are filed and read after their archive key retires, an erasure says
+/// its conversations cannot be erased, and retention takes a whole epoch once all of it is old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sealed_before_conversation_keys_stay_readable_and_are_said_not_erasable() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::new(dir.path(), Some(30));
+    let rx = archive.receiver().await;
+    let options = AgentOptions { sealing: verbatim_core::seal::Sealing::EpochKey, ..AgentOptions::default() };
+    let _device = two_conversations_sealed(dir.path(), &archive, &rx, options).await;
+    let filed = archive.ingest();
+    assert_eq!(filed["content_keys_filed"], 0, "no conversation keys in version 1: {filed}");
+    assert!(archive.retire(0).status.success());
+
+    let out = verbatim(
+        &["erase", "--vault", s(&archive.vault), "--conversation", "personal-7", "--device", DEVICE, "--reason", "DSR-7"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "nothing erased");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["not_erasable"][0].as_str().unwrap().contains("personal-7"), "{report}");
+
+    // Read from the vault alone (key 0 is gone): everything, as before.
+    let (export, summary) = archive.export("v1", &[]);
+    assert!(texts(&jsonl_lines(&export)).contains(&PERSONAL_TEXT.to_string()));
+    assert_eq!(summary["erased"], 0);
+    assert_eq!(summary["streams"][0]["unreadable"], 0, "{summary}");
+
+    // Retention: each whole epoch past the period goes.
+    let later = (verbatim_receiver::time::now_ms() + 31 * 86_400_000).to_string();
+    let applied = ok_json(&["retention", "apply", "--vault", s(&archive.vault), "--as-of-ms", &later, "--apply"]);
+    assert!(applied["keys"].as_u64().unwrap() >= 2, "both epochs: {applied}");
+    let (export, summary) = archive.export("v1-aged", &[]);
+    assert!(texts(&jsonl_lines(&export)).is_empty());
+    assert_eq!(summary["erased"], summary["records"], "{summary}");
     rx.shutdown().await;
 }

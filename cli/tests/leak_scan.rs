@@ -209,11 +209,11 @@ fn the_demo_under_trace_logging_leaves_no_content_token_or_key_in_logs_or_stores
         let mut prev = verbatim_core::chain::genesis(&stream);
         verbatim_receiver::store::sqlite::read::for_each_record(&conn, sid, |r| {
             let opener = openers.get_mut(&r.epoch).unwrap();
-            if let Ok(OpenedRecord::KeyRecord { key_ref, .. }) = opener.open(&stream, r.seq, &prev, &r.ciphertext) {
-                if let EpochOpener::Conversations(c) = opener {
-                    let k = c.export_key(&key_ref).unwrap();
-                    needles.push(key_needle(&format!("a content key of epoch {}", r.epoch), &k[..]));
-                }
+            if let Ok(OpenedRecord::KeyRecord { key_ref, .. }) = opener.open(&stream, r.seq, &prev, &r.ciphertext)
+                && let EpochOpener::Conversations(c) = opener
+            {
+                let k = c.export_key(&key_ref).unwrap();
+                needles.push(key_needle(&format!("a content key of epoch {}", r.epoch), &k[..]));
             }
             prev = r.link;
             Ok(true)

@@ -12,14 +12,14 @@ use crate::wire::{Batch, EpochInfo, WireRecord};
 
 /// Opens one epoch's records, whatever its sealing version.
 pub enum EpochOpener {
-    Single(EpochKey),
-    Conversations(ConversationOpener),
+    Single(Box<EpochKey>),
+    Conversations(Box<ConversationOpener>),
 }
 
 /// What a record opened to.
 pub enum OpenedRecord {
     /// A captured record or agent event; `key_ref` names its content key (version 2).
-    Record { record: Record, key_ref: Option<KeyRef> },
+    Record { record: Box<Record>, key_ref: Option<KeyRef> },
     /// A key record of a conversation-key epoch: filed in the opener, never shown.
     KeyRecord { key_ref: KeyRef, scope: KeyScope },
 }
@@ -28,10 +28,10 @@ impl EpochOpener {
     /// With the archive private key the epoch was sealed to.
     pub fn with_archive_key(secret: &ArchiveSecretKey, info: &EpochInfo, stream: &StreamId) -> Result<EpochOpener> {
         Ok(match Sealing::of(&info.encapsulation)?.0 {
-            Sealing::EpochKey => EpochOpener::Single(EpochKey::open(secret, &info.encapsulation, stream, info.epoch)?),
+            Sealing::EpochKey => EpochOpener::Single(Box::new(EpochKey::open(secret, &info.encapsulation, stream, info.epoch)?)),
             Sealing::ConversationKeys => {
                 let secrets = EpochSecrets::open(secret, &info.encapsulation, stream, info.epoch)?;
-                EpochOpener::Conversations(ConversationOpener::with_secrets(info.epoch, &secrets))
+                EpochOpener::Conversations(Box::new(ConversationOpener::with_secrets(info.epoch, &secrets)))
             }
         })
     }
@@ -49,13 +49,13 @@ impl EpochOpener {
                 let plaintext =
                     zeroize::Zeroizing::new(key.open_record(stream, seq, prev, ciphertext).map_err(NotOpened::Damaged)?);
                 let record = Record::decode(&plaintext).map_err(NotOpened::Damaged)?;
-                Ok(OpenedRecord::Record { record, key_ref: None })
+                Ok(OpenedRecord::Record { record: Box::new(record), key_ref: None })
             }
             EpochOpener::Conversations(c) => match c.open(stream, seq, prev, ciphertext)? {
                 Opened::KeyRecord { key_ref, scope } => Ok(OpenedRecord::KeyRecord { key_ref, scope }),
                 Opened::Content { key_ref, plaintext, .. } => {
                     let record = Record::decode(&plaintext).map_err(NotOpened::Damaged)?;
-                    Ok(OpenedRecord::Record { record, key_ref: Some(key_ref) })
+                    Ok(OpenedRecord::Record { record: Box::new(record), key_ref: Some(key_ref) })
                 }
             },
         }
@@ -98,7 +98,7 @@ impl Opener {
     /// [`Opener::open_any`]).
     pub fn open(&mut self, stream: &StreamId, epoch: &EpochInfo, record: &WireRecord, prev: &Link) -> Result<Record> {
         match self.open_any(stream, epoch, record, prev)? {
-            OpenedRecord::Record { record, .. } => Ok(record),
+            OpenedRecord::Record { record, .. } => Ok(*record),
             OpenedRecord::KeyRecord { .. } => {
                 Err(Error::new(ErrorKind::Internal, format!("sequence {}: a key record, not a captured record", record.seq)))
             }
@@ -118,7 +118,7 @@ impl Opener {
                 .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("sequence {}: epoch {} missing", r.seq, r.epoch)))?;
             // Key records hold keys, not content: callers see what was captured.
             if let OpenedRecord::Record { record, .. } = self.open_any(&batch.stream, epoch, r, &prev)? {
-                out.push((r.seq, record));
+                out.push((r.seq, *record));
             }
             prev = r.link;
         }

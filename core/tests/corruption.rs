@@ -154,7 +154,7 @@ fn open_salvage(s: &Setup, records: &[(u64, Record)], id: &str) -> (BTreeMap<u64
             let epoch = batch_epochs.iter().flat_map(|b| b.batch.epochs.iter()).find(|e| e.epoch == r.epoch).unwrap().clone();
             let stream = batch_epochs[0].batch.stream.clone();
             match opener.open_any(&stream, &epoch, r, &prev).expect("a carried record opens") {
-                verbatim_core::archive::OpenedRecord::Record { record, .. } => opened.insert(r.seq, Some(record)),
+                verbatim_core::archive::OpenedRecord::Record { record, .. } => opened.insert(r.seq, Some(*record)),
                 verbatim_core::archive::OpenedRecord::KeyRecord { .. } => opened.insert(r.seq, None),
             };
             prev = r.link;

@@ -116,13 +116,12 @@ impl Sealing {
     }
 }
 
+/// Secrets exported from one HPKE context, in the order of their labels.
+pub(crate) type Exported = Vec<Zeroizing<[u8; 32]>>;
+
 /// One X25519 HPKE setup towards the archive: the encapsulation and the exported secrets, one
 /// per label.
-pub(crate) fn hpke_export_to(
-    archive_public: &[u8; KEY_LEN],
-    info: &[u8],
-    labels: &[&[u8]],
-) -> Result<(Vec<u8>, Vec<Zeroizing<[u8; 32]>>)> {
+pub(crate) fn hpke_export_to(archive_public: &[u8; KEY_LEN], info: &[u8], labels: &[&[u8]]) -> Result<(Vec<u8>, Exported)> {
     let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(archive_public)
         .map_err(|_| Error::new(ErrorKind::Crypto, "archive_public_key is not a valid X25519 public key"))?;
     let (encapped, ctx) = hpke::setup_sender::<HpkeAead, Kdf, Kem>(&OpModeS::Base, &pk, info)

@@ -165,7 +165,7 @@ pub fn open_all(setup: &Setup) -> Vec<(u64, Record)> {
             let opened = opener.open_any(&stream, epoch, &wire, &prev).expect("record opens");
             prev = wire.link;
             match opened {
-                verbatim_core::archive::OpenedRecord::Record { record, .. } => Some((row.seq, record)),
+                verbatim_core::archive::OpenedRecord::Record { record, .. } => Some((row.seq, *record)),
                 verbatim_core::archive::OpenedRecord::KeyRecord { .. } => None,
             }
         })

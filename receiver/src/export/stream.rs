@@ -27,6 +27,7 @@ use super::participant::ParticipantFilter;
 use super::{ExportKeys, ExportOptions, StreamExport, write_err};
 use crate::error::Result;
 use crate::time::{rfc3339, rfc5322};
+use crate::vault::FiledEpoch;
 
 /// Attachments being reassembled at once, at most (they normally arrive one after another).
 const MAX_OPEN_ATTACHMENTS: usize = 64;
@@ -216,19 +217,25 @@ fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &Expor
             None => unavailable(format!(
                 "epoch {epoch}: no private key for archive key id {key_id}, and the key vault has not filed this epoch"
             )),
-            Some((1, Some(key))) => EpochState::Open(Box::new(EpochOpener::Single(EpochKey::from_exported(epoch, &key)))),
-            Some((1, None)) => match vault.erased_by(id, epoch, &verbatim_core::seal::conversation::EPOCH_KEY_REF)? {
-                Some(erasure) => EpochState::Erased(erasure),
-                None => unavailable(format!("epoch {epoch}: the key vault holds no key for it")),
-            },
-            Some((_, Some(ref_key))) => {
-                let mut opener = ConversationOpener::with_ref_key(epoch, ref_key);
-                for (key_ref, conversation, key) in vault.content_keys(id, epoch)? {
-                    opener.add_key(key_ref, crate::vault::ingest::scope_of(conversation), &key);
-                }
-                EpochState::Open(Box::new(EpochOpener::Conversations(opener)))
+            Some(FiledEpoch { sealing: 1, secret: Some(key) }) => {
+                EpochState::Open(Box::new(EpochOpener::Single(Box::new(EpochKey::from_exported(epoch, &key)))))
             }
-            Some((_, None)) => unavailable(format!("epoch {epoch}: the key vault holds no reference key for it")),
+            Some(FiledEpoch { sealing: 1, secret: None }) => {
+                match vault.erased_by(id, epoch, &verbatim_core::seal::conversation::EPOCH_KEY_REF)? {
+                    Some(erasure) => EpochState::Erased(erasure),
+                    None => unavailable(format!("epoch {epoch}: the key vault holds no key for it")),
+                }
+            }
+            Some(FiledEpoch { secret: Some(ref_key), .. }) => {
+                let mut opener = ConversationOpener::with_ref_key(epoch, ref_key);
+                for filed in vault.content_keys(id, epoch)? {
+                    opener.add_key(filed.key_ref, crate::vault::ingest::scope_of(filed.conversation), &filed.key);
+                }
+                EpochState::Open(Box::new(EpochOpener::Conversations(Box::new(opener))))
+            }
+            Some(FiledEpoch { secret: None, .. }) => {
+                unavailable(format!("epoch {epoch}: the key vault holds no reference key for it"))
+            }
         })
     };
     from_vault().unwrap_or_else(|e| unavailable(format!("epoch {epoch}: {e}")))
@@ -236,7 +243,7 @@ fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &Expor
 
 /// A record, opened or not.
 enum Opening {
-    Record(Record),
+    Record(Box<Record>),
     KeyRecord,
     Erased(i64),
 }
@@ -306,7 +313,7 @@ impl<'k> StreamExporter<'k> {
         let prev = std::mem::replace(&mut self.prev, r.link);
         self.prev_seq = r.seq;
         match self.open(&r, &prev) {
-            Ok(Opening::Record(record)) => self.handle(r.seq, record),
+            Ok(Opening::Record(record)) => self.handle(r.seq, *record),
             Ok(Opening::KeyRecord) => {
                 self.summary.key_records += 1;
                 if self.filter.is_some() {
@@ -397,11 +404,11 @@ impl<'k> StreamExporter<'k> {
     }
 
     fn handle(&mut self, seq: u64, record: Record) -> Result<()> {
-        if let Some(filter) = &mut self.filter {
-            if !filter.admits(&record.body) {
-                self.summary.not_selected += 1;
-                return Ok(());
-            }
+        if let Some(filter) = &mut self.filter
+            && !filter.admits(&record.body)
+        {
+            self.summary.not_selected += 1;
+            return Ok(());
         }
         let captured_ms = record.captured_ms;
         let mut line = Line {

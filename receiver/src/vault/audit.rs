@@ -59,9 +59,8 @@ pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
         ))
     })?;
     let mut prev = vec![0u8; 32];
-    let mut expected = 1;
     let mut out = Vec::new();
-    for row in rows {
+    for (expected, row) in (1..).zip(rows) {
         let (seq, at_ms, actor, action, detail, hash) = row?;
         if seq != expected || entry_hash(&prev, seq, at_ms, &actor, &action, &detail) != hash {
             return Err(Error::Vault(format!("audit log entry {seq} does not chain from the one before (altered or removed)")));
@@ -70,7 +69,6 @@ pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
             serde_json::from_str(&detail).map_err(|_| Error::Vault(format!("audit log entry {seq}: detail is not JSON")))?;
         out.push(Entry { seq, at_ms, actor, action, detail });
         prev = hash;
-        expected += 1;
     }
     Ok(out)
 }

@@ -224,16 +224,16 @@ impl<'v> StreamRun<'v> {
             let (opener, filed_secret, sealing_no) = match sealing {
                 Sealing::EpochKey => {
                     let key = derive_epoch_key(secret, &info.encapsulation, &self.id, r.epoch).map_err(|e| Stop(e.detail))?;
-                    (EpochOpener::Single(EpochKey::from_exported(r.epoch, &key)), key, 1)
+                    (EpochOpener::Single(Box::new(EpochKey::from_exported(r.epoch, &key))), key, 1)
                 }
                 Sealing::ConversationKeys => {
                     let secrets =
                         EpochSecrets::open(secret, &info.encapsulation, &self.id, r.epoch).map_err(|e| Stop(e.detail))?;
                     let mut opener = ConversationOpener::with_secrets(r.epoch, &secrets);
-                    for (key_ref, conversation, key) in self.vault.content_keys(&self.id, r.epoch)? {
-                        opener.add_key(key_ref, scope_of(conversation), &key);
+                    for filed in self.vault.content_keys(&self.id, r.epoch)? {
+                        opener.add_key(filed.key_ref, scope_of(filed.conversation), &filed.key);
                     }
-                    (EpochOpener::Conversations(opener), secrets.ref_key.clone(), 2)
+                    (EpochOpener::Conversations(Box::new(opener)), secrets.ref_key.clone(), 2)
                 }
             };
             let wrapped = self.vault.wrap(&epoch_identity(&self.id, r.epoch), &filed_secret)?;

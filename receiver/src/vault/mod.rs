@@ -73,6 +73,23 @@ impl Settings {
     }
 }
 
+/// A content key the vault holds.
+pub struct FiledKey {
+    pub key_ref: KeyRef,
+    /// (channel, conversation id); `None` for the agent's own events.
+    pub conversation: Option<(String, String)>,
+    pub key: Zeroizing<[u8; 32]>,
+}
+
+/// What the vault keeps of an epoch.
+pub struct FiledEpoch {
+    /// 1: every record under the epoch key; 2: conversation keys.
+    pub sealing: u8,
+    /// Version 1: the epoch key; version 2: the reference key. `None` once deleted (retention
+    /// of a version 1 epoch).
+    pub secret: Option<Zeroizing<[u8; 32]>>,
+}
+
 pub struct Vault {
     dir: PathBuf,
     conn: Connection,
@@ -234,11 +251,7 @@ impl Vault {
     }
 
     /// The content keys the vault holds for one epoch, unwrapped.
-    pub fn content_keys(
-        &self,
-        id: &StreamId,
-        epoch: u64,
-    ) -> Result<Vec<(KeyRef, Option<(String, String)>, Zeroizing<[u8; 32]>)>> {
+    pub fn content_keys(&self, id: &StreamId, epoch: u64) -> Result<Vec<FiledKey>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key_ref, channel, conversation_id, wrapped FROM content_keys
              WHERE tenant = ?1 AND device = ?2 AND stream = ?3 AND epoch = ?4 AND wrapped IS NOT NULL",
@@ -252,14 +265,14 @@ impl Vault {
             let key_ref: KeyRef =
                 key_ref.try_into().map_err(|_| Error::Vault("a stored key reference is not 16 bytes".into()))?;
             let key = self.unwrap(&key_identity(id, epoch, &key_ref), &wrapped)?;
-            out.push((key_ref, channel.zip(conversation), key));
+            out.push(FiledKey { key_ref, conversation: channel.zip(conversation), key });
         }
         Ok(out)
     }
 
     /// What the vault keeps of an epoch: its sealing and its wrapped secret (reference key
     /// for version 2, epoch key for version 1), unwrapped; `None` when not ingested.
-    pub fn epoch_secret(&self, id: &StreamId, epoch: u64) -> Result<Option<(u8, Option<Zeroizing<[u8; 32]>>)>> {
+    pub fn epoch_secret(&self, id: &StreamId, epoch: u64) -> Result<Option<FiledEpoch>> {
         let row: Option<(i64, Option<Vec<u8>>)> = self
             .conn
             .query_row(
@@ -273,7 +286,7 @@ impl Vault {
             Some(w) => Some(self.unwrap(&epoch_identity(id, epoch), &w)?),
             None => None,
         };
-        Ok(Some((sealing as u8, secret)))
+        Ok(Some(FiledEpoch { sealing: sealing as u8, secret }))
     }
 
     /// The erasure that deleted a key, if one did.
@@ -294,6 +307,40 @@ impl Vault {
             .query_row("SELECT state FROM retired_keys WHERE key_id = ?1", params![key_id], |r| r.get::<_, String>(0))
             .optional()?
             .is_some_and(|s| s == "retired"))
+    }
+}
+
+/// Which erasure, if any, made a stored record unreadable: for `verify`, which holds no
+/// archive key. Caches each epoch's reference key.
+pub struct ErasureLookup<'v> {
+    vault: &'v Vault,
+    id: StreamId,
+    epochs: std::collections::HashMap<u64, Option<FiledEpoch>>,
+}
+
+impl<'v> ErasureLookup<'v> {
+    pub fn new(vault: &'v Vault, id: &StreamId) -> ErasureLookup<'v> {
+        ErasureLookup { vault, id: id.clone(), epochs: Default::default() }
+    }
+
+    pub fn erasure_of(&mut self, r: &verbatim_core::wire::WireRecord) -> Result<Option<i64>> {
+        if !self.epochs.contains_key(&r.epoch) {
+            let secret = self.vault.epoch_secret(&self.id, r.epoch)?;
+            self.epochs.insert(r.epoch, secret);
+        }
+        let key_ref = match &self.epochs[&r.epoch] {
+            // Not filed: nothing known of it.
+            None => return Ok(None),
+            Some(FiledEpoch { sealing: 1, .. }) => verbatim_core::seal::conversation::EPOCH_KEY_REF,
+            Some(FiledEpoch { secret: Some(ref_key), .. }) => {
+                match verbatim_core::seal::conversation::key_ref_of(ref_key, r.seq, &r.ciphertext) {
+                    Ok(k) => k,
+                    Err(_) => return Ok(None),
+                }
+            }
+            Some(FiledEpoch { secret: None, .. }) => return Ok(None),
+        };
+        self.vault.erased_by(&self.id, r.epoch, &key_ref)
     }
 }
 
