@@ -19,12 +19,15 @@
 //!    against a plain read of the same rows, and its peak RSS at 100,000 and 1,000,000 rows.
 //! 9. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
 //!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
+//! 10. erasure: capture sealed with conversation keys against the single epoch key, the key
+//!    vault's ingest against an export of the same archive, one erasure's latency.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
 
 mod capture;
 mod cold_start;
+mod erasure;
 mod imessage;
 mod instructions;
 mod memory;
@@ -38,6 +41,7 @@ mod upload;
 
 use capture::*;
 use cold_start::*;
+use erasure::*;
 use imessage::*;
 use instructions::*;
 use memory::*;
@@ -89,7 +93,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony,
-    /// imessage (comma-separated).
+    /// imessage, erasure (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).
