@@ -20,7 +20,7 @@
 //! 9. imessage: the Mac relay's first scan of a 1,000,000-message `chat.db`, its re-scan when
 //!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
 //! 10. erasure: capture sealed with conversation keys against the single epoch key, the key
-//!    vault's ingest against an export of the same archive, one erasure's latency.
+//!     vault's ingest against an export of the same archive, one erasure's latency.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
