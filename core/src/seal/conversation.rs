@@ -188,17 +188,7 @@ fn xor(a: &KeyRef, b: &KeyRef) -> KeyRef {
 }
 
 fn associated_data(stream: &StreamId, seq: u64, epoch: u64, prev: &Link, key_ref: &KeyRef) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(112 + stream.tenant.len() + stream.device.len() + stream.stream.len());
-    ad.extend_from_slice(AAD_LABEL);
-    for part in [&stream.tenant, &stream.device, &stream.stream] {
-        ad.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        ad.extend_from_slice(part.as_bytes());
-    }
-    ad.extend_from_slice(&seq.to_be_bytes());
-    ad.extend_from_slice(&epoch.to_be_bytes());
-    ad.extend_from_slice(prev);
-    ad.extend_from_slice(key_ref);
-    ad
+    super::record_aad(AAD_LABEL, stream, seq, epoch, prev, key_ref)
 }
 
 fn cipher(key: &[u8; 32]) -> Aes256Gcm {

@@ -261,8 +261,14 @@ pub(crate) fn nonce(seq: u64) -> Nonce<aes_gcm::aes::cipher::consts::U12> {
 }
 
 fn associated_data(stream: &StreamId, seq: u64, epoch: u64, prev: &Link) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(96 + stream.tenant.len() + stream.device.len() + stream.stream.len());
-    ad.extend_from_slice(b"verbatim/record/v1");
+    record_aad(b"verbatim/record/v1", stream, seq, epoch, prev, &[])
+}
+
+/// The associated data of a record: `label`, the stream, the sequence number, the epoch, the
+/// predecessor's link, then `extra` (version 2: the key reference).
+pub(crate) fn record_aad(label: &[u8], stream: &StreamId, seq: u64, epoch: u64, prev: &Link, extra: &[u8]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(96 + extra.len() + stream.tenant.len() + stream.device.len() + stream.stream.len());
+    ad.extend_from_slice(label);
     for part in [&stream.tenant, &stream.device, &stream.stream] {
         ad.extend_from_slice(&(part.len() as u32).to_be_bytes());
         ad.extend_from_slice(part.as_bytes());
@@ -270,6 +276,7 @@ fn associated_data(stream: &StreamId, seq: u64, epoch: u64, prev: &Link) -> Vec<
     ad.extend_from_slice(&seq.to_be_bytes());
     ad.extend_from_slice(&epoch.to_be_bytes());
     ad.extend_from_slice(prev);
+    ad.extend_from_slice(extra);
     ad
 }
 

@@ -320,7 +320,18 @@ impl<'v> StreamRun<'v> {
         }
         .ok_or_else(|| Stop(format!("epoch {epoch}: a content key could not be derived")))?;
         let wrapped = self.vault.wrap(&key_identity(&self.id, epoch, key_ref), &key)?;
-        let conversation = scope.and_then(KeyScope::conversation);
+        self.filed.content_keys += self.insert_key(epoch, key_ref, scope.and_then(KeyScope::conversation), Some(wrapped))?;
+        Ok(())
+    }
+
+    /// A row of `content_keys` (once): `wrapped` is `None` for a version 1 index row.
+    fn insert_key(
+        &self,
+        epoch: u64,
+        key_ref: &KeyRef,
+        conversation: Option<&verbatim_core::seal::conversation::ConversationRef>,
+        wrapped: Option<Vec<u8>>,
+    ) -> Result<u64> {
         let n = self.conn().execute(
             "INSERT OR IGNORE INTO content_keys (tenant, device, stream, epoch, key_ref, channel, conversation_id, wrapped)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -335,25 +346,11 @@ impl<'v> StreamRun<'v> {
                 wrapped
             ],
         )?;
-        self.filed.content_keys += n as u64;
-        Ok(())
+        Ok(n as u64)
     }
 
     fn index_legacy(&self, epoch: u64, key_ref: &KeyRef, c: &verbatim_core::seal::conversation::ConversationRef) -> Result<()> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO content_keys (tenant, device, stream, epoch, key_ref, channel, conversation_id, wrapped)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-            params![
-                self.id.tenant,
-                self.id.device,
-                self.id.stream,
-                epoch as i64,
-                &key_ref[..],
-                channel_name(c.channel),
-                c.conversation_id
-            ],
-        )?;
-        Ok(())
+        self.insert_key(epoch, key_ref, Some(c), None).map(|_| ())
     }
 
     /// Counts a record under its key and indexes who took part.

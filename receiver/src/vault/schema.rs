@@ -122,16 +122,8 @@ const MIGRATIONS: &[&str] = &["
     "];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(Error::Vault(format!("vault schema version {version} is newer than this build knows ({known})")));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
+    crate::store::sqlite::schema::apply_migrations(conn, MIGRATIONS, "vault").map_err(|e| match e {
+        Error::Config(m) => Error::Vault(m),
+        other => other,
+    })
 }
