@@ -282,6 +282,10 @@ pub struct VerifyArgs {
     /// grace (the default suits the default heartbeat of 24 hours). 0 turns the check off.
     #[arg(long, default_value_t = 36)]
     silent_after_hours: u64,
+    /// The key vault: also count, per stream, the records whose keys were erased (they stay
+    /// in the chain; they can no longer be opened).
+    #[arg(long)]
+    vault: Option<PathBuf>,
 }
 
 pub fn verify(args: VerifyArgs) -> ExitCode {
@@ -293,8 +297,12 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    let vault = match args.vault.as_deref().map(verbatim_receiver::vault::Vault::open).transpose() {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
     let report = verbatim_receiver::store::open_reader(&location)
-        .and_then(|mut r| verbatim_receiver::verify::verify_reader(&mut *r, &options));
+        .and_then(|mut r| verbatim_receiver::verify::verify_reader_with_vault(&mut *r, &options, vault.as_ref()));
     match report {
         Ok(report) => {
             if args.json {
@@ -322,10 +330,18 @@ pub struct ExportArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
-    /// An archive private key file (from `verbatim keygen`). Repeat it for the keys of
-    /// earlier rotations: each epoch opens with the key whose id it names.
-    #[arg(long, required = true)]
-    key: Vec<PathBuf>,
+    /// Archive private keys (`--key FILE`, repeatable for earlier rotations, or `--keyring
+    /// DIR`): each epoch opens with the key whose id it names.
+    #[command(flatten)]
+    keys: crate::vault_cmd::KeyArgs,
+    /// The key vault: epochs whose archive key retired open with what it filed, and records
+    /// whose keys were erased are reported as erased (even while their archive key exists).
+    #[arg(long, required_unless_present_any = ["key", "keyring"])]
+    vault: Option<PathBuf>,
+    /// Subject access: only the messages, edits, unsends, reactions, calls and attachments in
+    /// which this handle (phone number, address) took part, across every device.
+    #[arg(long)]
+    participant: Option<String>,
     /// Output directory (created if missing; an earlier export's files are overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -338,19 +354,25 @@ pub struct ExportArgs {
 pub const EXIT_PARTIAL_EXPORT: u8 = 3;
 
 pub fn export(args: ExportArgs) -> ExitCode {
-    let mut secrets = Vec::with_capacity(args.key.len());
-    for path in &args.key {
-        match verbatim_receiver::load_secret(path) {
-            Ok(s) => secrets.push(s),
-            Err(e) => return fail(e),
-        }
-    }
+    use verbatim_receiver::export::{ExportKeys, ExportOptions};
+    let secrets = match args.keys.load() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     let location = match args.store.location(args.data.as_ref()) {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let summary = verbatim_receiver::store::open_reader(&location)
-        .and_then(|mut r| verbatim_receiver::export::export_reader(&mut *r, &secrets, &args.out));
+    let vault = match args.vault.as_deref().map(verbatim_receiver::vault::Vault::open).transpose() {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let options = ExportOptions { participant: args.participant.clone() };
+    let summary = verbatim_receiver::KeyRing::new(&secrets).and_then(|ring| {
+        let keys = ExportKeys { ring, vault: vault.as_ref() };
+        let mut reader = verbatim_receiver::store::open_reader(&location)?;
+        verbatim_receiver::export::export_with(&mut *reader, &keys, &options, &args.out)
+    });
     match summary {
         Ok(summary) => {
             if args.json {

@@ -29,6 +29,7 @@ mod policy_cmd;
 mod recover_cmd;
 mod relay_cmd;
 mod telephony_cmd;
+mod vault_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -132,9 +133,39 @@ enum Command {
 
     /// Open held records with the archive private key and export JSON Lines and .eml files.
     #[command(
-        after_help = "Required: --data (or --store with --s3-endpoint), --key, --out.\n\nExit codes: 0 everything was opened and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key or data).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
+        after_help = "Required: --data (or --store with --s3-endpoint), --out, and --key, --keyring or --vault.\n\nExit codes: 0 everything was opened (or reported erased) and exported; 1 some records did not open or attachments did not match; 2 the command could not run (unreadable key, vault or data); 3 some streams could not be exported (listed).\n\nExample: verbatim export --data archive --key archive-keys/archive-private.key --out export"
     )]
     Export(archive_cmd::ExportArgs),
+
+    /// The key vault that keeps sealed records readable once archive keys retire, and that
+    /// erasure and retention delete from (docs/erasure.md).
+    #[command(subcommand, after_help = "Example: verbatim vault ingest --vault vault --data archive --keyring archive-keys")]
+    Vault(vault_cmd::VaultCommand),
+
+    /// Erase a conversation (or every conversation with a participant) from the key vault:
+    /// its records become unreadable once the archive keys that sealed them retire; the chain
+    /// still proves the archive complete. Prints the erasure, pending or complete, as JSON.
+    #[command(after_help = "Required: --vault, --reason, and --conversation with --device, or --participant.
+
+Exit codes: 0 erased (pending until the keys listed retire, or complete); 1 nothing erased (a legal hold covers it, nothing matched, or only records sealed before conversation keys); 2 could not run.
+
+Example: verbatim erase --vault vault --conversation 42 --device iphone-0042 --reason 'DSR-2026-118: personal conversation captured by mistake'")]
+    Erase(vault_cmd::EraseArgs),
+
+    /// Legal holds in the key vault: what they cover is never erased nor aged out.
+    #[command(
+        subcommand,
+        after_help = "Example: verbatim hold add --vault vault --device iphone-0042 --reason 'SEC matter 2026-17'"
+    )]
+    Hold(vault_cmd::HoldCommand),
+
+    /// Apply the vault's retention period.
+    #[command(subcommand, after_help = "Example: verbatim retention apply --vault vault")]
+    Retention(vault_cmd::RetentionCommand),
+
+    /// Archive key rotation and retirement.
+    #[command(subcommand, after_help = "Example: verbatim keys rotate --keyring archive-keys --vault vault")]
+    Keys(vault_cmd::KeysCommand),
 
     /// Measure capture, upload, memory, cold start, CPU per event and library size, with
     /// baselines (raw SQLite, queue-file) in the same run; one table (docs/performance.md).
@@ -257,5 +288,10 @@ fn main() -> ExitCode {
         Command::Recover(args) => recover_cmd::run(args),
         Command::Relay(RelayCommand::Imessage(args)) => relay_cmd::imessage(args),
         Command::Connect(command) => connect_cmd::run(command),
+        Command::Vault(command) => vault_cmd::vault_command(command),
+        Command::Erase(args) => vault_cmd::erase(args),
+        Command::Hold(command) => vault_cmd::hold(command),
+        Command::Retention(command) => vault_cmd::retention(command),
+        Command::Keys(command) => vault_cmd::keys(command),
     }
 }

@@ -30,6 +30,18 @@ const COMMANDS: &[&[&str]] = &[
     &["relay", "imessage"],
     &["connect", "whatsapp"],
     &["connect", "wecom"],
+    &["vault", "init"],
+    &["vault", "ingest"],
+    &["vault", "status"],
+    &["vault", "audit"],
+    &["erase"],
+    &["hold", "add"],
+    &["hold", "release"],
+    &["hold", "list"],
+    &["retention", "apply"],
+    &["keys", "rotate"],
+    &["keys", "check"],
+    &["keys", "retire"],
 ];
 
 fn verbatim(args: &[&str]) -> Output {

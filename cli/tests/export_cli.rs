@@ -78,7 +78,7 @@ fn export_takes_several_keys_and_says_by_its_status_how_complete_it_is() {
     // Every key: everything opens.
     let (code, text) = export(&data, &[&old.2, &new.2], &dir.path().join("all"));
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("456 records") && text.contains("0 unreadable; 0 error(s)"), "{text}");
+    assert!(text.contains("456 records") && text.contains("0 unreadable, 0 erased; 0 error(s)"), "{text}");
 
     // The old key only: each epoch of the new one is one error, the rest is exported.
     let (code, text) = export(&data, &[&old.2], &dir.path().join("old-only"));
@@ -86,7 +86,7 @@ fn export_takes_several_keys_and_says_by_its_status_how_complete_it_is() {
     let missing = format!("no private key for archive key id {}", new.1);
     assert_eq!(text.matches(&missing).count(), 2, "once per epoch, not per record:\n{text}");
     assert!(text.contains("(358 records unreadable)") && text.contains("(94 records unreadable)"), "{text}");
-    assert!(text.contains("452 unreadable; 2 error(s)"), "{text}");
+    assert!(text.contains("452 unreadable, 0 erased; 2 error(s)"), "{text}");
 
     // A stream that cannot be written: the others are exported, the status says partial.
     let out = dir.path().join("partial");

@@ -68,9 +68,12 @@ fn acknowledged_captures_survive_kill_9_at_many_points() {
                 RecordBody::Agent(AgentEvent::Started { after_crash: true, .. }) => crashes += 1,
                 _ => {}
             }
-            assert_eq!(s, seq + 1, "contiguous");
+            // open_batch verified the chain is contiguous; it returns what was captured, not
+            // the key records between.
+            assert!(s > seq, "in order");
             seq = s;
         }
+        seq = batch.records.last().unwrap().seq;
         link = batch.records.last().unwrap().link;
         epochs.extend(batch.records.iter().map(|r| r.epoch));
     }

@@ -18,8 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use verbatim_core::archive::{EpochOpener, OpenedRecord};
 use verbatim_core::chain::StreamId;
-use verbatim_core::seal::{ArchiveSecretKey, derive_epoch_key};
+use verbatim_core::seal::conversation::EpochSecrets;
+use verbatim_core::seal::{ArchiveSecretKey, Sealing, derive_epoch_key};
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
@@ -187,11 +189,36 @@ fn the_demo_under_trace_logging_leaves_no_content_token_or_key_in_logs_or_stores
     let conn = verbatim_receiver::store::sqlite::read::open_read_only(&archive_dir).unwrap();
     let mut epoch_keys = 0;
     for (sid, stream) in verbatim_receiver::store::sqlite::read::streams(&conn).unwrap() {
+        let mut openers = std::collections::HashMap::new();
         for e in verbatim_receiver::store::sqlite::read::epochs(&conn, sid).unwrap() {
-            let k = derive_epoch_key(&secret, &e.encapsulation, &StreamId { ..stream.clone() }, e.epoch).unwrap();
-            needles.push(key_needle(&format!("the key of epoch {}", e.epoch), &k[..]));
+            match Sealing::of(&e.encapsulation).unwrap().0 {
+                Sealing::EpochKey => {
+                    let k = derive_epoch_key(&secret, &e.encapsulation, &StreamId { ..stream.clone() }, e.epoch).unwrap();
+                    needles.push(key_needle(&format!("the key of epoch {}", e.epoch), &k[..]));
+                }
+                Sealing::ConversationKeys => {
+                    let s = EpochSecrets::open(&secret, &e.encapsulation, &stream, e.epoch).unwrap();
+                    needles.push(key_needle(&format!("the key of epoch {}", e.epoch), &s.epoch_key[..]));
+                    needles.push(key_needle(&format!("the reference key of epoch {}", e.epoch), &s.ref_key[..]));
+                }
+            }
+            openers.insert(e.epoch, EpochOpener::with_archive_key(&secret, &e, &stream).unwrap());
             epoch_keys += 1;
         }
+        // Every content key its key records announce.
+        let mut prev = verbatim_core::chain::genesis(&stream);
+        verbatim_receiver::store::sqlite::read::for_each_record(&conn, sid, |r| {
+            let opener = openers.get_mut(&r.epoch).unwrap();
+            if let Ok(OpenedRecord::KeyRecord { key_ref, .. }) = opener.open(&stream, r.seq, &prev, &r.ciphertext)
+                && let EpochOpener::Conversations(c) = opener
+            {
+                let k = c.export_key(&key_ref).unwrap();
+                needles.push(key_needle(&format!("a content key of epoch {}", r.epoch), &k[..]));
+            }
+            prev = r.link;
+            Ok(true)
+        })
+        .unwrap();
     }
     drop(conn);
     assert!(epoch_keys >= 1, "the archive holds the demo's epochs");

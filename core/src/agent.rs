@@ -22,6 +22,7 @@ use crate::model::{self, Channel, Event, in_scope, validate};
 use crate::policy::{self, LogLevel, Policy, UploadSchedule, Value};
 use crate::queue::{self, Config, NewRecords, Pending, Queue, Snapshot};
 use crate::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
+use crate::seal::Sealing;
 use crate::sources::{Mark, SourceState};
 use crate::wire::Batch;
 
@@ -36,11 +37,16 @@ pub struct AgentOptions {
     /// Caps the store's size: SQLite then fails writes exactly as on a full disk. For tests
     /// and for emulating small devices; `None` in production.
     pub storage_limit_bytes: Option<u64>,
+    /// How new epochs seal records: conversation keys (erasable per conversation, the
+    /// default) or the original single epoch key, which an archive of before conversation
+    /// keys understands. Not a policy setting: the original sealing exists for compatibility
+    /// tests and for archives that cannot be upgraded yet.
+    pub sealing: Sealing,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { clock: Arc::new(SystemClock::default()), storage_limit_bytes: None }
+        AgentOptions { clock: Arc::new(SystemClock::default()), storage_limit_bytes: None, sealing: Sealing::ConversationKeys }
     }
 }
 
@@ -147,6 +153,7 @@ struct Inner {
     evidence: Mutex<EvidenceState>,
     /// Key of capture sources' content digests ([`crate::sources`]).
     source_digest_key: [u8; 32],
+    sealing: Sealing,
     closed: AtomicBool,
 }
 
@@ -190,6 +197,7 @@ impl Agent {
             uploader: Default::default(),
             evidence: Mutex::new(EvidenceState::load(info.evidence_json.as_deref(), now)),
             source_digest_key: digest_key(&info.source_digest_key)?,
+            sealing: options.sealing,
             closed: AtomicBool::new(false),
         });
         let agent = Agent { inner };
@@ -276,6 +284,7 @@ impl Agent {
             tree_json,
             fingerprint: hex::encode(p.fingerprint()),
             events,
+            sealing: self.inner.sealing,
         }
     }
 

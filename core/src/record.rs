@@ -55,6 +55,9 @@ pub enum RecordBody {
         text: String,
     },
     Agent(AgentEvent),
+    /// A content key of a conversation-key epoch (sealing version 2), sealed under the epoch
+    /// key: see [`crate::seal::conversation`]. Never written by a capture, never exported.
+    ConversationKey(crate::seal::conversation::KeyRecord),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

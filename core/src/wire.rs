@@ -119,8 +119,11 @@ impl Batch {
             let epoch = r.u64("epoch")?;
             let archive_key_id = r.id("archive key id")?;
             let encapsulation = r.short_bytes("encapsulation")?.to_vec();
-            if encapsulation.len() != crate::seal::KEY_LEN {
-                return Err(err(&format!("epoch entry {i}: encapsulation must be 32 bytes, got {}", encapsulation.len())));
+            if crate::seal::Sealing::of(&encapsulation).is_err() {
+                return Err(err(&format!(
+                    "epoch entry {i}: encapsulation must be 32 bytes (epoch key) or 0x02 then 32 bytes (conversation keys), got {} bytes",
+                    encapsulation.len()
+                )));
             }
             if epochs.iter().any(|e: &EpochInfo| e.epoch == epoch) {
                 return Err(err(&format!("epoch {epoch} announced twice")));

@@ -233,11 +233,17 @@ async fn nothing_captured_is_readable_on_disk_and_epoch_keys_never_reach_it() {
 
     let db = s.db();
     let stream = stream_of(&db);
+    // Every epoch-level secret: the epoch key, and in a conversation-key epoch its reference key.
     let keys: Vec<_> = epochs(&db)
         .iter()
-        .map(|e| verbatim_core::seal::derive_epoch_key(&s.secret_key(), &e.encapsulation, &stream, e.epoch).unwrap())
+        .flat_map(|e| {
+            let secrets =
+                verbatim_core::seal::conversation::EpochSecrets::open(&s.secret_key(), &e.encapsulation, &stream, e.epoch)
+                    .unwrap();
+            [secrets.epoch_key, secrets.ref_key]
+        })
         .collect();
-    assert!(keys.len() >= 2, "a restart starts a new epoch");
+    assert!(keys.len() >= 4, "a restart starts a new epoch");
     let files = all_files(s.dir.path());
     assert!(files.iter().any(|(p, _)| p.to_string_lossy().ends_with("-wal")), "the WAL is scanned too");
     for (path, bytes) in &files {
@@ -360,7 +366,11 @@ fn concurrent_captures_are_group_committed_into_one_contiguous_sequence() {
     unique.dedup();
     assert_eq!(ids.len(), unique.len(), "each event stored exactly once");
     assert_eq!(ids.len(), (threads * per_thread) as usize);
-    assert_eq!(agent.status().last_seq, first + (threads * per_thread) as u64);
+    // Besides the captures, one key record per conversation (and one for the agent's events).
+    let after_first = |seq: u64| seq > first;
+    let key_records = stored_rows(&s.db()).iter().filter(|r| after_first(r.seq)).count()
+        - open_all(&s).iter().filter(|(seq, _)| after_first(*seq)).count();
+    assert_eq!(agent.status().last_seq, first + (threads * per_thread) as u64 + key_records as u64);
     assert_eq!(verify_stored_chain(&s.db()).unwrap(), agent.status().last_seq);
 }
 
@@ -665,8 +675,10 @@ async fn a_new_archive_key_starts_a_new_epoch_sealed_to_it() {
             ciphertext: row.ciphertext,
         };
         let (right, wrong) = if row.epoch == e2 { (&mut new, &mut old) } else { (&mut old, &mut new) };
-        assert!(wrong.open(&stream, e, &wire, &prev).is_err());
-        story.push(right.open(&stream, e, &wire, &prev).unwrap().body);
+        assert!(wrong.open_any(&stream, e, &wire, &prev).is_err());
+        if let verbatim_core::archive::OpenedRecord::Record { record, .. } = right.open_any(&stream, e, &wire, &prev).unwrap() {
+            story.push(record.body);
+        }
         prev = wire.link;
     }
     assert!(

@@ -126,7 +126,9 @@ fn message_ids<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String>
 /// Reassembles the salvage container carried as an attachment in `records`, opens every
 /// carried record it can with the archive key, and returns (opened records by old sequence,
 /// sequences carried but unopenable).
-fn open_salvage(s: &Setup, records: &[(u64, Record)], id: &str) -> (BTreeMap<u64, Record>, BTreeSet<u64>) {
+/// The records a salvage attachment carried: opened (by sequence), unopenable, and how many
+/// key records (opened, no content) were among them.
+fn open_salvage(s: &Setup, records: &[(u64, Record)], id: &str) -> (BTreeMap<u64, Record>, BTreeSet<u64>, u64) {
     let mut bytes = Vec::new();
     let mut ended = false;
     for (_, r) in records {
@@ -142,29 +144,38 @@ fn open_salvage(s: &Setup, records: &[(u64, Record)], id: &str) -> (BTreeMap<u64
     assert!(ended, "the salvage attachment {id} is complete");
     let mut opener = Opener::new(s.secret_key());
     let (mut opened, mut unopenable) = (BTreeMap::new(), BTreeSet::new());
+    // Verifies a run from (prev_seq, prev) and opens each record; key records (which carry no
+    // content) count as opened, under their sequence number, with no record.
+    let mut open_run = |records: &[verbatim_core::wire::WireRecord], prev_seq: u64, prev: [u8; 32]| {
+        verbatim_core::chain::verify_run(prev_seq, prev, records).expect("a carried run verifies");
+        let mut prev = prev;
+        for r in records {
+            let batch_epochs = &recover::read_salvage(&bytes).unwrap();
+            let epoch = batch_epochs.iter().flat_map(|b| b.batch.epochs.iter()).find(|e| e.epoch == r.epoch).unwrap().clone();
+            let stream = batch_epochs[0].batch.stream.clone();
+            match opener.open_any(&stream, &epoch, r, &prev).expect("a carried record opens") {
+                verbatim_core::archive::OpenedRecord::Record { record, .. } => opened.insert(r.seq, Some(*record)),
+                verbatim_core::archive::OpenedRecord::KeyRecord { .. } => opened.insert(r.seq, None),
+            };
+            prev = r.link;
+        }
+    };
     for run in recover::read_salvage(&bytes).unwrap() {
         let recs = &run.batch.records;
         match run.prev_link {
-            Some(prev) => {
-                for (seq, rec) in opener.open_batch(&run.batch, run.prev_seq, prev).expect("a carried run verifies and opens") {
-                    opened.insert(seq, rec);
-                }
-            }
+            Some(prev) => open_run(recs, run.prev_seq, prev),
             None => {
                 // The first record's predecessor is lost: it anchors the rest, which verify.
                 unopenable.insert(recs[0].seq);
-                let rest = verbatim_core::wire::Batch { records: recs[1..].to_vec(), ..run.batch.clone() };
-                if !rest.records.is_empty() {
-                    for (seq, rec) in
-                        opener.open_batch(&rest, recs[0].seq, recs[0].link).expect("the rest of the run verifies and opens")
-                    {
-                        opened.insert(seq, rec);
-                    }
+                if recs.len() > 1 {
+                    open_run(&recs[1..], recs[0].seq, recs[0].link);
                 }
             }
         }
     }
-    (opened, unopenable)
+    let key_records = opened.values().filter(|r| r.is_none()).count() as u64;
+    let opened = opened.into_iter().filter_map(|(seq, r)| r.map(|r| (seq, r))).collect::<BTreeMap<_, _>>();
+    (opened, unopenable, key_records)
 }
 
 fn count(ranges: &[SeqRange]) -> u64 {
@@ -293,8 +304,9 @@ fn a_log_damaged_in_the_middle_is_refused_instead_of_silently_dropping_commits_t
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["maybe_lost_after"], serde_json::json!(report.maybe_lost_after));
     let id = report.salvage_attachment.clone().unwrap();
-    let (opened, _) = open_salvage(&image_setup, &records, &id);
-    assert!(message_ids(opened.values()).len() as i64 >= silently_held.min(ids.len() as i64) - 5);
+    let (opened, _, _) = open_salvage(&image_setup, &records, &id);
+    // Rows SQLite kept include agent events and key records (one per conversation and epoch).
+    assert!(message_ids(opened.values()).len() as i64 >= silently_held.min(ids.len() as i64) - 10);
 }
 
 #[test]
@@ -346,7 +358,7 @@ fn recovery_keeps_every_intact_record_in_a_new_stream_and_evidences_the_loss() {
         records.iter().find(|(_, r)| matches!(&r.body, RecordBody::Agent(AgentEvent::QueueCorrupt { .. }))).unwrap().0;
     assert!(first_event_seq <= 3, "the recovery event opens the new stream (after its epoch)");
 
-    let (opened, unopenable) = open_salvage(&s, &records, report.salvage_attachment.as_deref().unwrap());
+    let (opened, unopenable, key_records) = open_salvage(&s, &records, report.salvage_attachment.as_deref().unwrap());
     assert_eq!(unopenable, seqs(&report.unopenable));
     let lost = seqs(&report.lost);
     for (seq, id) in &by_seq {
@@ -358,7 +370,7 @@ fn recovery_keeps_every_intact_record_in_a_new_stream_and_evidences_the_loss() {
         }
     }
     // Agent events of the old stream (started, policy, epoch) are carried too.
-    assert_eq!(opened.len() as u64 + count(&report.unopenable), count(&report.recovered));
+    assert_eq!(opened.len() as u64 + key_records + count(&report.unopenable), count(&report.recovered));
     let new_ids = message_ids(records.iter().map(|(_, r)| r));
     assert_eq!(new_ids, later.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
 }
@@ -392,7 +404,7 @@ fn a_record_with_damaged_content_is_lost_alone_and_its_successor_still_opens() {
     assert!(report.unopenable.is_empty(), "the damaged record's stored link is genuine: its successor opens: {report:?}");
     let agent = s.open();
     let (_, records) = read_all(&s, &agent);
-    let (opened, _) = open_salvage(&s, &records, report.salvage_attachment.as_deref().unwrap());
+    let (opened, _, _) = open_salvage(&s, &records, report.salvage_attachment.as_deref().unwrap());
     let carried: BTreeSet<String> = message_ids(opened.values()).into_iter().collect();
     for (id, seq) in &ids {
         assert_eq!(carried.contains(id), *seq != victim, "{id} at {seq}");
@@ -411,7 +423,8 @@ fn recovery_of_a_sound_store_changes_nothing_and_a_forced_rebuild_keeps_the_same
     let old = stream_of(&s.db());
     let report = recover::recover_with(s.dir.path(), RecoverOptions { force: true, ..Default::default() }).unwrap();
     assert!(report.rebuilt && !report.new_stream && report.lost.is_empty(), "{report:?}");
-    assert_eq!(verify_stored_chain(&s.db()).unwrap(), report.last_seq.unwrap() + 2, "the rebuild appended its epoch and event");
+    // The new epoch's key record for the agent's events, its rotation and the recovery event.
+    assert_eq!(verify_stored_chain(&s.db()).unwrap(), report.last_seq.unwrap() + 3, "the rebuild appended its epoch and event");
     let agent = s.open();
     assert_eq!(agent.stream().unwrap(), old, "the same stream continues");
     let (_, records) = read_all(&s, &agent);

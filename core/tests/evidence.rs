@@ -161,7 +161,11 @@ async fn a_full_disk_fails_capture_clearly_keeps_everything_and_recovers() {
     // writes with SQLITE_FULL, the same error a full file system gives it.
     let s = Setup::new();
     let clock = ManualClock::new(T0);
-    let agent = s.open_with(AgentOptions { clock: Arc::new(clock.clone()), storage_limit_bytes: Some(3 * 1024 * 1024) });
+    let agent = s.open_with(AgentOptions {
+        clock: Arc::new(clock.clone()),
+        storage_limit_bytes: Some(3 * 1024 * 1024),
+        ..AgentOptions::default()
+    });
     agent.apply_policy(&s.policy(&[])).await.unwrap();
     let file = s.files.path().join("1mb.bin");
     std::fs::write(&file, vec![2u8; 1024 * 1024]).unwrap();

@@ -22,7 +22,8 @@ use support::*;
 use verbatim_core::model::*;
 use verbatim_core::queue::recover::{RecoverOptions, recover_with};
 use verbatim_core::record::{AgentEvent, RecordBody};
-use verbatim_core::seal::{derive_epoch_key, generate_archive_keypair};
+use verbatim_core::seal::conversation::{EPOCH_KEY_REF, EpochSecrets, REF_LEN, content_key, key_ref_of};
+use verbatim_core::seal::{Sealing, derive_epoch_key, generate_archive_keypair};
 use verbatim_core::synth::BUSINESS_LINE;
 use verbatim_core::testing::{faults, seal_log};
 use verbatim_core::{Agent, AgentOptions, ErrorKind, Value};
@@ -273,10 +274,20 @@ async fn on_disk_every_ciphertext_for_one_epoch_and_sequence_is_the_same_after_a
     // starts the same way begins, at offset 5, with the keystream XOR that known text.
     const KNOWN: &[u8; 16] = b"{\"captured_ms\":1";
     let secret = d.setup.secret_key();
-    let mut patterns: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut patterns: HashMap<[u8; 16], (usize, usize)> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         let epoch = epochs.iter().find(|e| e.epoch == row.epoch).unwrap();
-        let key = derive_epoch_key(&secret, &epoch.encapsulation, &stream, row.epoch).unwrap();
+        // The key that sealed the record, and where its AES-GCM output starts (after the
+        // masked key reference in a conversation-key epoch).
+        let (key, at) = match Sealing::of(&epoch.encapsulation).unwrap().0 {
+            Sealing::EpochKey => (derive_epoch_key(&secret, &epoch.encapsulation, &stream, row.epoch).unwrap(), 0),
+            Sealing::ConversationKeys => {
+                let s = EpochSecrets::open(&secret, &epoch.encapsulation, &stream, row.epoch).unwrap();
+                let key_ref = key_ref_of(&s.ref_key, row.seq, &row.ciphertext).unwrap();
+                let key = if key_ref == EPOCH_KEY_REF { s.epoch_key.clone() } else { content_key(&s.epoch_key, &key_ref) };
+                (key, REF_LEN)
+            }
+        };
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&row.seq.to_be_bytes());
         let cipher = Aes256Gcm::new_from_slice(key.as_slice()).unwrap();
@@ -285,17 +296,17 @@ async fn on_disk_every_ciphertext_for_one_epoch_and_sequence_is_the_same_after_a
         for j in 0..16 {
             pattern[j] = keystream[5 + j] ^ KNOWN[j];
         }
-        assert_eq!(&row.ciphertext[5..21], &pattern, "the keystream model matches the committed record {}", row.seq);
-        patterns.insert(pattern, i);
+        assert_eq!(&row.ciphertext[at + 5..at + 21], &pattern, "the keystream model matches the committed record {}", row.seq);
+        patterns.insert(pattern, (i, at));
     }
     let mut found = vec![0usize; rows.len()];
     let mut other_ciphertexts = Vec::new();
     for (file, bytes) in files.iter().zip(&raw) {
         for at in 5..bytes.len().saturating_sub(16) {
             let window: [u8; 16] = bytes[at..at + 16].try_into().unwrap();
-            let Some(&i) = patterns.get(&window) else { continue };
+            let Some(&(i, offset)) = patterns.get(&window) else { continue };
             let row = &rows[i];
-            let start = at - 5;
+            let Some(start) = at.checked_sub(5 + offset) else { continue };
             // Compare what is surely contiguous in a page (the start of a cell's payload).
             let n = row.ciphertext.len().min(64).min(bytes.len() - start);
             if bytes[start..start + n] == row.ciphertext[..n] {

@@ -26,6 +26,13 @@ pub enum Error {
     /// A configuration value the caller gave.
     #[error("configuration: {0}")]
     Config(String),
+    /// The key vault (erasure, retention, legal holds, key retirement).
+    #[error("key vault: {0}")]
+    Vault(String),
+    /// A request the vault's rules forbid (a legal hold, a key not yet safe to retire);
+    /// nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Export could not continue.
     #[error("export: {0}")]
     Export(String),

@@ -11,12 +11,14 @@ pub mod export;
 pub mod faults;
 mod fsutil;
 pub mod keys;
+pub mod participants;
 pub mod seaweed;
 pub mod server;
 pub mod store;
 pub mod time;
 pub mod tls;
 pub mod tokens;
+pub mod vault;
 pub mod verify;
 
 pub use error::{Error, Result};

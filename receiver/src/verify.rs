@@ -61,6 +61,12 @@ pub struct StreamReport {
     pub last_received: Option<String>,
     #[serde(skip)]
     pub last_received_ms: Option<i64>,
+    /// With a key vault: records whose keys were erased (still counted above: the chain
+    /// covers them), and the erasures they belong to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub erasures: Vec<i64>,
 }
 
 impl StreamReport {
@@ -134,6 +140,10 @@ impl Report {
                 s.contiguous_through,
                 if s.chain_verified { "verified" } else { "NOT verified" }
             ));
+            if let Some(n) = s.erased.filter(|n| *n > 0) {
+                let ids: Vec<String> = s.erasures.iter().map(i64::to_string).collect();
+                out.push_str(&format!("    {n} record(s) erased (erasure {}): unreadable, still in the chain\n", ids.join(", ")));
+            }
             for g in &s.gaps {
                 out.push_str(&format!("    gap: sequences {}..{} missing\n", g.first, g.last));
             }
@@ -184,6 +194,15 @@ pub fn verify_with(data_dir: &Path, options: &VerifyOptions) -> Result<Report> {
 
 /// [`verify_with`] over any store's reader.
 pub fn verify_reader(reader: &mut dyn ArchiveReader, options: &VerifyOptions) -> Result<Report> {
+    verify_reader_with_vault(reader, options, None)
+}
+
+/// [`verify_reader`], and with the key vault, how many records of each stream were erased.
+pub fn verify_reader_with_vault(
+    reader: &mut dyn ArchiveReader,
+    options: &VerifyOptions,
+    vault: Option<&crate::vault::Vault>,
+) -> Result<Report> {
     let mut streams = Vec::new();
     for id in reader.streams()? {
         let epochs: HashSet<u64> = reader.epochs(&id)?.into_iter().map(|e| e.epoch).collect();
@@ -203,7 +222,10 @@ pub fn verify_reader(reader: &mut dyn ArchiveReader, options: &VerifyOptions) ->
             alerts: Vec::new(),
             last_received: None,
             last_received_ms: None,
+            erased: vault.map(|_| 0),
+            erasures: Vec::new(),
         };
+        let mut erasures = vault.map(|v| crate::vault::ErasureLookup::new(v, &id));
         let mut prev = chain::genesis(&id);
         let mut expect = 1u64;
         let mut contiguous = true;
@@ -227,6 +249,14 @@ pub fn verify_reader(reader: &mut dyn ArchiveReader, options: &VerifyOptions) ->
             }
             if !epochs.contains(&r.epoch) {
                 s.records_without_epoch += 1;
+            }
+            if let Some(lookup) = erasures.as_mut()
+                && let Some(erasure) = lookup.erasure_of(&r)?
+            {
+                *s.erased.get_or_insert(0) += 1;
+                if !s.erasures.contains(&erasure) {
+                    s.erasures.push(erasure);
+                }
             }
             // Following the stored link localises an altered record to itself.
             prev = r.link;

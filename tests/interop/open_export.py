@@ -109,15 +109,16 @@ def labeled_expand(suite, prk, label, info, length):
     return hkdf_expand(prk, u16be(length) + b"HPKE-v1" + suite + label + info, length)
 
 
-def epoch_info(tenant, device, stream, epoch):
-    info = b"verbatim/epoch/v1"
+def epoch_info(tenant, device, stream, epoch, label=b"verbatim/epoch/v1"):
+    info = label
     for part in (tenant, device, stream):
         b = utf8(part)
         info += u32be(len(b)) + b
     return info + u64be(epoch)
 
 
-def derive_epoch_key(private_key, public_key, enc, info):
+def derive_exports(private_key, public_key, enc, info, labels):
+    """HPKE base-mode receiver setup, then one Export per label (32 bytes each)."""
     dh = private_key.exchange(X25519PublicKey.from_public_bytes(enc))
     if dh == bytes(32):
         raise ValueError("all-zero X25519 result")
@@ -129,7 +130,27 @@ def derive_epoch_key(private_key, public_key, enc, info):
     context = b"\x00" + psk_id_hash + info_hash
     secret = labeled_extract(HPKE_SUITE, shared_secret, b"secret", b"")
     exporter_secret = labeled_expand(HPKE_SUITE, secret, b"exp", context, 32)
-    return labeled_expand(HPKE_SUITE, exporter_secret, b"sec", b"verbatim/epoch-key/v1", 32)
+    return [labeled_expand(HPKE_SUITE, exporter_secret, b"sec", label, 32) for label in labels]
+
+
+def derive_epoch_key(private_key, public_key, enc, info):
+    return derive_exports(private_key, public_key, enc, info, [b"verbatim/epoch-key/v1"])[0]
+
+
+# Sealing version 2 (conversation keys): the announced encapsulation is 0x02 || 32 bytes.
+EPOCH_KEY_REF = bytes(16)
+
+
+def key_ref_mask(ref_key, seq):
+    return hmac.new(ref_key, b"verbatim/key-ref/v2" + u64be(seq), hashlib.sha256).digest()[:16]
+
+
+def associated_data_v2(tenant, device, stream, seq, epoch, prev_link, key_ref):
+    ad = b"verbatim/record/v2"
+    for part in (tenant, device, stream):
+        b = utf8(part)
+        ad += u32be(len(b)) + b
+    return ad + u64be(seq) + u64be(epoch) + prev_link + key_ref
 
 
 def nonce(seq):
@@ -310,7 +331,7 @@ class Opener:
     """Verifies a stream's records in order and, with the key, opens and tallies them."""
 
     def __init__(self, ids, epochs, key):
-        self.ids, self.epochs, self.key, self.keys = ids, epochs, key, {}
+        self.ids, self.epochs, self.key, self.keys, self.epoch_keys = ids, epochs, key, {}, {}
         self.report = {"records": 0, "contiguous_through": 0, "chain_verified": True, "problems": []}
         if key is not None:
             self.report.update(opened=0, unreadable=[], kinds={}, agent_events={}, messages=[], salvage=[])
@@ -348,10 +369,33 @@ class Opener:
             if epoch not in self.keys:
                 private_key, public_key = self.key
                 enc = self.epochs[epoch][1]
-                epoch_key = derive_epoch_key(private_key, public_key, enc, epoch_info(tenant, device, stream, epoch))
-                self.keys[epoch] = AESGCM(epoch_key)
-            ad = associated_data(tenant, device, stream, seq, epoch, prev_link)
-            header, payload = decode_plaintext(self.keys[epoch].decrypt(nonce(seq), ciphertext, ad))
+                if len(enc) == 33 and enc[0] == 2:
+                    info = epoch_info(tenant, device, stream, epoch, b"verbatim/epoch/v2")
+                    labels = [b"verbatim/epoch-key/v2", b"verbatim/ref-key/v2"]
+                    epoch_key, ref_key = derive_exports(private_key, public_key, enc[1:], info, labels)
+                    # v2: the reference key, and content keys by reference (the epoch key's is zeros).
+                    self.keys[epoch] = (ref_key, {EPOCH_KEY_REF: AESGCM(epoch_key)})
+                    self.epoch_keys[epoch] = epoch_key
+                else:
+                    epoch_key = derive_epoch_key(private_key, public_key, enc, epoch_info(tenant, device, stream, epoch))
+                    self.keys[epoch] = AESGCM(epoch_key)
+            keys = self.keys[epoch]
+            if isinstance(keys, tuple):
+                ref_key, content_keys = keys
+                mask = key_ref_mask(ref_key, seq)
+                key_ref = bytes(a ^ b for a, b in zip(ciphertext[:16], mask))
+                if key_ref not in content_keys:
+                    # content_key = HMAC-SHA256(epoch_key, "verbatim/content-key/v2" || key_ref)
+                    derived = hmac.new(self.epoch_keys[epoch], b"verbatim/content-key/v2" + key_ref, hashlib.sha256).digest()
+                    content_keys[key_ref] = AESGCM(derived)
+                ad = associated_data_v2(tenant, device, stream, seq, epoch, prev_link, key_ref)
+                header, payload = decode_plaintext(content_keys[key_ref].decrypt(nonce(seq), ciphertext[16:], ad))
+                body = header["body"]
+                if (key_ref == EPOCH_KEY_REF) != (body["type"] == "conversation_key"):
+                    raise ValueError(f"seq {seq}: key records, and only they, are sealed under the epoch key")
+            else:
+                ad = associated_data(tenant, device, stream, seq, epoch, prev_link)
+                header, payload = decode_plaintext(keys.decrypt(nonce(seq), ciphertext, ad))
         except (InvalidTag, ValueError) as e:
             report["unreadable"].append(seq)
             report["problems"].append(f"seq {seq}: does not open ({type(e).__name__})")

@@ -68,7 +68,7 @@ pub fn tamper_queue_record(device_dir: &Path, seq: u64, how: Tamper) {
 }
 
 /// Opens every record still in the device's queue with the archive key (what only the archive
-/// could do): (seq, the record or why it does not open).
+/// could do): (seq, the record or why it does not open). Key records (no content) are left out.
 pub fn open_queue(device_dir: &Path, key: &ArchiveKey) -> Vec<(u64, Result<Record, String>)> {
     let conn = queue_db(device_dir);
     let (tenant, device, stream, acked_link): (String, String, String, Vec<u8>) = conn
@@ -106,11 +106,15 @@ pub fn open_queue(device_dir: &Path, key: &ArchiveKey) -> Vec<(u64, Result<Recor
     let mut out = Vec::new();
     for r in rows {
         let opened = match epochs.get(&r.epoch) {
-            Some(e) => opener.open(&id, e, &r, &prev).map_err(|e| e.to_string()),
+            Some(e) => opener.open_any(&id, e, &r, &prev).map_err(|e| e.to_string()),
             None => Err(format!("epoch {} not in the queue", r.epoch)),
         };
         prev = r.link;
-        out.push((r.seq, opened));
+        match opened {
+            Ok(verbatim_core::archive::OpenedRecord::KeyRecord { .. }) => {}
+            Ok(verbatim_core::archive::OpenedRecord::Record { record, .. }) => out.push((r.seq, Ok(*record))),
+            Err(e) => out.push((r.seq, Err(e))),
+        }
     }
     out
 }

@@ -96,6 +96,7 @@ async fn an_opener_written_from_the_docs_verifies_and_opens_every_stored_record(
     let files = captured.count("attachment") + captured.calls_with_recording();
     assert_eq!(stream["attachments_verified"], files, "every file reassembled and its SHA-256 matched");
     assert_eq!(stream["kinds"]["call"], captured.count("call"));
+    assert!(stream["kinds"]["conversation_key"].as_u64() >= Some(2), "key records opened: {:#}", stream["kinds"]);
     assert!(stream["agent_events"]["started"].as_u64() >= Some(1), "{:#}", stream["agent_events"]);
     assert!(stream["agent_events"]["epoch_rotated"].as_u64() >= Some(1), "{:#}", stream["agent_events"]);
 

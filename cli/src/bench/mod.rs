@@ -21,12 +21,15 @@
 //!    nothing changed against a plain SQLite read of the same rows, and its peak RSS.
 //! 10. whatsapp: the coexistence connector's webhook ingest under a burst of 10,000 signed
 //!     webhooks (throughput, p50/p99 acknowledgement latency) against direct capture.
+//! 11. erasure: capture sealed with conversation keys against the single epoch key, the key
+//!     vault's ingest against an export of the same archive, one erasure's latency.
 //!
 //! `--quick` runs all of it with tiny sizes (CI: does every benchmark still run?) and exits
 //! non-zero only when a benchmark fails to run, never because a goal is missed.
 
 mod capture;
 mod cold_start;
+mod erasure;
 mod imessage;
 mod instructions;
 mod memory;
@@ -41,6 +44,7 @@ mod whatsapp;
 
 use capture::*;
 use cold_start::*;
+use erasure::*;
 use imessage::*;
 use instructions::*;
 use memory::*;
@@ -93,7 +97,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks: capture, upload, objectstore, memory, cold, cpu, size, telephony,
-    /// imessage, whatsapp (comma-separated).
+    /// imessage, whatsapp, erasure (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Working directory (default: a new one under the system temp directory, removed at the end).

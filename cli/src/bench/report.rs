@@ -36,10 +36,10 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
     let plan = Plan::new(&args);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o.trim() == name);
     for o in &args.only {
-        let known = ["capture", "upload", "objectstore", "memory", "cold", "cpu", "size", "telephony", "imessage", "whatsapp"];
+        let known = ["capture", "upload", "objectstore", "memory", "cold", "cpu", "size", "telephony", "imessage", "whatsapp", "erasure"];
         if !known.contains(&o.trim()) {
             eprintln!(
-                "error: unknown benchmark {o:?} (capture, upload, objectstore, memory, cold, cpu, size, telephony, imessage, whatsapp)"
+                "error: unknown benchmark {o:?} (capture, upload, objectstore, memory, cold, cpu, size, telephony, imessage, whatsapp, erasure)"
             );
             return ExitCode::from(2);
         }
@@ -74,6 +74,7 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
         ("telephony", Box::new(|r: &mut Report| bench_telephony(r, &plan, &base))),
         ("imessage", Box::new(|r: &mut Report| bench_imessage(r, &plan, &base))),
         ("whatsapp", Box::new(|r: &mut Report| bench_whatsapp(r, &plan, &base))),
+        ("erasure", Box::new(|r: &mut Report| bench_erasure(r, &plan, &base))),
     ];
     for (name, bench) in benches {
         if !wanted(name) {

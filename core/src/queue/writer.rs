@@ -19,7 +19,8 @@ use crate::chain::{self, Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::policy::{Problem, ProblemKind};
 use crate::record::{AgentEvent, AttachmentHeader, Record, RecordBody};
-use crate::seal::{EpochKey, KEY_LEN};
+use crate::seal::conversation::{ConversationSealer, KeyScope, Sealed};
+use crate::seal::{EpochKey, KEY_LEN, Sealing};
 use crate::sources::Mark;
 
 /// Most jobs committed in one transaction.
@@ -39,11 +40,20 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 pub struct Pending {
     pub captured_ms: i64,
     pub plaintext: Vec<u8>,
+    /// Which content key seals it in a conversation-key epoch.
+    pub scope: KeyScope,
 }
 
 impl Pending {
+    /// A record whose body names its conversation (or an agent event).
     pub fn new(record: &Record) -> Pending {
-        Pending { captured_ms: record.captured_ms, plaintext: record.encode() }
+        Pending::in_scope(record, KeyScope::of(&record.body).unwrap_or(KeyScope::Agent))
+    }
+
+    /// A record sealed with `scope`'s key (an attachment's chunks and end, which name only
+    /// their attachment).
+    pub fn in_scope(record: &Record, scope: KeyScope) -> Pending {
+        Pending { captured_ms: record.captured_ms, plaintext: record.encode(), scope }
     }
 
     fn agent(captured_ms: i64, event: AgentEvent) -> Pending {
@@ -78,6 +88,8 @@ pub struct Config {
     pub fingerprint: String,
     /// Agent events that describe this change (policy applied, channels), appended after it.
     pub events: Vec<AgentEvent>,
+    /// How new epochs seal.
+    pub sealing: Sealing,
 }
 
 pub enum Job {
@@ -150,9 +162,33 @@ impl WriterHandle {
 
 /// The current epoch's key and how much it has sealed. In memory only.
 struct Sealer {
-    key: EpochKey,
+    key: EpochSeal,
     records: u64,
     started_ms: i64,
+}
+
+/// An epoch's keys, by sealing version.
+enum EpochSeal {
+    /// Version 1: every record under the epoch key.
+    Single(EpochKey),
+    /// Version 2: content keys per conversation, announced in key records.
+    Conversations(ConversationSealer),
+}
+
+impl EpochSeal {
+    fn epoch(&self) -> u64 {
+        match self {
+            EpochSeal::Single(k) => k.epoch(),
+            EpochSeal::Conversations(c) => c.epoch(),
+        }
+    }
+
+    fn sealed_through(&self) -> u64 {
+        match self {
+            EpochSeal::Single(k) => k.sealed_through(),
+            EpochSeal::Conversations(c) => c.sealed_through(),
+        }
+    }
 }
 
 impl Sealer {
@@ -508,7 +544,16 @@ impl WriterState {
         let stream = self.stream()?;
         let current = self.sealer.as_ref().map_or(0, |s| s.key.epoch());
         let epoch = self.head.last_epoch.max(current) + 1;
-        let (key, encapsulation) = EpochKey::create(&config.archive_public_key, &stream, epoch)?;
+        let (key, encapsulation) = match config.sealing {
+            Sealing::EpochKey => {
+                let (k, enc) = EpochKey::create(&config.archive_public_key, &stream, epoch)?;
+                (EpochSeal::Single(k), enc)
+            }
+            Sealing::ConversationKeys => {
+                let (c, enc) = ConversationSealer::create(&config.archive_public_key, &stream, epoch)?;
+                (EpochSeal::Conversations(c), enc)
+            }
+        };
         tx.prepare_cached(
             "INSERT INTO epochs (epoch, archive_key_id, encapsulation, created_ms, first_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
@@ -539,23 +584,33 @@ impl WriterState {
     fn append_sealed(&mut self, tx: &Connection, pending: &Pending) -> Result<()> {
         let stream = self.stream()?;
         let sealer = self.sealer.as_mut().ok_or_else(|| Error::new(ErrorKind::Internal, "no epoch key"))?;
-        let seq = self
-            .head
-            .last_seq
-            .checked_add(1)
-            .filter(|s| *s <= i64::MAX as u64)
-            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range"))?;
-        let ciphertext = sealer.key.seal(&stream, seq, &self.head.last_link, &pending.plaintext)?;
-        #[cfg(feature = "testing")]
-        crate::testing::faults::after_seal(&stream.device, seq);
-        let link = chain::link(&self.head.last_link, seq, sealer.key.epoch(), &ciphertext);
-        tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![seq as i64, sealer.key.epoch() as i64, pending.captured_ms, &link[..], &ciphertext])?;
-        sealer.records += 1;
-        self.head.last_seq = seq;
-        self.head.last_link = link;
-        self.head.pending_count += 1;
-        self.head.pending_bytes += ciphertext.len() as u64 + ROW_OVERHEAD;
+        let epoch = sealer.key.epoch();
+        let (last_seq, last_link) = (self.head.last_seq, self.head.last_link);
+        let sealed = match &mut sealer.key {
+            EpochSeal::Single(key) => {
+                let seq = last_seq
+                    .checked_add(1)
+                    .filter(|s| *s <= i64::MAX as u64)
+                    .ok_or_else(|| Error::new(ErrorKind::Corrupt, "queue head: the last sequence number is out of range"))?;
+                let ciphertext = key.seal(&stream, seq, &last_link, &pending.plaintext)?;
+                let link = chain::link(&last_link, seq, epoch, &ciphertext);
+                vec![Sealed { seq, ciphertext, link, key_record: false }]
+            }
+            EpochSeal::Conversations(c) => {
+                c.seal(&stream, last_seq, &last_link, &pending.scope, pending.captured_ms, &pending.plaintext)?
+            }
+        };
+        for s in sealed {
+            #[cfg(feature = "testing")]
+            crate::testing::faults::after_seal(&stream.device, s.seq);
+            tx.prepare_cached("INSERT INTO records (seq, epoch, captured_ms, link, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![s.seq as i64, epoch as i64, pending.captured_ms, &s.link[..], &s.ciphertext])?;
+            sealer.records += 1;
+            self.head.last_seq = s.seq;
+            self.head.last_link = s.link;
+            self.head.pending_count += 1;
+            self.head.pending_bytes += s.ciphertext.len() as u64 + ROW_OVERHEAD;
+        }
         self.head.last_captured_ms = self.head.last_captured_ms.max(pending.captured_ms);
         if self.oldest_pending_ms.is_none() {
             self.oldest_pending_ms = Some(pending.captured_ms);
@@ -654,6 +709,7 @@ impl WriterState {
                 }
             }
             let id = header.attachment_id.clone();
+            let scope = KeyScope::of(&RecordBody::AttachmentStart(header.clone())).unwrap_or(KeyScope::Agent);
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| Error::new(ErrorKind::File, format!("attachment {id}: cannot open its file: {}", e.kind())))?;
             let start = Pending::new(&Record::new(captured_ms, RecordBody::AttachmentStart(header)));
@@ -675,12 +731,12 @@ impl WriterState {
                 size += n as u64;
                 let mut chunk = Record::new(captured_ms, RecordBody::AttachmentChunk { attachment_id: id.clone(), index });
                 chunk.payload = buf[..n].to_vec();
-                self.append(sp, &Pending::new(&chunk))?;
+                self.append(sp, &Pending::in_scope(&chunk, scope.clone()))?;
                 index += 1;
             }
             let end =
                 RecordBody::AttachmentEnd { attachment_id: id, size, sha256: hex::encode(hasher.finalize()), chunks: index };
-            let last = self.append(sp, &Pending::new(&Record::new(captured_ms, end)))?;
+            let last = self.append(sp, &Pending::in_scope(&Record::new(captured_ms, end), scope))?;
             Ok(Outcome { first_seq: first, last_seq: last })
         })();
         let o = r?;
@@ -735,7 +791,7 @@ impl WriterState {
         };
         let mut outcome = Outcome::default();
         for (_, captured_ms, plaintext) in deferred {
-            let seq = self.append(tx, &Pending { captured_ms, plaintext })?;
+            let seq = self.append(tx, &Pending { captured_ms, plaintext, scope: KeyScope::Agent })?;
             outcome.first_seq = if outcome.first_seq == 0 { seq } else { outcome.first_seq };
             outcome.last_seq = seq;
         }

@@ -142,7 +142,8 @@ pub fn verify_stored_chain(db: &Connection) -> Result<u64, String> {
     Ok(seq)
 }
 
-/// Opens every pending record with the archive key, in order.
+/// Opens every pending record with the archive key, in order: what was captured and the
+/// agent's events (key records, which hold no content, are left out).
 pub fn open_all(setup: &Setup) -> Vec<(u64, Record)> {
     let db = setup.db();
     verify_stored_chain(&db).expect("stored chain verifies");
@@ -153,7 +154,7 @@ pub fn open_all(setup: &Setup) -> Vec<(u64, Record)> {
     let mut opener = Opener::new(setup.secret_key());
     stored_rows(&db)
         .into_iter()
-        .map(|row| {
+        .filter_map(|row| {
             let epoch = epochs.iter().find(|e| e.epoch == row.epoch).expect("epoch stored");
             let wire = WireRecord {
                 seq: row.seq,
@@ -161,9 +162,12 @@ pub fn open_all(setup: &Setup) -> Vec<(u64, Record)> {
                 link: row.link.clone().try_into().unwrap(),
                 ciphertext: row.ciphertext,
             };
-            let rec = opener.open(&stream, epoch, &wire, &prev).expect("record opens");
+            let opened = opener.open_any(&stream, epoch, &wire, &prev).expect("record opens");
             prev = wire.link;
-            (row.seq, rec)
+            match opened {
+                verbatim_core::archive::OpenedRecord::Record { record, .. } => Some((row.seq, *record)),
+                verbatim_core::archive::OpenedRecord::KeyRecord { .. } => None,
+            }
         })
         .collect()
 }

@@ -8,6 +8,7 @@
 
 mod eml;
 mod names;
+mod participant;
 mod source_ids;
 mod stream;
 
@@ -45,6 +46,16 @@ pub struct StreamExport {
     pub eml_files: u64,
     /// Records that did not open (each still has an `unreadable` line).
     pub unreadable: u64,
+    /// Records whose keys were erased from the key vault (each has an `erased` line naming
+    /// the erasure); still counted in the chain.
+    pub erased: u64,
+    /// The erasures (vault ids) those records belong to.
+    pub erasures: Vec<i64>,
+    /// Key records of conversation-key epochs (each has a `key_record` line; keys are never
+    /// exported).
+    pub key_records: u64,
+    /// Records left out by a participant filter (`export --participant`).
+    pub not_selected: u64,
     /// Records that did not open (one line per record whose own seal failed, one per epoch
     /// that no key opens), attachments that did not reassemble or whose SHA-256 did not
     /// match. Never content.
@@ -75,6 +86,9 @@ pub struct ExportSummary {
     pub agent_events: u64,
     pub eml_files: u64,
     pub unreadable: u64,
+    pub erased: u64,
+    /// The erasures met, as the vault's audit tells them.
+    pub erasures: Vec<crate::vault::erase::ErasureEntry>,
     pub errors: u64,
     /// Streams whose export stopped before their end (see [`StreamExport::failure`]).
     pub failed_streams: u64,
@@ -102,9 +116,9 @@ impl ExportSummary {
             let (tenant, device, stream) =
                 (eml::header_safe(&s.tenant), eml::header_safe(&s.device), eml::header_safe(&s.stream));
             out.push_str(&format!(
-                "{}/{}/{}: {} records, {} messages, {} edits, {} unsends, {} reactions, {} calls, {} attachments ({} omitted), {} agent events, {} .eml, {} unreadable -> {}\n",
+                "{}/{}/{}: {} records, {} messages, {} edits, {} unsends, {} reactions, {} calls, {} attachments ({} omitted), {} agent events, {} .eml, {} unreadable, {} erased -> {}\n",
                 tenant, device, stream, s.records, s.messages, s.edits, s.unsends, s.reactions, s.calls,
-                s.attachments, s.attachments_omitted, s.agent_events, s.eml_files, s.unreadable, s.jsonl
+                s.attachments, s.attachments_omitted, s.agent_events, s.eml_files, s.unreadable, s.erased, s.jsonl
             ));
             for e in &s.errors {
                 out.push_str(&format!("    error: {e}\n"));
@@ -114,7 +128,7 @@ impl ExportSummary {
             }
         }
         out.push_str(&format!(
-            "{} stream(s): {} records, {} messages, {} attachments, {} agent events, {} .eml files, {} unreadable; {} error(s)\n",
+            "{} stream(s): {} records, {} messages, {} attachments, {} agent events, {} .eml files, {} unreadable, {} erased; {} error(s)\n",
             self.streams.len(),
             self.records,
             self.messages,
@@ -122,8 +136,19 @@ impl ExportSummary {
             self.agent_events,
             self.eml_files,
             self.unreadable,
+            self.erased,
             self.errors
         ));
+        for e in &self.erasures {
+            out.push_str(&format!(
+                "    erasure {} ({}, {}, audit entry {}): {}\n",
+                e.erasure,
+                e.kind,
+                crate::time::rfc3339(e.at_ms),
+                e.audit_seq,
+                e.status.state
+            ));
+        }
         if !self.complete() {
             out.push_str(&format!("export INCOMPLETE: {} stream(s) failed:\n", self.failed_streams));
             for s in self.streams.iter().filter(|s| s.failure.is_some()) {
@@ -142,6 +167,7 @@ impl ExportSummary {
         self.agent_events += s.agent_events;
         self.eml_files += s.eml_files;
         self.unreadable += s.unreadable;
+        self.erased += s.erased;
         self.errors += s.errors.len() as u64;
         self.failed_streams += u64::from(s.failure.is_some());
         self.streams.push(s);
@@ -163,7 +189,7 @@ impl KeyRing {
         Ok(KeyRing { keys })
     }
 
-    fn get(&self, key_id: &str) -> Option<&ArchiveSecretKey> {
+    pub(crate) fn get(&self, key_id: &str) -> Option<&ArchiveSecretKey> {
         self.keys.get(key_id)
     }
 }
@@ -200,12 +226,42 @@ pub fn export_with_keys(data_dir: &Path, secrets: &[ArchiveSecretKey], out_dir: 
 
 /// [`export_with_keys`] over any store's reader.
 pub fn export_reader(reader: &mut dyn ArchiveReader, secrets: &[ArchiveSecretKey], out_dir: &Path) -> Result<ExportSummary> {
-    let keys = KeyRing::new(secrets)?;
+    let keys = ExportKeys { ring: KeyRing::new(secrets)?, vault: None };
+    export_with(reader, &keys, &ExportOptions::default(), out_dir)
+}
+
+/// Where an export finds keys: archive private keys, the key vault, or both. With the vault,
+/// records whose keys were erased are reported as erased even while the archive key that
+/// sealed them still exists.
+pub struct ExportKeys<'v> {
+    pub ring: KeyRing,
+    pub vault: Option<&'v crate::vault::Vault>,
+}
+
+/// What an export selects.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Only the messages, edits, unsends, reactions, calls and attachments in which this
+    /// handle took part (a subject access request); agent events and the rest are left out.
+    pub participant: Option<String>,
+}
+
+/// Exports what `reader` holds with `keys`, as `options` select.
+pub fn export_with(
+    reader: &mut dyn ArchiveReader,
+    keys: &ExportKeys<'_>,
+    options: &ExportOptions,
+    out_dir: &Path,
+) -> Result<ExportSummary> {
     crate::fsutil::create_dir(out_dir)?;
     let mut summary = ExportSummary::default();
     let mut claims = names::PathClaims::default();
     for id in reader.streams()? {
-        summary.add(export_stream(reader, &id, out_dir, &keys, &mut claims));
+        summary.add(export_stream(reader, &id, out_dir, keys, options, &mut claims));
+    }
+    if let Some(vault) = keys.vault {
+        let met: std::collections::BTreeSet<i64> = summary.streams.iter().flat_map(|s| s.erasures.iter().copied()).collect();
+        summary.erasures = crate::vault::erase::list(vault)?.into_iter().filter(|e| met.contains(&e.erasure)).collect();
     }
     Ok(summary)
 }
@@ -215,7 +271,8 @@ fn export_stream(
     reader: &mut dyn ArchiveReader,
     id: &StreamId,
     out_dir: &Path,
-    keys: &KeyRing,
+    keys: &ExportKeys<'_>,
+    options: &ExportOptions,
     claims: &mut names::PathClaims,
 ) -> StreamExport {
     let paths = stream::StreamPaths::of(id);
@@ -230,7 +287,7 @@ fn export_stream(
         Ok(e) => e,
         Err(e) => return failed(e.to_string()),
     };
-    let mut exporter = match stream::StreamExporter::create(out_dir, id, &paths, epochs, keys) {
+    let mut exporter = match stream::StreamExporter::create(out_dir, id, &paths, epochs, keys, options) {
         Ok(x) => x,
         Err(e) => return failed(e.to_string()),
     };

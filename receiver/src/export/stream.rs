@@ -13,17 +13,21 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use verbatim_core::archive::{EpochOpener, OpenedRecord};
 use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::model::{Direction, Edit, EventMeta, Message, Reaction, Unsend};
 use verbatim_core::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use verbatim_core::seal::EpochKey;
+use verbatim_core::seal::conversation::{ConversationOpener, NotOpened};
 use verbatim_core::wire::{EpochInfo, WireRecord};
 
 use super::eml::{self, FilePart};
 use super::names::{self, PathClaims, atext, file_name};
-use super::{KeyRing, StreamExport, write_err};
+use super::participant::ParticipantFilter;
+use super::{ExportKeys, ExportOptions, StreamExport, write_err};
 use crate::error::Result;
 use crate::time::{rfc3339, rfc5322};
+use crate::vault::FiledEpoch;
 
 /// Attachments being reassembled at once, at most (they normally arrive one after another).
 const MAX_OPEN_ATTACHMENTS: usize = 64;
@@ -108,9 +112,26 @@ struct Partial {
     in_order: bool,
 }
 
+/// The line for a key record: it holds a key, so only its place is shown.
+#[derive(Serialize)]
+struct KeyRecordLine {
+    seq: u64,
+    r#type: &'static str,
+}
+
+/// The line for a record whose key was erased from the vault.
+#[derive(Serialize)]
+struct ErasedLine {
+    seq: u64,
+    r#type: &'static str,
+    erasure: i64,
+}
+
 /// What one epoch of the stream opens with.
 enum EpochState {
-    Open(Box<EpochKey>),
+    Open(Box<EpochOpener>),
+    /// A version 1 epoch whose key a retention run deleted.
+    Erased(i64),
     /// No key for it, or it is not held: `problem` is reported once, with `records`.
     Unavailable {
         problem: String,
@@ -133,11 +154,12 @@ enum Recording<'a> {
 
 pub struct StreamExporter<'k> {
     id: StreamId,
+    filter: Option<ParticipantFilter>,
     att_dir: PathBuf,
     eml_dir: PathBuf,
     jsonl_path: PathBuf,
     jsonl: BufWriter<File>,
-    keys: &'k KeyRing,
+    keys: &'k ExportKeys<'k>,
     epochs: HashMap<u64, EpochInfo>,
     epoch_keys: HashMap<u64, EpochState>,
     prev: Link,
@@ -172,22 +194,58 @@ struct Unopened {
     per_record: bool,
 }
 
-/// Finds the key for an epoch by the archive key id the device sealed it to, and derives the
-/// epoch's key once.
-fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &KeyRing) -> EpochState {
+/// Finds the keys of an epoch: the archive private key whose id the epoch names or, without
+/// it, what the key vault filed of the epoch. Derived once per epoch.
+fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &ExportKeys<'_>) -> EpochState {
     let unavailable = |problem: String| EpochState::Unavailable { problem, records: 0 };
     let Some(info) = info else {
         return unavailable(format!("epoch {epoch} is not held"));
     };
     let key_id = super::shown_key_id(&info.archive_key_id);
-    let Some(secret) = keys.get(&info.archive_key_id) else {
+    if let Some(secret) = keys.ring.get(&info.archive_key_id) {
+        return match EpochOpener::with_archive_key(secret, info, id) {
+            Ok(opener) => EpochState::Open(Box::new(opener)),
+            // The core's detail already names the epoch.
+            Err(e) => unavailable(format!("{} (archive key id {key_id})", e.detail)),
+        };
+    }
+    let Some(vault) = keys.vault else {
         return unavailable(format!("epoch {epoch}: no private key for archive key id {key_id}"));
     };
-    match EpochKey::open(secret, &info.encapsulation, id, epoch) {
-        Ok(key) => EpochState::Open(Box::new(key)),
-        // The core's detail already names the epoch.
-        Err(e) => unavailable(format!("{} (archive key id {key_id})", e.detail)),
-    }
+    let from_vault = || -> crate::Result<EpochState> {
+        Ok(match vault.epoch_secret(id, epoch)? {
+            None => unavailable(format!(
+                "epoch {epoch}: no private key for archive key id {key_id}, and the key vault has not filed this epoch"
+            )),
+            Some(FiledEpoch { sealing: 1, secret: Some(key) }) => {
+                EpochState::Open(Box::new(EpochOpener::Single(Box::new(EpochKey::from_exported(epoch, &key)))))
+            }
+            Some(FiledEpoch { sealing: 1, secret: None }) => {
+                match vault.erased_by(id, epoch, &verbatim_core::seal::conversation::EPOCH_KEY_REF)? {
+                    Some(erasure) => EpochState::Erased(erasure),
+                    None => unavailable(format!("epoch {epoch}: the key vault holds no key for it")),
+                }
+            }
+            Some(FiledEpoch { secret: Some(ref_key), .. }) => {
+                let mut opener = ConversationOpener::with_ref_key(epoch, ref_key);
+                for filed in vault.content_keys(id, epoch)? {
+                    opener.add_key(filed.key_ref, crate::vault::ingest::scope_of(filed.conversation), &filed.key);
+                }
+                EpochState::Open(Box::new(EpochOpener::Conversations(Box::new(opener))))
+            }
+            Some(FiledEpoch { secret: None, .. }) => {
+                unavailable(format!("epoch {epoch}: the key vault holds no reference key for it"))
+            }
+        })
+    };
+    from_vault().unwrap_or_else(|e| unavailable(format!("epoch {epoch}: {e}")))
+}
+
+/// A record, opened or not.
+enum Opening {
+    Record(Box<Record>),
+    KeyRecord,
+    Erased(i64),
 }
 
 fn direction(d: Direction) -> &'static str {
@@ -198,7 +256,14 @@ fn direction(d: Direction) -> &'static str {
 }
 
 impl<'k> StreamExporter<'k> {
-    pub fn create(out_dir: &Path, id: &StreamId, paths: &StreamPaths, epochs: Vec<EpochInfo>, keys: &'k KeyRing) -> Result<Self> {
+    pub fn create(
+        out_dir: &Path,
+        id: &StreamId,
+        paths: &StreamPaths,
+        epochs: Vec<EpochInfo>,
+        keys: &'k ExportKeys<'k>,
+        options: &ExportOptions,
+    ) -> Result<Self> {
         let stream_dir = out_dir.join(&paths.dir);
         let att_dir = stream_dir.join("attachments");
         let eml_dir = stream_dir.join("eml");
@@ -209,6 +274,7 @@ impl<'k> StreamExporter<'k> {
         let jsonl = BufWriter::new(File::create(&jsonl_path).map_err(write_err("create", &jsonl_path))?);
         Ok(StreamExporter {
             id: id.clone(),
+            filter: options.participant.as_deref().map(ParticipantFilter::new),
             att_dir,
             eml_dir,
             jsonl_path,
@@ -247,7 +313,24 @@ impl<'k> StreamExporter<'k> {
         let prev = std::mem::replace(&mut self.prev, r.link);
         self.prev_seq = r.seq;
         match self.open(&r, &prev) {
-            Ok(record) => self.handle(r.seq, record),
+            Ok(Opening::Record(record)) => self.handle(r.seq, *record),
+            Ok(Opening::KeyRecord) => {
+                self.summary.key_records += 1;
+                if self.filter.is_some() {
+                    return Ok(());
+                }
+                self.write_line(&KeyRecordLine { seq: r.seq, r#type: "key_record" })
+            }
+            Ok(Opening::Erased(erasure)) => {
+                self.summary.erased += 1;
+                if !self.summary.erasures.contains(&erasure) {
+                    self.summary.erasures.push(erasure);
+                }
+                if self.filter.is_some() {
+                    return Ok(());
+                }
+                self.write_line(&ErasedLine { seq: r.seq, r#type: "erased", erasure })
+            }
             Err(Unopened { error, per_record }) => {
                 self.summary.unreadable += 1;
                 if per_record {
@@ -260,22 +343,41 @@ impl<'k> StreamExporter<'k> {
 
     /// Opens one record. Each error names its context once: the sequence number for a
     /// record's own problem, the epoch for a problem of its whole epoch.
-    fn open(&mut self, r: &WireRecord, prev: &Link) -> std::result::Result<Record, Unopened> {
+    fn open(&mut self, r: &WireRecord, prev: &Link) -> std::result::Result<Opening, Unopened> {
         let (id, epochs, keys) = (&self.id, &self.epochs, self.keys);
         let state = self.epoch_keys.entry(r.epoch).or_insert_with(|| epoch_state(id, epochs.get(&r.epoch), r.epoch, keys));
-        let key = match state {
-            EpochState::Open(key) => key,
+        let opener = match state {
+            EpochState::Open(opener) => opener,
+            EpochState::Erased(erasure) => return Ok(Opening::Erased(*erasure)),
             EpochState::Unavailable { problem, records } => {
                 *records += 1;
                 return Err(Unopened { error: problem.clone(), per_record: false });
             }
         };
         let per_record = |detail: String| Unopened { error: format!("sequence {}: {detail}", r.seq), per_record: true };
-        // The core's own text repeats the sequence number; this one states it once.
-        let plaintext = key
-            .open_record(&self.id, r.seq, prev, &r.ciphertext)
-            .map_err(|_| per_record("record does not open (altered, or another key)".to_string()))?;
-        Record::decode(&plaintext).map_err(|e| per_record(e.detail))
+        let erased = |key_ref: &verbatim_core::seal::conversation::KeyRef| {
+            keys.vault.and_then(|v| v.erased_by(&self.id, r.epoch, key_ref).ok().flatten())
+        };
+        match opener.open(&self.id, r.seq, prev, &r.ciphertext) {
+            // The vault's word wins over an archive key that can still derive an erased key.
+            Ok(OpenedRecord::Record { key_ref: Some(key_ref), .. }) if keys.vault.is_some() && erased(&key_ref).is_some() => {
+                if let EpochOpener::Conversations(c) = opener.as_mut() {
+                    c.withhold_key(&key_ref);
+                }
+                Ok(Opening::Erased(erased(&key_ref).unwrap_or_default()))
+            }
+            Ok(OpenedRecord::Record { record, .. }) => Ok(Opening::Record(record)),
+            Ok(OpenedRecord::KeyRecord { .. }) | Err(NotOpened::KeyRecordSealed) => Ok(Opening::KeyRecord),
+            Err(NotOpened::NoKey(key_ref)) => match erased(&key_ref) {
+                Some(erasure) => Ok(Opening::Erased(erasure)),
+                None => Err(per_record("no key for this record (the key vault has not filed it)".to_string())),
+            },
+            // The core's own text repeats the sequence number; this one states it once.
+            Err(NotOpened::Damaged(e)) if e.kind == verbatim_core::ErrorKind::Crypto => {
+                Err(per_record("record does not open (altered, or another key)".to_string()))
+            }
+            Err(NotOpened::Damaged(e)) => Err(per_record(e.detail)),
+        }
     }
 
     /// One error per epoch that opened nothing, with how many records it held.
@@ -287,7 +389,7 @@ impl<'k> StreamExporter<'k> {
                 EpochState::Unavailable { problem, records } => {
                     Some((*epoch, format!("{problem} ({records} record{} unreadable)", if *records == 1 { "" } else { "s" })))
                 }
-                EpochState::Open(_) => None,
+                EpochState::Open(_) | EpochState::Erased(_) => None,
             })
             .collect();
         problems.sort();
@@ -302,6 +404,12 @@ impl<'k> StreamExporter<'k> {
     }
 
     fn handle(&mut self, seq: u64, record: Record) -> Result<()> {
+        if let Some(filter) = &mut self.filter
+            && !filter.admits(&record.body)
+        {
+            self.summary.not_selected += 1;
+            return Ok(());
+        }
         let captured_ms = record.captured_ms;
         let mut line = Line {
             seq,
@@ -365,6 +473,8 @@ impl<'k> StreamExporter<'k> {
                 self.summary.agent_events += 1;
                 line.eml = Some(self.agent(seq, captured_ms, ev)?);
             }
+            // Opened key records never reach here (see `open`).
+            RecordBody::ConversationKey(_) => return Ok(()),
         }
         self.write_line(&line)
     }

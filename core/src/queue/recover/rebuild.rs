@@ -199,6 +199,7 @@ pub(super) fn build(
                 tree_json: tree_json.clone().unwrap_or_default(),
                 fingerprint: fingerprint.clone(),
                 events,
+                sealing: crate::seal::Sealing::ConversationKeys,
             };
             block_on(queue.configure(config, now))
         }

@@ -3,7 +3,7 @@
 //! export) use their own read-only connections and see committed data only.
 
 pub mod read;
-mod schema;
+pub(crate) mod schema;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};

@@ -84,15 +84,24 @@ pub fn prepare_writer(conn: &mut Connection) -> Result<()> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    apply_migrations(conn, MIGRATIONS, "database").map_err(|e| match e {
+        Error::Config(m) => Error::Store(m),
+        other => other,
+    })
+}
+
+/// Applies `migrations` beyond the database's `user_version`, each in its own transaction.
+/// A database newer than this build is refused (as `Error::Config`, naming `what`).
+pub(crate) fn apply_migrations(conn: &mut Connection, migrations: &[&str], what: &str) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
-        return Err(Error::Store(format!(
-            "database schema version {version} is newer than this receiver knows ({})",
-            MIGRATIONS.len()
+    if version > migrations.len() {
+        return Err(Error::Config(format!(
+            "{what} schema version {version} is newer than this receiver knows ({})",
+            migrations.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in migrations.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

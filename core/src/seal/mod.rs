@@ -21,6 +21,8 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::chain::{Link, StreamId};
 use crate::error::{Error, ErrorKind, Result};
 
+pub mod conversation;
+
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
 type HpkeAead = hpke::aead::AesGcm256;
@@ -73,8 +75,14 @@ pub fn key_id(public: &[u8; KEY_LEN]) -> String {
 }
 
 fn hpke_info(stream: &StreamId, epoch: u64) -> Vec<u8> {
+    hpke_info_labeled(b"verbatim/epoch/v1", stream, epoch)
+}
+
+/// The HPKE `info` of an epoch: the label names the sealing version, so an epoch's keys are
+/// bound to how its records are sealed.
+pub(crate) fn hpke_info_labeled(label: &[u8], stream: &StreamId, epoch: u64) -> Vec<u8> {
     let mut info = Vec::with_capacity(64);
-    info.extend_from_slice(b"verbatim/epoch/v1");
+    info.extend_from_slice(label);
     for part in [&stream.tenant, &stream.device, &stream.stream] {
         info.extend_from_slice(&(part.len() as u32).to_be_bytes());
         info.extend_from_slice(part.as_bytes());
@@ -84,6 +92,71 @@ fn hpke_info(stream: &StreamId, epoch: u64) -> Vec<u8> {
 }
 
 const EXPORT_LABEL: &[u8] = b"verbatim/epoch-key/v1";
+
+/// How an epoch's records are sealed, as its encapsulation says: 32 bytes for the original
+/// scheme (every record under the epoch key), `0x02 ||` 32 bytes for conversation keys
+/// ([`conversation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    EpochKey,
+    ConversationKeys,
+}
+
+impl Sealing {
+    /// The sealing an announced encapsulation stands for, and the HPKE encapsulation itself.
+    pub fn of(encapsulation: &[u8]) -> Result<(Sealing, &[u8])> {
+        match encapsulation {
+            e if e.len() == KEY_LEN => Ok((Sealing::EpochKey, e)),
+            [conversation::SEALING_TAG, rest @ ..] if rest.len() == KEY_LEN => Ok((Sealing::ConversationKeys, rest)),
+            e => Err(Error::new(
+                ErrorKind::Crypto,
+                format!("encapsulation of {} bytes is neither 32 (epoch key) nor 0x02 and 32 (conversation keys)", e.len()),
+            )),
+        }
+    }
+}
+
+/// Secrets exported from one HPKE context, in the order of their labels.
+pub(crate) type Exported = Vec<Zeroizing<[u8; 32]>>;
+
+/// One X25519 HPKE setup towards the archive: the encapsulation and the exported secrets, one
+/// per label.
+pub(crate) fn hpke_export_to(archive_public: &[u8; KEY_LEN], info: &[u8], labels: &[&[u8]]) -> Result<(Vec<u8>, Exported)> {
+    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(archive_public)
+        .map_err(|_| Error::new(ErrorKind::Crypto, "archive_public_key is not a valid X25519 public key"))?;
+    let (encapped, ctx) = hpke::setup_sender::<HpkeAead, Kdf, Kem>(&OpModeS::Base, &pk, info)
+        .map_err(|e| Error::new(ErrorKind::Crypto, format!("HPKE setup failed: {e}")))?;
+    let mut out = Vec::with_capacity(labels.len());
+    for label in labels {
+        let mut key = Zeroizing::new([0u8; 32]);
+        ctx.export(label, key.as_mut_slice()).map_err(|e| Error::new(ErrorKind::Crypto, format!("HPKE export failed: {e}")))?;
+        out.push(key);
+    }
+    Ok((encapped.to_bytes().to_vec(), out))
+}
+
+/// The archive's side of [`hpke_export_to`].
+pub(crate) fn hpke_export_from(
+    archive_secret: &ArchiveSecretKey,
+    encapsulation: &[u8],
+    info: &[u8],
+    epoch: u64,
+    labels: &[&[u8]],
+) -> Result<Vec<Zeroizing<[u8; 32]>>> {
+    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(archive_secret.as_bytes())
+        .map_err(|_| Error::new(ErrorKind::Crypto, "archive private key is not a valid X25519 key"))?;
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(encapsulation)
+        .map_err(|_| Error::new(ErrorKind::Crypto, format!("epoch {epoch}: malformed encapsulation")))?;
+    let ctx = hpke::setup_receiver::<HpkeAead, Kdf, Kem>(&OpModeR::Base, &sk, &enc, info)
+        .map_err(|_| Error::new(ErrorKind::Crypto, format!("epoch {epoch}: encapsulation does not open with this key")))?;
+    let mut out = Vec::with_capacity(labels.len());
+    for label in labels {
+        let mut key = Zeroizing::new([0u8; 32]);
+        ctx.export(label, key.as_mut_slice()).map_err(|e| Error::new(ErrorKind::Crypto, format!("HPKE export failed: {e}")))?;
+        out.push(key);
+    }
+    Ok(out)
+}
 
 /// An epoch's data key, in memory only. Dropping it zeroizes the key.
 pub struct EpochKey {
@@ -103,7 +176,8 @@ impl std::fmt::Debug for EpochKey {
 }
 
 impl EpochKey {
-    fn from_exported(epoch: u64, key: &Zeroizing<[u8; 32]>) -> Self {
+    /// An epoch key from its raw bytes (as [`derive_epoch_key`] gives them, or a key vault keeps them).
+    pub fn from_exported(epoch: u64, key: &Zeroizing<[u8; 32]>) -> Self {
         let cipher = Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key is valid for AES-256");
         EpochKey {
             epoch,
@@ -117,14 +191,8 @@ impl EpochKey {
     /// Creates a new epoch key for `stream` sealed to `archive_public`; returns the key and
     /// the HPKE encapsulation, which is all that is ever stored.
     pub fn create(archive_public: &[u8; KEY_LEN], stream: &StreamId, epoch: u64) -> Result<(EpochKey, Vec<u8>)> {
-        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(archive_public)
-            .map_err(|_| Error::new(ErrorKind::Crypto, "archive_public_key is not a valid X25519 public key"))?;
-        let (encapped, ctx) = hpke::setup_sender::<HpkeAead, Kdf, Kem>(&OpModeS::Base, &pk, &hpke_info(stream, epoch))
-            .map_err(|e| Error::new(ErrorKind::Crypto, format!("HPKE setup failed: {e}")))?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        ctx.export(EXPORT_LABEL, key.as_mut_slice())
-            .map_err(|e| Error::new(ErrorKind::Crypto, format!("HPKE export failed: {e}")))?;
-        Ok((EpochKey::from_exported(epoch, &key), encapped.to_bytes().to_vec()))
+        let (encapsulation, keys) = hpke_export_to(archive_public, &hpke_info(stream, epoch), &[EXPORT_LABEL])?;
+        Ok((EpochKey::from_exported(epoch, &keys[0]), encapsulation))
     }
 
     /// Recovers an epoch key from its encapsulation with the archive's private key.
@@ -182,27 +250,25 @@ pub fn derive_epoch_key(
     stream: &StreamId,
     epoch: u64,
 ) -> Result<Zeroizing<[u8; 32]>> {
-    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(archive_secret.as_bytes())
-        .map_err(|_| Error::new(ErrorKind::Crypto, "archive private key is not a valid X25519 key"))?;
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(encapsulation)
-        .map_err(|_| Error::new(ErrorKind::Crypto, format!("epoch {epoch}: malformed encapsulation")))?;
-    let ctx = hpke::setup_receiver::<HpkeAead, Kdf, Kem>(&OpModeR::Base, &sk, &enc, &hpke_info(stream, epoch))
-        .map_err(|_| Error::new(ErrorKind::Crypto, format!("epoch {epoch}: encapsulation does not open with this key")))?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    ctx.export(EXPORT_LABEL, key.as_mut_slice())
-        .map_err(|e| Error::new(ErrorKind::Crypto, format!("HPKE export failed: {e}")))?;
-    Ok(key)
+    let mut keys = hpke_export_from(archive_secret, encapsulation, &hpke_info(stream, epoch), epoch, &[EXPORT_LABEL])?;
+    Ok(keys.remove(0))
 }
 
-fn nonce(seq: u64) -> Nonce<aes_gcm::aes::cipher::consts::U12> {
+pub(crate) fn nonce(seq: u64) -> Nonce<aes_gcm::aes::cipher::consts::U12> {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&seq.to_be_bytes());
     n.into()
 }
 
 fn associated_data(stream: &StreamId, seq: u64, epoch: u64, prev: &Link) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(96 + stream.tenant.len() + stream.device.len() + stream.stream.len());
-    ad.extend_from_slice(b"verbatim/record/v1");
+    record_aad(b"verbatim/record/v1", stream, seq, epoch, prev, &[])
+}
+
+/// The associated data of a record: `label`, the stream, the sequence number, the epoch, the
+/// predecessor's link, then `extra` (version 2: the key reference).
+pub(crate) fn record_aad(label: &[u8], stream: &StreamId, seq: u64, epoch: u64, prev: &Link, extra: &[u8]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(96 + extra.len() + stream.tenant.len() + stream.device.len() + stream.stream.len());
+    ad.extend_from_slice(label);
     for part in [&stream.tenant, &stream.device, &stream.stream] {
         ad.extend_from_slice(&(part.len() as u32).to_be_bytes());
         ad.extend_from_slice(part.as_bytes());
@@ -210,6 +276,7 @@ fn associated_data(stream: &StreamId, seq: u64, epoch: u64, prev: &Link) -> Vec<
     ad.extend_from_slice(&seq.to_be_bytes());
     ad.extend_from_slice(&epoch.to_be_bytes());
     ad.extend_from_slice(prev);
+    ad.extend_from_slice(extra);
     ad
 }
 
