@@ -36,7 +36,8 @@ pub(super) fn suite(args: BenchArgs) -> ExitCode {
     let plan = Plan::new(&args);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o.trim() == name);
     for o in &args.only {
-        let known = ["capture", "upload", "objectstore", "memory", "cold", "cpu", "size", "telephony", "imessage", "whatsapp", "erasure"];
+        let known =
+            ["capture", "upload", "objectstore", "memory", "cold", "cpu", "size", "telephony", "imessage", "whatsapp", "erasure"];
         if !known.contains(&o.trim()) {
             eprintln!(
                 "error: unknown benchmark {o:?} (capture, upload, objectstore, memory, cold, cpu, size, telephony, imessage, whatsapp, erasure)"

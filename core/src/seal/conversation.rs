@@ -309,7 +309,14 @@ impl ConversationSealer {
     }
 
     /// Seals one record under `scope`'s content key, or the epoch key for `None`.
-    fn seal_one(&mut self, stream: &StreamId, seq: u64, prev: &Link, scope: Option<&KeyScope>, plaintext: &[u8]) -> Result<Vec<u8>> {
+    fn seal_one(
+        &mut self,
+        stream: &StreamId,
+        seq: u64,
+        prev: &Link,
+        scope: Option<&KeyScope>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
         if seq <= self.sealed_through {
             return Err(Error::new(
                 ErrorKind::Internal,
