@@ -172,7 +172,7 @@ enum EpochSeal {
     /// Version 1: every record under the epoch key.
     Single(EpochKey),
     /// Version 2: content keys per conversation, announced in key records.
-    Conversations(ConversationSealer),
+    Conversations(Box<ConversationSealer>),
 }
 
 impl EpochSeal {
@@ -551,7 +551,7 @@ impl WriterState {
             }
             Sealing::ConversationKeys => {
                 let (c, enc) = ConversationSealer::create(&config.archive_public_key, &stream, epoch)?;
-                (EpochSeal::Conversations(c), enc)
+                (EpochSeal::Conversations(Box::new(c)), enc)
             }
         };
         tx.prepare_cached(
