@@ -170,7 +170,7 @@ struct Sealer {
 /// An epoch's keys, by sealing version.
 enum EpochSeal {
     /// Version 1: every record under the epoch key.
-    Single(EpochKey),
+    Single(Box<EpochKey>),
     /// Version 2: content keys per conversation, announced in key records.
     Conversations(Box<ConversationSealer>),
 }
@@ -547,7 +547,7 @@ impl WriterState {
         let (key, encapsulation) = match config.sealing {
             Sealing::EpochKey => {
                 let (k, enc) = EpochKey::create(&config.archive_public_key, &stream, epoch)?;
-                (EpochSeal::Single(k), enc)
+                (EpochSeal::Single(Box::new(k)), enc)
             }
             Sealing::ConversationKeys => {
                 let (c, enc) = ConversationSealer::create(&config.archive_public_key, &stream, epoch)?;
