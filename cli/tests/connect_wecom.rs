@@ -15,11 +15,10 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use verbatim_core::Value;
 use verbatim_core::synth::sample_policy;
-use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig};
 
 mod support;
 
-use support::{BIN, walk};
+use support::{BIN, TestArchive, source_ids, walk};
 
 const ZHANG: &str = "zhangsan";
 const LI: &str = "lisi";
@@ -174,24 +173,19 @@ fn captured(o: &Output) -> Vec<String> {
 }
 
 /// The reference receiver over TLS on 127.0.0.1 with its archive key.
-struct Archive {
-    data: PathBuf,
-    receiver: verbatim_receiver::RunningReceiver,
-    public: [u8; 32],
-    secret: verbatim_core::seal::ArchiveSecretKey,
+/// The test's receiver, with this file's policy.
+struct Archive(TestArchive);
+
+impl std::ops::Deref for Archive {
+    type Target = TestArchive;
+    fn deref(&self) -> &TestArchive {
+        &self.0
+    }
 }
 
 impl Archive {
     async fn start(dir: &Path) -> Archive {
-        let key = verbatim_receiver::keygen(&dir.join("key")).unwrap();
-        let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
-        let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
-        let data = dir.join("data");
-        let receiver =
-            Receiver::start(ReceiverConfig::local_self_signed(data.clone(), AcceptedKeys::from_public_keys([&public])))
-                .await
-                .unwrap();
-        Archive { data, receiver, public, secret }
+        Archive(TestArchive::start(dir).await)
     }
 
     /// The connector's policy (archived users `lines`), a device token per user in `dir/tokens`.
@@ -221,32 +215,8 @@ impl Archive {
     }
 
     async fn export(self, dir: &Path) -> (Vec<Json>, PathBuf) {
-        self.receiver.shutdown().await;
-        let out_dir = dir.join("export");
-        let summary = verbatim_receiver::export(&self.data, &self.secret, &out_dir).unwrap();
-        assert!(summary.ok(), "{}", summary.to_text());
-        let mut lines = Vec::new();
-        for entry in walk(&out_dir) {
-            if entry.extension().is_some_and(|e| e == "jsonl") {
-                for l in std::fs::read_to_string(&entry).unwrap().lines() {
-                    let mut v: Json = serde_json::from_str(l).unwrap();
-                    v["_file"] = json!(entry.to_str().unwrap());
-                    lines.push(v);
-                }
-            }
-        }
-        (lines, out_dir)
+        self.0.export(dir).await
     }
-}
-
-fn ids(lines: &[Json], kind: &str) -> Vec<String> {
-    let mut ids: Vec<String> = lines
-        .iter()
-        .filter(|l| l["type"] == kind)
-        .map(|l| l["meta"]["source_id"].as_str().or(l["header"]["meta"]["source_id"].as_str()).unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,14 +293,14 @@ async fn pages_rotated_keys_recalls_media_and_groups_reach_the_archive_once() {
     assert!(!text(&again).contains(&secret()) && !text(&out).contains("quote 1"), "no secret or content in the output");
 
     let (lines, out_dir) = archive.export(dir.path()).await;
-    let mut messages = ids(&lines, "message");
+    let mut messages = source_ids(&lines, "message");
     let mut want_messages = want.clone();
     want_messages.sort();
     messages.dedup();
     assert_eq!(messages, want_messages);
-    assert_eq!(ids(&lines, "message").len(), want.len(), "each once");
-    assert_eq!(ids(&lines, "unsend"), std::slice::from_ref(&recall));
-    assert_eq!(ids(&lines, "attachment_omitted"), [format!("{lost}/image")]);
+    assert_eq!(source_ids(&lines, "message").len(), want.len(), "each once");
+    assert_eq!(source_ids(&lines, "unsend"), std::slice::from_ref(&recall));
+    assert_eq!(source_ids(&lines, "attachment_omitted"), [format!("{lost}/image")]);
     let of = |id: &str| lines.iter().find(|l| l["meta"]["source_id"] == id).unwrap().clone();
     assert_eq!(of(&recall)["target_message_id"], json!(regret));
     assert_eq!(of(&group)["meta"]["conversation_id"], "room:wrROOM01");
@@ -421,7 +391,7 @@ async fn a_crash_between_pull_and_commit_captures_every_record_exactly_once() {
     let (lines, _) = archive.export(dir.path()).await;
     let mut want = want;
     want.sort();
-    assert_eq!(ids(&lines, "message"), want, "every record exactly once");
+    assert_eq!(source_ids(&lines, "message"), want, "every record exactly once");
 }
 
 #[test]

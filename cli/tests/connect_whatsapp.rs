@@ -13,18 +13,16 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use verbatim_core::Value;
 use verbatim_core::sources::whatsapp::sign;
 use verbatim_core::synth::sample_policy;
-use verbatim_receiver::{AcceptedKeys, Receiver as ArchiveReceiver, ReceiverConfig};
 
 mod support;
 
-use support::{BIN, walk};
+use support::{BIN, TestArchive, source_ids, walk};
 
 const LINE: &str = "+15550783881";
 const LINE2: &str = "+15550783882";
@@ -297,24 +295,19 @@ impl Graph {
 
 // ------------------------------------------------------------------ the archive
 
-struct Archive {
-    data: PathBuf,
-    receiver: verbatim_receiver::RunningReceiver,
-    public: [u8; 32],
-    secret: verbatim_core::seal::ArchiveSecretKey,
+/// The test's receiver, with this file's policy.
+struct Archive(TestArchive);
+
+impl std::ops::Deref for Archive {
+    type Target = TestArchive;
+    fn deref(&self) -> &TestArchive {
+        &self.0
+    }
 }
 
 impl Archive {
     async fn start(dir: &Path) -> Archive {
-        let key = verbatim_receiver::keygen(&dir.join("key")).unwrap();
-        let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
-        let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
-        let data = dir.join("data");
-        let receiver =
-            ArchiveReceiver::start(ReceiverConfig::local_self_signed(data.clone(), AcceptedKeys::from_public_keys([&public])))
-                .await
-                .unwrap();
-        Archive { data, receiver, public, secret }
+        Archive(TestArchive::start(dir).await)
     }
 
     /// The connector's policy (business numbers `lines`) and a device token per number in
@@ -342,33 +335,8 @@ impl Archive {
 
     /// Stops the receiver and exports everything: every JSON line, with the device it came from.
     async fn export(self, dir: &Path) -> (Vec<Json>, PathBuf) {
-        self.receiver.shutdown().await;
-        let out_dir = dir.join("export");
-        let summary = verbatim_receiver::export(&self.data, &self.secret, &out_dir).unwrap();
-        assert!(summary.ok(), "{}", summary.to_text());
-        let mut lines = Vec::new();
-        for entry in walk(&out_dir) {
-            if entry.extension().is_some_and(|e| e == "jsonl") {
-                let text = std::fs::read_to_string(&entry).unwrap();
-                for l in text.lines() {
-                    let mut v: Json = serde_json::from_str(l).unwrap();
-                    v["_file"] = json!(entry.to_str().unwrap());
-                    lines.push(v);
-                }
-            }
-        }
-        (lines, out_dir)
+        self.0.export(dir).await
     }
-}
-
-fn source_ids(lines: &[Json], kind: &str) -> Vec<String> {
-    let mut ids: Vec<String> = lines
-        .iter()
-        .filter(|l| l["type"] == kind)
-        .map(|l| l["meta"]["source_id"].as_str().or(l["header"]["meta"]["source_id"].as_str()).unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 // ------------------------------------------------------------------ tests

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{BIN, walk};
+use support::{BIN, export_lines, walk};
 use verbatim_core::model::{Attachment, Direction, EventMeta, Message};
 use verbatim_core::synth::{BUSINESS_LINE, sample_policy};
 use verbatim_core::upload::{NetworkState, StopReason, UploadOptions};
@@ -233,18 +233,6 @@ async fn two_conversations_sealed(dir: &Path, archive: &Archive, rx: &RunningRec
     device
 }
 
-fn jsonl_lines(export: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for f in walk(export) {
-        if f.extension().is_some_and(|e| e == "jsonl") {
-            for line in std::fs::read_to_string(f).unwrap().lines() {
-                out.push(serde_json::from_str(line).unwrap());
-            }
-        }
-    }
-    out
-}
-
 fn texts(lines: &[serde_json::Value]) -> Vec<String> {
     lines.iter().filter(|l| l["type"] == "message").map(|l| l["text"].as_str().unwrap().to_string()).collect()
 }
@@ -274,7 +262,7 @@ async fn an_erased_conversation_becomes_unreadable_while_the_chain_still_proves_
 
     // Before anything is erased, the export (with the archive keys) shows both.
     let (_, before) = archive.export("export-before", &["--keyring", s(&archive.keyring)]);
-    let lines = jsonl_lines(&dir.path().join("export-before"));
+    let lines = export_lines(&dir.path().join("export-before"));
     assert!(texts(&lines).contains(&PERSONAL_TEXT.to_string()));
     assert_eq!(
         lines.iter().filter(|l| l["type"] == "key_record").count() as u64,
@@ -322,7 +310,7 @@ async fn an_erased_conversation_becomes_unreadable_while_the_chain_still_proves_
     // Export with the vault and every key left: the client conversation intact, the
     // personal one erased, nothing unreadable, every record still counted.
     let (export, summary) = archive.export("export-after", &["--keyring", s(&archive.keyring)]);
-    let lines = jsonl_lines(&export);
+    let lines = export_lines(&export);
     assert_eq!(texts(&lines), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
     let erased_lines: Vec<_> = lines.iter().filter(|l| l["type"] == "erased").collect();
     assert!(erased_lines.len() >= 4, "the message and the attachment's start, chunk and end: {erased_lines:?}");
@@ -376,7 +364,7 @@ async fn an_erased_conversation_becomes_unreadable_while_the_chain_still_proves_
     );
     let key_only: serde_json::Value = serde_json::from_slice(&key_only.stdout).unwrap();
     assert!(
-        !jsonl_lines(&dir.path().join("x")).iter().any(|l| l["text"] == PERSONAL_TEXT),
+        !export_lines(&dir.path().join("x")).iter().any(|l| l["text"] == PERSONAL_TEXT),
         "the remaining archive key cannot open what the retired one sealed: {key_only}"
     );
 }
@@ -460,7 +448,7 @@ async fn retention_makes_records_unreadable_once_their_period_ends_except_under_
     assert!(applied["held"].as_array().unwrap().iter().any(|h| h.as_str().unwrap().contains("client-42")), "{applied}");
     // Without archive keys (as after they retire), only the held conversation still reads.
     let (_, summary) = archive.export("aged", &[]);
-    let lines = jsonl_lines(&dir.path().join("aged"));
+    let lines = export_lines(&dir.path().join("aged"));
     assert_eq!(texts(&lines), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
     assert!(summary["erased"].as_u64().unwrap() >= 4, "{summary}");
     rx.shutdown().await;
@@ -473,7 +461,7 @@ async fn a_subject_access_export_holds_exactly_what_one_participant_took_part_in
     let rx = archive.receiver().await;
     let _device = two_conversations(dir.path(), &archive, &rx).await;
     let (export, summary) = archive.export("dsar", &["--keyring", s(&archive.keyring), "--participant", "+1 (555) 0999"]);
-    let lines = jsonl_lines(&export);
+    let lines = export_lines(&export);
     assert_eq!(texts(&lines), [PERSONAL_TEXT]);
     assert!(
         lines.iter().any(|l| l["type"] == "attachment_end" && l["sha256_verified"] == true),
@@ -512,7 +500,7 @@ async fn ingest_erase_and_retire_survive_a_crash_at_every_step() {
     let status = ok_json(&["vault", "status", "--vault", vault]);
     assert_eq!(status["erasures"].as_array().unwrap().len(), 0);
     assert_eq!(status["counts"]["erased_keys"], 0);
-    assert!(texts(&jsonl_lines(&archive.export("mid", &[]).0)).contains(&PERSONAL_TEXT.to_string()));
+    assert!(texts(&export_lines(&archive.export("mid", &[]).0)).contains(&PERSONAL_TEXT.to_string()));
     assert_eq!(ok_json(&erase)["keys"], 1);
 
     let key = archive.keyring.join(&archive.keys[0].0).join("archive-private.key");
@@ -540,7 +528,7 @@ async fn ingest_erase_and_retire_survive_a_crash_at_every_step() {
     assert_eq!(status["audit_log_chains"], true);
 
     // Everything not erased still reads from the vault alone.
-    let lines = jsonl_lines(&archive.export("final", &[]).0);
+    let lines = export_lines(&archive.export("final", &[]).0);
     assert_eq!(texts(&lines), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
     rx.shutdown().await;
 }
@@ -569,7 +557,7 @@ async fn erasure_works_on_an_object_store_archive_too() {
     let erased = ok_json(&["erase", "--vault", s(&archive.vault), "--participant", FRIEND, "--reason", "DSR-5"]);
     assert_eq!(erased["status"]["state"], "complete", "{erased}");
     let (export, summary) = archive.export("export", &[]);
-    assert_eq!(texts(&jsonl_lines(&export)), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
+    assert_eq!(texts(&export_lines(&export)), [CLIENT_TEXT, "Filled at 101.20", "Thanks, settle T+1"]);
     assert!(summary["erased"].as_u64().unwrap() >= 4, "{summary}");
     assert!(files_holding(&[&export, &archive.vault], &[PERSONAL_TEXT.as_bytes(), PERSONAL_FILE]).is_empty());
     let report = archive.verify();
@@ -603,7 +591,7 @@ async fn records_sealed_before_conversation_keys_stay_readable_and_are_said_not_
 
     // Read from the vault alone (key 0 is gone): everything, as before.
     let (export, summary) = archive.export("v1", &[]);
-    assert!(texts(&jsonl_lines(&export)).contains(&PERSONAL_TEXT.to_string()));
+    assert!(texts(&export_lines(&export)).contains(&PERSONAL_TEXT.to_string()));
     assert_eq!(summary["erased"], 0);
     assert_eq!(summary["streams"][0]["unreadable"], 0, "{summary}");
 
@@ -612,7 +600,7 @@ async fn records_sealed_before_conversation_keys_stay_readable_and_are_said_not_
     let applied = ok_json(&["retention", "apply", "--vault", s(&archive.vault), "--as-of-ms", &later, "--apply"]);
     assert!(applied["keys"].as_u64().unwrap() >= 2, "both epochs: {applied}");
     let (export, summary) = archive.export("v1-aged", &[]);
-    assert!(texts(&jsonl_lines(&export)).is_empty());
+    assert!(texts(&export_lines(&export)).is_empty());
     assert_eq!(summary["erased"], summary["records"], "{summary}");
     rx.shutdown().await;
 }

@@ -6,15 +6,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use base64::Engine;
 use serde_json::json;
 use verbatim_core::Value;
 use verbatim_core::synth::sample_policy;
-use verbatim_receiver::{AcceptedKeys, Receiver, ReceiverConfig};
 
 mod support;
 
-use support::{BIN, walk};
+use support::{BIN, TestArchive};
 const LINE: &str = "+15555550100";
 const PEER: &str = "+15555550111";
 
@@ -162,24 +160,19 @@ fn a_bad_line_is_refused_by_line_and_field_and_changes_nothing_captured() {
 }
 
 /// The reference receiver over TLS on 127.0.0.1 with its archive key.
-struct Archive {
-    data: std::path::PathBuf,
-    receiver: verbatim_receiver::RunningReceiver,
-    public: [u8; 32],
-    secret: verbatim_core::seal::ArchiveSecretKey,
+/// The test's receiver, with this file's policy.
+struct Archive(TestArchive);
+
+impl std::ops::Deref for Archive {
+    type Target = TestArchive;
+    fn deref(&self) -> &TestArchive {
+        &self.0
+    }
 }
 
 impl Archive {
     async fn start(dir: &Path) -> Archive {
-        let key = verbatim_receiver::keygen(&dir.join("key")).unwrap();
-        let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
-        let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
-        let data = dir.join("data");
-        let receiver =
-            Receiver::start(ReceiverConfig::local_self_signed(data.clone(), AcceptedKeys::from_public_keys([&public])))
-                .await
-                .unwrap();
-        Archive { data, receiver, public, secret }
+        Archive(TestArchive::start(dir).await)
     }
 
     /// A device policy file whose business line is [`LINE`].
@@ -204,18 +197,7 @@ impl Archive {
 
     /// Stops the receiver and exports everything: every JSON line.
     async fn export(self, dir: &Path) -> Vec<serde_json::Value> {
-        self.receiver.shutdown().await;
-        let out_dir = dir.join("export");
-        let summary = verbatim_receiver::export(&self.data, &self.secret, &out_dir).unwrap();
-        assert!(summary.ok(), "{}", summary.to_text());
-        let mut lines = Vec::new();
-        for entry in walk(&out_dir) {
-            if entry.extension().is_some_and(|e| e == "jsonl") {
-                let text = std::fs::read_to_string(&entry).unwrap();
-                lines.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
-            }
-        }
-        lines
+        self.0.export(dir).await.0
     }
 }
 

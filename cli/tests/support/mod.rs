@@ -47,3 +47,63 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A reference receiver on 127.0.0.1 with an archive key of its own: where the end-to-end tests
+/// of capture sources upload.
+pub struct TestArchive {
+    pub data: PathBuf,
+    pub receiver: verbatim_receiver::RunningReceiver,
+    pub public: [u8; 32],
+    pub secret: verbatim_core::seal::ArchiveSecretKey,
+}
+
+impl TestArchive {
+    pub async fn start(dir: &Path) -> TestArchive {
+        use base64::Engine as _;
+        let key = verbatim_receiver::keygen(&dir.join("key")).unwrap();
+        let secret = verbatim_receiver::load_secret(&key.private_path).unwrap();
+        let public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(&key.public_b64).unwrap().try_into().unwrap();
+        let data = dir.join("data");
+        let accepted = verbatim_receiver::AcceptedKeys::from_public_keys([&public]);
+        let config = verbatim_receiver::ReceiverConfig::local_self_signed(data.clone(), accepted);
+        let receiver = verbatim_receiver::Receiver::start(config).await.unwrap();
+        TestArchive { data, receiver, public, secret }
+    }
+
+    /// Stops the receiver and exports everything: every JSON line (each with `_file`, its
+    /// stream's file) and the export's directory.
+    pub async fn export(self, dir: &Path) -> (Vec<serde_json::Value>, PathBuf) {
+        self.receiver.shutdown().await;
+        let out_dir = dir.join("export");
+        let summary = verbatim_receiver::export(&self.data, &self.secret, &out_dir).unwrap();
+        assert!(summary.ok(), "{}", summary.to_text());
+        (export_lines(&out_dir), out_dir)
+    }
+}
+
+/// Every JSON line of every stream of an export, each with `_file`: its stream's file.
+pub fn export_lines(out_dir: &Path) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    for entry in walk(out_dir) {
+        if entry.extension().is_some_and(|e| e == "jsonl") {
+            for l in std::fs::read_to_string(&entry).unwrap().lines() {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["_file"] = serde_json::json!(entry.to_str().unwrap());
+                lines.push(v);
+            }
+        }
+    }
+    lines
+}
+
+/// The source ids of the exported lines of `kind` (an omitted attachment's from its header),
+/// sorted.
+pub fn source_ids(lines: &[serde_json::Value], kind: &str) -> Vec<String> {
+    let mut ids: Vec<String> = lines
+        .iter()
+        .filter(|l| l["type"] == kind)
+        .map(|l| l["meta"]["source_id"].as_str().or(l["header"]["meta"]["source_id"].as_str()).unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
