@@ -18,7 +18,7 @@ use verbatim_core::synth::sample_policy;
 
 mod support;
 
-use support::{BIN, TestArchive, source_ids, walk};
+use support::{BIN, TestArchive as Archive, source_ids, walk};
 
 const ZHANG: &str = "zhangsan";
 const LI: &str = "lisi";
@@ -172,22 +172,8 @@ fn captured(o: &Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.strip_prefix("captured ")).map(str::to_string).collect()
 }
 
-/// The reference receiver over TLS on 127.0.0.1 with its archive key.
-/// The test's receiver, with this file's policy.
-struct Archive(TestArchive);
-
-impl std::ops::Deref for Archive {
-    type Target = TestArchive;
-    fn deref(&self) -> &TestArchive {
-        &self.0
-    }
-}
-
+/// This file's policies, on the shared test archive.
 impl Archive {
-    async fn start(dir: &Path) -> Archive {
-        Archive(TestArchive::start(dir).await)
-    }
-
     /// The connector's policy (archived users `lines`), a device token per user in `dir/tokens`.
     fn policy_file(&self, dir: &Path, lines: &[&str]) -> PathBuf {
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
@@ -212,10 +198,6 @@ impl Archive {
         let path = dir.join("policy.json");
         std::fs::write(&path, serde_json::to_vec(&policy).unwrap()).unwrap();
         path
-    }
-
-    async fn export(self, dir: &Path) -> (Vec<Json>, PathBuf) {
-        self.0.export(dir).await
     }
 }
 

@@ -22,7 +22,7 @@ use verbatim_core::synth::sample_policy;
 
 mod support;
 
-use support::{BIN, TestArchive, source_ids, walk};
+use support::{BIN, TestArchive as Archive, source_ids, walk};
 
 const LINE: &str = "+15550783881";
 const LINE2: &str = "+15550783882";
@@ -295,21 +295,8 @@ impl Graph {
 
 // ------------------------------------------------------------------ the archive
 
-/// The test's receiver, with this file's policy.
-struct Archive(TestArchive);
-
-impl std::ops::Deref for Archive {
-    type Target = TestArchive;
-    fn deref(&self) -> &TestArchive {
-        &self.0
-    }
-}
-
+/// This file's policies, on the shared test archive.
 impl Archive {
-    async fn start(dir: &Path) -> Archive {
-        Archive(TestArchive::start(dir).await)
-    }
-
     /// The connector's policy (business numbers `lines`) and a device token per number in
     /// `dir/tokens`, each issued by the receiver for that number's device.
     fn policy_file(&self, dir: &Path, lines: &[&str], extra: &[(&str, Value)]) -> PathBuf {
@@ -331,11 +318,6 @@ impl Archive {
         let path = dir.join("policy.json");
         std::fs::write(&path, serde_json::to_vec(&policy).unwrap()).unwrap();
         path
-    }
-
-    /// Stops the receiver and exports everything: every JSON line, with the device it came from.
-    async fn export(self, dir: &Path) -> (Vec<Json>, PathBuf) {
-        self.0.export(dir).await
     }
 }
 

@@ -12,7 +12,7 @@ use verbatim_core::synth::sample_policy;
 
 mod support;
 
-use support::{BIN, TestArchive};
+use support::{BIN, TestArchive as Archive};
 const LINE: &str = "+15555550100";
 const PEER: &str = "+15555550111";
 
@@ -96,7 +96,7 @@ async fn provider_views_reach_the_archive_as_messages_edits_and_deletions() {
     let up =
         run(&["upload", "--state", state.to_str().unwrap(), "--policy", policy_file.to_str().unwrap(), "--deadline-ms", "20000"]);
     assert!(up.status.success(), "{}", text(&up));
-    let lines = archive.export(dir.path()).await;
+    let lines = archive.export(dir.path()).await.0;
     let of = |t: &str| lines.iter().filter(|l| l["type"] == t).cloned().collect::<Vec<_>>();
     let messages = of("message");
     assert_eq!(messages.len(), 2, "history is not captured");
@@ -159,22 +159,8 @@ fn a_bad_line_is_refused_by_line_and_field_and_changes_nothing_captured() {
     assert!(ok.status.success() && ok.stdout.is_empty(), "already captured: {}", text(&ok));
 }
 
-/// The reference receiver over TLS on 127.0.0.1 with its archive key.
-/// The test's receiver, with this file's policy.
-struct Archive(TestArchive);
-
-impl std::ops::Deref for Archive {
-    type Target = TestArchive;
-    fn deref(&self) -> &TestArchive {
-        &self.0
-    }
-}
-
+/// This file's policies, on the shared test archive.
 impl Archive {
-    async fn start(dir: &Path) -> Archive {
-        Archive(TestArchive::start(dir).await)
-    }
-
     /// A device policy file whose business line is [`LINE`].
     fn policy_file(&self, dir: &Path, device: &str) -> std::path::PathBuf {
         let token = verbatim_receiver::add_device(&self.data.join("tokens.jsonl"), "acme-telecom", device).unwrap();
@@ -193,11 +179,6 @@ impl Archive {
         let path = dir.join("policy.json");
         std::fs::write(&path, serde_json::to_vec(&policy).unwrap()).unwrap();
         path
-    }
-
-    /// Stops the receiver and exports everything: every JSON line.
-    async fn export(self, dir: &Path) -> Vec<serde_json::Value> {
-        self.0.export(dir).await.0
     }
 }
 
@@ -230,7 +211,7 @@ async fn a_replay_killed_mid_view_and_run_again_captures_every_row_exactly_once(
     let up =
         run(&["upload", "--state", state.to_str().unwrap(), "--policy", policy_file.to_str().unwrap(), "--deadline-ms", "30000"]);
     assert!(up.status.success(), "{}", text(&up));
-    let lines = archive.export(dir.path()).await;
+    let lines = archive.export(dir.path()).await.0;
     let mut ids: Vec<String> =
         lines.iter().filter(|l| l["type"] == "message").map(|l| l["meta"]["source_id"].as_str().unwrap().to_string()).collect();
     ids.sort();
