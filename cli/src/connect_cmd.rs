@@ -124,23 +124,9 @@ pub fn wecom(args: WecomArgs) -> ExitCode {
     if let Err(e) = wecom_keys(&args.private_keys) {
         return usage(e);
     }
-    let business: Vec<String> = match verbatim_core::policy::parse(&tree) {
-        Ok(parsed) => parsed.policy.business_lines.iter().cloned().collect(),
-        Err(rejected) => {
-            eprintln!("error: {rejected}");
-            return ExitCode::from(1);
-        }
-    };
-    let tokens = match device_tokens(args.device_tokens.as_deref(), &business) {
-        Ok(t) => t,
-        Err(e) => return usage(e),
-    };
-    let lines = match Lines::new(wecom::SOURCE, &args.state, tree, tokens) {
-        Ok(l) => Arc::new(l),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+    let lines = match open_lines(wecom::SOURCE, &args.state, tree, args.device_tokens.as_deref()) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let sdk = match wecom::Sdk::open(&args.sdk, &args.corp_id, secret.expose(), args.sdk_timeout_secs) {
         Ok(s) => s,
@@ -298,6 +284,31 @@ fn device_tokens(dir: Option<&Path>, lines: &[String]) -> Result<BTreeMap<String
     Ok(tokens)
 }
 
+/// The business lines of the policy, each with its device token, ready to open on first use.
+/// Exit 1 for a refused policy or line store, 2 for unreadable token files.
+fn open_lines(
+    source: &'static str,
+    state: &Path,
+    tree: verbatim_core::Value,
+    tokens_dir: Option<&Path>,
+) -> Result<Arc<Lines>, ExitCode> {
+    let business: Vec<String> = match verbatim_core::policy::parse(&tree) {
+        Ok(parsed) => parsed.policy.business_lines.iter().cloned().collect(),
+        Err(rejected) => {
+            eprintln!("error: {rejected}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    let tokens = device_tokens(tokens_dir, &business).map_err(usage)?;
+    match Lines::new(source, state, tree, tokens) {
+        Ok(l) => Ok(Arc::new(l)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 fn usage(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
@@ -338,17 +349,6 @@ pub fn whatsapp(args: WhatsappArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let business: Vec<String> = match verbatim_core::policy::parse(&tree) {
-        Ok(parsed) => parsed.policy.business_lines.iter().cloned().collect(),
-        Err(rejected) => {
-            eprintln!("error: {rejected}");
-            return ExitCode::from(1);
-        }
-    };
-    let tokens = match device_tokens(args.device_tokens.as_deref(), &business) {
-        Ok(t) => t,
-        Err(e) => return usage(e),
-    };
     let graph = match &args.access_token_file {
         None => {
             eprintln!("warning: no --access-token-file: media are recorded as omitted until it is given");
@@ -369,12 +369,9 @@ pub fn whatsapp(args: WhatsappArgs) -> ExitCode {
             }
         }
     };
-    let lines = match Lines::new(whatsapp::SOURCE, &args.state, tree, tokens) {
-        Ok(l) => Arc::new(l),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+    let lines = match open_lines(whatsapp::SOURCE, &args.state, tree, args.device_tokens.as_deref()) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
