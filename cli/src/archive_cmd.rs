@@ -7,7 +7,7 @@
 //! partial export: some streams could not be exported, every other one was.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -288,6 +288,11 @@ pub struct VerifyArgs {
     vault: Option<PathBuf>,
 }
 
+/// The key vault given by `--vault`, if any.
+fn open_vault(dir: Option<&Path>) -> verbatim_receiver::Result<Option<verbatim_receiver::vault::Vault>> {
+    dir.map(verbatim_receiver::vault::Vault::open).transpose()
+}
+
 pub fn verify(args: VerifyArgs) -> ExitCode {
     let options = verbatim_receiver::verify::VerifyOptions {
         silent_after_hours: (args.silent_after_hours > 0).then_some(args.silent_after_hours),
@@ -297,7 +302,7 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let vault = match args.vault.as_deref().map(verbatim_receiver::vault::Vault::open).transpose() {
+    let vault = match open_vault(args.vault.as_deref()) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -363,7 +368,7 @@ pub fn export(args: ExportArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let vault = match args.vault.as_deref().map(verbatim_receiver::vault::Vault::open).transpose() {
+    let vault = match open_vault(args.vault.as_deref()) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

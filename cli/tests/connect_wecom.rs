@@ -306,9 +306,9 @@ async fn pages_rotated_keys_recalls_media_and_groups_reach_the_archive_once() {
     assert!(!dir.path().join("state").join(PERSONAL).exists());
 }
 
-#[test]
-fn a_key_version_without_its_key_is_a_could_not_record_window_never_a_skip() {
-    let dir = tempfile::tempdir().unwrap();
+/// A policy archiving [`ZHANG`]'s WeChat to an archive never reached (the test only captures),
+/// and an empty device token folder.
+fn offline_policy(dir: &Path) -> PathBuf {
     let (_, public) = verbatim_core::seal::generate_archive_keypair();
     let policy = sample_policy(
         "https://archive.acme.test",
@@ -316,9 +316,16 @@ fn a_key_version_without_its_key_is_a_could_not_record_window_never_a_skip() {
         "tok",
         &[("capture_channels", Value::String("wechat".into())), ("business_lines", Value::String(ZHANG.into()))],
     );
-    let policy_file = dir.path().join("policy.json");
+    let policy_file = dir.join("policy.json");
     std::fs::write(&policy_file, serde_json::to_vec(&policy).unwrap()).unwrap();
-    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    policy_file
+}
+
+#[test]
+fn a_key_version_without_its_key_is_a_could_not_record_window_never_a_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_file = offline_policy(dir.path());
     let mut w = Wecom::new(dir.path());
     let before: Vec<String> = (0..5).map(|i| w.text(1, ZHANG, &[EXTERNAL], &format!("v1 {i}"))).collect();
     let after: Vec<String> = (0..5).map(|i| w.text(2, EXTERNAL, &[ZHANG], &format!("v2 {i}"))).collect();
@@ -412,16 +419,7 @@ fn a_missing_sdk_or_a_refused_secret_stops_before_anything_is_stored() {
 fn sigterm_stops_a_watching_connector_between_two_records_and_the_next_run_goes_on() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let (_, public) = verbatim_core::seal::generate_archive_keypair();
-    let policy = sample_policy(
-        "https://archive.acme.test",
-        &public,
-        "tok",
-        &[("capture_channels", Value::String("wechat".into())), ("business_lines", Value::String(ZHANG.into()))],
-    );
-    let policy_file = dir.path().join("policy.json");
-    std::fs::write(&policy_file, serde_json::to_vec(&policy).unwrap()).unwrap();
-    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+    let policy_file = offline_policy(dir.path());
     let mut w = Wecom::new(dir.path());
     let all: Vec<String> = (0..3000).map(|i| w.text(1, ZHANG, &[EXTERNAL], &format!("m{i}"))).collect();
     w.publish();

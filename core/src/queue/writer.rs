@@ -709,7 +709,7 @@ impl WriterState {
                 }
             }
             let id = header.attachment_id.clone();
-            let scope = KeyScope::of(&RecordBody::AttachmentStart(header.clone())).unwrap_or(KeyScope::Agent);
+            let scope = KeyScope::of_meta(&header.meta);
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| Error::new(ErrorKind::File, format!("attachment {id}: cannot open its file: {}", e.kind())))?;
             let start = Pending::new(&Record::new(captured_ms, RecordBody::AttachmentStart(header)));

@@ -84,9 +84,7 @@ impl KeyScope {
     /// The scope of a record, when the record says it (attachment chunks and ends do not:
     /// their scope is their attachment's).
     pub fn of(body: &RecordBody) -> Option<KeyScope> {
-        let conversation = |meta: &crate::model::EventMeta| {
-            KeyScope::Conversation(ConversationRef { channel: meta.channel, conversation_id: meta.conversation_id.clone() })
-        };
+        let conversation = KeyScope::of_meta;
         Some(match body {
             RecordBody::Message(m) => conversation(&m.meta),
             RecordBody::Edit(e) => conversation(&e.meta),
@@ -106,6 +104,11 @@ impl KeyScope {
                 return None;
             }
         })
+    }
+
+    /// The scope of the conversation an event's `meta` names.
+    pub fn of_meta(meta: &crate::model::EventMeta) -> KeyScope {
+        KeyScope::Conversation(ConversationRef { channel: meta.channel, conversation_id: meta.conversation_id.clone() })
     }
 
     pub fn conversation(&self) -> Option<&ConversationRef> {

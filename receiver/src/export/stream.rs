@@ -229,7 +229,7 @@ fn epoch_state(id: &StreamId, info: Option<&EpochInfo>, epoch: u64, keys: &Expor
             Some(FiledEpoch { secret: Some(ref_key), .. }) => {
                 let mut opener = ConversationOpener::with_ref_key(epoch, ref_key);
                 for filed in vault.content_keys(id, epoch)? {
-                    opener.add_key(filed.key_ref, crate::vault::ingest::scope_of(filed.conversation), &filed.key);
+                    opener.add_key(filed.key_ref, filed.scope, &filed.key);
                 }
                 EpochState::Open(Box::new(EpochOpener::Conversations(Box::new(opener))))
             }

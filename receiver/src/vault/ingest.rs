@@ -231,7 +231,7 @@ impl<'v> StreamRun<'v> {
                         EpochSecrets::open(secret, &info.encapsulation, &self.id, r.epoch).map_err(|e| Stop(e.detail))?;
                     let mut opener = ConversationOpener::with_secrets(r.epoch, &secrets);
                     for filed in self.vault.content_keys(&self.id, r.epoch)? {
-                        opener.add_key(filed.key_ref, scope_of(filed.conversation), &filed.key);
+                        opener.add_key(filed.key_ref, filed.scope, &filed.key);
                     }
                     (EpochOpener::Conversations(Box::new(opener)), secrets.ref_key.clone(), 2)
                 }
@@ -271,7 +271,7 @@ impl<'v> StreamRun<'v> {
                     None => KeyScope::of(&record.body)
                         .and_then(|s| s.conversation().cloned())
                         .map(|c| {
-                            let d = Sha256::digest(format!("{}\u{0}{}", channel_name(c.channel), c.conversation_id));
+                            let d = Sha256::digest(format!("{}\u{0}{}", c.channel.as_str(), c.conversation_id));
                             let mut k = [0u8; 16];
                             k.copy_from_slice(&d[..16]);
                             self.index_legacy(r.epoch, &k, &c).map(|_| k)
@@ -341,7 +341,7 @@ impl<'v> StreamRun<'v> {
                 self.id.stream,
                 epoch as i64,
                 &key_ref[..],
-                conversation.map(|c| channel_name(c.channel)),
+                conversation.map(|c| c.channel.as_str()),
                 conversation.map(|c| c.conversation_id.as_str()),
                 wrapped
             ],
@@ -386,19 +386,5 @@ fn finish_tx(conn: &Connection, r: Result<()>) -> Result<()> {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
         }
-    }
-}
-
-pub(crate) fn channel_name(c: verbatim_core::Channel) -> String {
-    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-pub(crate) fn scope_of(conversation: Option<(String, String)>) -> KeyScope {
-    match conversation.and_then(|(channel, id)| {
-        let channel = serde_json::from_value(serde_json::Value::String(channel)).ok()?;
-        Some(verbatim_core::seal::conversation::ConversationRef { channel, conversation_id: id })
-    }) {
-        Some(c) => KeyScope::Conversation(c),
-        None => KeyScope::Agent,
     }
 }

