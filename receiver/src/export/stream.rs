@@ -18,7 +18,7 @@ use verbatim_core::chain::{self, Link, StreamId};
 use verbatim_core::model::{Direction, Edit, EventMeta, Message, Reaction, Unsend};
 use verbatim_core::record::{AgentEvent, AttachmentHeader, CallRecord, Record, RecordBody};
 use verbatim_core::seal::EpochKey;
-use verbatim_core::seal::conversation::{ConversationOpener, NotOpened};
+use verbatim_core::seal::conversation::{ConversationOpener, KeyRef, NotOpened};
 use verbatim_core::wire::{EpochInfo, WireRecord};
 
 use super::eml::{self, FilePart};
@@ -162,6 +162,9 @@ pub struct StreamExporter<'k> {
     keys: &'k ExportKeys<'k>,
     epochs: HashMap<u64, EpochInfo>,
     epoch_keys: HashMap<u64, EpochState>,
+    /// The vault's answer per (epoch, key reference): the erasure that deleted it, if any.
+    /// Asked once per key, not at every record.
+    erased_keys: HashMap<(u64, KeyRef), Option<i64>>,
     prev: Link,
     prev_seq: u64,
     partial: HashMap<String, Partial>,
@@ -282,6 +285,7 @@ impl<'k> StreamExporter<'k> {
             keys,
             epochs: epochs.into_iter().map(|e| (e.epoch, e)).collect(),
             epoch_keys: HashMap::new(),
+            erased_keys: HashMap::new(),
             prev: chain::genesis(id),
             prev_seq: 0,
             partial: HashMap::new(),
@@ -355,16 +359,18 @@ impl<'k> StreamExporter<'k> {
             }
         };
         let per_record = |detail: String| Unopened { error: format!("sequence {}: {detail}", r.seq), per_record: true };
-        let erased = |key_ref: &verbatim_core::seal::conversation::KeyRef| {
-            keys.vault.and_then(|v| v.erased_by(&self.id, r.epoch, key_ref).ok().flatten())
+        let (id, erased_keys) = (&self.id, &mut self.erased_keys);
+        let mut erased = |key_ref: &KeyRef| -> Option<i64> {
+            let vault = keys.vault?;
+            *erased_keys.entry((r.epoch, *key_ref)).or_insert_with(|| vault.erased_by(id, r.epoch, key_ref).ok().flatten())
         };
-        match opener.open(&self.id, r.seq, prev, &r.ciphertext) {
+        match opener.open(id, r.seq, prev, &r.ciphertext) {
             // The vault's word wins over an archive key that can still derive an erased key.
-            Ok(OpenedRecord::Record { key_ref: Some(key_ref), .. }) if keys.vault.is_some() && erased(&key_ref).is_some() => {
+            Ok(OpenedRecord::Record { key_ref: Some(key_ref), .. }) if let Some(erasure) = erased(&key_ref) => {
                 if let EpochOpener::Conversations(c) = opener.as_mut() {
                     c.withhold_key(&key_ref);
                 }
-                Ok(Opening::Erased(erased(&key_ref).unwrap_or_default()))
+                Ok(Opening::Erased(erasure))
             }
             Ok(OpenedRecord::Record { record, .. }) => Ok(Opening::Record(record)),
             Ok(OpenedRecord::KeyRecord { .. }) | Err(NotOpened::KeyRecordSealed) => Ok(Opening::KeyRecord),

@@ -112,6 +112,9 @@ struct StreamRun<'v> {
     epochs: HashMap<u64, EpochInfo>,
     keys: &'v KeyRing,
     openers: HashMap<u64, EpochOpener>,
+    /// Content keys met in this run, and whether they are usable (false: erased, withheld):
+    /// each is checked against the tombstones and filed once, not at every record.
+    met: HashMap<(u64, KeyRef), bool>,
     through: u64,
     link: Link,
     in_tx: u64,
@@ -140,6 +143,7 @@ impl<'v> StreamRun<'v> {
             epochs,
             keys,
             openers: HashMap::new(),
+            met: HashMap::new(),
             through,
             link,
             in_tx: 0,
@@ -254,19 +258,13 @@ impl<'v> StreamRun<'v> {
         let mut captured_ms = None;
         match opened {
             Ok(OpenedRecord::KeyRecord { key_ref, scope }) => {
-                if !self.withhold_if_erased(r.epoch, &key_ref)? {
-                    self.file_key(r.epoch, &key_ref, Some(&scope))?;
-                }
+                self.meet_key(r.epoch, &key_ref, || Some(scope))?;
             }
             Ok(OpenedRecord::Record { record, key_ref }) => {
                 captured_ms = Some(record.captured_ms);
                 let key_ref = match key_ref {
-                    Some(k) if self.withhold_if_erased(r.epoch, &k)? => None,
-                    Some(k) => {
-                        // Filed already from its key record; from the record itself if that was lost.
-                        self.file_key(r.epoch, &k, KeyScope::of(&record.body).as_ref())?;
-                        Some(k)
-                    }
+                    // Met at its key record; at the record itself if that was lost.
+                    Some(k) => self.meet_key(r.epoch, &k, || KeyScope::of(&record.body))?.then_some(k),
                     // Version 1: index the conversation under a reference of our own, for reports.
                     None => KeyScope::of(&record.body)
                         .and_then(|s| s.conversation().cloned())
@@ -283,7 +281,8 @@ impl<'v> StreamRun<'v> {
                 }
             }
             Err(NotOpened::NoKey(key_ref)) => {
-                if self.vault.erased_by(&id, r.epoch, &key_ref)?.is_none() {
+                let withheld = self.met.get(&(r.epoch, key_ref)) == Some(&false);
+                if !withheld && self.vault.erased_by(&id, r.epoch, &key_ref)?.is_none() {
                     return Err(Stop(format!("sequence {}: sealed under a key no key record announced", r.seq)));
                 }
             }
@@ -299,6 +298,25 @@ impl<'v> StreamRun<'v> {
         self.link = r.link;
         self.filed.records += 1;
         Ok(())
+    }
+
+    /// The first time this run meets a content key: withheld if it was erased, else filed
+    /// (labelled with `scope`, computed only then). True when its records are to be noted.
+    fn meet_key(
+        &mut self,
+        epoch: u64,
+        key_ref: &KeyRef,
+        scope: impl FnOnce() -> Option<KeyScope>,
+    ) -> std::result::Result<bool, Stop> {
+        if let Some(usable) = self.met.get(&(epoch, *key_ref)) {
+            return Ok(*usable);
+        }
+        let usable = !self.withhold_if_erased(epoch, key_ref)?;
+        if usable {
+            self.file_key(epoch, key_ref, scope().as_ref())?;
+        }
+        self.met.insert((epoch, *key_ref), usable);
+        Ok(usable)
     }
 
     /// A reference whose key was erased: never used nor filed again. True when it was.

@@ -321,11 +321,13 @@ pub struct ErasureLookup<'v> {
     vault: &'v Vault,
     id: StreamId,
     epochs: std::collections::HashMap<u64, Option<FiledEpoch>>,
+    /// The answer per (epoch, key reference), asked once per key.
+    erased: std::collections::HashMap<(u64, KeyRef), Option<i64>>,
 }
 
 impl<'v> ErasureLookup<'v> {
     pub fn new(vault: &'v Vault, id: &StreamId) -> ErasureLookup<'v> {
-        ErasureLookup { vault, id: id.clone(), epochs: Default::default() }
+        ErasureLookup { vault, id: id.clone(), epochs: Default::default(), erased: Default::default() }
     }
 
     pub fn erasure_of(&mut self, r: &verbatim_core::wire::WireRecord) -> Result<Option<i64>> {
@@ -345,7 +347,12 @@ impl<'v> ErasureLookup<'v> {
             }
             Some(FiledEpoch { secret: None, .. }) => return Ok(None),
         };
-        self.vault.erased_by(&self.id, r.epoch, &key_ref)
+        if let Some(known) = self.erased.get(&(r.epoch, key_ref)) {
+            return Ok(*known);
+        }
+        let erasure = self.vault.erased_by(&self.id, r.epoch, &key_ref)?;
+        self.erased.insert((r.epoch, key_ref), erasure);
+        Ok(erasure)
     }
 }
 
